@@ -1,0 +1,20 @@
+"""The sans-I/O SMTP core: bytes in, events out, for both roles.
+
+Nothing in this package imports ``socket``, ``ssl``, ``asyncio`` or
+``selectors``; ``tests/test_layering.py`` holds it to that.
+"""
+
+from __future__ import annotations
+
+from .capabilities import Capabilities
+from .client import ClientConnection
+from .data import BareLineEndings, DataReader, DotStuffer
+from .events import *  # noqa: F403
+from .events import __all__ as _events_all
+from .params import MailOptions, RcptOptions
+from .state import ClientState
+
+__all__ = [
+    "Capabilities", "ClientConnection", "ClientState", "BareLineEndings", "DataReader",
+    "DotStuffer", "MailOptions", "RcptOptions", *_events_all,
+]

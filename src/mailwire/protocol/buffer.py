@@ -1,0 +1,82 @@
+"""The receive buffer: strict CRLF line extraction in linear time.
+
+Only CRLF ends a line; a bare LF or CR stays inside the line, where the parser
+refuses it as a control character. Bytes are appended to one ``bytearray`` and
+consumed by advancing an offset; the consumed prefix is dropped only when it is
+more than half the buffer, so each byte is copied O(1) times. The position up
+to which we already searched for CRLF is remembered, so a long line arriving a
+byte at a time is not rescanned from its start on every call.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReceiveBuffer", "LineTooLong"]
+
+
+class LineTooLong(Exception):
+    """No CRLF within the allowed line length."""
+
+
+class ReceiveBuffer:
+    __slots__ = ("_data", "_start", "_scanned")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0
+        self._scanned = 0  # offset from which to look for the next CRLF
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+    def __bool__(self) -> bool:
+        return len(self._data) > self._start
+
+    def feed(self, data: bytes) -> None:
+        if self._start and self._start * 2 > len(self._data):
+            del self._data[: self._start]
+            self._scanned -= self._start
+            self._start = 0
+        self._data += data
+
+    def take_line(self, limit: int) -> bytes | None:
+        """The next line without its CRLF, or None if it is not complete yet.
+
+        Raises ``LineTooLong`` when the line (CRLF included) would exceed
+        ``limit``; the line is then still in the buffer: call ``skip_line``.
+        """
+        pos = self._data.find(b"\r\n", max(self._scanned - 1, self._start), self._start + limit)
+        if pos < 0:
+            self._scanned = len(self._data)
+            if len(self) >= limit:
+                raise LineTooLong(f"line longer than {limit} octets")
+            return None
+        line = bytes(self._data[self._start:pos])
+        self._start = self._scanned = pos + 2
+        return line
+
+    def skip_line(self) -> bool:
+        """Drop bytes up to and including the next CRLF; True once it was found."""
+        pos = self._data.find(b"\r\n", max(self._scanned - 1, self._start))
+        if pos < 0:
+            # Keep a trailing CR: it may be the first half of the CRLF.
+            keep = 1 if self._data.endswith(b"\r") else 0
+            self._start = self._scanned = len(self._data) - keep
+            return False
+        self._start = self._scanned = pos + 2
+        return True
+
+    def take(self, count: int) -> bytes:
+        """Up to ``count`` bytes, for BDAT chunks and raw content."""
+        end = min(self._start + count, len(self._data))
+        out = bytes(self._data[self._start:end])
+        self._start = end
+        self._scanned = max(self._scanned, end)
+        return out
+
+    def take_all(self) -> bytes:
+        return self.take(len(self))
+
+    def clear(self) -> None:
+        """Discard everything unread (what was pipelined before a TLS handshake)."""
+        self._data.clear()
+        self._start = self._scanned = 0

@@ -1,0 +1,230 @@
+"""The client role of the SMTP core: commands in, bytes out; bytes in, replies out.
+
+``ClientConnection`` never touches a socket. A driver calls ``send(event)`` and
+writes the bytes it returns, feeds what it reads to ``receive_data`` and takes
+replies from ``next_event``. The connection keeps a queue of the replies it
+still expects, one entry per command sent, so a driver can pipeline as far as
+the state table allows and still get every reply in order. The legal order of
+commands is in ``state.py``; this class only applies it.
+
+Replies are parsed with hard caps on one line and on a whole multi-line reply,
+so a hostile server cannot make us buffer without bound. After the 220 to
+STARTTLS every byte already received is thrown away (RFC 3207 5: anything the
+server sent before the handshake cannot be trusted), and nothing may be sent
+until the driver says the handshake is done.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..reply import Reply
+from .buffer import LineTooLong, ReceiveBuffer
+from .capabilities import Capabilities
+from .commands import format_command
+from .data import DotStuffer
+from .events import (
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo,
+    Lhlo, Mail, MessageData, NeedData, Quit, Rcpt, Rset, StartTLS,
+)
+from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
+
+__all__ = ["ClientConnection", "ClientState"]
+
+_Sendable = Command | MessageData | EndOfData
+
+
+@dataclass(slots=True)
+class _Expect:
+    """One reply (or, for LMTP's end of data, one per accepted recipient)."""
+
+    command: type | None
+    per_recipient: bool = False
+
+
+class ClientConnection:
+    """Sans-I/O SMTP (or LMTP) client."""
+
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS, lmtp: bool = False) -> None:
+        self.limits = limits
+        self.lmtp = lmtp
+        self.state = ClientState.GREETING
+        self.capabilities: Capabilities | None = None
+        self.discarded_after_starttls = 0
+        self._buffer = ReceiveBuffer()
+        self._pending: deque[_Expect] = deque([_Expect(None)])
+        self._stuffer: DotStuffer | None = None
+        self._bdat_remaining = 0
+        self._lines: list[str] = []
+        self._code = 0
+        self._reply_size = 0
+        self._peer_closed = False
+        self._broken: RemoteProtocolError | None = None
+        # LMTP: how many RCPTs the current transaction got accepted.
+        self._accepted = 0
+
+    # -- sending ---------------------------------------------------------
+
+    @property
+    def pending_replies(self) -> int:
+        """Replies still expected (an LMTP end of data counts once)."""
+        return len(self._pending)
+
+    def send(self, event: _Sendable) -> bytes:
+        """The bytes for ``event``; raises LocalProtocolError if not legal now."""
+        if self._broken is not None:
+            raise LocalProtocolError(f"connection is broken: {self._broken}")
+        next_state = CLIENT_SEND[self.state].get(type(event))
+        if next_state is None:
+            raise LocalProtocolError(f"cannot send {type(event).__name__} while {self.state.value}")
+        if isinstance(event, MessageData):
+            data = self._content(event.data)
+        elif isinstance(event, EndOfData):
+            assert self._stuffer is not None
+            data = self._stuffer.end()
+            self._stuffer = None
+            self._pending.append(_Expect(EndOfData, per_recipient=self.lmtp))
+        else:
+            data = format_command(event)
+            self._expect(event)
+        self.state = next_state
+        if isinstance(event, Bdat):
+            self._bdat_remaining = event.size
+            if event.size == 0:
+                self.state = ClientState.READY
+        elif isinstance(event, MessageData) and self.state is ClientState.BDAT_CONTENT:
+            if self._bdat_remaining == 0:
+                self.state = ClientState.READY
+        return data
+
+    def _content(self, chunk: bytes) -> bytes:
+        if self.state is ClientState.BDAT_CONTENT:
+            if len(chunk) > self._bdat_remaining:
+                raise LocalProtocolError(
+                    f"BDAT chunk overrun: {len(chunk)} bytes given, {self._bdat_remaining} announced"
+                )
+            self._bdat_remaining -= len(chunk)
+            return chunk
+        if self._stuffer is None:
+            self._stuffer = DotStuffer()
+        return self._stuffer.feed(chunk)
+
+    def _expect(self, event: Command) -> None:
+        per_recipient = self.lmtp and isinstance(event, Bdat) and event.last
+        self._pending.append(_Expect(type(event), per_recipient))
+
+    def tls_established(self) -> None:
+        """The driver finished the TLS handshake: start over with EHLO (RFC 3207 4.2)."""
+        if self.state is not ClientState.TLS_HANDSHAKE:
+            raise LocalProtocolError(f"no TLS handshake expected while {self.state.value}")
+        self.state = ClientState.READY
+        self.capabilities = None
+        self._buffer.clear()
+
+    # -- receiving -------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the server; ``b""`` means it closed the connection."""
+        if not data:
+            self._peer_closed = True
+        elif self.state is ClientState.TLS_HANDSHAKE:
+            self.discarded_after_starttls += len(data)
+        else:
+            self._buffer.feed(data)
+
+    def next_event(self) -> Reply | Closed | NeedData:
+        """The next complete reply, ``Closed``, or ``NEED_DATA``."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            reply = self._read_reply()
+        except RemoteProtocolError as err:
+            self._broken = err
+            self.state = ClientState.CLOSED
+            raise
+        if reply is None:
+            if self._peer_closed:
+                if self._buffer or self._lines:
+                    self._fail("server closed the connection in the middle of a reply")
+                self.state = ClientState.CLOSED
+                return Closed()
+            return NEED_DATA
+        self._answered(reply)
+        return reply
+
+    def _fail(self, message: str) -> None:
+        self._broken = RemoteProtocolError(message)
+        self.state = ClientState.CLOSED
+        raise self._broken
+
+    def _read_reply(self) -> Reply | None:
+        while True:
+            try:
+                raw = self._buffer.take_line(self.limits.reply_line)
+            except LineTooLong:
+                raise RemoteProtocolError(
+                    f"server sent a reply line longer than {self.limits.reply_line} octets"
+                ) from None
+            if raw is None:
+                return None
+            self._reply_size += len(raw) + 2
+            if self._reply_size > self.limits.reply_total:
+                raise RemoteProtocolError(
+                    f"server sent a reply longer than {self.limits.reply_total} octets"
+                )
+            code, last, text = _parse_reply_line(raw)
+            if self._lines and code != self._code:
+                raise RemoteProtocolError(
+                    f"reply lines disagree on the code: {self._code} then {code}"
+                )
+            self._code = code
+            self._lines.append(text)
+            if last:
+                reply = Reply.from_lines(code, tuple(self._lines))
+                self._lines = []
+                self._reply_size = 0
+                return reply
+
+    def _answered(self, reply: Reply) -> None:
+        if not self._pending:
+            return  # unsolicited (e.g. 421 before closing): the driver decides
+        expect = self._pending[0]
+        self._track_transaction(expect.command, reply)
+        if expect.per_recipient and self._accepted > 1:
+            self._accepted -= 1  # more LMTP replies to come for this data
+            return
+        self._pending.popleft()
+        if expect.per_recipient:
+            self._accepted = 0
+        if not self._pending:
+            key = (self.state, reply.code)
+            next_state = CLIENT_REPLY.get(key) or CLIENT_REPLY.get((self.state, None))
+            if next_state is not None:
+                self.state = next_state
+            if self.state is ClientState.TLS_HANDSHAKE:
+                self.discarded_after_starttls += len(self._buffer)
+                self._buffer.clear()
+        if expect.command in (Ehlo, Lhlo) and reply.code == 250:
+            self.capabilities = Capabilities.from_reply(reply)
+        elif expect.command is Helo and reply.code == 250:
+            self.capabilities = Capabilities(reply.lines[0], {})
+
+    def _track_transaction(self, command: type | None, reply: Reply) -> None:
+        if command in (Mail, Rset, Ehlo, Helo, Lhlo):
+            self._accepted = 0
+        elif command is Rcpt and reply.is_positive:
+            self._accepted += 1
+
+
+def _parse_reply_line(raw: bytes) -> tuple[int, bool, str]:
+    """``(code, is_last_line, text)`` of one reply line, strictly."""
+    head = raw[:3]
+    if len(raw) < 3 or not head.isdigit() or not (b"2" <= raw[:1] <= b"5"):
+        raise RemoteProtocolError(f"server sent a malformed reply line: {raw[:80]!r}")
+    sep = raw[3:4]
+    if sep not in (b"", b" ", b"-"):
+        raise RemoteProtocolError(f"server sent a malformed reply line: {raw[:80]!r}")
+    return int(head), sep != b"-", raw[4:].decode("utf-8", "surrogateescape")

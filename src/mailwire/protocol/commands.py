@@ -1,0 +1,233 @@
+"""Command lines, both ways: events to bytes (client) and bytes to events (server).
+
+One file holds the syntax of every command so that the client can only send
+what the server would parse, and a reader finds any command's rules in one
+place. Formatting refuses anything that would change a command's meaning
+(controls, brackets or spaces in addresses, malformed parameters) before a byte
+is written. Parsing returns a typed event or a ``Rejected`` carrying the reply
+RFC 5321 prescribes (500 unknown, 501 bad arguments, 553 bad address, 555 bad
+parameters).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..reply import Reply
+from .events import (
+    Auth, AuthResponse, Bdat, Command, Data, Ehlo, Expn, Helo, Help, Lhlo, Mail,
+    Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
+)
+from .grammar import CONTROL_CHARS, check_address, check_argument, is_mailbox, split_path
+from .params import (
+    MailOptions, RcptOptions, format_mail_options, format_rcpt_options,
+    parse_mail_options, parse_rcpt_options,
+)
+
+__all__ = ["format_command", "parse_command", "parse_auth_response", "encode_auth_data"]
+
+_SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
+_BDAT = re.compile(r"(\d{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
+_SIMPLE: dict[type, str] = {Data: "DATA", Rset: "RSET", Quit: "QUIT", StartTLS: "STARTTLS"}
+
+
+def encode_auth_data(data: bytes | None) -> str:
+    """RFC 4954 4: base64, ``=`` for an empty response, ``*`` to cancel."""
+    if data is None:
+        return "*"
+    return base64.b64encode(data).decode("ascii") if data else "="
+
+
+def _hello_name(name: str, verb: str) -> str:
+    check_argument(name, f"{verb} name")
+    if not name or " " in name:
+        raise LocalProtocolError(f"{verb} name must be one non-empty word: {name!r}")
+    return name
+
+
+def format_command(event: Command) -> bytes:
+    """The wire form of ``event``, CRLF included."""
+    simple = _SIMPLE.get(type(event))
+    if simple is not None:
+        line = simple
+    elif isinstance(event, Ehlo):
+        line = "EHLO " + _hello_name(event.name, "EHLO")
+    elif isinstance(event, Helo):
+        line = "HELO " + _hello_name(event.name, "HELO")
+    elif isinstance(event, Lhlo):
+        line = "LHLO " + _hello_name(event.name, "LHLO")
+    elif isinstance(event, Mail):
+        params = format_mail_options(event.options)
+        line = " ".join([f"MAIL FROM:<{check_address(event.address, 'sender')}>", *params])
+    elif isinstance(event, Rcpt):
+        if not event.address:
+            raise LocalProtocolError("recipient address is empty")
+        params = format_rcpt_options(event.options)
+        line = " ".join([f"RCPT TO:<{check_address(event.address, 'recipient')}>", *params])
+    elif isinstance(event, Bdat):
+        if event.size < 0:
+            raise LocalProtocolError("BDAT size is negative")
+        line = f"BDAT {event.size} LAST" if event.last else f"BDAT {event.size}"
+    elif isinstance(event, (Noop, Help)):
+        verb = "NOOP" if isinstance(event, Noop) else "HELP"
+        arg = check_argument(event.argument, verb.lower() + " argument")
+        line = f"{verb} {arg}" if arg else verb
+    elif isinstance(event, (Vrfy, Expn)):
+        verb = "VRFY" if isinstance(event, Vrfy) else "EXPN"
+        line = f"{verb} {check_argument(event.argument, verb.lower() + ' argument')}"
+    elif isinstance(event, Auth):
+        if _SASL_NAME.fullmatch(event.mechanism) is None:
+            raise LocalProtocolError(f"not a SASL mechanism name: {event.mechanism!r}")
+        line = f"AUTH {event.mechanism.upper()}"
+        if event.initial is not None:
+            line += " " + encode_auth_data(event.initial)
+    elif isinstance(event, AuthResponse):
+        line = encode_auth_data(event.data)
+    elif isinstance(event, RawCommand):
+        check_argument(event.verb, "command")
+        check_argument(event.argument, "command argument")
+        line = f"{event.verb} {event.argument}" if event.argument else event.verb
+    else:
+        raise LocalProtocolError(f"not a command: {event!r}")
+    return line.encode("utf-8", "surrogateescape") + b"\r\n"
+
+
+# -- server side -------------------------------------------------------------
+
+
+def _reject(code: int, enhanced: str, text: str) -> Rejected:
+    return Rejected(Reply.of(code, enhanced, text))
+
+
+def _no_argument(verb: str, arg: str, event: Command) -> Command | Rejected:
+    return event if not arg else _reject(501, "5.5.4", f"Syntax: {verb} takes no argument")
+
+
+def _parse_path(arg: str, prefix: str) -> tuple[str, str] | Rejected:
+    if arg[: len(prefix)].upper() != prefix:
+        return _reject(501, "5.5.4", f"Syntax: {prefix}<address>")
+    path = split_path(arg[len(prefix):].lstrip(" "))
+    if path is None:
+        return _reject(501, "5.5.4", f"Syntax: {prefix}<address> [parameters]")
+    return path
+
+
+def _parse_mail(arg: str) -> Command | Rejected:
+    path = _parse_path(arg, "FROM:")
+    if isinstance(path, Rejected):
+        return path
+    address, params = path
+    if address and not is_mailbox(address):
+        return _reject(553, "5.1.7", "Bad sender address syntax")
+    options = parse_mail_options(params) if params else MailOptions()
+    return Mail(address, options)
+
+
+def _parse_rcpt(arg: str) -> Command | Rejected:
+    path = _parse_path(arg, "TO:")
+    if isinstance(path, Rejected):
+        return path
+    address, params = path
+    # RFC 5321 4.5.1: <Postmaster> without a domain must be accepted.
+    if not (is_mailbox(address) or address.lower() == "postmaster"):
+        return _reject(553, "5.1.3", "Bad recipient address syntax")
+    options = parse_rcpt_options(params) if params else RcptOptions()
+    return Rcpt(address, options)
+
+
+def _parse_hello(verb: str, arg: str) -> Command | Rejected:
+    if not arg or " " in arg:
+        return _reject(501, "5.5.4", f"Syntax: {verb} hostname")
+    return {"EHLO": Ehlo, "HELO": Helo, "LHLO": Lhlo}[verb](arg)
+
+
+def _parse_bdat(arg: str) -> Command | Rejected:
+    match = _BDAT.fullmatch(arg)
+    if match is None:
+        return _reject(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+    return Bdat(int(match[1]), match[2] is not None)
+
+
+def _parse_auth(arg: str) -> Command | Rejected:
+    mechanism, _, initial = arg.partition(" ")
+    if _SASL_NAME.fullmatch(mechanism) is None:
+        return _reject(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+    if not initial:
+        return Auth(mechanism.upper(), None)
+    decoded = _decode_base64(initial.strip(" "))
+    if decoded is None:
+        return _reject(501, "5.5.2", "Cannot decode AUTH initial response")
+    return Auth(mechanism.upper(), decoded)
+
+
+def _decode_base64(text: str) -> bytes | None:
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def parse_auth_response(line: bytes) -> AuthResponse | Rejected:
+    """A client's answer to a 334 challenge; ``*`` cancels (RFC 4954 4)."""
+    text = line.strip(b" ")
+    if text == b"*":
+        return AuthResponse(None)
+    decoded = _decode_base64(text.decode("ascii", "replace"))
+    if decoded is None:
+        return _reject(501, "5.5.2", "Cannot decode AUTH response")
+    return AuthResponse(decoded)
+
+
+def parse_command(line: bytes) -> Command | Rejected:
+    """Parse one command line (without CRLF) into an event.
+
+    Unknown verbs come back as ``RawCommand``: the server decides whether it
+    implements them (500 5.5.1 otherwise).
+    """
+    text = line.decode("utf-8", "surrogateescape")
+    if CONTROL_CHARS.search(text):
+        return _reject(501, "5.5.2", "Syntax error: control characters in command")
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        return _reject(500, "5.5.2", "Syntax error: command is not valid UTF-8")
+    verb, _, arg = text.partition(" ")
+    verb = verb.upper()
+    arg = arg.strip(" ")
+    try:
+        return _dispatch(verb, arg)
+    except RemoteProtocolError as err:
+        return Rejected(err.reply)
+
+
+def _dispatch(verb: str, arg: str) -> Command | Rejected:
+    if verb in ("EHLO", "HELO", "LHLO"):
+        return _parse_hello(verb, arg)
+    if verb == "MAIL":
+        return _parse_mail(arg)
+    if verb == "RCPT":
+        return _parse_rcpt(arg)
+    if verb == "BDAT":
+        return _parse_bdat(arg)
+    if verb == "AUTH":
+        return _parse_auth(arg)
+    if verb == "DATA":
+        return _no_argument(verb, arg, Data())
+    if verb == "RSET":
+        return _no_argument(verb, arg, Rset())
+    if verb == "QUIT":
+        return _no_argument(verb, arg, Quit())
+    if verb == "STARTTLS":
+        return _no_argument(verb, arg, StartTLS())
+    if verb == "NOOP":
+        return Noop(arg)
+    if verb == "HELP":
+        return Help(arg)
+    if verb in ("VRFY", "EXPN"):
+        if not arg:
+            return _reject(501, "5.5.4", f"Syntax: {verb} string")
+        return Vrfy(arg) if verb == "VRFY" else Expn(arg)
+    return RawCommand(verb, arg)

@@ -1,0 +1,137 @@
+"""Message content on the wire: dot-stuffing, end-of-data, BDAT framing.
+
+Both directions work on a stream of chunks so that a 100 MB message is never
+held twice, and both use ``bytes.replace``/``bytes.find`` (C loops) rather than
+per-line Python code, which is where most SMTP libraries spend their time.
+
+Sending (``DotStuffer``): line endings are normalised to CRLF (a bare CR or LF
+would otherwise let the message smuggle an end-of-data past a lax server) and a
+period at the start of a line is doubled (RFC 5321 4.5.2).
+
+Receiving (``DataReader``): only ``<CRLF>.<CRLF>`` ends the message. The reader
+keeps at most four unprocessed bytes between chunks, cutting only before a CR,
+so no pattern (``CRLF.`` to unstuff, ``CRLF.CRLF`` to end) can straddle a cut.
+Bare CR or LF is either refused (the default, RFC 5321 2.3.8) or normalised.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+__all__ = ["DotStuffer", "DataReader", "BareLineEndings", "stuff", "unstuff"]
+
+_CRLF = b"\r\n"
+_END = b"\r\n.\r\n"
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+class BareLineEndings(Enum):
+    """What a DataReader does with a CR or LF that is not part of CRLF."""
+
+    REFUSE = "refuse"
+    NORMALIZE = "normalize"
+
+
+def _normalize(data: bytes) -> bytes:
+    if b"\r" not in data:
+        return data.replace(b"\n", _CRLF)
+    return _BARE.sub(_CRLF, data)
+
+
+class DotStuffer:
+    """Encode message bytes for the DATA phase, chunk by chunk."""
+
+    __slots__ = ("_line_start", "_pending_cr", "_empty")
+
+    def __init__(self) -> None:
+        self._line_start = True
+        self._pending_cr = False
+        self._empty = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        if self._pending_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]  # the LF of a CRLF split between chunks
+            if not chunk:
+                self._pending_cr = False
+                return b""
+        self._pending_cr = chunk[-1:] == b"\r"
+        self._empty = False
+        out = _normalize(chunk)
+        out = out.replace(b"\r\n.", b"\r\n..")
+        if self._line_start and out[:1] == b".":
+            out = b"." + out
+        self._line_start = out[-2:] == _CRLF
+        return out
+
+    def end(self) -> bytes:
+        """The terminator: ``.CRLF``, preceded by CRLF if the last line lacked one."""
+        return b".\r\n" if self._line_start else b"\r\n.\r\n"
+
+
+def stuff(data: bytes) -> bytes:
+    """Whole-message dot-stuffing with the terminator (for small messages)."""
+    stuffer = DotStuffer()
+    return stuffer.feed(data) + stuffer.end()
+
+
+class DataReader:
+    """Decode a DATA body as it arrives; find its end without being fooled.
+
+    ``feed(chunk)`` returns ``(content, rest)``: content bytes ready for the
+    application (unstuffed), and ``None`` while the end is not yet seen, or the
+    bytes that followed the terminator once it is (they are the next commands).
+    """
+
+    __slots__ = ("_buf", "_prefix", "policy", "size", "bare_line_endings", "done")
+
+    def __init__(self, policy: BareLineEndings = BareLineEndings.REFUSE) -> None:
+        # A virtual CRLF before the first byte: "." at offset 0 is a line start.
+        self._buf = _CRLF
+        self._prefix = True
+        self.policy = policy
+        self.size = 0
+        self.bare_line_endings = False
+        self.done = False
+
+    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
+        if self.done:
+            raise RuntimeError("DataReader.feed after end of data")
+        data = self._buf + chunk if self._buf else chunk
+        end = data.find(_END)
+        if end >= 0:
+            body, rest, self._buf = data[: end + 2], data[end + 5:], b""
+            self.done = True
+        else:
+            cut = max(len(data) - 4, 0)
+            cr = data.rfind(b"\r", max(cut - 4, 0), cut)
+            if cr >= 0:
+                cut = cr
+            body, self._buf, rest = data[:cut], data[cut:], None
+        return self._emit(body), rest
+
+    def _emit(self, body: bytes) -> bytes:
+        if self._prefix:
+            if len(body) < 2:
+                # Not enough bytes yet to drop the virtual CRLF; keep it.
+                self._buf = body + self._buf
+                return b""
+            body = body.replace(b"\r\n.", b"\r\n")[2:]
+            self._prefix = False
+        else:
+            body = body.replace(b"\r\n.", b"\r\n")
+        if body and (body.count(b"\r") != body.count(b"\n") or body.count(b"\r") != body.count(_CRLF)):
+            self.bare_line_endings = True
+            if self.policy is BareLineEndings.NORMALIZE:
+                body = _normalize(body)
+        self.size += len(body)
+        return body
+
+
+def unstuff(wire: bytes, policy: BareLineEndings = BareLineEndings.REFUSE) -> tuple[bytes, bytes | None]:
+    """Whole-buffer decoding: ``(content, rest-after-terminator or None)``."""
+    reader = DataReader(policy)
+    content, rest = reader.feed(wire)
+    return content, rest

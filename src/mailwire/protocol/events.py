@@ -1,0 +1,188 @@
+"""The events both protocol roles speak in.
+
+A client core is given commands (``Ehlo``, ``Mail`` ...) and turns them into
+bytes; a server core turns bytes into the same command types. Replies travel
+the other way as ``mailwire.reply.Reply``. Message content is ``MessageData``
+chunks followed by ``EndOfData`` (after DATA) or framed by ``Bdat``.
+
+Every event is a frozen, slotted dataclass: cheap to make, safe to share,
+comparable in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..reply import Reply
+from .params import MailOptions, RcptOptions
+
+__all__ = [
+    "Ehlo", "Helo", "Lhlo", "Mail", "Rcpt", "Data", "Bdat", "MessageData", "EndOfData",
+    "Rset", "Noop", "Quit", "Vrfy", "Expn", "Help", "StartTLS", "Auth", "AuthResponse",
+    "RawCommand", "Rejected", "Closed", "NeedData", "NEED_DATA", "Command", "Event",
+    "Reply",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Helo:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo:
+    """LMTP's greeting (RFC 2033 4.1)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """MAIL FROM; ``address`` is the path without brackets ("" is the null path)."""
+
+    address: str
+    options: MailOptions = field(default_factory=MailOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt:
+    address: str
+    options: RcptOptions = field(default_factory=RcptOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat:
+    """BDAT (RFC 3030): ``size`` octets of raw content follow the command line."""
+
+    size: int
+    last: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """A piece of message content.
+
+    Client side: plain message bytes (the core dot-stuffs them after DATA).
+    Server side: the decoded content, dot-stuffing removed.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfData:
+    """The end of a DATA body (client: send the terminator; server: it arrived)."""
+
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Noop:
+    argument: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy:
+    argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expn:
+    argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    argument: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """AUTH (RFC 4954). ``initial`` is the raw (not base64) initial response;
+    ``None`` sends none, ``b""`` sends the empty response ``=``."""
+
+    mechanism: str
+    initial: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """A line answering a 334 challenge; ``None`` cancels the exchange (``*``)."""
+
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand:
+    """Any other command, sent or received verbatim (``smtplib.docmd``)."""
+
+    verb: str
+    argument: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Server side: the core refused a line itself (syntax, sequence, length).
+
+    The driver sends ``reply`` and carries on; ``close`` says the connection
+    should end after it (421).
+    """
+
+    reply: Reply
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The peer closed its side of the connection."""
+
+    pass
+
+
+class NeedData:
+    """``next_event()`` found no complete event in what it has received."""
+
+    _instance: "NeedData | None" = None
+
+    def __new__(cls) -> "NeedData":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()
+
+Command = Union[
+    Ehlo, Helo, Lhlo, Mail, Rcpt, Data, Bdat, Rset, Noop, Quit, Vrfy, Expn, Help,
+    StartTLS, Auth, AuthResponse, RawCommand,
+]
+Event = Union[Command, MessageData, EndOfData, Reply, Rejected, Closed]

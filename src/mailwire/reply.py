@@ -1,0 +1,128 @@
+"""SMTP replies as values.
+
+A reply is a three-digit code, an optional RFC 3463 enhanced status code, and
+one or more lines of text. Both roles use this one type: the client core parses
+replies into it, the server core formats it onto the wire, and backends refuse
+things by raising an error that carries one. The text lines are kept exactly as
+received (enhanced code included) so that the stdlib adapter can hand callers
+the same bytes ``smtplib`` would; ``text`` gives them without the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["EnhancedStatus", "Reply"]
+
+# RFC 3463 2: class "." subject "." detail; class is 2, 4 or 5, subject 1-3
+# digits, detail 1-3 digits.
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancedStatus:
+    """An RFC 3463 enhanced status code such as ``5.1.1``."""
+
+    klass: int
+    subject: int
+    detail: int
+
+    @classmethod
+    def parse(cls, text: str) -> "EnhancedStatus":
+        match = _ENHANCED.match(text)
+        if match is None:
+            raise ValueError(f"not an enhanced status code: {text!r}")
+        return cls(int(match[1]), int(match[2]), int(match[3]))
+
+    def __str__(self) -> str:
+        return f"{self.klass}.{self.subject}.{self.detail}"
+
+
+def _split_enhanced(line: str, code: int) -> tuple[EnhancedStatus | None, str]:
+    match = _ENHANCED.match(line)
+    if match is None or int(match[1]) != code // 100:
+        return None, line
+    status = EnhancedStatus(int(match[1]), int(match[2]), int(match[3]))
+    return status, line[match.end():]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete SMTP reply.
+
+    ``lines`` hold the text after ``ddd-``/``ddd `` exactly as on the wire;
+    ``enhanced`` is the status code parsed from the first line, if any.
+    """
+
+    code: int
+    lines: tuple[str, ...] = ("",)
+    enhanced: EnhancedStatus | None = None
+
+    @classmethod
+    def of(cls, code: int, enhanced: str | EnhancedStatus | None, text: str = "") -> "Reply":
+        """Build a reply, putting the enhanced code on every line.
+
+        Text containing CR or LF becomes several reply lines: a backend's
+        message can never forge an extra reply on the wire.
+        """
+        if not 200 <= code <= 599:
+            raise ValueError(f"reply code out of range: {code}")
+        status = EnhancedStatus.parse(enhanced) if isinstance(enhanced, str) else enhanced
+        if status is not None and status.klass != code // 100:
+            raise ValueError(f"enhanced code {status} does not match reply code {code}")
+        pieces = [_printable(p) for p in re.split(r"\r\n|\r|\n", text)]
+        if status is not None:
+            pieces = [f"{status} {p}".rstrip(" ") if p else str(status) for p in pieces]
+        return cls(code, tuple(pieces), status)
+
+    @classmethod
+    def from_lines(cls, code: int, lines: tuple[str, ...]) -> "Reply":
+        status, _ = _split_enhanced(lines[0], code) if lines else (None, "")
+        return cls(code, lines or ("",), status)
+
+    @property
+    def text(self) -> str:
+        """The reply text without enhanced codes, lines joined by newlines."""
+        out = []
+        for line in self.lines:
+            status, rest = _split_enhanced(line, self.code)
+            out.append(rest if status is not None else line)
+        return "\n".join(out)
+
+    @property
+    def message(self) -> bytes:
+        """What ``smtplib`` returns as the reply text: raw lines joined by LF."""
+        return "\n".join(self.lines).encode("utf-8", "surrogateescape")
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_intermediate(self) -> bool:
+        return 300 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    def to_bytes(self) -> bytes:
+        last = len(self.lines) - 1
+        out = []
+        for i, line in enumerate(self.lines):
+            sep = " " if i == last else "-"
+            out.append(f"{self.code}{sep}{line}\r\n")
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+
+def _printable(text: str) -> str:
+    """Replace C0 controls (other than tab) so reply text stays one line."""
+    return "".join(ch if ch == "\t" or ord(ch) >= 0x20 and ch != "\x7f" else "?" for ch in text)
