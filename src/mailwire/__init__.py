@@ -6,10 +6,12 @@ standard library's module.
 
 from __future__ import annotations
 
+from .client.result import SendResult
+from .client.sync import LMTPClient, SMTPClient
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
-    ProtocolError, RecipientsRefused, RemoteProtocolError, SenderRefused, SMTPError,
-    TLSRequiredError,
+    NotSupportedError, ProtocolError, RecipientsRefused, RemoteProtocolError, SenderRefused,
+    SMTPError, TLSRequiredError,
 )
 from .limits import Limits
 from .protocol.params import MailOptions, RcptOptions
@@ -18,7 +20,8 @@ from .reply import EnhancedStatus, Reply
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuthenticationError", "ConnectionClosed", "DataRefused", "EnhancedStatus", "Limits",
+    "AuthenticationError", "ConnectionClosed", "LMTPClient", "NotSupportedError", "SMTPClient",
+    "SendResult", "DataRefused", "EnhancedStatus", "Limits",
     "LocalProtocolError", "MailOptions", "MailwireError", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError",

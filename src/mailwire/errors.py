@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionClosed",
     "TLSRequiredError",
     "AuthenticationError",
+    "NotSupportedError",
 ]
 
 
@@ -132,3 +133,8 @@ class TLSRequiredError(MailwireError):
 
 class AuthenticationError(SMTPError):
     """The server refused our credentials, or no common mechanism exists."""
+
+
+class NotSupportedError(MailwireError):
+    """The message needs an extension the server did not advertise
+    (SMTPUTF8 for non-ASCII addresses, DSN, BINARYMIME, REQUIRETLS ...)."""

@@ -17,7 +17,7 @@ __all__ = ["EnhancedStatus", "Reply"]
 
 # RFC 3463 2: class "." subject "." detail; class is 2, 4 or 5, subject 1-3
 # digits, detail 1-3 digits.
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,9 @@ class ReceiveBuffer:
         """
         pos = self._data.find(b"\r\n", max(self._scanned - 1, self._start), self._start + limit)
         if pos < 0:
-            self._scanned = len(self._data)
+            # Only up to the limit was searched: a CRLF beyond it is still
+            # unseen, and skip_line must find it.
+            self._scanned = min(len(self._data), self._start + limit)
             if len(self) >= limit:
                 raise LineTooLong(f"line longer than {limit} octets")
             return None

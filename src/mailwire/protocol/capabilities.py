@@ -64,7 +64,7 @@ class Capabilities:
         if not self.has("size"):
             return None
         words = self.params("size")
-        return int(words[0]) if words and words[0].isdigit() else 0
+        return int(words[0]) if words and words[0].isascii() and words[0].isdigit() else 0
 
     @property
     def pipelining(self) -> bool:

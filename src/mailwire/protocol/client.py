@@ -32,9 +32,9 @@ from .events import (
 )
 from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
 
-__all__ = ["ClientConnection", "ClientState"]
+__all__ = ["ClientConnection", "ClientState", "Sendable"]
 
-_Sendable = Command | MessageData | EndOfData
+Sendable = Command | MessageData | EndOfData
 
 
 @dataclass(slots=True)
@@ -73,7 +73,7 @@ class ClientConnection:
         """Replies still expected (an LMTP end of data counts once)."""
         return len(self._pending)
 
-    def send(self, event: _Sendable) -> bytes:
+    def send(self, event: Sendable) -> bytes:
         """The bytes for ``event``; raises LocalProtocolError if not legal now."""
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
@@ -83,8 +83,8 @@ class ClientConnection:
         if isinstance(event, MessageData):
             data = self._content(event.data)
         elif isinstance(event, EndOfData):
-            assert self._stuffer is not None
-            data = self._stuffer.end()
+            # No MessageData at all is the empty message: just the terminator.
+            data = (self._stuffer or DotStuffer()).end()
             self._stuffer = None
             self._pending.append(_Expect(EndOfData, per_recipient=self.lmtp))
         else:

@@ -30,7 +30,7 @@ from .params import (
 __all__ = ["format_command", "parse_command", "parse_auth_response", "encode_auth_data"]
 
 _SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
-_BDAT = re.compile(r"(\d{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
+_BDAT = re.compile(r"([0-9]{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
 _SIMPLE: dict[type, str] = {Data: "DATA", Rset: "RSET", Quit: "QUIT", StartTLS: "STARTTLS"}
 
 
@@ -141,7 +141,9 @@ def _parse_rcpt(arg: str) -> Command | Rejected:
 def _parse_hello(verb: str, arg: str) -> Command | Rejected:
     if not arg or " " in arg:
         return _reject(501, "5.5.4", f"Syntax: {verb} hostname")
-    return {"EHLO": Ehlo, "HELO": Helo, "LHLO": Lhlo}[verb](arg)
+    if verb == "EHLO":
+        return Ehlo(arg)
+    return Helo(arg) if verb == "HELO" else Lhlo(arg)
 
 
 def _parse_bdat(arg: str) -> Command | Rejected:

@@ -40,7 +40,7 @@ _LET_DIG = rf"[A-Za-z0-9{U8}]"
 _SUB_DOMAIN = rf"{_LET_DIG}(?:[A-Za-z0-9\-{U8}]*{_LET_DIG})?"
 DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
 # RFC 5321 4.1.3: address-literal = "[" ( IPv4 / IPv6 / General ) "]"
-ADDRESS_LITERAL = r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+|[A-Za-z0-9\-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+)\]"
+ADDRESS_LITERAL = r"\[(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|IPv6:[0-9A-Fa-f:.]+|[A-Za-z0-9\-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+)\]"
 # RFC 5321 4.1.2: Mailbox = Local-part "@" ( Domain / address-literal )
 MAILBOX = rf"{LOCAL_PART}@(?:{DOMAIN}|{ADDRESS_LITERAL})"
 # RFC 5321 4.1.2: A-d-l (source route), which we accept and ignore (4.1.1.3 / C).

@@ -1,0 +1,1 @@
+"""Client drivers around the sans-I/O core."""

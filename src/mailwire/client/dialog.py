@@ -1,0 +1,331 @@
+"""The client's dialogs, written once for every driver.
+
+What to send and when to wait is the same whether the socket blocks or an event
+loop runs it. So each dialog (greeting and EHLO, STARTTLS, AUTH, a batch of
+mail transactions) is a generator that *yields I/O requests* — ``Write(events)``,
+``READ`` for the next reply, ``UPGRADE`` for the TLS handshake — and receives
+the replies. The blocking client pumps it with a socket, the asyncio client
+with streams; neither holds any protocol logic of its own.
+
+Transactions are pipelined as far as the server allows:
+
+* with PIPELINING and DATA, the envelope (MAIL, every RCPT, DATA) is one write,
+  and the end of each message goes out in the same write as the next
+  envelope (RFC 2920 3.1 lets content start a group), so a batch costs one
+  round trip per message;
+* with PIPELINING and CHUNKING, whole transactions (envelope and BDAT chunks)
+  are written back to back, up to ``BDAT_WINDOW`` of them before reading;
+* without PIPELINING, one command at a time, as RFC 5321 requires.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar, Union
+
+from ..errors import (
+    AuthenticationError, DataRefused, RecipientsRefused, RemoteProtocolError, SenderRefused,
+    SMTPError, TLSRequiredError,
+)
+from ..protocol.client import Sendable
+from ..protocol.events import (
+    Auth, AuthResponse, Bdat, Data, Ehlo, EndOfData, Helo, Lhlo, Mail, MessageData, Rcpt, Rset,
+    StartTLS,
+)
+from ..protocol.params import MailOptions, RcptOptions
+from ..reply import Reply
+from ..sasl import ClientMechanism
+from .result import SendResult
+
+__all__ = [
+    "Write", "READ", "UPGRADE", "Request", "Program", "Transaction",
+    "command", "hello", "starttls", "authenticate", "transactions",
+]
+
+T = TypeVar("T")
+CHUNK = 1 << 20  # content is written (and BDAT-framed) in pieces of 1 MiB
+BDAT_WINDOW = 32  # pipelined BDAT transactions written before reading replies
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    events: Sequence[Sendable]
+
+
+class _Read:
+    def __repr__(self) -> str:
+        return "READ"
+
+
+class _Upgrade:
+    def __repr__(self) -> str:
+        return "UPGRADE"
+
+
+READ = _Read()
+UPGRADE = _Upgrade()
+Request = Union[Write, _Read, _Upgrade]
+Program = Generator[Request, Union[Reply, None], T]
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One message to send, with its envelope, ready for the wire."""
+
+    mail_from: str
+    rcpt_to: Sequence[str]
+    content: bytes | BinaryIO
+    mail_options: MailOptions = field(default_factory=MailOptions)
+    rcpt_options: Sequence[RcptOptions] = ()
+    size: int = 0
+    # Filled in as replies arrive.
+    mail_reply: Reply | None = None
+    rcpt_replies: dict[str, Reply] = field(default_factory=dict)
+    final: dict[str, Reply] = field(default_factory=dict)
+    data_reply: Reply | None = None
+
+    def envelope(self) -> list[Sendable]:
+        events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
+        for i, rcpt in enumerate(self.rcpt_to):
+            options = self.rcpt_options[i] if self.rcpt_options else RcptOptions()
+            events.append(Rcpt(rcpt, options))
+        return events
+
+    def chunks(self) -> Iterator[bytes]:
+        if isinstance(self.content, (bytes, bytearray, memoryview)):
+            view = memoryview(self.content)
+            for start in range(0, len(view), CHUNK):
+                yield bytes(view[start:start + CHUNK])
+            return
+        while True:
+            piece = self.content.read(CHUNK)
+            if not piece:
+                return
+            yield piece
+
+    @property
+    def accepted(self) -> list[str]:
+        return [r for r, reply in self.rcpt_replies.items() if reply.is_positive]
+
+    def outcome(self) -> SendResult | SMTPError:
+        """The result, or the error that says why nothing was delivered."""
+        assert self.mail_reply is not None
+        if not self.mail_reply.is_positive:
+            return SenderRefused(self.mail_reply, self.mail_from)
+        recipients = dict(self.rcpt_replies)
+        for rcpt in self.accepted:
+            decided = self.final.get(rcpt, self.data_reply)
+            if decided is not None:
+                recipients[rcpt] = decided
+        result = SendResult(
+            self.mail_from, recipients, self.mail_reply, dict(self.rcpt_replies),
+            self.data_reply, self.size,
+        )
+        if not self.accepted:
+            return RecipientsRefused(result)
+        if self.data_reply is not None and not self.data_reply.is_positive:
+            return DataRefused(self.data_reply, result)
+        if not result.accepted:
+            return RecipientsRefused(result)
+        return result
+
+
+def read() -> Program[Reply]:
+    """The next reply; a 421 means the server is closing: raise."""
+    reply = yield READ
+    assert reply is not None
+    if reply.code == 421:
+        raise SMTPError(reply)
+    return reply
+
+
+def command(event: Sendable) -> Program[Reply]:
+    yield Write([event])
+    return (yield from read())
+
+
+def hello(name: str, *, lmtp: bool) -> Program[Reply]:
+    """EHLO (LHLO for LMTP), falling back to HELO for pre-ESMTP servers."""
+    if lmtp:
+        reply = yield from command(Lhlo(name))
+    else:
+        reply = yield from command(Ehlo(name))
+        if reply.code >= 500:
+            reply = yield from command(Helo(name))
+    if reply.code != 250:
+        raise SMTPError(reply)
+    return reply
+
+
+def starttls() -> Program[None]:
+    """STARTTLS; anything but 220 is an error, never a silent downgrade."""
+    reply = yield from command(StartTLS())
+    if reply.code != 220:
+        raise TLSRequiredError(f"the server refused STARTTLS: {reply}")
+    yield UPGRADE
+
+
+def authenticate(mechanism: ClientMechanism) -> Program[Reply]:
+    """Run one SASL exchange (RFC 4954); AuthenticationError unless 235."""
+    reply = yield from command(Auth(mechanism.name, mechanism.initial_response()))
+    steps = 0
+    while reply.code == 334:
+        steps += 1
+        if steps > 10:
+            yield Write([AuthResponse(None)])
+            yield from read()
+            raise AuthenticationError(501, "5.5.2", "too many AUTH challenges from the server")
+        try:
+            challenge = base64.b64decode(reply.text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise RemoteProtocolError(f"undecodable AUTH challenge: {reply.text[:60]!r}") from None
+        reply = yield from command(AuthResponse(mechanism.respond(challenge)))
+    if reply.code != 235:
+        raise AuthenticationError(reply)
+    return reply
+
+
+def transactions(
+    batch: Sequence[Transaction], *, pipelining: bool, chunking: bool, lmtp: bool
+) -> Program[list[SendResult | SMTPError]]:
+    """Send every transaction in ``batch``; one outcome per transaction."""
+    if chunking and pipelining:
+        yield from _pipelined_bdat(batch, lmtp)
+    elif pipelining:
+        yield from _pipelined_data(batch, lmtp)
+    else:
+        for txn in batch:
+            yield from _one_by_one(txn, chunking, lmtp)
+    return [txn.outcome() for txn in batch]
+
+
+def _read_envelope(txn: Transaction) -> Program[None]:
+    txn.mail_reply = yield from read()
+    for rcpt in txn.rcpt_to:
+        txn.rcpt_replies[rcpt] = yield from read()
+
+
+def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
+    """The reply to the end of the data: LMTP gives one per accepted recipient."""
+    if not lmtp or not txn.accepted:
+        txn.data_reply = yield from read()
+        return
+    for rcpt in txn.accepted:
+        txn.final[rcpt] = yield from read()
+
+
+def _content(txn: Transaction) -> Iterator[MessageData]:
+    for piece in txn.chunks():
+        txn.size += len(piece)
+        yield MessageData(piece)
+
+
+def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
+    pending: list[Sendable] = [*batch[0].envelope(), Data()] if batch else []
+    rset_first = False
+    for i, txn in enumerate(batch):
+        yield Write(pending)
+        if rset_first:
+            yield from read()
+        yield from _read_envelope(txn)
+        data = yield from read()
+        following = [*batch[i + 1].envelope(), Data()] if i + 1 < len(batch) else []
+        if data.code != 354:
+            txn.data_reply = data
+            rset_first = bool(following)
+            pending = [Rset(), *following] if following else []
+            continue
+        for piece in _content(txn):
+            yield Write([piece])
+        yield Write([EndOfData(), *following])
+        pending, rset_first = [], False
+        yield from _read_final(txn, lmtp)
+
+
+def _bdat_events(txn: Transaction) -> Iterator[list[Sendable]]:
+    """BDAT framing: each piece with its header; an empty message is BDAT 0 LAST."""
+    pieces = _content(txn)
+    current = next(pieces, None)
+    while current is not None:
+        upcoming = next(pieces, None)
+        yield [Bdat(len(current.data), upcoming is None), current]
+        current = upcoming
+    if txn.size == 0:
+        yield [Bdat(0, True)]
+
+
+def _read_bdat(txn: Transaction, chunks: int, lmtp: bool) -> Program[None]:
+    yield from _read_envelope(txn)
+    for _ in range(chunks - 1):
+        reply = yield from read()
+        if not reply.is_positive:
+            txn.data_reply = reply
+    last_failed = txn.data_reply
+    yield from _read_final(txn, lmtp)
+    if last_failed is not None:
+        txn.data_reply = last_failed
+
+
+def _pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
+    # Outcomes are unknown when the next transaction is written, so each one
+    # after the first starts with RSET: a failed predecessor cannot leave the
+    # server inside a transaction that would refuse our MAIL.
+    window: list[tuple[Transaction, int, bool]] = []
+    for i, txn in enumerate(batch):
+        events: list[Sendable] = [Rset()] if i else []
+        events += txn.envelope()
+        chunks = 0
+        for framed in _bdat_events(txn):
+            chunks += 1
+            events += framed
+            yield Write(events)
+            events = []
+        window.append((txn, chunks, i > 0))
+        if len(window) >= BDAT_WINDOW:
+            yield from _drain(window.pop(0), lmtp)
+    for entry in window:
+        yield from _drain(entry, lmtp)
+
+
+def _drain(entry: tuple[Transaction, int, bool], lmtp: bool) -> Program[None]:
+    txn, chunks, rset = entry
+    if rset:
+        yield from read()
+    yield from _read_bdat(txn, chunks, lmtp)
+
+
+def _one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
+    txn.mail_reply = yield from command(Mail(txn.mail_from, txn.mail_options))
+    if not txn.mail_reply.is_positive:
+        return
+    for event in txn.envelope()[1:]:
+        assert isinstance(event, Rcpt)
+        txn.rcpt_replies[event.address] = yield from command(event)
+    if not txn.accepted:
+        yield from command(Rset())
+        return
+    if chunking:
+        for framed in _bdat_events(txn):
+            yield Write(framed)
+            last = isinstance(framed[0], Bdat) and framed[0].last
+            if last:
+                yield from _read_final(txn, lmtp)
+                return
+            reply = yield from read()
+            if not reply.is_positive:
+                txn.data_reply = reply
+                yield from command(Rset())
+                return
+        return
+    data = yield from command(Data())
+    if data.code != 354:
+        txn.data_reply = data
+        yield from command(Rset())
+        return
+    for piece in _content(txn):
+        yield Write([piece])
+    yield Write([EndOfData()])
+    yield from _read_final(txn, lmtp)

@@ -1,0 +1,114 @@
+"""Turn what a caller hands ``send()`` into a ``Transaction`` the server can take.
+
+This is where the message meets the server's capabilities, before any byte is
+written: the envelope comes from the headers unless given, SMTPUTF8 and
+8BITMIME are asked for when the message needs them (and refused locally when
+the server lacks them), SIZE is declared and checked against the server's
+limit, DSN and REQUIRETLS need their extensions. Failing here, with a clear
+message, beats failing halfway through a pipelined transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from email.message import Message
+from typing import BinaryIO, Union
+
+from ..errors import NotSupportedError, SMTPError
+from ..protocol.capabilities import Capabilities
+from ..protocol.grammar import check_address
+from ..protocol.params import MailOptions, RcptOptions
+from .dialog import Transaction
+from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
+
+__all__ = ["MessageLike", "RcptOptionsArg", "prepare"]
+
+MessageLike = Union[Message, bytes, bytearray, memoryview, BinaryIO]
+RcptOptionsArg = Union[RcptOptions, Mapping[str, RcptOptions], None]
+
+
+def prepare(
+    message: MessageLike,
+    mail_from: str | None,
+    rcpt_to: Sequence[str] | str | None,
+    caps: Capabilities,
+    *,
+    mail_options: MailOptions | None = None,
+    rcpt_options: RcptOptionsArg = None,
+    chunking: bool = False,
+    tls_active: bool = False,
+) -> Transaction:
+    options = mail_options or MailOptions()
+    if isinstance(rcpt_to, str):
+        rcpt_to = [rcpt_to]
+    if isinstance(message, Message):
+        envelope = envelope_from_headers(message, mail_from, rcpt_to)
+        utf8 = needs_smtputf8(envelope) or options.smtputf8
+        content: bytes | BinaryIO = flatten(message, utf8=utf8 and caps.smtputf8, allow_8bit=caps.eightbitmime)
+    else:
+        if mail_from is None or rcpt_to is None:
+            raise TypeError("a message given as bytes needs mail_from and rcpt_to")
+        envelope = Envelope(mail_from, tuple(rcpt_to))
+        utf8 = needs_smtputf8(envelope) or options.smtputf8
+        content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
+    if not envelope.rcpt_to:
+        raise ValueError("no recipients: give rcpt_to or To/Cc/Bcc headers")
+    check_address(envelope.mail_from, "sender")
+    for rcpt in envelope.rcpt_to:
+        check_address(rcpt, "recipient")
+    options = _negotiate(options, content, utf8, caps, chunking, tls_active)
+    per_rcpt = _rcpt_options(rcpt_options, envelope.rcpt_to, caps)
+    size = _known_size(content)
+    if caps.max_size is not None and size is not None:
+        if caps.max_size and size > caps.max_size:
+            raise SMTPError(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {caps.max_size}")
+        options = options.with_(size=size)
+    return Transaction(envelope.mail_from, envelope.rcpt_to, content, options, per_rcpt)
+
+
+def _negotiate(
+    options: MailOptions, content: bytes | BinaryIO, utf8: bool, caps: Capabilities,
+    chunking: bool, tls_active: bool,
+) -> MailOptions:
+    if utf8:
+        if not caps.smtputf8:
+            raise NotSupportedError(
+                "the addresses need SMTPUTF8 (RFC 6531), which the server does not advertise"
+            )
+        options = options.with_(smtputf8=True)
+    if options.body == "BINARYMIME" and not (caps.binarymime and chunking):
+        raise NotSupportedError("BODY=BINARYMIME needs BINARYMIME and CHUNKING (RFC 3030)")
+    if options.body is None and isinstance(content, bytes) and has_8bit(content) and caps.eightbitmime:
+        options = options.with_(body="8BITMIME")
+    if (options.ret or options.envid) and not caps.dsn:
+        raise NotSupportedError("DSN options given, but the server does not advertise DSN (RFC 3461)")
+    if options.requiretls and not (tls_active and caps.requiretls):
+        raise NotSupportedError("REQUIRETLS needs a TLS session and the REQUIRETLS extension (RFC 8689)")
+    if options.mt_priority is not None and not caps.has("mt-priority"):
+        raise NotSupportedError("MT-PRIORITY given, but the server does not advertise it (RFC 6710)")
+    return options
+
+
+def _rcpt_options(arg: RcptOptionsArg, rcpts: Sequence[str], caps: Capabilities) -> list[RcptOptions]:
+    if arg is None:
+        return []
+    if isinstance(arg, RcptOptions):
+        chosen = [arg] * len(rcpts)
+    else:
+        unknown = set(arg) - set(rcpts)
+        if unknown:
+            raise ValueError(f"rcpt_options for addresses not among the recipients: {sorted(unknown)}")
+        chosen = [arg.get(rcpt, RcptOptions()) for rcpt in rcpts]
+    if any(o.notify is not None or o.orcpt is not None for o in chosen) and not caps.dsn:
+        raise NotSupportedError("DSN options given, but the server does not advertise DSN (RFC 3461)")
+    return chosen
+
+
+def _known_size(content: bytes | BinaryIO) -> int | None:
+    if isinstance(content, bytes):
+        return len(content)
+    try:
+        return os.fstat(content.fileno()).st_size - content.tell()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -1,0 +1,168 @@
+"""The blocking transport: one socket, one ``ClientConnection``, nothing else.
+
+This is the only client code that touches a socket. It writes what the core
+formats (several events in one ``sendall`` when pipelining), reads until the
+core has a reply, upgrades to TLS when the core says so, and logs the dialog
+with AUTH secrets redacted. Both the native ``SMTPClient`` and the
+``mailwire.smtplib`` drop-in sit on it, so they share one engine.
+
+Any timeout or protocol error closes the socket: after one, the next reply on
+the wire could belong to an earlier command, and pairing it with a later one
+would be worse than failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Iterable
+
+from ..errors import ConnectionClosed, RemoteProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..protocol.client import ClientConnection, Sendable
+from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData, NeedData
+from ..reply import Reply
+
+__all__ = ["SyncTransport", "open_socket"]
+
+log = logging.getLogger("mailwire.client")
+_READ_SIZE = 65536
+
+
+def open_socket(
+    host: str,
+    port: int,
+    *,
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """A connected socket; a host starting with ``/`` is a Unix socket path."""
+    if host.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((host, port), timeout, source_address)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _describe(event: object, data: bytes) -> str:
+    """How a sent event appears in the debug log, secrets redacted."""
+    if isinstance(event, Auth):
+        return f"AUTH {event.mechanism}" + (" <redacted>" if event.initial is not None else "")
+    if isinstance(event, AuthResponse):
+        return "<redacted>" if event.data is not None else "*"
+    if isinstance(event, MessageData):
+        return f"<{len(event.data)} octets of content>"
+    if isinstance(event, EndOfData):
+        return "<end of data>"
+    return data.decode("utf-8", "replace").rstrip("\r\n")
+
+
+class SyncTransport:
+    """A blocking SMTP connection: socket + sans-I/O core."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        lmtp: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        timeout: float | None = None,
+    ) -> None:
+        self.sock = sock
+        self.core = ClientConnection(limits=limits, lmtp=lmtp)
+        self.timeout = timeout
+        self.sent_bytes = 0
+        self.turns = 0  # times we waited for the server: round trips
+        self._waiting = False
+        sock.settimeout(timeout)
+
+    @property
+    def is_tls(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket)
+
+    def write(self, events: Iterable[Sendable]) -> None:
+        """Format every event and send them in one write."""
+        out = bytearray()
+        for event in events:
+            data = self.core.send(event)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("> %s", _describe(event, data))
+            out += data
+        self.write_raw(bytes(out))
+
+    def write_raw(self, data: bytes) -> None:
+        if not data:
+            return
+        self._waiting = False
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.close()
+            raise
+        self.sent_bytes += len(data)
+
+    def read_reply(self, timeout: float | None = None) -> Reply:
+        """The next reply; ConnectionClosed if the server hung up."""
+        if not self._waiting:
+            self.turns += 1
+            self._waiting = True
+        while True:
+            try:
+                event = self.core.next_event()
+            except RemoteProtocolError:
+                self.close()
+                raise
+            if isinstance(event, Reply):
+                if log.isEnabledFor(logging.DEBUG):
+                    for i, line in enumerate(event.lines):
+                        sep = " " if i == len(event.lines) - 1 else "-"
+                        log.debug("< %d%s%s", event.code, sep, line)
+                return event
+            if isinstance(event, Closed):
+                self.close()
+                raise ConnectionClosed("the server closed the connection")
+            assert isinstance(event, NeedData)
+            self._fill(timeout)
+
+    def _fill(self, timeout: float | None) -> None:
+        if self.sock.fileno() < 0:
+            raise ConnectionClosed("the connection is closed")
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except (TimeoutError, OSError):
+            self.close()
+            raise
+        finally:
+            if timeout is not None and self.sock.fileno() >= 0:
+                self.sock.settimeout(self.timeout)
+        self.core.receive_data(data)
+
+    def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        """Handshake after the 220 to STARTTLS; the core drops what came before."""
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        except (ssl.SSLError, OSError):
+            self.close()
+            raise
+        if self.core.discarded_after_starttls:
+            log.warning(
+                "discarded %d bytes the server sent after its 220 to STARTTLS",
+                self.core.discarded_after_starttls,
+            )
+        self.core.tls_established()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
