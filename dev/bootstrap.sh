@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or refresh) a virtualenv with mailwire and its test tools, and the
+# Debian packages the interop tests talk to. Idempotent; safe to run often.
+#   dev/bootstrap.sh [PYTHON] [VENV]    defaults: python3.11 (or python3), .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${1:-}
+venv=${2:-.venv}
+if [ -z "$python" ]; then
+  python=$(command -v python3.11 || command -v python3)
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.mailwire-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+  touch "$stamp"
+fi
+# Real peers for the interop tests: Postfix's smtp-sink/smtp-source and swaks.
+if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ] || ! command -v swaks >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq </dev/null
+  $sudo apt-get install -y -qq postfix swaks </dev/null >/dev/null
+fi
