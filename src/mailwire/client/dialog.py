@@ -223,6 +223,20 @@ def _content(txn: Transaction) -> Iterator[MessageData]:
         yield MessageData(piece)
 
 
+def _write_content(txn: Transaction, after: list[Sendable]) -> Program[None]:
+    """The content, its last piece in one write with ``after`` (the end of data
+    and whatever may be pipelined behind it)."""
+    pieces = _content(txn)
+    current = next(pieces, None)
+    while current is not None:
+        upcoming = next(pieces, None)
+        if upcoming is None:
+            break
+        yield Write([current])
+        current = upcoming
+    yield Write([current, *after] if current is not None else after)
+
+
 def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
     pending: list[Sendable] = [*batch[0].envelope(), Data()] if batch else []
     rset_first = False
@@ -238,9 +252,7 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
             rset_first = bool(following)
             pending = [Rset(), *following] if following else []
             continue
-        for piece in _content(txn):
-            yield Write([piece])
-        yield Write([EndOfData(), *following])
+        yield from _write_content(txn, [EndOfData(), *following])
         pending, rset_first = [], False
         yield from _read_final(txn, lmtp)
 
@@ -325,7 +337,5 @@ def _one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
         txn.data_reply = data
         yield from command(Rset())
         return
-    for piece in _content(txn):
-        yield Write([piece])
-    yield Write([EndOfData()])
+    yield from _write_content(txn, [EndOfData()])
     yield from _read_final(txn, lmtp)

@@ -90,13 +90,15 @@ class SyncTransport:
 
     def write(self, events: Iterable[Sendable]) -> None:
         """Format every event and send them in one write."""
-        out = bytearray()
+        parts = []
+        debug = log.isEnabledFor(logging.DEBUG)
         for event in events:
             data = self.core.send(event)
-            if log.isEnabledFor(logging.DEBUG):
+            if debug:
                 log.debug("> %s", _describe(event, data))
-            out += data
-        self.write_raw(bytes(out))
+            parts.append(data)
+        if parts:
+            self.write_raw(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def write_raw(self, data: bytes) -> None:
         if not data:

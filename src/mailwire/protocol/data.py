@@ -34,8 +34,11 @@ class BareLineEndings(Enum):
 
 
 def _normalize(data: bytes) -> bytes:
-    if b"\r" not in data:
+    crs = data.count(b"\r")
+    if not crs:
         return data.replace(b"\n", _CRLF)
+    if crs == data.count(b"\n") == data.count(_CRLF):
+        return data  # already all CRLF: the common case, three C scans
     return _BARE.sub(_CRLF, data)
 
 

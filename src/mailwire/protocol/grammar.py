@@ -103,7 +103,7 @@ def check_address(address: str, what: str = "address") -> str:
     stops ``evil@example.com> NOTIFY=NEVER`` from smuggling parameters.
     """
     check_argument(address, what)
-    outside = re.sub(QUOTED_STRING, "", address)
+    outside = re.sub(QUOTED_STRING, "", address) if '"' in address else address
     if '"' in outside:
         raise LocalProtocolError(f"{what} has an unbalanced quote: {address!r}")
     for ch in "<> ":
