@@ -16,6 +16,7 @@ from .errors import (
 from .limits import Limits
 from .protocol.params import MailOptions, RcptOptions
 from .reply import EnhancedStatus, Reply
+from .sasl import XOAuth2
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,5 @@ __all__ = [
     "SendResult", "DataRefused", "EnhancedStatus", "Limits",
     "LocalProtocolError", "MailOptions", "MailwireError", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
-    "TLSRequiredError",
+    "TLSRequiredError", "XOAuth2",
 ]

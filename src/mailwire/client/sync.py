@@ -60,6 +60,10 @@ class SMTPClient:
 
     ``with SMTPClient(host, tls="starttls", auth=(user, password)) as client:
     client.send(message)``. Connects on construction unless ``connect=False``.
+    ``timeout`` bounds every wait for a reply (and the connect, unless
+    ``connect_timeout`` is given). ``auth`` is ``(user, password)``, the
+    mechanism chosen from what the server offers, or a ``mailwire.sasl``
+    mechanism such as ``XOAuth2(user, token_or_callable)``.
     """
 
     lmtp = False
@@ -73,6 +77,7 @@ class SMTPClient:
         tls: TLSMode = "starttls",
         auth: AuthArg = None,
         timeout: float | None = 60.0,
+        connect_timeout: float | None = None,
         local_hostname: str | None = None,
         source_address: tuple[str, int] | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -89,6 +94,7 @@ class SMTPClient:
         self.tls: TLSMode = tls
         self.auth = auth
         self.timeout = timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
         self.local_hostname = local_hostname
         self.source_address = source_address
         self.ssl_context = ssl_context
@@ -126,7 +132,9 @@ class SMTPClient:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured."""
         if self.connected:
             raise LocalProtocolError("already connected")
-        sock = open_socket(self.host, self.port, timeout=self.timeout, source_address=self.source_address)
+        sock = open_socket(
+            self.host, self.port, timeout=self.connect_timeout, source_address=self.source_address
+        )
         try:
             if self.tls == "implicit":
                 sock = self._context().wrap_socket(sock, server_hostname=self._sni())
