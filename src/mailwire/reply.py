@@ -28,6 +28,11 @@ class EnhancedStatus:
     subject: int
     detail: int
 
+    def __post_init__(self) -> None:
+        # RFC 3463 2: a 3xx reply has no enhanced code; nothing could parse one.
+        if self.klass not in (2, 4, 5) or not (0 <= self.subject <= 999 and 0 <= self.detail <= 999):
+            raise ValueError(f"not an RFC 3463 status code: {self.klass}.{self.subject}.{self.detail}")
+
     @classmethod
     def parse(cls, text: str) -> "EnhancedStatus":
         match = _ENHANCED.match(text)

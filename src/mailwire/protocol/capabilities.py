@@ -31,7 +31,10 @@ class Capabilities:
     @classmethod
     def from_reply(cls, reply: Reply) -> "Capabilities":
         features: dict[str, str] = {}
-        for line in reply.lines[1:]:
+        for raw in reply.lines[1:]:
+            # smtplib strips each reply line before parsing; so do we, or
+            # " PIPELINING" and "AUTH=LOGIN  " would parse differently.
+            line = raw.strip(" \t\r\n")
             old = _OLD_AUTH.match(line)
             if old is not None:
                 # Merged into "auth" exactly as smtplib does (leading space and all).

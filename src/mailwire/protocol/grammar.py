@@ -55,7 +55,9 @@ CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MAILBOX_RE = re.compile(MAILBOX)
 _DOMAIN_OR_LITERAL_RE = re.compile(rf"(?:{DOMAIN}|{ADDRESS_LITERAL})")
 # "<" [A-d-l] (Mailbox / anything up to ">") ">" followed by the parameters.
-_PATH_RE = re.compile(rf"<(?:{_ADL})?((?:{QUOTED_STRING}|[^<>\s\"])*)>")
+# Only ASCII space and controls end the path: U+00A0 and friends are
+# UTF8-non-ascii, legal in an RFC 6531 mailbox (``\s`` would refuse them).
+_PATH_RE = re.compile(rf"<(?:{_ADL})?((?:{QUOTED_STRING}|[^<>\x00-\x20\x7f\"])*)>")
 
 
 def is_mailbox(text: str, *, utf8: bool = True) -> bool:

@@ -117,7 +117,10 @@ def parse_params(text: str) -> list[Param]:
 
 
 def _int_value(key: str, value: str | None, low: int, high: int) -> int:
-    if value is None or not re.fullmatch(r"[+-]?\d{1,20}", value):
+    # ASCII DIGITs only (\d would take any Unicode digit); a sign only where
+    # the value may be negative (MT-PRIORITY, not SIZE: RFC 1870 is 1*20DIGIT).
+    sign = "[+-]?" if low < 0 else ""
+    if value is None or not re.fullmatch(rf"{sign}[0-9]{{1,20}}", value):
         raise _bad(f"{key} needs a number")
     number = int(value)
     if not low <= number <= high:
@@ -208,6 +211,24 @@ def _xtext_field(key: str, value: str | None, limit: int, *, utf8: bool = False)
     return decoded
 
 
+def _unique(words: list[str]) -> list[str]:
+    """Refuse a keyword given twice: the server would refuse the command."""
+    seen: set[str] = set()
+    for word in words:
+        key = word.partition("=")[0].upper()
+        if key in seen:
+            raise LocalProtocolError(f"parameter {key} given twice")
+        seen.add(key)
+    return words
+
+
+def _xtext_param(key: str, value: str) -> str:
+    # RFC 5321 4.1.2: an esmtp-value has at least one character.
+    if not value:
+        raise LocalProtocolError(f"{key} must not be empty")
+    return f"{key}={xtext_encode(value)}"
+
+
 def _format_extra(extra: tuple[Param, ...]) -> list[str]:
     out = []
     for key, value in extra:
@@ -223,6 +244,8 @@ def format_mail_options(options: MailOptions) -> list[str]:
     """The MAIL FROM parameters for ``options``, in a stable order."""
     out = []
     if options.size is not None:
+        if options.size < 0:
+            raise LocalProtocolError("SIZE must not be negative")
         out.append(f"SIZE={int(options.size)}")
     if options.body is not None:
         out.append(f"BODY={options.body}")
@@ -233,16 +256,16 @@ def format_mail_options(options: MailOptions) -> list[str]:
     if options.envid is not None:
         if len(options.envid) > ENVID_MAX:
             raise LocalProtocolError(f"ENVID is longer than {ENVID_MAX} characters")
-        out.append(f"ENVID={xtext_encode(options.envid)}")
+        out.append(_xtext_param("ENVID", options.envid))
     if options.auth is not None:
-        out.append("AUTH=<>" if options.auth == "<>" else f"AUTH={xtext_encode(options.auth)}")
+        out.append("AUTH=<>" if options.auth == "<>" else _xtext_param("AUTH", options.auth))
     if options.requiretls:
         out.append("REQUIRETLS")
     if options.mt_priority is not None:
         if not -9 <= options.mt_priority <= 9:
             raise LocalProtocolError("MT-PRIORITY must be between -9 and 9")
         out.append(f"MT-PRIORITY={options.mt_priority}")
-    return out + _format_extra(options.extra)
+    return _unique(out + _format_extra(options.extra))
 
 
 def format_rcpt_options(options: RcptOptions) -> list[str]:
@@ -250,12 +273,12 @@ def format_rcpt_options(options: RcptOptions) -> list[str]:
     out = []
     if options.notify is not None:
         bad = [n for n in options.notify if n not in _NOTIFY]
-        if bad:
-            raise LocalProtocolError(f"unknown NOTIFY condition: {bad}")
+        if bad or len(set(options.notify)) != len(options.notify):
+            raise LocalProtocolError(f"NOTIFY conditions must be known and distinct: {options.notify}")
         out.append("NOTIFY=" + (",".join(options.notify) if options.notify else "NEVER"))
     if options.orcpt is not None:
         addr_type, addr = options.orcpt
         if not re.fullmatch(r"[A-Za-z0-9\-]+", addr_type):
             raise LocalProtocolError(f"not an address type: {addr_type!r}")
         out.append(f"ORCPT={addr_type};{xtext_encode(addr)}")
-    return out + _format_extra(options.extra)
+    return _unique(out + _format_extra(options.extra))
