@@ -1,0 +1,173 @@
+"""The sans-I/O core imports no I/O module: socket, ssl, asyncio, selectors.
+
+Two checks. The firm one reads source: every module under
+``mailwire/protocol`` and every mailwire module they import (followed
+transitively) is parsed, and no import statement, ``__import__`` or
+``importlib.import_module`` call may name a forbidden module. The second
+imports ``mailwire.protocol`` in a fresh interpreter and checks that none of
+the forbidden modules appeared in ``sys.modules`` because of it (whatever the
+interpreter loaded at startup is excused: that is not our doing).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import mailwire
+
+FORBIDDEN = {"socket", "ssl", "asyncio", "selectors", "_socket", "_ssl", "_asyncio"}
+PACKAGE_ROOT = Path(mailwire.__file__).parent
+PROTOCOL = PACKAGE_ROOT / "protocol"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _module_path(name: str) -> Path | None:
+    rel = Path(*name.split("."))
+    for candidate in (PACKAGE_ROOT.parent / rel / "__init__.py", PACKAGE_ROOT.parent / rel.with_suffix(".py")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, *, runtime_only: bool) -> list[tuple[str, int]]:
+    """Absolute names of every module ``path`` imports, with line numbers."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = ""
+    if PACKAGE_ROOT.parent in path.parents:
+        package = _module_name(path)
+        if path.name != "__init__.py":
+            package = package.rpartition(".")[0]
+    skip: set[int] = set()
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                skip.update(id(n) for child in node.body for n in ast.walk(child))
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.append((prefix, node.lineno))
+            # "from . import x" / "from .pkg import mod" may name submodules.
+            found += [(f"{prefix}.{alias.name}", node.lineno) for alias in node.names if alias.name != "*"]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name in ("__import__", "import_module") and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.append((arg.value, node.lineno))
+                else:
+                    found.append(("<dynamic import>", node.lineno))
+    return found
+
+
+def _core_closure() -> dict[Path, list[tuple[str, int]]]:
+    """Every mailwire module the core loads at runtime, with its imports."""
+    todo = sorted(PROTOCOL.glob("*.py"))
+    seen: dict[Path, list[tuple[str, int]]] = {}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        in_core = PROTOCOL in path.parents
+        # Inside the core even type-only imports count; outside it only what runs.
+        seen[path] = _imports(path, runtime_only=not in_core)
+        for name, _ in _imports(path, runtime_only=True):
+            if name.split(".")[0] == "mailwire":
+                parts = name.split(".")
+                # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c. The
+                # top-level mailwire/__init__ (public re-exports) is left to the
+                # subprocess test below; here we follow what the core names.
+                for i in range(2, len(parts) + 1):
+                    target = _module_path(".".join(parts[:i]))
+                    if target is not None and target not in seen:
+                        todo.append(target)
+    return seen
+
+
+def test_core_files_exist() -> None:
+    names = {p.name for p in PROTOCOL.glob("*.py")}
+    assert {"__init__.py", "client.py", "buffer.py", "data.py", "state.py", "commands.py"} <= names
+
+
+def test_no_io_imports_in_the_core_source() -> None:
+    closure = _core_closure()
+    # The closure reaches outside protocol/ (errors, reply, limits) and is not trivial.
+    assert any(PROTOCOL not in p.parents for p in closure)
+    offences = [
+        f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}: imports {name}"
+        for path, imports in sorted(closure.items())
+        for name, line in imports
+        if name == "<dynamic import>" or name.split(".")[0] in FORBIDDEN
+    ]
+    assert offences == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import socket",
+        "import asyncio.streams",
+        "from ssl import SSLContext",
+        "import os, selectors",
+        "def f():\n    import socket",
+        "__import__('ssl')",
+        "import importlib\nimportlib.import_module('asyncio')",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ssl",
+    ],
+)
+def test_the_checker_catches_offences(tmp_path: Path, source: str) -> None:
+    fake = tmp_path / "mod.py"
+    fake.write_text(source)
+    names = {name.split(".")[0] for name, _ in _imports(fake, runtime_only=False)}
+    assert names & FORBIDDEN
+
+
+def test_importing_the_core_loads_no_io_module() -> None:
+    script = textwrap.dedent(
+        """
+        import json, sys
+        before = set(sys.modules)
+        import mailwire.protocol
+        import mailwire.protocol.client, mailwire.protocol.data, mailwire.protocol.commands
+        loaded = set(sys.modules) - before
+        print(json.dumps({"before": sorted(before), "loaded": sorted(loaded)}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True, timeout=60,
+    )
+    report = json.loads(result.stdout)
+    loaded = set(report["loaded"])
+    assert "mailwire.protocol.client" in loaded  # the import really happened here
+    newly = {m for m in loaded if m.split(".")[0] in FORBIDDEN}
+    assert newly == set(), f"importing mailwire.protocol loaded {sorted(newly)}"
