@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import platform
 import smtplib
 import statistics
@@ -128,9 +129,8 @@ async def _aiosmtplib_loop(port: int, messages: Sequence[bytes], window: Window)
 
 
 def _mailwire_client(port: int) -> Any:
-    from mailwire import SMTPClient  # lazily: the package is being written alongside
-
-    return SMTPClient(HOST, port, tls="none", timeout=TIMEOUT)
+    mailwire = importlib.import_module("mailwire")  # lazily: it is being written alongside
+    return mailwire.SMTPClient(HOST, port, tls="none", timeout=TIMEOUT)
 
 
 def mailwire_send_loop(port: int, messages: Sequence[bytes], window: Window) -> None:
@@ -154,7 +154,7 @@ def mailwire_send_many_loop(port: int, messages: Sequence[bytes], window: Window
 def mailwire_unavailable() -> str | None:
     """None if mailwire's client imports, else why not."""
     try:
-        from mailwire import SMTPClient  # noqa: F401
+        importlib.import_module("mailwire").SMTPClient
     except Exception as exc:  # ImportError, or any error while the package is half-written
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -195,7 +195,9 @@ class Route:
     probe: Callable[[], ProxyStats] | None
 
 
-def run_once(loop: SendLoop, route: Route, sink: SmtpSink, messages: Sequence[bytes], cell: Cell) -> None:
+def run_once(
+    loop: SendLoop, route: Route, sink: SmtpSink, messages: Sequence[bytes], cell: Cell
+) -> None:
     """One connection, one warm-up, one timed loop; record the result or the error in ``cell``."""
     window = Window(route.probe)
     accepted = sink.messages()
@@ -219,7 +221,11 @@ Results = dict[tuple[str, int, str], Cell]
 
 
 def run_all(
-    routes: Sequence[Route], sink: SmtpSink, counts: dict[str, int], repeat: int, clients: Sequence[str]
+    routes: Sequence[Route],
+    sink: SmtpSink,
+    counts: dict[str, int],
+    repeat: int,
+    clients: Sequence[str],
 ) -> Results:
     results: Results = {}
     for size in SIZES:
@@ -245,36 +251,48 @@ def _fmt_ratio(rate: float | None, base: float | None) -> str:
     return "-" if rate is None or not base else f"{rate / base:.2f}x"
 
 
-def format_table(results: Results, clients: Sequence[str], unavailable: dict[str, str]) -> str:
-    header = (
-        f"{'size':>6}  {'client':<19}{'loopback msg/s':>15}{'vs smtplib':>11}"
-        f"{'+1ms msg/s':>13}{'vs smtplib':>11}{'round trips/msg':>17}"
-    )
+def _fmt_trips(trips: float | None) -> str:
+    return "-" if trips is None else f"{trips:.2f}"
+
+
+def format_table(results: Results, unavailable: dict[str, str], delay: float) -> str:
+    """One row per size and client: both paths side by side, then the round trips."""
+    delayed_rate = f"+{delay * 1000:g}ms msg/s"
+    columns = ["loopback msg/s", "vs smtplib", delayed_rate, "vs smtplib", "round trips/msg"]
+    header = _line("size", "client", columns)
     lines = [header, "-" * len(header)]
     for size in SIZES:
-        base_direct = results[(BASELINE, size, "loopback")].rate()
-        base_delay = results[(BASELINE, size, "delayed")].rate()
-        for name in clients:
-            label = f"{size // 1024} KB"
+        label = f"{size // 1024} KB"
+        base = [results[(BASELINE, size, route)].rate() for route in ("loopback", "delayed")]
+        for name in CLIENTS:
             if name in unavailable:
-                lines.append(f"{label:>6}  {name:<19}   mailwire: not available")
+                lines.append(_line(label, name, ["  mailwire: not available"], free=True))
                 continue
-            lines.append(_row(label, name, results[(name, size, "loopback")],
-                              results[(name, size, "delayed")], base_direct, base_delay))  # fmt: skip
+            direct, delayed = results[(name, size, "loopback")], results[(name, size, "delayed")]
+            if error := direct.error or delayed.error:
+                lines.append(_line(label, name, ["  " + _shorten(error, 90)], free=True))
+                continue
+            lines.append(_line(label, name, [
+                _fmt_rate(direct.rate()), _fmt_ratio(direct.rate(), base[0]),
+                _fmt_rate(delayed.rate()), _fmt_ratio(delayed.rate(), base[1]),
+                _fmt_trips(delayed.round_trips()),
+            ]))  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 
 
-def _row(label: str, name: str, direct: Cell, delayed: Cell, base_d: float | None,
-         base_l: float | None) -> str:  # fmt: skip
-    if direct.error or delayed.error:
-        return f"{label:>6}  {name:<19}   {direct.error or delayed.error}"
-    trips = delayed.round_trips()
-    return (
-        f"{label:>6}  {name:<19}{_fmt_rate(direct.rate()):>15}"
-        f"{_fmt_ratio(direct.rate(), base_d):>11}{_fmt_rate(delayed.rate()):>13}"
-        f"{_fmt_ratio(delayed.rate(), base_l):>11}{'-' if trips is None else f'{trips:.2f}':>17}"
-    )
+_COLUMN_WIDTHS: Final = (15, 11, 13, 11, 17)
+
+
+def _line(label: str, name: str, cells: Sequence[str], free: bool = False) -> str:
+    """Size and client name, then right-aligned columns (or, if ``free``, text as it comes)."""
+    tail = "".join(cells) if free else "".join(c.rjust(w) for c, w in zip(cells, _COLUMN_WIDTHS))
+    return f"{label:>6}  {name:<20}{tail}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def mean_proxy_delay(results: Results) -> float | None:
@@ -315,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         routes = [Route("loopback", sink.port, None), Route("delayed", proxy.port, proxy.stats)]
         results = run_all(routes, sink, counts, repeat, clients)
     print()
-    print(format_table(results, list(CLIENTS), unavailable))
+    print(format_table(results, unavailable, args.delay))
     delay = mean_proxy_delay(results)
     if delay is not None:
         print(f"proxy one-way delay achieved: {delay * 1000:.2f} ms on average "

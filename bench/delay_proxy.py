@@ -63,8 +63,8 @@ class ProxyStats:
         return self.total_delay / self.chunks_forwarded if self.chunks_forwarded else math.nan
 
     def __sub__(self, other: ProxyStats) -> ProxyStats:
-        fields = dataclasses.fields(self)
-        return ProxyStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields})
+        names = [f.name for f in dataclasses.fields(self)]
+        return ProxyStats(**{n: getattr(self, n) - getattr(other, n) for n in names})
 
 
 @dataclass
@@ -116,7 +116,7 @@ class DelayProxy:
         self._listen = (listen_host, listen_port)
         self.delay = delay
         self._counters = _Counters()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -207,9 +207,9 @@ class DelayProxy:
         except OSError:
             c_writer.transport.abort()
             return
-        conversation = _Conversation(self._counters, idle_gap=self.delay)
-        up = self._relay(c_reader, u_writer, on_arrival=conversation.client_arrived, upstream=True)
-        down = self._relay(u_reader, c_writer, on_sent=conversation.server_delivered, upstream=False)
+        turn = _Conversation(self._counters, idle_gap=self.delay)
+        up = self._relay(c_reader, u_writer, upstream=True, on_arrival=turn.client_arrived)
+        down = self._relay(u_reader, c_writer, upstream=False, on_sent=turn.server_delivered)
         tasks = [asyncio.ensure_future(up), asyncio.ensure_future(down)]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -219,7 +219,7 @@ class DelayProxy:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        errors = [t.exception() for t in tasks if t.done() and t.exception() is not None]
+        errors = [exc for t in tasks if t.done() and (exc := t.exception()) is not None]
         if not errors:  # both directions reached end of stream: flush and close politely
             await _close(c_writer, u_writer)
             return
@@ -330,7 +330,9 @@ class ProxyProcess:
     ``stats`` line on stdin with one JSON line on stdout; end of stdin stops it.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int, delay: float = DEFAULT_DELAY) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, delay: float = DEFAULT_DELAY
+    ) -> None:
         self._args = [
             sys.executable, __file__, "--control",
             "--upstream", f"{upstream_host}:{upstream_port}", "--delay", repr(delay),
@@ -402,15 +404,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=DEFAULT_DELAY, help="one-way seconds")
     parser.add_argument("--control", action="store_true", help="stdio control protocol")
     args = parser.parse_args(argv)
-    proxy = DelayProxy(*args.upstream, delay=args.delay, listen_host=args.listen[0],
-                       listen_port=args.listen[1])  # fmt: skip
+    (upstream_host, upstream_port), (listen_host, listen_port) = args.upstream, args.listen
+    proxy = DelayProxy(upstream_host, upstream_port, args.delay, listen_host, listen_port)
     port = proxy.start()
     try:
         if args.control:
             _serve_control(proxy, sys.stdin, sys.stdout)
         else:
-            print(f"forwarding {args.listen[0]}:{port} -> {args.upstream[0]}:{args.upstream[1]} "
-                  f"with {args.delay * 1000:g} ms each way; Ctrl-C to stop", flush=True)  # fmt: skip
+            route = f"{listen_host}:{port} -> {upstream_host}:{upstream_port}"
+            delay = f"{args.delay * 1000:g} ms each way"
+            print(f"forwarding {route}, {delay}; Ctrl-C stops", flush=True)
             threading.Event().wait()
     except KeyboardInterrupt:
         pass
