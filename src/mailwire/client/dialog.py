@@ -199,7 +199,18 @@ def transactions(
     else:
         for txn in batch:
             yield from _one_by_one(txn, chunking, lmtp)
+    if pipelining and batch and _left_open(batch[-1]):
+        # Each later transaction resets its predecessor, but nothing follows
+        # the last: reset it here, or the next send's MAIL meets "503 nested".
+        yield from command(Rset())
     return [txn.outcome() for txn in batch]
+
+
+def _left_open(txn: Transaction) -> bool:
+    """The server accepted MAIL but the transaction failed before its end."""
+    if txn.mail_reply is None or not txn.mail_reply.is_positive:
+        return False
+    return not txn.accepted or (txn.data_reply is not None and not txn.data_reply.is_positive)
 
 
 def _read_envelope(txn: Transaction) -> Program[None]:

@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 from ..errors import NotSupportedError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
-from ..protocol.params import MailOptions, RcptOptions
+from ..protocol.params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
 from .dialog import Transaction
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 
@@ -45,7 +45,7 @@ def prepare(
     if isinstance(message, Message):
         envelope = envelope_from_headers(message, mail_from, rcpt_to)
         utf8 = needs_smtputf8(envelope) or options.smtputf8
-        content: bytes | BinaryIO = flatten(message, utf8=utf8 and caps.smtputf8, allow_8bit=caps.eightbitmime)
+        content: bytes | BinaryIO = _flatten(message, utf8 and caps.smtputf8, caps.eightbitmime)
     else:
         if mail_from is None or rcpt_to is None:
             raise TypeError("a message given as bytes needs mail_from and rcpt_to")
@@ -64,7 +64,25 @@ def prepare(
         if caps.max_size and size > caps.max_size:
             raise SMTPError(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {caps.max_size}")
         options = options.with_(size=size)
+    # Format the parameters once here: a bad value (a CR in an extra
+    # parameter, an unknown NOTIFY) is refused before anything is written,
+    # not halfway through a pipelined group, which would cost the connection.
+    format_mail_options(options)
+    for distinct in set(per_rcpt):
+        format_rcpt_options(distinct)
     return Transaction(envelope.mail_from, envelope.rcpt_to, content, options, per_rcpt)
+
+
+def _flatten(message: Message, utf8: bool, allow_8bit: bool) -> bytes:
+    try:
+        return flatten(message, utf8=utf8, allow_8bit=allow_8bit)
+    except UnicodeEncodeError:
+        # The 7-bit generator re-encodes 8-bit parts by their charset; a part
+        # without one (parsed from raw bytes) cannot be, and must not go raw.
+        raise NotSupportedError(
+            "the message has an 8-bit part without a charset, and the server does not "
+            "advertise 8BITMIME (RFC 6152): it cannot be sent as 7-bit"
+        ) from None
 
 
 def _negotiate(

@@ -1,0 +1,94 @@
+"""PIPELINING proved by withholding replies (RFC 2920).
+
+These scripted servers answer nothing until the whole group they expect has
+arrived. A client that waited for a reply between MAIL, RCPT and DATA (or, in
+``send_many``, between one message's end and the next envelope) would stall
+against them and fail on its timeout; a pipelining client goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailwire import SMTPClient, SendResult
+
+from helpers.scripted import Peer, ScriptedServer
+
+Start = Callable[..., ScriptedServer]
+RCPTS = ["a@example.net", "b@example.net", "c@example.net"]
+CONTENT = b"Subject: pipelined\r\n\r\nbody\r\n"
+
+
+def _hello(peer: Peer) -> None:
+    peer.reply("220 scripted ESMTP")
+    assert peer.recv_line().startswith(b"EHLO ")
+    peer.reply("250-scripted", "250-PIPELINING", "250 8BITMIME")
+
+
+def _envelope_replies(peer: Peer) -> None:
+    peer.reply("250 2.1.0 sender ok", *["250 2.1.5 rcpt ok"] * len(RCPTS), "354 go ahead")
+
+
+def _quit(peer: Peer) -> None:
+    assert peer.recv_line() == b"QUIT\r\n"
+    peer.reply("221 bye")
+
+
+def test_envelope_and_data_go_out_in_one_write(scripted: Start) -> None:
+    groups: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        _hello(peer)
+        for _ in range(3):
+            reads_before = len(peer.reads)
+            groups.append(peer.recv_until(b"DATA\r\n"))  # no reply until DATA is here
+            assert peer.buffered() == 0  # nothing beyond DATA: the client waits for 354
+            assert len(peer.reads) - reads_before == 1  # the whole group in one segment
+            _envelope_replies(peer)
+            peer.recv_until(b"\r\n.\r\n")
+            peer.reply("250 2.0.0 queued")
+        _quit(peer)
+
+    server = scripted(script)
+    with SMTPClient(*server.address, tls="none", timeout=2) as client:
+        for _ in range(3):
+            result = client.send(CONTENT, "s@example.org", RCPTS)
+            assert result.ok
+    assert groups[0] == (
+        b"MAIL FROM:<s@example.org>\r\n"
+        b"RCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\n"
+        b"DATA\r\n"
+    )
+
+
+def test_send_many_sends_each_end_of_data_with_the_next_envelope(scripted: Start) -> None:
+    count = 5
+    joined: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        _hello(peer)
+        peer.recv_until(b"DATA\r\n")
+        _envelope_replies(peer)
+        for i in range(count):
+            ending = peer.recv_until(b"\r\n.\r\n")
+            assert ending.endswith(b"body\r\n.\r\n")
+            if i < count - 1:
+                # The reply to this message's end is withheld until the next
+                # envelope has arrived: it must not be needed to send it.
+                joined.append(peer.recv_until(b"DATA\r\n"))
+                peer.reply("250 2.0.0 queued")
+                _envelope_replies(peer)
+            else:
+                peer.reply("250 2.0.0 queued")
+        _quit(peer)
+
+    server = scripted(script)
+    with SMTPClient(*server.address, tls="none", timeout=2) as client:
+        start = client.round_trips
+        outcomes = client.send_many([(CONTENT, "s@example.org", RCPTS)] * count)
+        assert client.round_trips - start == count + 1
+    assert all(isinstance(o, SendResult) and o.ok for o in outcomes)
+    assert all(group.startswith(b"MAIL FROM:<s@example.org>\r\n") for group in joined)
+    # Each message's end and the next envelope were one write.
+    reads = server.peers[0].reads
+    assert sum(b"\r\n.\r\nMAIL FROM:" in chunk for chunk in reads) == count - 1
