@@ -154,6 +154,17 @@ def test_opportunistic_uses_starttls_when_offered(
     assert len(server.handler.envelopes) == 1
 
 
+def test_opportunistic_never_falls_back_after_a_failed_handshake(
+    aiosmtpd_factory: Factory, ca: trustme.CA, client_tls: ssl.SSLContext
+) -> None:
+    server = aiosmtpd_factory(starttls=server_context(ca, "wrong.example"))
+    client = SMTPClient(*server.address, tls="opportunistic", ssl_context=client_tls, timeout=5, connect=False)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        client.connect()
+    assert not client.connected
+    assert server.handler.envelopes == []
+
+
 def test_opportunistic_stays_plain_when_not_offered(aiosmtpd_factory: Factory) -> None:
     server = aiosmtpd_factory()
     with SMTPClient(*server.address, tls="opportunistic", timeout=5) as client:

@@ -19,6 +19,7 @@ from mailwire import (
     AuthenticationError, ConnectionClosed, RemoteProtocolError, SMTPClient, SMTPError,
 )
 
+from helpers.minismtp import MiniSMTP
 from helpers.scripted import Peer, ScriptedServer
 
 Start = Callable[..., ScriptedServer]
@@ -346,3 +347,40 @@ def test_bare_lf_inside_a_crlf_line_stays_text(scripted: Start) -> None:
         assert client.greeting is not None and client.greeting.code == 220
         assert client.greeting.lines == ("hi\n250 smuggled",)
         assert client.capabilities.greeting == "hostile"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize("reply", ["250 2.0.0 ok, I guess", "334 what?"])
+def test_data_answered_without_354_is_never_a_delivery(scripted: Start, pipelining: bool, reply: str) -> None:
+    # Taking "250" to DATA as success would report a message as delivered
+    # although its content was never sent.
+    smtp = MiniSMTP(extensions=("PIPELINING",) if pipelining else (), data_reply=reply)
+    server = scripted(smtp, strict=False)
+    client = SMTPClient(*server.address, tls="none", timeout=2)
+    with pytest.raises(RemoteProtocolError, match=f"answered DATA with {reply[:3]} .*, not 354"):
+        client.send(b"Subject: x\r\n\r\nbody\r\n", "s@example.org", ["r@example.net"])
+    assert not client.connected
+    server.close()
+    assert smtp.transactions == [] and b"body" not in server.received
+
+
+@pytest.mark.parametrize("then", ["silence", "hang-up"])
+def test_server_that_never_starts_tls(
+    scripted: Start, client_tls: ssl.SSLContext, then: str
+) -> None:
+    def script(peer: Peer) -> None:
+        _greeted(peer, "STARTTLS")
+        assert peer.recv_line() == b"STARTTLS\r\n"
+        peer.reply("220 2.0.0 go ahead")
+        if then == "silence":
+            peer.wait_closed()
+
+    server = scripted(script, strict=False)
+    client = SMTPClient(*server.address, ssl_context=client_tls, timeout=0.5, connect=False)
+    started = time.monotonic()
+    with pytest.raises((TimeoutError, ssl.SSLError, ConnectionError)) as caught:
+        client.connect()
+    assert time.monotonic() - started < 2
+    assert not client.connected
+    if then == "silence":
+        assert "timed out" in str(caught.value)

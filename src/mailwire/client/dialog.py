@@ -213,6 +213,14 @@ def _left_open(txn: Transaction) -> bool:
     return not txn.accepted or (txn.data_reply is not None and not txn.data_reply.is_positive)
 
 
+def _data_reply(reply: Reply) -> Reply:
+    """The reply to DATA: 354, or a refusal. A positive reply that is not 354
+    would report a message as delivered when no content was ever sent."""
+    if reply.is_positive and reply.code != 354:
+        raise RemoteProtocolError(f"the server answered DATA with {reply}, not 354")
+    return reply
+
+
 def _read_envelope(txn: Transaction) -> Program[None]:
     txn.mail_reply = yield from read()
     for rcpt in txn.rcpt_to:
@@ -256,7 +264,7 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         if rset_first:
             yield from read()
         yield from _read_envelope(txn)
-        data = yield from read()
+        data = _data_reply((yield from read()))
         following = [*batch[i + 1].envelope(), Data()] if i + 1 < len(batch) else []
         if data.code != 354:
             txn.data_reply = data
@@ -343,7 +351,7 @@ def _one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
                 yield from command(Rset())
                 return
         return
-    data = yield from command(Data())
+    data = _data_reply((yield from command(Data())))
     if data.code != 354:
         txn.data_reply = data
         yield from command(Rset())
