@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from mailwire import MailOptions, NotSupportedError, RecipientsRefused, SMTPClient, SenderRefused
-from mailwire.client.dialog import CHUNK
+from mailwire import (
+    MailOptions, NotSupportedError, RecipientsRefused, SendResult, SMTPClient, SenderRefused,
+)
+from mailwire.client.dialog import BDAT_WINDOW, CHUNK
 
 from helpers.minismtp import MiniSMTP
 from helpers.scripted import ScriptedServer
@@ -198,3 +200,14 @@ def test_refused_chunk_stops_the_transaction(scripted: Start) -> None:
         assert getattr(caught.value, "code", None) == 552
         smtp.final_reply = None
         assert client.send(b"y\r\n", "s@example.org", ["r@example.net"]).ok
+
+
+def test_send_many_beyond_the_bdat_window(scripted: Start) -> None:
+    smtp = MiniSMTP(extensions=PIPELINED)
+    server = scripted(smtp)
+    count = 3 * BDAT_WINDOW + 5
+    items = [(f"message {i}\r\n".encode(), "s@example.org", [f"r{i}@example.net"]) for i in range(count)]
+    with _client(server) as client:
+        outcomes = client.send_many(items)
+    assert all(isinstance(o, SendResult) and o.accepted == [f"r{i}@example.net"] for i, o in enumerate(outcomes))
+    assert [t.content for t in smtp.transactions] == [item[0] for item in items]

@@ -115,3 +115,24 @@ def test_aiosmtpd_lmtp(aiosmtpd_factory: Callable[..., Running]) -> None:
     [envelope] = server.handler.envelopes
     assert envelope.rcpt_tos == ["only@example.net"]
     assert envelope.content == CONTENT
+
+
+def test_lmtp_send_many_over_pipelined_bdat(scripted: Start) -> None:
+    smtp = MiniSMTP(extensions=("PIPELINING", "CHUNKING"), lmtp=True, final_reply=_per_recipient,
+                    rcpt_reply=lambda a: "550 5.1.1 Unknown user" if a.startswith("unknown") else None)
+    server = scripted(smtp)
+    items = [
+        (CONTENT, "s@example.org", ["a@example.net", "full@example.net", "unknown@example.net"]),
+        (CONTENT, "s@example.org", ["unknown@example.net"]),
+        (CONTENT, "s@example.org", ["gone@example.net", "b@example.net"]),
+        (CONTENT, "s@example.org", ["full@example.net"]),
+    ]
+    with LMTPClient(*server.address, timeout=5) as client:
+        first, second, third, fourth = client.send_many(items)
+        assert client.send(CONTENT, "s@example.org", ["c@example.net"]).ok
+    assert not isinstance(first, Exception)
+    assert first.accepted == ["a@example.net"] and set(first.refused) == {"full@example.net", "unknown@example.net"}
+    assert isinstance(second, RecipientsRefused)
+    assert not isinstance(third, Exception) and third.accepted == ["b@example.net"]
+    assert isinstance(fourth, RecipientsRefused) and fourth.result.recipients["full@example.net"].code == 452
+    assert all(t.via == "BDAT" for t in smtp.transactions)

@@ -115,3 +115,18 @@ def test_quit_reply_and_state(scripted: Start) -> None:
     assert reply is not None and reply.code == 221
     assert not client.connected
     assert client.quit() is None
+
+
+def test_reconnect_after_close(scripted: Start) -> None:
+    smtp = MiniSMTP()
+    server = scripted(smtp, connections=2)
+    client = SMTPClient(*server.address, tls="none", timeout=2)
+    client.send(CONTENT, "s@example.org", ["r1@example.net"])
+    client.close()
+    assert not client.connected
+    greeting = client.connect()
+    assert greeting.code == 220 and client.capabilities.pipelining
+    client.send(CONTENT, "s@example.org", ["r2@example.net"])
+    client.quit()
+    assert [t.rcpt_to for t in smtp.transactions] == [["r1@example.net"], ["r2@example.net"]]
+    assert len(server.peers) == 2
