@@ -96,6 +96,12 @@ def test_starttls_over_a_unix_socket_with_a_context_that_skips_the_host_name(
     assert smtp.tls and smtp.transactions[0].content == CONTENT
 
 
+def test_tls_over_a_unix_socket_with_host_name_checks_is_a_clear_error(short_tmp: Path) -> None:
+    # Refused before connecting: a path has no host name to verify a certificate against.
+    with pytest.raises(ValueError, match="check_hostname=False"):
+        SMTPClient(str(short_tmp / "smtp.sock"), timeout=2)
+
+
 def test_connection_refused_is_immediate() -> None:
     port = free_port()
     with pytest.raises(ConnectionRefusedError):

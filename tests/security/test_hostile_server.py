@@ -227,6 +227,8 @@ def test_554_greeting(scripted: Start) -> None:
     assert isinstance(err, SMTPError) and err.code == 554 and str(err.enhanced) == "5.7.1"
     server.close()
     assert b"EHLO" not in server.received and b"MAIL" not in server.received
+    # RFC 5321 3.1: the client still says QUIT after a 554 greeting.
+    assert server.received.endswith(b"QUIT\r\n")
 
 
 def test_server_that_never_answers(scripted: Start) -> None:

@@ -143,6 +143,10 @@ def test_bad_vrfy_argument(scripted: Start, argument: str) -> None:
     client = SMTPClient(*server.address, tls="none", timeout=2)
     with pytest.raises(LocalProtocolError, match="control character"):
         client.verify(argument)
-    client.close()
+    # Nothing was sent, so the session is still in step and goes on.
+    assert client.connected
+    assert client.noop().code == 250
+    client.quit()
     server.close()
     assert b"VRFY" not in server.received
+    assert [c.split(" ")[0] for c in smtp.commands] == ["EHLO", "NOOP", "QUIT"]

@@ -132,6 +132,11 @@ class SMTPClient:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured."""
         if self.connected:
             raise LocalProtocolError("already connected")
+        if self.host.startswith("/") and self.tls != "none" and self._context().check_hostname:
+            raise ValueError(
+                f"tls={self.tls!r} over the Unix socket {self.host} needs an ssl_context with "
+                "check_hostname=False (a path has no host name to verify); or use tls='none'"
+            )
         sock = open_socket(
             self.host, self.port, timeout=self.connect_timeout, source_address=self.source_address
         )
@@ -142,6 +147,7 @@ class SMTPClient:
             name = self.local_hostname or local_name(sock)
             self.greeting = self._run(dialog.read())
             if self.greeting.code != 220:
+                self._refused_greeting()
                 raise SMTPError(self.greeting)
             self._hello(name)
             if self.tls == "starttls" or (self.tls == "opportunistic" and self.capabilities.starttls):
@@ -155,6 +161,13 @@ class SMTPClient:
             self.close()
             raise
         return self.greeting
+
+    def _refused_greeting(self) -> None:
+        """RFC 5321 3.1: after a 554 greeting the client should still QUIT."""
+        try:
+            self._run(dialog.command(Quit()))
+        except (MailwireError, OSError):
+            pass
 
     def _sni(self) -> str | None:
         return None if self.host.startswith("/") else self.host
@@ -200,6 +213,8 @@ class SMTPClient:
             if err.code == 421:
                 self.close()
             raise
+        except LocalProtocolError:
+            raise  # nothing was sent (the transport closed itself if it must)
         except (MailwireError, OSError):
             self.close()
             raise

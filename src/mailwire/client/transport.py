@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 
-from ..errors import ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData, NeedData
@@ -89,11 +89,22 @@ class SyncTransport:
         return isinstance(self.sock, ssl.SSLSocket)
 
     def write(self, events: Iterable[Sendable]) -> None:
-        """Format every event and send them in one write."""
-        parts = []
+        """Format every event and send them in one write.
+
+        If an event is refused (LocalProtocolError) after others were already
+        formatted, the core expects replies to commands never sent: the
+        connection is closed rather than left out of step. Refusing the first
+        event leaves everything as it was.
+        """
+        parts: list[bytes] = []
         debug = log.isEnabledFor(logging.DEBUG)
         for event in events:
-            data = self.core.send(event)
+            try:
+                data = self.core.send(event)
+            except LocalProtocolError:
+                if parts:
+                    self.close()
+                raise
             if debug:
                 log.debug("> %s", _describe(event, data))
             parts.append(data)
