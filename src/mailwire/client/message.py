@@ -65,11 +65,15 @@ def has_8bit(data: bytes) -> bool:
     return not data.isascii()
 
 
-def flatten(msg: Message, *, utf8: bool = False, allow_8bit: bool = True) -> bytes:
+def flatten(
+    msg: Message, *, utf8: bool = False, allow_8bit: bool = True, mangle_from: bool | None = None
+) -> bytes:
     """Wire bytes of ``msg`` without Bcc headers, CRLF line endings.
 
     ``utf8`` flattens headers as UTF-8 (SMTPUTF8); without ``allow_8bit`` the
     policy is cloned with ``cte_type="7bit"`` so 8-bit parts are re-encoded.
+    ``mangle_from`` overrides the policy's ``mangle_from_`` (``>From `` in the
+    body): ``smtplib.send_message`` mangles unless the message needs SMTPUTF8.
     """
     copy_ = copy.copy(msg)
     del copy_["Bcc"]
@@ -81,6 +85,6 @@ def flatten(msg: Message, *, utf8: bool = False, allow_8bit: bool = True) -> byt
     elif not allow_8bit:
         policy = policy.clone(cte_type="7bit")
     with io.BytesIO() as out:
-        generator = email.generator.BytesGenerator(out, policy=policy)
+        generator = email.generator.BytesGenerator(out, mangle_from_=mangle_from, policy=policy)
         generator.flatten(copy_, linesep="\r\n")
         return out.getvalue()

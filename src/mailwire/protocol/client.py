@@ -28,7 +28,7 @@ from .commands import format_command
 from .data import DotStuffer
 from .events import (
     NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo,
-    Lhlo, Mail, MessageData, NeedData, Quit, Rcpt, Rset, StartTLS,
+    Lhlo, Mail, MessageData, NeedData, Quit, RawCommand, Rcpt, Rset, StartTLS,
 )
 from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
 
@@ -73,8 +73,17 @@ class ClientConnection:
         """Replies still expected (an LMTP end of data counts once)."""
         return len(self._pending)
 
-    def send(self, event: Sendable) -> bytes:
-        """The bytes for ``event``; raises LocalProtocolError if not legal now."""
+    def send(self, event: Sendable, *, spelling: RawCommand | None = None) -> bytes:
+        """The bytes for ``event``; raises LocalProtocolError if not legal now.
+
+        ``spelling`` puts another command line on the wire for ``event``: the
+        core formats that ``RawCommand`` (refusing control characters as for
+        any command) while state and replies are tracked as for ``event``. The
+        ``smtplib`` drop-in uses it to send the stdlib's exact lines (``mail
+        FROM:<a> size=10``) as a typed ``Mail``.
+        """
+        if spelling is not None and isinstance(event, (MessageData, EndOfData)):
+            raise LocalProtocolError("message content has no command spelling")
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
         next_state = CLIENT_SEND[self.state].get(type(event))
@@ -88,7 +97,7 @@ class ClientConnection:
             self._stuffer = None
             self._pending.append(_Expect(EndOfData, per_recipient=self.lmtp))
         else:
-            data = format_command(event)
+            data = format_command(spelling if spelling is not None else event)
             self._expect(event)
         self.state = next_state
         if isinstance(event, Bdat):
@@ -164,10 +173,10 @@ class ClientConnection:
         while True:
             try:
                 raw = self._buffer.take_line(self.limits.reply_line)
-            except LineTooLong:
+            except LineTooLong as exc:
                 raise RemoteProtocolError(
                     f"server sent a reply line longer than {self.limits.reply_line} octets"
-                ) from None
+                ) from exc
             if raw is None:
                 return None
             self._reply_size += len(raw) + 2
