@@ -56,13 +56,19 @@ def _split_enhanced(line: str, code: int) -> tuple[EnhancedStatus | None, str]:
 class Reply:
     """One complete SMTP reply.
 
-    ``lines`` hold the text after ``ddd-``/``ddd `` exactly as on the wire;
-    ``enhanced`` is the status code parsed from the first line, if any.
+    ``lines`` hold the text after ``ddd-``/``ddd `` exactly as on the wire.
+    The enhanced status code is derived from the first line when asked for,
+    not stored: most replies a client reads are only ever checked for their
+    code, and parsing every one would cost more than the rest of the reply.
     """
 
     code: int
     lines: tuple[str, ...] = ("",)
-    enhanced: EnhancedStatus | None = None
+
+    @property
+    def enhanced(self) -> EnhancedStatus | None:
+        """The RFC 3463 code of the first line, if it has one of this class."""
+        return _split_enhanced(self.lines[0], self.code)[0] if self.lines else None
 
     @classmethod
     def of(cls, code: int, enhanced: str | EnhancedStatus | None, text: str = "") -> "Reply":
@@ -79,12 +85,11 @@ class Reply:
         pieces = [_printable(p) for p in re.split(r"\r\n|\r|\n", text)]
         if status is not None:
             pieces = [f"{status} {p}".rstrip(" ") if p else str(status) for p in pieces]
-        return cls(code, tuple(pieces), status)
+        return cls(code, tuple(pieces))
 
     @classmethod
     def from_lines(cls, code: int, lines: tuple[str, ...]) -> "Reply":
-        status, _ = _split_enhanced(lines[0], code) if lines else (None, "")
-        return cls(code, lines or ("",), status)
+        return cls(code, lines or ("",))
 
     @property
     def text(self) -> str:

@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 from ..errors import NotSupportedError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
-from ..protocol.params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
+from ..protocol.params import MailOptions, RcptOptions, mail_params_text, rcpt_params_text
 from .dialog import Transaction
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 
@@ -67,9 +67,9 @@ def prepare(
     # Format the parameters once here: a bad value (a CR in an extra
     # parameter, an unknown NOTIFY) is refused before anything is written,
     # not halfway through a pipelined group, which would cost the connection.
-    format_mail_options(options)
+    mail_params_text(options)
     for distinct in set(per_rcpt):
-        format_rcpt_options(distinct)
+        rcpt_params_text(distinct)
     return Transaction(envelope.mail_from, envelope.rcpt_to, content, options, per_rcpt)
 
 

@@ -82,31 +82,35 @@ class ClientConnection:
         ``smtplib`` drop-in uses it to send the stdlib's exact lines (``mail
         FROM:<a> size=10``) as a typed ``Mail``.
         """
-        if spelling is not None and isinstance(event, (MessageData, EndOfData)):
-            raise LocalProtocolError("message content has no command spelling")
+        kind = type(event)
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
-        next_state = CLIENT_SEND[self.state].get(type(event))
+        next_state = CLIENT_SEND[self.state].get(kind)
         if next_state is None:
-            raise LocalProtocolError(f"cannot send {type(event).__name__} while {self.state.value}")
+            raise LocalProtocolError(f"cannot send {kind.__name__} while {self.state.value}")
         if isinstance(event, MessageData):
+            if spelling is not None:
+                raise LocalProtocolError("message content has no command spelling")
             data = self._content(event.data)
+            if self.state is ClientState.BDAT_CONTENT and self._bdat_remaining == 0:
+                next_state = ClientState.READY
         elif isinstance(event, EndOfData):
+            if spelling is not None:
+                raise LocalProtocolError("message content has no command spelling")
             # No MessageData at all is the empty message: just the terminator.
             data = (self._stuffer or DotStuffer()).end()
             self._stuffer = None
             self._pending.append(_Expect(EndOfData, per_recipient=self.lmtp))
         else:
             data = format_command(spelling if spelling is not None else event)
-            self._expect(event)
+            per_recipient = False
+            if isinstance(event, Bdat):
+                self._bdat_remaining = event.size
+                per_recipient = self.lmtp and event.last
+                if not event.size:
+                    next_state = ClientState.READY
+            self._pending.append(_Expect(kind, per_recipient))
         self.state = next_state
-        if isinstance(event, Bdat):
-            self._bdat_remaining = event.size
-            if event.size == 0:
-                self.state = ClientState.READY
-        elif isinstance(event, MessageData) and self.state is ClientState.BDAT_CONTENT:
-            if self._bdat_remaining == 0:
-                self.state = ClientState.READY
         return data
 
     def _content(self, chunk: bytes) -> bytes:
@@ -120,10 +124,6 @@ class ClientConnection:
         if self._stuffer is None:
             self._stuffer = DotStuffer()
         return self._stuffer.feed(chunk)
-
-    def _expect(self, event: Command) -> None:
-        per_recipient = self.lmtp and isinstance(event, Bdat) and event.last
-        self._pending.append(_Expect(type(event), per_recipient))
 
     def tls_established(self) -> None:
         """The driver finished the TLS handshake: start over with EHLO (RFC 3207 4.2)."""
@@ -185,14 +185,18 @@ class ClientConnection:
                     f"server sent a reply longer than {self.limits.reply_total} octets"
                 )
             code, last, text = _parse_reply_line(raw)
-            if self._lines and code != self._code:
+            if not self._lines:
+                if last:  # a one-line reply, by far the most common
+                    self._reply_size = 0
+                    return Reply(code, (text,))
+            elif code != self._code:
                 raise RemoteProtocolError(
                     f"reply lines disagree on the code: {self._code} then {code}"
                 )
             self._code = code
             self._lines.append(text)
             if last:
-                reply = Reply.from_lines(code, tuple(self._lines))
+                reply = Reply(code, tuple(self._lines))
                 self._lines = []
                 self._reply_size = 0
                 return reply

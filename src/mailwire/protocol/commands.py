@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..reply import Reply
@@ -23,7 +25,7 @@ from .events import (
 )
 from .grammar import CONTROL_CHARS, check_address, check_argument, is_mailbox, split_path
 from .params import (
-    MailOptions, RcptOptions, format_mail_options, format_rcpt_options,
+    MailOptions, RcptOptions, mail_params_text, rcpt_params_text,
     parse_mail_options, parse_rcpt_options,
 )
 
@@ -31,7 +33,6 @@ __all__ = ["format_command", "parse_command", "parse_auth_response", "encode_aut
 
 _SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
 _BDAT = re.compile(r"([0-9]{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
-_SIMPLE: dict[type, str] = {Data: "DATA", Rset: "RSET", Quit: "QUIT", StartTLS: "STARTTLS"}
 
 
 def encode_auth_data(data: bytes | None) -> str:
@@ -48,51 +49,67 @@ def _hello_name(name: str, verb: str) -> str:
     return name
 
 
+def _mail(event: Mail) -> str:
+    return f"MAIL FROM:<{check_address(event.address, 'sender')}>{mail_params_text(event.options)}"
+
+
+def _rcpt(event: Rcpt) -> str:
+    if not event.address:
+        raise LocalProtocolError("recipient address is empty")
+    return f"RCPT TO:<{check_address(event.address, 'recipient')}>{rcpt_params_text(event.options)}"
+
+
+def _bdat(event: Bdat) -> str:
+    if event.size < 0:
+        raise LocalProtocolError("BDAT size is negative")
+    return f"BDAT {event.size} LAST" if event.last else f"BDAT {event.size}"
+
+
+def _optional_argument(verb: str, argument: str) -> str:
+    check_argument(argument, verb.lower() + " argument")
+    return f"{verb} {argument}" if argument else verb
+
+
+def _auth(event: Auth) -> str:
+    if _SASL_NAME.fullmatch(event.mechanism) is None:
+        raise LocalProtocolError(f"not a SASL mechanism name: {event.mechanism!r}")
+    line = f"AUTH {event.mechanism.upper()}"
+    return line if event.initial is None else f"{line} {encode_auth_data(event.initial)}"
+
+
+def _raw(event: RawCommand) -> str:
+    check_argument(event.verb, "command")
+    check_argument(event.argument, "command argument")
+    return f"{event.verb} {event.argument}" if event.argument else event.verb
+
+
+_FORMATTERS: dict[type, Callable[[Any], str]] = {
+    Data: lambda e: "DATA",
+    Rset: lambda e: "RSET",
+    Quit: lambda e: "QUIT",
+    StartTLS: lambda e: "STARTTLS",
+    Ehlo: lambda e: "EHLO " + _hello_name(e.name, "EHLO"),
+    Helo: lambda e: "HELO " + _hello_name(e.name, "HELO"),
+    Lhlo: lambda e: "LHLO " + _hello_name(e.name, "LHLO"),
+    Mail: _mail,
+    Rcpt: _rcpt,
+    Bdat: _bdat,
+    Noop: lambda e: _optional_argument("NOOP", e.argument),
+    Help: lambda e: _optional_argument("HELP", e.argument),
+    Vrfy: lambda e: "VRFY " + check_argument(e.argument, "vrfy argument"),
+    Expn: lambda e: "EXPN " + check_argument(e.argument, "expn argument"),
+    Auth: _auth,
+    AuthResponse: lambda e: encode_auth_data(e.data),
+    RawCommand: _raw,
+}
+
+
 def format_command(event: Command) -> bytes:
     """The wire form of ``event``, CRLF included."""
-    simple = _SIMPLE.get(type(event))
-    if simple is not None:
-        line = simple
-    elif isinstance(event, Ehlo):
-        line = "EHLO " + _hello_name(event.name, "EHLO")
-    elif isinstance(event, Helo):
-        line = "HELO " + _hello_name(event.name, "HELO")
-    elif isinstance(event, Lhlo):
-        line = "LHLO " + _hello_name(event.name, "LHLO")
-    elif isinstance(event, Mail):
-        params = format_mail_options(event.options)
-        line = " ".join([f"MAIL FROM:<{check_address(event.address, 'sender')}>", *params])
-    elif isinstance(event, Rcpt):
-        if not event.address:
-            raise LocalProtocolError("recipient address is empty")
-        params = format_rcpt_options(event.options)
-        line = " ".join([f"RCPT TO:<{check_address(event.address, 'recipient')}>", *params])
-    elif isinstance(event, Bdat):
-        if event.size < 0:
-            raise LocalProtocolError("BDAT size is negative")
-        line = f"BDAT {event.size} LAST" if event.last else f"BDAT {event.size}"
-    elif isinstance(event, (Noop, Help)):
-        verb = "NOOP" if isinstance(event, Noop) else "HELP"
-        arg = check_argument(event.argument, verb.lower() + " argument")
-        line = f"{verb} {arg}" if arg else verb
-    elif isinstance(event, (Vrfy, Expn)):
-        verb = "VRFY" if isinstance(event, Vrfy) else "EXPN"
-        line = f"{verb} {check_argument(event.argument, verb.lower() + ' argument')}"
-    elif isinstance(event, Auth):
-        if _SASL_NAME.fullmatch(event.mechanism) is None:
-            raise LocalProtocolError(f"not a SASL mechanism name: {event.mechanism!r}")
-        line = f"AUTH {event.mechanism.upper()}"
-        if event.initial is not None:
-            line += " " + encode_auth_data(event.initial)
-    elif isinstance(event, AuthResponse):
-        line = encode_auth_data(event.data)
-    elif isinstance(event, RawCommand):
-        check_argument(event.verb, "command")
-        check_argument(event.argument, "command argument")
-        line = f"{event.verb} {event.argument}" if event.argument else event.verb
-    else:
+    formatter = _FORMATTERS.get(type(event))
+    if formatter is None:
         raise LocalProtocolError(f"not a command: {event!r}")
-    return line.encode("utf-8", "surrogateescape") + b"\r\n"
+    return formatter(event).encode("utf-8", "surrogateescape") + b"\r\n"
 
 
 # -- server side -------------------------------------------------------------
@@ -194,7 +211,9 @@ def parse_command(line: bytes) -> Command | Rejected:
     text = line.decode("utf-8", "surrogateescape")
     if CONTROL_CHARS.search(text):
         return _reject(501, "5.5.2", "Syntax error: control characters in command")
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    # Only non-ASCII input can hold undecodable bytes: keep the per-character
+    # scan off the hot path (every command line of every session).
+    if not line.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
         return _reject(500, "5.5.2", "Syntax error: command is not valid UTF-8")
     verb, _, arg = text.partition(" ")
     verb = verb.upper()

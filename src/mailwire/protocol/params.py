@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Literal
 
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -28,6 +29,7 @@ __all__ = [
     "MailOptions", "RcptOptions", "BodyType", "Notify",
     "xtext_encode", "xtext_decode", "parse_params", "parse_mail_options",
     "parse_rcpt_options", "format_mail_options", "format_rcpt_options",
+    "mail_params_text", "rcpt_params_text",
 ]
 
 BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
@@ -238,6 +240,19 @@ def _format_extra(extra: tuple[Param, ...]) -> list[str]:
             raise LocalProtocolError(f"not a valid ESMTP value for {key}: {value!r}")
         out.append(key if value is None else f"{key}={value}")
     return out
+
+
+@lru_cache(maxsize=1024)
+def mail_params_text(options: MailOptions) -> str:
+    """`` KEY=VALUE ...`` for a MAIL line, each distinct (frozen) value formatted
+    once: options usually repeat from one message to the next."""
+    return "".join(" " + word for word in format_mail_options(options))
+
+
+@lru_cache(maxsize=1024)
+def rcpt_params_text(options: RcptOptions) -> str:
+    """`` KEY=VALUE ...`` for an RCPT line, cached like ``mail_params_text``."""
+    return "".join(" " + word for word in format_rcpt_options(options))
 
 
 def format_mail_options(options: MailOptions) -> list[str]:
