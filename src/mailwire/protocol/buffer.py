@@ -78,6 +78,22 @@ class ReceiveBuffer:
     def take_all(self) -> bytes:
         return self.take(len(self))
 
+    def find(self, sub: bytes) -> int:
+        """Where ``sub`` starts among the unread bytes, or -1; copies nothing.
+
+        The server's DATA path takes exactly up to the end of the message, so
+        a read holding many pipelined messages is not copied once per message.
+        """
+        pos = self._data.find(sub, self._start)
+        return pos - self._start if pos >= 0 else -1
+
+    def unread(self, count: int) -> None:
+        """Give back the last ``count`` octets taken; valid until the next ``feed``."""
+        if not 0 <= count <= self._start:
+            raise ValueError(f"cannot give back {count} octets")
+        self._start -= count
+        self._scanned = self._start
+
     def clear(self) -> None:
         """Discard everything unread (what was pipelined before a TLS handshake)."""
         self._data.clear()

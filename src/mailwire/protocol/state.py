@@ -11,10 +11,16 @@ sends MAIL, RCPTs and DATA before any reply. A few commands need the answer
 before anything else may be written (DATA, STARTTLS, AUTH, QUIT); they move to
 a waiting state, and the reply to that command (the last one pending) moves on
 according to ``CLIENT_REPLY``: the reply code if listed, else ``None``'s row.
+
+Server side. ``SERVER_COMMANDS`` says, for each state, which commands are
+legal and where the reply to each one leads (see the comment above it); the
+server refuses the rest with 503 on its own, and ``SERVER_GUARDS`` adds the few
+refusals that depend on the session's history (TLS, AUTH, BINARYMIME).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from .events import (
@@ -22,7 +28,11 @@ from .events import (
     MessageData, Noop, Quit, RawCommand, Rcpt, Rset, StartTLS, Vrfy,
 )
 
-__all__ = ["ClientState", "CLIENT_SEND", "CLIENT_REPLY"]
+__all__ = [
+    "ClientState", "CLIENT_SEND", "CLIENT_REPLY",
+    "ServerState", "ServerFlag", "Greeting", "Move", "SERVER_COMMANDS", "SERVER_IDLE",
+    "SERVER_GUARDS", "SERVER_FOREIGN", "SEQUENCE_HINTS",
+]
 
 
 class ClientState(Enum):
@@ -78,4 +88,141 @@ CLIENT_REPLY: dict[tuple[ClientState, int | None], ClientState] = {
     (S.AUTH_WAIT, 334): S.AUTH_CHALLENGE,
     (S.AUTH_WAIT, None): S.READY,
     (S.QUIT_SENT, None): S.CLOSED,
+}
+
+
+# -- server side ---------------------------------------------------------------
+#
+# A server answers one thing at a time: a command, the end of a message, or the
+# greeting. ``SERVER_COMMANDS[state]`` lists what is legal in ``state`` (any
+# other command gets ``503 5.5.1`` from the core) and, for each, the state after
+# the reply that answers it: ``ok`` after 2xx, ``more`` after 3xx (``None``: a
+# 3xx is no valid answer), ``fail`` after 4xx/5xx. Besides commands, a row may
+# hold ``Greeting`` (the first reply), ``EndOfData`` (the reply after a message's
+# last octet: DATA's terminator or the end of a ``BDAT ... LAST`` chunk) and
+# ``Bdat`` (the reply after a non-LAST chunk). A ``421`` reply closes from any
+# state (RFC 5321 3.8). A few commands are also refused because of something
+# that happened earlier in the session (``SERVER_GUARDS``).
+
+
+class ServerState(Enum):
+    __hash__ = object.__hash__  # identity hash in C: looked up on every command
+
+    GREETING = "waiting to send the greeting"
+    REFUSED = "the greeting refused service: only QUIT (RFC 5321 3.1)"
+    FRESH = "waiting for EHLO/HELO"
+    READY = "greeted, no mail transaction"
+    MAIL = "MAIL accepted, no recipient yet"
+    RCPT = "recipients accepted"
+    CHUNKING = "BDAT chunks accepted, the LAST one not yet"
+    DATA = "receiving DATA content"
+    AUTH = "in an AUTH exchange: the next line answers a 334"
+    TLS_HANDSHAKE = "220 sent to STARTTLS: waiting for the TLS handshake"
+    CLOSED = "closed"
+
+
+class Greeting:
+    """The pseudo-command that the server's first reply answers."""
+
+
+class ServerFlag(Enum):
+    """Facts about the session that some commands depend on."""
+
+    TLS = "TLS is active"  # set by tls_started() (or implicit TLS)
+    AUTHENTICATED = "AUTH succeeded"  # a 2xx answered Auth or AuthResponse
+    BINARYMIME = "MAIL BODY=BINARYMIME accepted"  # cleared with the transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Where a reply takes the server: after 2xx, after 4xx/5xx, after 3xx."""
+
+    ok: ServerState | None
+    fail: ServerState
+    more: ServerState | None = None
+
+
+T = ServerState
+
+
+def _row(state: ServerState, greeted: bool, **extra: Move) -> dict[type, Move]:
+    """What every state between commands accepts, plus ``extra``.
+
+    RFC 5321 4.1.4: NOOP, HELP, EXPN, VRFY and RSET may come at any time (RSET
+    and a successful EHLO/HELO end any transaction); QUIT ends the session.
+    """
+    stay = Move(state, state)
+    hello = Move(T.READY, state)
+    return {
+        Ehlo: hello, Helo: hello, Lhlo: hello,
+        Rset: Move(T.READY if greeted else T.FRESH, state),
+        Noop: stay, Help: stay, Vrfy: stay, Expn: stay, RawCommand: stay,
+        Quit: Move(T.CLOSED, state),
+    }
+
+
+# The reply after a message's last octet ends the transaction either way.
+_END = Move(T.READY, T.READY)
+# RFC 3030 2: after a refused chunk the transaction has failed.
+_CHUNK = Move(T.CHUNKING, T.READY)
+
+SERVER_COMMANDS: dict[ServerState, dict[type, Move]] = {
+    T.GREETING: {Greeting: Move(T.FRESH, T.REFUSED)},
+    T.REFUSED: {Quit: Move(T.CLOSED, T.REFUSED)},
+    T.FRESH: _row(T.FRESH, False),
+    T.READY: {
+        **_row(T.READY, True),
+        Mail: Move(T.MAIL, T.READY),
+        StartTLS: Move(T.TLS_HANDSHAKE, T.READY),
+        # RFC 4954 4: 334 starts the exchange, 235 ends it in success.
+        Auth: Move(T.READY, T.READY, more=T.AUTH),
+    },
+    T.MAIL: {**_row(T.MAIL, True), Rcpt: Move(T.RCPT, T.MAIL)},
+    T.RCPT: {
+        **_row(T.RCPT, True),
+        Rcpt: Move(T.RCPT, T.RCPT),
+        Data: Move(None, T.RCPT, more=T.DATA),  # 354, or a refusal
+        Bdat: _CHUNK,
+        EndOfData: _END,  # BDAT ... LAST as the first chunk
+    },
+    # RFC 3030 2: no RCPT, MAIL or DATA once chunks are flowing.
+    T.CHUNKING: {**_row(T.CHUNKING, True), Bdat: _CHUNK, EndOfData: _END},
+    T.DATA: {EndOfData: _END},
+    T.AUTH: {AuthResponse: Move(T.READY, T.READY, more=T.AUTH)},
+    T.TLS_HANDSHAKE: {},
+    T.CLOSED: {},
+}
+
+# States outside any mail transaction: entering one forgets the transaction.
+SERVER_IDLE = frozenset({T.FRESH, T.READY})
+
+# command -> (flag that forbids it, why): answered 503 5.5.1.
+SERVER_GUARDS: dict[type, tuple[ServerFlag, str]] = {
+    StartTLS: (ServerFlag.TLS, "TLS is already active (RFC 3207 4.2)"),
+    Auth: (ServerFlag.AUTHENTICATED, "already authenticated (RFC 4954 4)"),
+    Data: (ServerFlag.BINARYMIME, "BODY=BINARYMIME requires BDAT (RFC 3030 3)"),
+}
+
+# The greetings a mode does not have: unrecognised (500), not out of sequence.
+# RFC 2033 4.1: LMTP has LHLO and no EHLO/HELO.
+SERVER_FOREIGN: dict[bool, tuple[type, ...]] = {False: (Lhlo,), True: (Ehlo, Helo)}
+
+# Why a command is out of sequence, for the 503 text: (state, command) first,
+# then (state, None). "{hello}" is the greeting verb of the mode.
+SEQUENCE_HINTS: dict[tuple[ServerState, type | None], str] = {
+    (T.REFUSED, None): "service refused, only QUIT is accepted",
+    (T.FRESH, None): "send {hello} first",
+    (T.READY, Rcpt): "need MAIL before RCPT",
+    (T.READY, Data): "need MAIL and RCPT before DATA",
+    (T.READY, Bdat): "need MAIL and RCPT before BDAT",
+    (T.MAIL, Mail): "nested MAIL command",
+    (T.MAIL, Data): "need a successful RCPT before DATA",
+    (T.MAIL, Bdat): "need a successful RCPT before BDAT",
+    (T.RCPT, Mail): "nested MAIL command",
+    (T.CHUNKING, Mail): "nested MAIL command",
+    (T.CHUNKING, Rcpt): "RCPT after BDAT",
+    (T.CHUNKING, Data): "DATA cannot follow BDAT in one transaction (RFC 3030 2)",
+    (T.MAIL, None): "not permitted during a mail transaction",
+    (T.RCPT, None): "not permitted during a mail transaction",
+    (T.CHUNKING, None): "not permitted during a mail transaction",
 }

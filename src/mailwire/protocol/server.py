@@ -1,0 +1,451 @@
+"""The server role of the SMTP core: bytes in, events out; replies in, bytes out.
+
+``ServerConnection`` never touches a socket. A driver feeds what it reads to
+``receive_data``, takes events from ``next_event`` and writes what
+``send(reply)`` returns. The conversation strictly alternates: once
+``next_event`` has handed out something that needs an answer (a command, the
+end of a message or chunk, a ``Rejected``), the driver must ``send`` that reply
+before another event comes out. That is all PIPELINING needs: the commands wait
+in the buffer and are answered in order. Which command is legal when, and where
+each reply leads, is looked up in ``state.py``.
+
+The core refuses on its own only what the protocol decides (unknown verbs,
+syntax, sequence, line and size limits); every other answer, and all policy, is
+the driver's. Message content is a stream: after the 354 to ``Data``, or after
+a ``Bdat`` event, come ``MessageData`` pieces and then either ``EndOfData`` (a
+reply is due) or ``Rejected`` (the content is refused: throw away what came).
+Only ``<CRLF>.<CRLF>`` ends DATA (``DataReader`` cannot be fooled by bare CR or
+LF); a BDAT chunk is counted off the buffer and never parsed, even when the
+BDAT itself is refused. After the 220 to STARTTLS, whatever the client
+pipelined is thrown away unread (RFC 3207 5).
+
+The DATA path touches each octet only in C (``bytes.find``/``replace``/
+``count``): no Python loop and no regex runs per content line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Union
+
+from ..errors import LocalProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..reply import Reply
+from .buffer import LineTooLong, ReceiveBuffer
+from .commands import parse_auth_response, parse_command
+from .data import BareLineEndings, DataReader
+from .events import (
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, EndOfData, Mail, MessageData,
+    NeedData, RawCommand, Rcpt, Rejected,
+)
+from .state import (
+    SEQUENCE_HINTS, SERVER_COMMANDS, SERVER_FOREIGN, SERVER_GUARDS, SERVER_IDLE, Greeting,
+    ServerFlag, ServerState,
+)
+
+__all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent"]
+
+ServerEvent = Union[Command, MessageData, EndOfData, Rejected, Closed]
+
+# Replies the core gives by itself; each carries an RFC 3463 enhanced code.
+TOO_LONG = Reply.of(500, "5.5.6", "Line too long")  # RFC 5321 4.5.3.1.4
+UNRECOGNIZED = Reply.of(500, "5.5.1", "Command unrecognized")
+BARE_LINE_ENDINGS = Reply.of(550, "5.5.2", "Message contains bare CR or LF (RFC 5321 2.3.8)")
+TOO_BIG = Reply.of(552, "5.3.4", "Message too big")
+SIZE_PARAM_TOO_BIG = Reply.of(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 6.1
+TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10
+
+_S = ServerState
+_END_OF_DATA = b"\r\n.\r\n"
+_TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
+
+# What the driver must answer next: the event handed out, how many replies it
+# takes, and the SERVER_COMMANDS key whose move the last one applies (None:
+# the state stays as it is).
+_Answer = tuple[ServerEvent, int, "type | None"]
+
+
+class _Chunk:
+    """A BDAT chunk being read: counted off the buffer, never parsed."""
+
+    __slots__ = ("left", "last", "refusal", "emit")
+
+    def __init__(self, size: int, last: bool, refusal: Reply | None, emit: bool) -> None:
+        self.left = size
+        self.last = last
+        self.refusal = refusal  # the BDAT itself is refused: answer this after the octets
+        self.emit = emit  # False: swallow the octets (refused BDAT, or message too big)
+
+
+class ServerConnection:
+    """Sans-I/O SMTP (or LMTP) server.
+
+    The driver contract:
+
+    * ``send(greeting)`` first (220; 554 leaves only QUIT, RFC 5321 3.1; 421 closes).
+    * ``next_event()`` gives ``NEED_DATA`` (read more, ``receive_data``), a
+      command, ``MessageData``, ``EndOfData``, ``Rejected`` or ``Closed``.
+      Whenever ``reply_due`` is non-zero, ``send`` that many replies before
+      calling ``next_event`` again (it raises LocalProtocolError otherwise).
+      A reply is due after every command except ``Bdat``, after ``EndOfData``
+      and after ``Rejected``; never after ``MessageData``.
+    * ``Rejected``: the core answered for the driver; ``send(event.reply)``.
+      With ``close`` set the connection is over after that reply.
+    * Content: after ``354`` to ``Data``, and right after a ``Bdat`` event,
+      ``MessageData`` pieces follow, ended by exactly one of ``EndOfData``
+      (complete: reply now; the message is whole after DATA or a LAST chunk),
+      ``Rejected`` (refused: bare CR/LF, size; drop the whole message, the
+      transaction is over) or ``Closed`` (drop it too).
+    * LMTP: after the end of a message (``EndOfData`` after DATA or after a
+      LAST chunk), ``reply_due`` is the number of accepted recipients: one
+      reply each, in RCPT order. A refused message gives that many
+      ``Rejected`` events instead, one after each reply.
+    * The transaction (envelope and content) is over whenever, after a
+      ``send``, ``in_transaction`` is false.
+    * After ``220`` to ``StartTLS`` the connection waits (``next_event``
+      raises) until ``tls_started()``; then EHLO is required again.
+    * ``421`` may be sent at any moment and closes; after ``221`` to ``Quit``
+      or a peer close, ``next_event`` keeps returning ``Closed``.
+
+    ``extra_verbs``: verbs (beyond RFC 5321 and its extensions we parse) that
+    the driver implements; they reach it as ``RawCommand``, any other unknown
+    verb gets ``500 5.5.1`` from the core. ``tls=True`` says the connection is
+    already encrypted (implicit TLS, RFC 8314), so STARTTLS is out of sequence.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        lmtp: bool = False,
+        hostname: str = "localhost",
+        bare_line_endings: BareLineEndings = BareLineEndings.REFUSE,
+        extra_verbs: Iterable[str] = (),
+        tls: bool = False,
+    ) -> None:
+        self.limits = limits
+        self.lmtp = lmtp
+        self.hostname = hostname
+        self.bare_line_endings = bare_line_endings
+        self.extra_verbs = frozenset(verb.upper() for verb in extra_verbs)
+        self.state = ServerState.GREETING
+        self.flags: set[ServerFlag] = {ServerFlag.TLS} if tls else set()
+        # Positive replies to RCPT in this transaction (LMTP: replies owed at its end).
+        self.accepted_recipients = 0
+        # Content octets of the current message so far (all BDAT chunks together).
+        self.message_size = 0
+        self.bad_commands = 0
+        self.discarded_after_starttls = 0
+        self._buffer = ReceiveBuffer()
+        self._hello = "LHLO" if lmtp else "EHLO/HELO"
+        self._peer_closed = False
+        self._skipping = False  # inside an overlong line, looking for its CRLF
+        self._reader: DataReader | None = None
+        self._refusal: Reply | None = None  # why the current DATA content is refused
+        self._chunk: _Chunk | None = None
+        self._pending: _Answer | None = None  # decided, handed out by the next call
+        self._copies = 0  # LMTP: further copies of a content refusal still owed
+        self._copy_key: type | None = None
+        self._due = 1  # replies owed before the next event; first the greeting
+        self._answer: type | None = Greeting
+        self._event: ServerEvent | None = None
+
+    # -- what the driver may ask ----------------------------------------------
+
+    @property
+    def reply_due(self) -> int:
+        """How many replies ``send`` must produce before ``next_event`` goes on."""
+        return self._due
+
+    @property
+    def tls(self) -> bool:
+        return ServerFlag.TLS in self.flags
+
+    @property
+    def authenticated(self) -> bool:
+        return ServerFlag.AUTHENTICATED in self.flags
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between an accepted MAIL and the reply that ends the message."""
+        return self.state in _TRANSACTION
+
+    # -- receiving ------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the client; ``b""`` means it closed its side."""
+        if not data:
+            self._peer_closed = True
+        elif self._peer_closed:
+            raise LocalProtocolError("receive_data after the client closed the connection")
+        elif self.state is ServerState.TLS_HANDSHAKE:
+            self.discarded_after_starttls += len(data)
+        elif self.state is not ServerState.CLOSED:
+            self._buffer.feed(data)
+
+    def next_event(self) -> ServerEvent | NeedData:
+        """The next event, or ``NEED_DATA``; see the module doc for the contract."""
+        if self._due:
+            raise LocalProtocolError(f"a reply is due (to {self._answering()}) before the next event")
+        if self._pending is not None:
+            answer, self._pending = self._pending, None
+            return self._hand_out(*answer)
+        state = self.state
+        if state is ServerState.CLOSED:
+            return Closed()
+        if state is ServerState.TLS_HANDSHAKE:
+            raise LocalProtocolError("call tls_started() once the TLS handshake is done")
+        if self._chunk is not None:
+            return self._read_chunk(self._chunk)
+        if state is ServerState.DATA:
+            return self._read_data()
+        return self._read_line()
+
+    def _answering(self) -> str:
+        event = self._event
+        return "the greeting" if event is None else type(event).__name__
+
+    def _hand_out(self, event: ServerEvent, due: int, answer: type | None) -> ServerEvent:
+        self._due = due
+        self._answer = answer
+        self._event = event
+        return event
+
+    def _wait(self) -> Closed | NeedData:
+        if self._peer_closed:
+            self._enter(ServerState.CLOSED)
+            return Closed()
+        return NEED_DATA
+
+    # -- command lines ----------------------------------------------------------
+
+    def _read_line(self) -> ServerEvent | NeedData:
+        buffer = self._buffer
+        if self._skipping:
+            if not buffer.skip_line():
+                return self._wait()
+            self._skipping = False
+            return self._bad(TOO_LONG)
+        try:
+            # The longest line any command may have; shorter caps are checked below.
+            line = buffer.take_line(self.limits.auth_line)
+        except LineTooLong:
+            self._skipping = True
+            return self._read_line()
+        if line is None:
+            return self._wait()
+        if self.state is ServerState.AUTH:
+            response = parse_auth_response(line)
+            if isinstance(response, Rejected):
+                return self._bad(response.reply)
+            return self._hand_out(response, 1, AuthResponse)
+        # RFC 5321 4.5.3.1.4: 512 octets; AUTH lines may be longer (RFC 4954 4).
+        if len(line) + 2 > self.limits.command_line and line[:5].upper() != b"AUTH ":
+            return self._bad(TOO_LONG)
+        return self._command(parse_command(line))
+
+    def _bad(self, reply: Reply) -> ServerEvent:
+        """A line refused as malformed: counted, and too many end the session."""
+        self.bad_commands += 1
+        if self.bad_commands > self.limits.bad_commands:
+            closing = Reply.of(421, "4.7.0", f"{self.hostname} Too many errors")
+            return self._hand_out(Rejected(closing, close=True), 1, None)
+        # A malformed answer to a 334 aborts the AUTH exchange (RFC 4954 4).
+        answer = AuthResponse if self.state is ServerState.AUTH else None
+        return self._hand_out(Rejected(reply), 1, answer)
+
+    def _command(self, event: Command | Rejected) -> ServerEvent | NeedData:
+        if isinstance(event, Rejected):
+            return self._bad(event.reply)
+        kind = type(event)
+        if kind in SERVER_FOREIGN[self.lmtp] or (
+            isinstance(event, RawCommand) and event.verb not in self.extra_verbs
+        ):
+            return self._bad(UNRECOGNIZED)
+        refusal = self._refusal_for(event)
+        if isinstance(event, Bdat):
+            return self._start_chunk(event, refusal)
+        if refusal is not None:
+            return self._hand_out(Rejected(refusal), 1, None)
+        return self._hand_out(event, 1, kind)
+
+    def _refusal_for(self, event: Command) -> Reply | None:
+        """The reply the core gives instead of the driver, if any."""
+        kind = type(event)
+        if kind not in SERVER_COMMANDS[self.state]:
+            hint = SEQUENCE_HINTS.get((self.state, kind)) or SEQUENCE_HINTS.get((self.state, None))
+            text = f"Bad sequence of commands: {hint.format(hello=self._hello)}" if hint else (
+                "Bad sequence of commands"
+            )
+            return Reply.of(503, "5.5.1", text)
+        guard = SERVER_GUARDS.get(kind)
+        if guard is not None and guard[0] in self.flags:
+            return Reply.of(503, "5.5.1", f"Bad sequence of commands: {guard[1]}")
+        limit = self.limits.message_size
+        if isinstance(event, Mail) and limit and (event.options.size or 0) > limit:
+            return SIZE_PARAM_TOO_BIG
+        if isinstance(event, Rcpt) and self.accepted_recipients >= self.limits.recipients:
+            return TOO_MANY_RECIPIENTS
+        return None
+
+    # -- message content --------------------------------------------------------
+
+    def _start_chunk(self, event: Bdat, refusal: Reply | None) -> ServerEvent | NeedData:
+        if refusal is not None:
+            # RFC 3030 2: the octets follow the command whatever the answer.
+            self._chunk = _Chunk(event.size, event.last, refusal, emit=False)
+            return self._read_chunk(self._chunk)
+        limit = self.limits.message_size
+        too_big = bool(limit) and self.message_size + event.size > limit
+        self._chunk = _Chunk(event.size, event.last, None, emit=not too_big)
+        return self._hand_out(event, 0, None)  # answered after the chunk's octets
+
+    def _read_chunk(self, chunk: _Chunk) -> ServerEvent | NeedData:
+        piece = self._buffer.take(chunk.left) if chunk.left else b""
+        chunk.left -= len(piece)
+        emit = bool(piece) and chunk.emit
+        if emit:
+            self.message_size += len(piece)
+        if chunk.left:
+            return MessageData(piece) if emit else self._wait()
+        self._chunk = None
+        end = self._end_of_chunk(chunk)
+        if emit:
+            self._pending = end
+            return MessageData(piece)
+        return self._hand_out(*end)
+
+    def _end_of_chunk(self, chunk: _Chunk) -> _Answer:
+        if chunk.refusal is not None:
+            return Rejected(chunk.refusal), 1, None
+        # RFC 2033 4.2 / RFC 3030 4.2: LMTP answers the LAST chunk per recipient.
+        key = EndOfData if chunk.last else Bdat
+        copies = self.accepted_recipients if chunk.last and self.lmtp else 1
+        if not chunk.emit:
+            return self._refuse_content(TOO_BIG, key, copies)
+        return EndOfData(), copies, key
+
+    def _read_data(self) -> ServerEvent | NeedData:
+        reader = self._reader
+        assert reader is not None
+        buffer = self._buffer
+        if not buffer:
+            return self._wait()
+        # Take up to the terminator if it is in the buffer (the reader may still
+        # find it earlier, straddling the octets it holds back: then give back).
+        stop = buffer.find(_END_OF_DATA)
+        content, rest = reader.feed(buffer.take(stop + 5) if stop >= 0 else buffer.take_all())
+        self.message_size = reader.size
+        if self._refusal is None:
+            limit = self.limits.message_size
+            if limit and reader.size > limit:
+                self._refusal = TOO_BIG
+            elif reader.bare_line_endings and reader.policy is BareLineEndings.REFUSE:
+                self._refusal = BARE_LINE_ENDINGS
+        emit = bool(content) and self._refusal is None
+        if rest is None:
+            return MessageData(content) if emit else self._wait()
+        buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
+        copies = self.accepted_recipients if self.lmtp else 1
+        end: _Answer = (EndOfData(), copies, EndOfData)
+        if self._refusal is not None:
+            end = self._refuse_content(self._refusal, EndOfData, copies)
+        if emit:
+            self._pending = end
+            return MessageData(content)
+        return self._hand_out(*end)
+
+    def _refuse_content(self, reply: Reply, key: type, copies: int) -> _Answer:
+        """A ``Rejected`` ending a content stream; in LMTP one per recipient."""
+        self._copies = copies - 1
+        self._copy_key = key
+        return Rejected(reply), 1, key if copies == 1 else None
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, reply: Reply) -> bytes:
+        """The bytes of ``reply``, which answers what ``next_event`` handed out.
+
+        Raises LocalProtocolError if nothing awaits a reply or if ``reply``
+        cannot answer it (a 354 to anything but DATA, a 2xx to DATA ...). A
+        421 may be sent at any moment and closes the connection.
+        """
+        if self.state is ServerState.CLOSED:
+            raise LocalProtocolError("the connection is closed")
+        if reply.code == 421:
+            # RFC 5321 3.8: a server may close at any time, saying 421 first.
+            self._enter(ServerState.CLOSED)
+            return reply.to_bytes()
+        if not self._due:
+            raise LocalProtocolError(f"nothing awaits a reply while {self.state.value}")
+        key = self._answer
+        target = self._target(key, reply)
+        self._due -= 1
+        if not self._due:
+            self._answered(key, target, reply)
+        return reply.to_bytes()
+
+    def _target(self, key: type | None, reply: Reply) -> ServerState | None:
+        if key is None:
+            if reply.is_intermediate:
+                raise LocalProtocolError(f"{reply.code} cannot answer {self._answering()}")
+            return None
+        move = SERVER_COMMANDS[self.state][key]
+        klass = reply.code // 100
+        target = move.ok if klass == 2 else move.more if klass == 3 else move.fail
+        if target is None:
+            raise LocalProtocolError(f"{reply.code} cannot answer {key.__name__}")
+        return target
+
+    def _answered(self, key: type | None, target: ServerState | None, reply: Reply) -> None:
+        event = self._event
+        if isinstance(event, Rejected) and event.close:
+            self._enter(ServerState.CLOSED)  # whatever the driver chose to say
+            return
+        if reply.code < 300:
+            if key is Rcpt:
+                self.accepted_recipients += 1
+            elif key is Mail:
+                if isinstance(event, Mail) and event.options.body == "BINARYMIME":
+                    self.flags.add(ServerFlag.BINARYMIME)
+            elif key is Auth or key is AuthResponse:
+                self.flags.add(ServerFlag.AUTHENTICATED)
+        if target is not None:
+            self._enter(target)
+        if self._copies:
+            self._copies -= 1
+            assert event is not None
+            self._pending = (event, 1, self._copy_key if not self._copies else None)
+
+    def _enter(self, state: ServerState) -> None:
+        self.state = state
+        if state in SERVER_IDLE:
+            self.accepted_recipients = 0
+            self.message_size = 0
+            self.flags.discard(ServerFlag.BINARYMIME)
+            self._reader = None
+            self._refusal = None
+        elif state is ServerState.DATA:
+            self._reader = DataReader(self.bare_line_endings)
+            self._refusal = None
+        elif state is ServerState.TLS_HANDSHAKE:
+            # RFC 3207 5: nothing sent before the handshake may be acted on.
+            self.discarded_after_starttls += len(self._buffer)
+            self._buffer.clear()
+        elif state is ServerState.CLOSED:
+            self._buffer.clear()
+            self._chunk = self._pending = self._reader = None
+            self._due = self._copies = 0
+
+    def tls_started(self) -> None:
+        """The driver finished the TLS handshake: start afresh (RFC 3207 4.2).
+
+        Everything learnt before is forgotten, including a successful AUTH;
+        the client must say EHLO again.
+        """
+        if self.state is not ServerState.TLS_HANDSHAKE:
+            raise LocalProtocolError(f"no TLS handshake expected while {self.state.value}")
+        self.flags.discard(ServerFlag.AUTHENTICATED)
+        self.flags.add(ServerFlag.TLS)
+        self._buffer.clear()
+        self._enter(ServerState.FRESH)
