@@ -3,7 +3,7 @@
 What to send and when to wait is the same whether the socket blocks or an event
 loop runs it. So each dialog (greeting and EHLO, STARTTLS, AUTH, a batch of
 mail transactions) is a generator that *yields I/O requests* — ``Write(events)``,
-``READ`` for the next reply, ``UPGRADE`` for the TLS handshake — and receives
+``Read(n)`` for the next replies, ``UPGRADE`` for the TLS handshake — and receives
 the replies. The blocking client pumps it with a socket, the asyncio client
 with streams; neither holds any protocol logic of its own.
 
@@ -41,7 +41,7 @@ from ..sasl import ClientMechanism
 from .result import SendResult
 
 __all__ = [
-    "Write", "READ", "UPGRADE", "Request", "Program", "Transaction",
+    "Write", "Read", "READ", "UPGRADE", "Request", "Program", "Transaction",
     "command", "hello", "starttls", "authenticate", "transactions",
 ]
 
@@ -55,9 +55,12 @@ class Write:
     events: Sequence[Sendable]
 
 
-class _Read:
-    def __repr__(self) -> str:
-        return "READ"
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read ``count`` replies; the driver sends back a tuple of them. Asking
+    for a pipelined group's replies at once saves a driver round per reply."""
+
+    count: int = 1
 
 
 class _Upgrade:
@@ -65,10 +68,10 @@ class _Upgrade:
         return "UPGRADE"
 
 
-READ = _Read()
+READ = Read(1)
 UPGRADE = _Upgrade()
-Request = Union[Write, _Read, _Upgrade]
-Program = Generator[Request, Union[Reply, None], T]
+Request = Union[Write, Read, _Upgrade]
+Program = Generator[Request, Union[tuple[Reply, ...], None], T]
 
 
 @dataclass(slots=True)
@@ -95,6 +98,10 @@ class Transaction:
         return events
 
     def chunks(self) -> Iterator[bytes]:
+        if isinstance(self.content, bytes) and len(self.content) <= CHUNK:
+            if self.content:  # an empty message has no pieces at all
+                yield self.content
+            return
         if isinstance(self.content, (bytes, bytearray, memoryview)):
             view = memoryview(self.content)
             for start in range(0, len(view), CHUNK):
@@ -133,13 +140,20 @@ class Transaction:
         return result
 
 
+def read_many(count: int) -> Program[tuple[Reply, ...]]:
+    """The next ``count`` replies; a 421 means the server is closing: raise."""
+    replies = yield (READ if count == 1 else Read(count))
+    assert replies is not None
+    for reply in replies:
+        if reply.code == 421:
+            raise SMTPError(reply)
+    assert len(replies) == count
+    return replies
+
+
 def read() -> Program[Reply]:
     """The next reply; a 421 means the server is closing: raise."""
-    reply = yield READ
-    assert reply is not None
-    if reply.code == 421:
-        raise SMTPError(reply)
-    return reply
+    return (yield from read_many(1))[0]
 
 
 def command(event: Sendable) -> Program[Reply]:
@@ -221,10 +235,13 @@ def _data_reply(reply: Reply) -> Reply:
     return reply
 
 
+def _envelope_replies(txn: Transaction, replies: Sequence[Reply]) -> None:
+    txn.mail_reply = replies[0]
+    txn.rcpt_replies.update(zip(txn.rcpt_to, replies[1:]))
+
+
 def _read_envelope(txn: Transaction) -> Program[None]:
-    txn.mail_reply = yield from read()
-    for rcpt in txn.rcpt_to:
-        txn.rcpt_replies[rcpt] = yield from read()
+    _envelope_replies(txn, (yield from read_many(1 + len(txn.rcpt_to))))
 
 
 def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
@@ -232,8 +249,8 @@ def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
     if not lmtp or not txn.accepted:
         txn.data_reply = yield from read()
         return
-    for rcpt in txn.accepted:
-        txn.final[rcpt] = yield from read()
+    accepted = txn.accepted
+    txn.final.update(zip(accepted, (yield from read_many(len(accepted)))))
 
 
 def _content(txn: Transaction) -> Iterator[MessageData]:
@@ -261,10 +278,10 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
     rset_first = False
     for i, txn in enumerate(batch):
         yield Write(pending)
-        if rset_first:
-            yield from read()
-        yield from _read_envelope(txn)
-        data = _data_reply((yield from read()))
+        # RSET (if sent), MAIL, each RCPT and DATA: one group, read at once.
+        replies = yield from read_many(rset_first + 1 + len(txn.rcpt_to) + 1)
+        _envelope_replies(txn, replies[rset_first:-1])
+        data = _data_reply(replies[-1])
         following = [*batch[i + 1].envelope(), Data()] if i + 1 < len(batch) else []
         if data.code != 354:
             txn.data_reply = data

@@ -202,8 +202,8 @@ class SMTPClient:
                 if isinstance(request, dialog.Write):
                     transport.write(request.events)
                     request = program.send(None)
-                elif request is dialog.READ:
-                    request = program.send(transport.read_reply())
+                elif isinstance(request, dialog.Read):
+                    request = program.send(transport.read_replies(request.count))
                 else:
                     transport.start_tls(self._context(), self._sni())
                     request = program.send(None)

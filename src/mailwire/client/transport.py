@@ -145,6 +145,19 @@ class SyncTransport:
             assert isinstance(event, NeedData)
             self._fill(timeout)
 
+    def read_replies(self, count: int) -> tuple[Reply, ...]:
+        """The next ``count`` replies (a pipelined group's); fewer if one is a
+        421, after which the server closes and nothing more will come."""
+        if count == 1:
+            return (self.read_reply(),)
+        replies = []
+        for _ in range(count):
+            reply = self.read_reply()
+            replies.append(reply)
+            if reply.code == 421:
+                break
+        return tuple(replies)
+
     def _fill(self, timeout: float | None) -> None:
         if self.sock.fileno() < 0:
             raise ConnectionClosed("the connection is closed")

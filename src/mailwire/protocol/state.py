@@ -36,6 +36,10 @@ __all__ = [
 
 
 class ClientState(Enum):
+    # Members are singletons compared by identity: hash them the same way, in C,
+    # rather than with Enum's Python-level hash of the name (a hot-path cost).
+    __hash__ = object.__hash__
+
     GREETING = "waiting for the server's greeting"
     READY = "ready for commands"
     DATA_WAIT = "DATA sent, waiting for 354"
