@@ -122,16 +122,17 @@ class Transaction:
         assert self.mail_reply is not None
         if not self.mail_reply.is_positive:
             return SenderRefused(self.mail_reply, self.mail_from)
+        accepted = self.accepted
         recipients = dict(self.rcpt_replies)
-        for rcpt in self.accepted:
+        for rcpt in accepted:
             decided = self.final.get(rcpt, self.data_reply)
             if decided is not None:
                 recipients[rcpt] = decided
         result = SendResult(
-            self.mail_from, recipients, self.mail_reply, dict(self.rcpt_replies),
+            self.mail_from, recipients, self.mail_reply, self.rcpt_replies,
             self.data_reply, self.size,
         )
-        if not self.accepted:
+        if not accepted:
             return RecipientsRefused(result)
         if self.data_reply is not None and not self.data_reply.is_positive:
             return DataRefused(self.data_reply, result)
@@ -277,7 +278,8 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
     pending: list[Sendable] = [*batch[0].envelope(), Data()] if batch else []
     rset_first = False
     for i, txn in enumerate(batch):
-        yield Write(pending)
+        if pending:
+            yield Write(pending)
         # RSET (if sent), MAIL, each RCPT and DATA: one group, read at once.
         replies = yield from read_many(rset_first + 1 + len(txn.rcpt_to) + 1)
         _envelope_replies(txn, replies[rset_first:-1])

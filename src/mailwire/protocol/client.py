@@ -17,7 +17,7 @@ until the driver says the handshake is done.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import Optional
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
@@ -37,12 +37,11 @@ __all__ = ["ClientConnection", "ClientState", "Sendable"]
 Sendable = Command | MessageData | EndOfData
 
 
-@dataclass(slots=True)
-class _Expect:
-    """One reply (or, for LMTP's end of data, one per accepted recipient)."""
-
-    command: type | None
-    per_recipient: bool = False
+# One expected reply: (the command's type, or None for the greeting;
+# True when LMTP answers it once per accepted recipient). A plain tuple: one
+# is made per command, on the hot path.
+_Expect = tuple[Optional[type], bool]
+_RESETS = frozenset({Mail, Rset, Ehlo, Helo, Lhlo})
 
 
 class ClientConnection:
@@ -55,7 +54,7 @@ class ClientConnection:
         self.capabilities: Capabilities | None = None
         self.discarded_after_starttls = 0
         self._buffer = ReceiveBuffer()
-        self._pending: deque[_Expect] = deque([_Expect(None)])
+        self._pending: deque[_Expect] = deque([(None, False)])
         self._stuffer: DotStuffer | None = None
         self._bdat_remaining = 0
         self._lines: list[str] = []
@@ -100,7 +99,7 @@ class ClientConnection:
             # No MessageData at all is the empty message: just the terminator.
             data = (self._stuffer or DotStuffer()).end()
             self._stuffer = None
-            self._pending.append(_Expect(EndOfData, per_recipient=self.lmtp))
+            self._pending.append((EndOfData, self.lmtp))
         else:
             data = format_command(spelling if spelling is not None else event)
             per_recipient = False
@@ -109,7 +108,7 @@ class ClientConnection:
                 per_recipient = self.lmtp and event.last
                 if not event.size:
                     next_state = ClientState.READY
-            self._pending.append(_Expect(kind, per_recipient))
+            self._pending.append((kind, per_recipient))
         self.state = next_state
         return data
 
@@ -204,32 +203,26 @@ class ClientConnection:
     def _answered(self, reply: Reply) -> None:
         if not self._pending:
             return  # unsolicited (e.g. 421 before closing): the driver decides
-        expect = self._pending[0]
-        self._track_transaction(expect.command, reply)
-        if expect.per_recipient and self._accepted > 1:
+        command, per_recipient = self._pending[0]
+        if command in _RESETS:
+            self._accepted = 0
+        elif command is Rcpt and reply.code < 400:
+            self._accepted += 1
+        if per_recipient and self._accepted > 1:
             self._accepted -= 1  # more LMTP replies to come for this data
             return
         self._pending.popleft()
-        if expect.per_recipient:
+        if per_recipient:
             self._accepted = 0
         if not self._pending:
-            key = (self.state, reply.code)
-            next_state = CLIENT_REPLY.get(key) or CLIENT_REPLY.get((self.state, None))
+            next_state = CLIENT_REPLY.get((self.state, reply.code)) or CLIENT_REPLY.get((self.state, None))
             if next_state is not None:
                 self.state = next_state
             if self.state is ClientState.TLS_HANDSHAKE:
                 self.discarded_after_starttls += len(self._buffer)
                 self._buffer.clear()
-        if expect.command in (Ehlo, Lhlo) and reply.code == 250:
-            self.capabilities = Capabilities.from_reply(reply)
-        elif expect.command is Helo and reply.code == 250:
-            self.capabilities = Capabilities(reply.lines[0], {})
-
-    def _track_transaction(self, command: type | None, reply: Reply) -> None:
-        if command in (Mail, Rset, Ehlo, Helo, Lhlo):
-            self._accepted = 0
-        elif command is Rcpt and reply.is_positive:
-            self._accepted += 1
+        if reply.code == 250 and command in (Ehlo, Lhlo, Helo):
+            self.capabilities = Capabilities.from_reply(reply) if command is not Helo else Capabilities(reply.lines[0], {})
 
 
 def _parse_reply_line(raw: bytes) -> tuple[int, bool, str]:
