@@ -47,6 +47,17 @@ class Limits:
     data_end_timeout: float = 600.0  # 4.5.3.2.6 DATA termination: 10 minutes
     # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for a command.
     server_idle_timeout: float = 300.0
+    # Our own, mirroring the client's data block timeout (RFC 5321 4.5.3.2.5):
+    # how long a server waits for the next piece of a message.
+    server_data_timeout: float = 180.0
+    # Our own: concurrent connections a server accepts (421 4.7.0 beyond).
+    connections: int = 1000
+    # Our own: how long a PROXY protocol header may take to arrive.
+    proxy_header_timeout: float = 10.0
+    # Our own: octets a server buffers from one client before it stops reading
+    # (flow control, so a client that pipelines without reading replies, or
+    # sends faster than the backend stores, cannot grow our memory).
+    receive_buffer: int = 1 << 20
 
     def with_(self, **changes: int | float) -> "Limits":
         """A copy with some fields changed (``Limits`` itself never changes)."""

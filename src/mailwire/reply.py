@@ -136,3 +136,33 @@ class Reply:
 def _printable(text: str) -> str:
     """Replace C0 controls (other than tab) so reply text stays one line."""
     return "".join(ch if ch == "\t" or ord(ch) >= 0x20 and ch != "\x7f" else "?" for ch in text)
+
+
+# -- The standard replies, by name -------------------------------------------
+# What a server says when nothing more specific is called for. Drivers use
+# these names instead of writing codes; each carries its RFC 3463 code.
+
+OK = Reply.of(250, "2.0.0", "OK")
+SENDER_OK = Reply.of(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply.of(250, "2.1.5", "Recipient OK")
+MESSAGE_ACCEPTED = Reply.of(250, "2.0.0", "Message accepted for delivery")
+# RFC 3463 has no 3.x.x codes: 354 carries none.
+START_DATA = Reply(354, ("End data with <CR><LF>.<CR><LF>",))
+READY_FOR_TLS = Reply.of(220, "2.0.0", "Ready to start TLS")
+BYE = Reply.of(221, "2.0.0", "Bye")
+AUTH_OK = Reply.of(235, "2.7.0", "Authentication successful")
+CANNOT_VRFY = Reply.of(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = Reply.of(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")
+LOCAL_ERROR = Reply.of(451, "4.3.0", "Error processing the message, try again later")
+TLS_NOT_AVAILABLE = Reply.of(454, "4.7.0", "TLS not available")
+IDLE_TIMEOUT = Reply.of(421, "4.4.2", "Timeout: closing the connection")
+TOO_MANY_CONNECTIONS = Reply.of(421, "4.7.0", "Too many connections, try again later")
+SHUTTING_DOWN = Reply.of(421, "4.3.2", "Service shutting down")
+NOT_IMPLEMENTED = Reply.of(502, "5.5.1", "Command not implemented")
+AUTH_CANCELLED = Reply.of(501, "5.0.0", "Authentication cancelled")
+UNKNOWN_MECHANISM = Reply.of(504, "5.5.4", "Unrecognized authentication mechanism")
+AUTH_FAILED = Reply.of(535, "5.7.8", "Authentication credentials invalid")
+ENCRYPTION_REQUIRED = Reply.of(538, "5.7.11", "Encryption required for requested authentication mechanism")
+NEEDS_SMTPUTF8 = Reply.of(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531)")
+REQUIRETLS_NEEDS_TLS = Reply.of(530, "5.7.10", "REQUIRETLS needs a TLS session (RFC 8689)")
+PARAMETER_NOT_IMPLEMENTED = Reply.of(555, "5.5.4", "Parameter not recognized or not implemented")

@@ -29,7 +29,9 @@ from .params import (
     parse_mail_options, parse_rcpt_options,
 )
 
-__all__ = ["format_command", "parse_command", "parse_auth_response", "encode_auth_data"]
+__all__ = [
+    "format_command", "parse_command", "parse_auth_response", "encode_auth_data", "challenge_reply",
+]
 
 _SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
 _BDAT = re.compile(r"([0-9]{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
@@ -40,6 +42,11 @@ def encode_auth_data(data: bytes | None) -> str:
     if data is None:
         return "*"
     return base64.b64encode(data).decode("ascii") if data else "="
+
+
+def challenge_reply(data: bytes) -> Reply:
+    """A server's 334 with a SASL challenge, base64 (RFC 4954 4; empty: "334 ")."""
+    return Reply(334, (base64.b64encode(data).decode("ascii"),))
 
 
 def _hello_name(name: str, verb: str) -> str:

@@ -158,6 +158,17 @@ class ServerConnection:
         return self._due
 
     @property
+    def receiving_content(self) -> bool:
+        """Inside a message's content (DATA, or a BDAT chunk's octets): a driver
+        waits for more with its data timeout rather than its idle timeout."""
+        return self.state is ServerState.DATA or self._chunk is not None
+
+    @property
+    def buffered(self) -> int:
+        """Octets received and not yet consumed: a driver's flow-control gauge."""
+        return len(self._buffer)
+
+    @property
     def tls(self) -> bool:
         return ServerFlag.TLS in self.flags
 

@@ -1,0 +1,142 @@
+"""The asyncio SMTP/LMTP server: listeners, the connection limit, shutdown.
+
+``SMTPServer(backend)`` listens on TCP (``start``) or a Unix socket
+(``start_unix``) and gives every connection its own ``SMTPConnection``. The
+backend is a ``Backend`` or, for the common case, a plain
+``async def handle(envelope) -> None``.
+
+Shutdown is graceful: ``stop()`` stops accepting, lets every connection finish
+the message it is receiving for up to ``grace`` seconds, then says 421 to
+whatever is still open. A message is only ever handed to the backend whole, so
+stopping never half-delivers one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from .config import ServerConfig
+from .connection import SMTPConnection
+from .session import Backend, FunctionBackend, Handler
+
+__all__ = ["SMTPServer"]
+
+log = logging.getLogger("mailwire.server")
+
+
+class SMTPServer:
+    def __init__(self, backend: Backend | Handler, config: ServerConfig | None = None, **settings: Any) -> None:
+        """``settings`` are ServerConfig fields, for when no config is given."""
+        if config is not None and settings:
+            raise TypeError("give either a ServerConfig or settings, not both")
+        self.config = config if config is not None else ServerConfig(**settings)
+        self.backend: Backend = backend if isinstance(backend, Backend) else FunctionBackend(backend)
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[SMTPConnection] = set()
+        self._unix_paths: list[str] = []
+        self._closing = False
+
+    # -- connections ---------------------------------------------------------------
+
+    def admit(self, connection: SMTPConnection) -> bool:
+        if self._closing or len(self._connections) >= self.config.limits.connections:
+            log.warning("refusing a connection: %d open (limit %d)", len(self._connections),
+                        self.config.limits.connections)
+            return False
+        self._connections.add(connection)
+        return True
+
+    def release(self, connection: SMTPConnection) -> None:
+        self._connections.discard(connection)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    # -- listening -----------------------------------------------------------------
+
+    def _ssl(self) -> Any:
+        return self.config.tls_context if self.config.implicit_tls else None
+
+    async def start(self, host: str | Sequence[str] | None = "127.0.0.1", port: int = 8025, **kwargs: Any) -> None:
+        """Listen on TCP; port 0 picks a free one (see ``addresses``)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTPConnection(self), host, port, ssl=self._ssl(), reuse_address=True, **kwargs
+        )
+        self._servers.append(server)
+
+    async def start_unix(self, path: str, **kwargs: Any) -> None:
+        """Listen on a Unix socket (LMTP's usual home)."""
+        loop = asyncio.get_running_loop()
+        if os.path.exists(path) and _is_stale_socket(path):
+            os.unlink(path)
+        server = await loop.create_unix_server(lambda: SMTPConnection(self), path, ssl=self._ssl(), **kwargs)
+        self._servers.append(server)
+        self._unix_paths.append(path)
+
+    @property
+    def addresses(self) -> list[Any]:
+        """Every bound address: (host, port, ...) tuples, or Unix paths."""
+        return [sock.getsockname() for server in self._servers for sock in server.sockets]
+
+    @property
+    def port(self) -> int:
+        """The first TCP listener's port."""
+        for address in self.addresses:
+            if isinstance(address, tuple):
+                return int(address[1])
+        raise RuntimeError("not listening on TCP")
+
+    async def serve_forever(self) -> None:
+        if not self._servers:
+            raise RuntimeError("call start() or start_unix() first")
+        await asyncio.gather(*(server.serve_forever() for server in self._servers))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let open connections finish for ``grace`` s, then 421."""
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.shut_down()  # idle ones hear 421 now, busy ones after their message
+        tasks = [c.task for c in list(self._connections) if c.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()  # still mid-message after the grace: nothing is delivered
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
+        for server in self._servers:
+            await server.wait_closed()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._servers.clear()
+
+    async def __aenter__(self) -> "SMTPServer":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _is_stale_socket(path: str) -> bool:
+    """A leftover socket file nobody listens on (safe to replace)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False

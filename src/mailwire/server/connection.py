@@ -1,0 +1,532 @@
+"""One client connection: an asyncio ``Protocol`` pumping the core and a session.
+
+Bytes go straight from ``data_received`` into the sans-I/O ``ServerConnection``
+(no ``StreamReader``, no per-line Python work: the core finds lines and the end
+of data with ``bytes.find``), and one task per connection takes events out,
+asks the backend session, and answers. Replies to pipelined commands are
+collected and written together when the core needs more input, so a client
+pipelining a whole transaction gets its replies in one segment.
+
+The connection never holds unbounded memory: reading pauses while the core has
+more than ``limits.receive_buffer`` octets unread, and event processing waits
+while the transport's write buffer is full (a client that never reads its
+replies stops being read). Every wait has a timeout that ends in 421.
+Exceptions from the backend other than ``SMTPError`` become ``451 4.3.0``, are
+logged, and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RemoteProtocolError, SMTPError
+from ..protocol.capabilities import Capabilities, format_ehlo_reply
+from ..protocol.commands import challenge_reply
+from ..protocol.events import (
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Data, Ehlo, EndOfData, Expn, Helo, Help, Lhlo,
+    Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
+)
+from ..protocol.extensions import mail_refusal, rcpt_refusal
+from ..protocol.server import ServerConnection, ServerEvent, ServerState
+from ..reply import (
+    AUTH_CANCELLED, AUTH_OK, BYE, CANNOT_VRFY, ENCRYPTION_REQUIRED, HELP, IDLE_TIMEOUT, LOCAL_ERROR,
+    MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, READY_FOR_TLS, RECIPIENT_OK, SENDER_OK, SHUTTING_DOWN,
+    START_DATA,
+    TLS_NOT_AVAILABLE, TOO_MANY_CONNECTIONS, UNKNOWN_MECHANISM, Reply,
+)
+from ..sasl import Challenge, ServerMechanism, server_mechanism
+from .envelope import Envelope, SessionInfo, TLSInfo
+from .proxy_protocol import ProxyHeaderError, parse_proxy_header
+from .session import AuthSession, LMTPSession, Session, VerifySession
+
+if TYPE_CHECKING:
+    from .aio import SMTPServer
+
+__all__ = ["SMTPConnection"]
+
+log = logging.getLogger("mailwire.server")
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _ShuttingDown(Exception):
+    pass
+
+
+class _Gone(Exception):
+    """The client went away (or we closed): stop quietly."""
+
+
+class SMTPConnection(asyncio.Protocol):
+    def __init__(self, server: "SMTPServer") -> None:
+        self.server = server
+        config = server.config
+        self.config = config
+        self.limits = config.limits
+        self.core = ServerConnection(
+            limits=config.limits, lmtp=config.lmtp, hostname=config.hostname,
+            bare_line_endings=config.bare_line_endings, tls=config.implicit_tls,
+        )
+        self.info = SessionInfo(peer=None, hostname=config.hostname, lmtp=config.lmtp)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._out: list[bytes] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._paused = False
+        self._lost = False
+        self._proxy_buffer: bytearray | None = bytearray() if config.proxy_protocol else None
+        self._envelope: Envelope | None = None
+        self._chunks: list[bytes] = []
+        self._bdat_last = False
+        self._sasl: ServerMechanism | None = None
+        self._shutting_down = False
+        self._can_auth = False  # the session implements AuthSession (checked once)
+        self._caps_cache: tuple[bool, Capabilities] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self.server.admit(self):
+            # Refused at accept (RFC 5321 3.8): say why, read nothing.
+            transport.write(TOO_MANY_CONNECTIONS.to_bytes())
+            transport.close()
+            self._lost = True
+            return
+        self.transport = transport
+        self.info.peer = transport.get_extra_info("peername")
+        self.info.local = transport.get_extra_info("sockname")
+        if self.config.implicit_tls:
+            self._note_tls(implicit=True)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        if self._proxy_buffer is not None:
+            self._proxy_buffer += data
+        else:
+            self.core.receive_data(data)
+            if self.core.buffered > self.limits.receive_buffer and not self._paused:
+                self._paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+        self._wakeup()
+
+    def eof_received(self) -> bool:
+        if self._proxy_buffer is None:
+            self.core.receive_data(b"")
+        self._lost = True
+        self._wakeup()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused at accept: never admitted
+        self._lost = True
+        self._wakeup()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.server.release(self)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def _wakeup(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    # -- I/O helpers --------------------------------------------------------------
+
+    def _reply(self, reply: Reply) -> None:
+        self._out.append(self.core.send(reply))
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    def shut_down(self) -> None:
+        """The server is stopping: 421 at the next wait outside a message."""
+        self._shutting_down = True
+        self._wakeup()
+
+    async def _wait(self, timeout: float) -> None:
+        """Until more bytes arrive (or the client leaves); _Timeout after ``timeout``."""
+        if self._lost:
+            raise _Gone
+        if self._shutting_down and not self.core.receiving_content:
+            raise _ShuttingDown
+        self._flush()
+        if self._writable is not None:
+            await self._writable
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        self._wake = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._wake = None
+
+    async def _call(self, step: Awaitable[Any]) -> Reply | None:
+        """Run a backend step: None if it went through, else the reply refusing it."""
+        try:
+            await step
+        except SMTPError as err:
+            return err.reply
+        except Exception:
+            log.exception("backend error for %s", self.info.peer)
+            return LOCAL_ERROR
+        return None
+
+    # -- the session --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            if self._proxy_buffer is not None:
+                await self._read_proxy_header()
+            self.session = await self.server.backend.new_session(self.info)
+            self._can_auth = isinstance(self.session, AuthSession)
+        except SMTPError as err:
+            self._out.append(err.reply.to_bytes())
+            self._close()
+            return
+        except (_Gone, _Timeout, ProxyHeaderError) as err:
+            if isinstance(err, ProxyHeaderError):
+                log.warning("bad PROXY header from %s: %s", self.info.peer, err)
+            self._close()
+            return
+        try:
+            self._reply(Reply.of(220, None, f"{self.config.hostname} {self.config.greeting}"))
+            await self._pump()
+        except _Timeout:
+            self._reply(IDLE_TIMEOUT)  # a 421 may answer anything, any time
+        except _ShuttingDown:
+            self._reply(SHUTTING_DOWN)
+        except (_Gone, ConnectionError):
+            pass
+        except Exception:
+            log.exception("connection with %s failed", self.info.peer)
+        finally:
+            if self._envelope is not None:
+                await self._call(self.session.reset())
+            await self._call(self.session.close())
+            self._close()
+
+    def _close(self) -> None:
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _read_proxy_header(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.proxy_header_timeout
+        while True:
+            assert self._proxy_buffer is not None
+            parsed = parse_proxy_header(bytes(self._proxy_buffer), proxy=self.info.peer)
+            if parsed is not None:
+                break
+            left = deadline - loop.time()
+            if left <= 0:
+                raise _Timeout
+            try:
+                await self._wait(left)
+            except _Timeout:
+                log.warning("no PROXY header from %s in time", self.info.peer)
+                raise
+        proxy, used = parsed
+        rest = bytes(self._proxy_buffer[used:])
+        self._proxy_buffer = None
+        self.info.proxy = proxy
+        if proxy.source is not None:
+            self.info.peer = proxy.source
+        self.core.receive_data(rest)
+        if self._lost:
+            self.core.receive_data(b"")
+
+    async def _pump(self) -> None:
+        core = self.core
+        while True:
+            event = core.next_event()
+            if event is NEED_DATA:
+                limits = self.limits
+                await self._wait(
+                    limits.server_data_timeout if core.receiving_content else limits.server_idle_timeout
+                )
+                continue
+            if isinstance(event, MessageData):
+                self._chunks.append(event.data)
+                continue
+            if isinstance(event, Closed):
+                return
+            await self._dispatch(event)  # type: ignore[arg-type]
+            if self._envelope is not None and not core.in_transaction:
+                # The transaction ended without a delivery: RSET, EHLO, a refusal.
+                self._envelope = None
+                self._chunks.clear()
+                assert self.session is not None
+                await self._call(self.session.reset())
+            if core.state is ServerState.CLOSED:
+                return
+
+    async def _dispatch(self, event: ServerEvent) -> None:
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            self._reply(NOT_IMPLEMENTED)
+            return
+        await handler(self, event)
+
+    # -- commands -----------------------------------------------------------------
+
+    async def _hello(self, event: Ehlo | Helo | Lhlo) -> None:
+        self.info.helo_name = event.name
+        self.info.esmtp = not isinstance(event, Helo)
+        if isinstance(event, Helo):
+            self._reply(Reply.of(250, None, self.config.hostname))
+            return
+        keywords = self.config.keywords(tls=self.core.tls, auth=self._auth_capable())
+        self._reply(format_ehlo_reply(self.config.hostname, keywords))
+
+    def _auth_capable(self) -> bool:
+        return self._can_auth
+
+    def _caps(self) -> Capabilities:
+        """What EHLO advertised in the current TLS state (computed once per state)."""
+        tls = self.core.tls
+        if self._caps_cache is None or self._caps_cache[0] != tls:
+            self._caps_cache = (tls, self.config.capabilities(tls=tls, auth=self._can_auth))
+        return self._caps_cache[1]
+
+    async def _mail(self, event: Mail) -> None:
+        refusal = mail_refusal(event, self._caps(), tls=self.core.tls)
+        if refusal is None:
+            assert self.session is not None
+            refusal = await self._call(self.session.mail(event.address, event.options))
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        self._envelope = Envelope(event.address, event.options, session=self.info)
+        self._chunks.clear()
+        self._reply(SENDER_OK)
+
+    async def _rcpt(self, event: Rcpt) -> None:
+        envelope = self._envelope
+        assert envelope is not None and self.session is not None
+        refusal = rcpt_refusal(event, self._caps(), smtputf8=envelope.mail_options.smtputf8)
+        if refusal is None:
+            refusal = await self._call(self.session.rcpt(event.address, event.options))
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        envelope.rcpt_to.append(event.address)
+        envelope.rcpt_options.append(event.options)
+        self._reply(RECIPIENT_OK)
+
+    async def _data(self, event: Data) -> None:
+        self._bdat_last = True
+        self._reply(START_DATA)
+
+    async def _bdat(self, event: Bdat) -> None:
+        # No reply yet: the chunk's octets come first, then EndOfData or Rejected.
+        self._bdat_last = event.last
+
+    async def _end_of_data(self, event: EndOfData) -> None:
+        if not self._bdat_last:
+            size = sum(len(c) for c in self._chunks)
+            self._reply(Reply.of(250, "2.0.0", f"{size} octets received"))
+            return
+        envelope = self._envelope
+        assert envelope is not None and self.session is not None
+        envelope.content = b"".join(self._chunks)
+        self._chunks.clear()
+        self._envelope = None  # delivered (or refused): not an abandoned transaction
+        if self.config.lmtp:
+            await self._deliver_lmtp(envelope)
+            return
+        refusal = await self._call(self.session.data(envelope))
+        self._reply(refusal or MESSAGE_ACCEPTED)
+
+    async def _deliver_lmtp(self, envelope: Envelope) -> None:
+        """RFC 2033 4.2: one reply per accepted recipient, in order."""
+        session = self.session
+        replies: list[Reply]
+        if isinstance(session, LMTPSession):
+            try:
+                outcomes = list(await session.deliver(envelope))
+                if len(outcomes) != len(envelope.rcpt_to):
+                    raise ValueError(f"deliver() gave {len(outcomes)} outcomes for {len(envelope.rcpt_to)} recipients")
+                replies = [MESSAGE_ACCEPTED if o is None else o.reply for o in outcomes]
+            except SMTPError as err:
+                replies = [err.reply] * len(envelope.rcpt_to)
+            except Exception:
+                log.exception("backend error for %s", self.info.peer)
+                replies = [LOCAL_ERROR] * len(envelope.rcpt_to)
+        else:
+            assert session is not None
+            refusal = await self._call(session.data(envelope))
+            replies = [refusal or MESSAGE_ACCEPTED] * len(envelope.rcpt_to)
+        for reply in replies:
+            self._reply(reply)
+
+    async def _rejected(self, event: Rejected) -> None:
+        # The core decided the reply; if it ended the transaction, _pump
+        # forgets the envelope and its content.
+        self._reply(event.reply)
+
+    async def _rset(self, event: Rset) -> None:
+        self._reply(OK)
+
+    async def _noop(self, event: Noop) -> None:
+        self._reply(OK)
+
+    async def _quit(self, event: Quit) -> None:
+        self._reply(BYE)  # the core is now closed: _pump stops
+
+    async def _vrfy(self, event: Vrfy) -> None:
+        session = self.session
+        if isinstance(session, VerifySession):
+            try:
+                reply = await session.verify(event.argument)
+            except SMTPError as err:
+                reply = err.reply
+            except Exception:
+                log.exception("backend error for %s", self.info.peer)
+                reply = LOCAL_ERROR
+            self._reply(reply)
+        else:
+            self._reply(CANNOT_VRFY)
+
+    async def _expn(self, event: Expn) -> None:
+        self._reply(NOT_IMPLEMENTED)
+
+    async def _help(self, event: Help) -> None:
+        self._reply(HELP)
+
+    async def _raw(self, event: RawCommand) -> None:
+        self._reply(NOT_IMPLEMENTED)
+
+    async def _starttls(self, event: StartTLS) -> None:
+        context = self.config.tls_context
+        if context is None:
+            self._reply(TLS_NOT_AVAILABLE)
+            return
+        self._reply(READY_FOR_TLS)
+        self._flush()
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(self.transport, self, context, server_side=True),
+                self.limits.server_idle_timeout,
+            )
+        except (ssl.SSLError, OSError, asyncio.TimeoutError) as err:
+            log.info("TLS handshake with %s failed: %s", self.info.peer, err)
+            raise _Gone from None
+        if transport is None:
+            raise _Gone
+        self.transport = transport
+        self.core.tls_started()
+        self._note_tls(implicit=False)
+        self.info.helo_name = None
+        self.info.auth_identity = self.info.auth_mechanism = None
+
+    def _note_tls(self, *, implicit: bool) -> None:
+        assert self.transport is not None
+        obj = self.transport.get_extra_info("ssl_object")
+        if obj is None:
+            return
+        cipher = obj.cipher()
+        self.info.tls = TLSInfo(
+            version=obj.version() or "", cipher=cipher[0] if cipher else "",
+            bits=cipher[2] if cipher else 0, peer_certificate=obj.getpeercert() or None,
+            implicit=implicit,
+        )
+
+    async def _auth(self, event: Auth) -> None:
+        if not self._auth_capable() or not self.config.auth_mechanisms:
+            self._reply(NOT_IMPLEMENTED)
+            return
+        if not (self.core.tls or self.config.allow_plaintext_auth):
+            self._reply(ENCRYPTION_REQUIRED)
+            return
+        offered = [m.upper() for m in self.config.auth_mechanisms]
+        mechanism = server_mechanism(event.mechanism, self.config.hostname) if event.mechanism in offered else None
+        if mechanism is None:
+            self._reply(UNKNOWN_MECHANISM)
+            return
+        self._sasl = mechanism
+        await self._sasl_step(event.initial)
+
+    async def _auth_response(self, event: AuthResponse) -> None:
+        if event.data is None or self._sasl is None:
+            self._sasl = None
+            self._reply(AUTH_CANCELLED)
+            return
+        await self._sasl_step(event.data)
+
+    async def _sasl_step(self, data: bytes | None) -> None:
+        mechanism = self._sasl
+        assert mechanism is not None
+        try:
+            step = mechanism.step(data)
+        except RemoteProtocolError as err:
+            self._sasl = None
+            self._reply(err.reply)
+            return
+        if isinstance(step, Challenge):
+            self._reply(challenge_reply(step.data))
+            return
+        self._sasl = None
+        session = self.session
+        assert isinstance(session, AuthSession)
+        refusal = await self._call(session.authenticate(step))
+        if refusal is None:
+            self.info.auth_identity = step.username
+            self.info.auth_mechanism = step.mechanism
+            log.info("%s authenticated as %s (%s)", self.info.peer, step.username, step.mechanism)
+        self._reply(refusal or AUTH_OK)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Timeout())
+
+
+_HANDLERS: dict[type, Any] = {
+    Ehlo: SMTPConnection._hello,
+    Helo: SMTPConnection._hello,
+    Lhlo: SMTPConnection._hello,
+    Mail: SMTPConnection._mail,
+    Rcpt: SMTPConnection._rcpt,
+    Data: SMTPConnection._data,
+    Bdat: SMTPConnection._bdat,
+    EndOfData: SMTPConnection._end_of_data,
+    Rejected: SMTPConnection._rejected,
+    Rset: SMTPConnection._rset,
+    Noop: SMTPConnection._noop,
+    Quit: SMTPConnection._quit,
+    Vrfy: SMTPConnection._vrfy,
+    Expn: SMTPConnection._expn,
+    Help: SMTPConnection._help,
+    RawCommand: SMTPConnection._raw,
+    StartTLS: SMTPConnection._starttls,
+    Auth: SMTPConnection._auth,
+    AuthResponse: SMTPConnection._auth_response,
+}

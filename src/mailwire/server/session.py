@@ -1,0 +1,118 @@
+"""The backend contract: the whole of what a server application implements.
+
+A ``Backend`` makes one ``Session`` per connection. The session is told of
+MAIL, each RCPT, the complete message, RSET and the end of the connection, and
+refuses anything by raising ``SMTPError(code, enhanced, text)``: replies are
+values, never strings a backend formats. Abilities beyond that are separate
+typed protocols, checked with ``isinstance``: a session that can authenticate
+implements ``AuthSession``; one that reports per-recipient outcomes in LMTP
+implements ``LMTPSession``; one that answers VRFY implements ``VerifySession``.
+
+For the common case, ``FunctionBackend(handle)`` turns a single
+``async def handle(envelope) -> None`` into a backend, and ``BaseSession`` is
+a session that accepts everything, to subclass and override one method of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from ..errors import SMTPError
+from ..protocol.params import MailOptions, RcptOptions
+from ..reply import Reply
+from ..sasl import Credentials
+from .envelope import Envelope, SessionInfo
+
+__all__ = [
+    "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession",
+    "BaseSession", "FunctionBackend", "Handler",
+]
+
+
+class Session(Protocol):
+    async def mail(self, address: str, options: MailOptions) -> None:
+        """MAIL FROM; raise SMTPError to refuse the sender."""
+
+    async def rcpt(self, address: str, options: RcptOptions) -> None:
+        """RCPT TO; raise SMTPError to refuse this recipient."""
+
+    async def data(self, envelope: Envelope) -> None:
+        """The complete message. Raise SMTPError to refuse it; any other
+        exception becomes ``451 4.3.0`` and the session goes on."""
+
+    async def reset(self) -> None:
+        """The transaction was abandoned (RSET, EHLO, a refused message)."""
+
+    async def close(self) -> None:
+        """The connection ended, for whatever reason."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    async def new_session(self, info: SessionInfo) -> Session:
+        """A session for a new connection; raise SMTPError to refuse it (554)."""
+
+
+@runtime_checkable
+class AuthSession(Protocol):
+    async def authenticate(self, credentials: Credentials) -> None:
+        """Check credentials (``credentials.check_password(stored)``); raise
+        SMTPError (535 5.7.8) to refuse them."""
+
+
+@runtime_checkable
+class LMTPSession(Protocol):
+    async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
+        """LMTP (RFC 2033 4.2): one outcome per recipient, in order:
+        None for delivered, an SMTPError for refused."""
+
+
+@runtime_checkable
+class VerifySession(Protocol):
+    async def verify(self, argument: str) -> Reply:
+        """The answer to VRFY (RFC 5321 3.5.3)."""
+
+
+class BaseSession:
+    """A session that accepts every sender and recipient and drops the message."""
+
+    def __init__(self, info: SessionInfo) -> None:
+        self.info = info
+
+    async def mail(self, address: str, options: MailOptions) -> None:
+        return None
+
+    async def rcpt(self, address: str, options: RcptOptions) -> None:
+        return None
+
+    async def data(self, envelope: Envelope) -> None:
+        return None
+
+    async def reset(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+class _FunctionSession(BaseSession):
+    def __init__(self, info: SessionInfo, handle: Handler) -> None:
+        super().__init__(info)
+        self._handle = handle
+
+    async def data(self, envelope: Envelope) -> None:
+        await self._handle(envelope)
+
+
+class FunctionBackend:
+    """``async def handle(envelope) -> None`` as a backend."""
+
+    def __init__(self, handle: Handler) -> None:
+        self.handle = handle
+
+    async def new_session(self, info: SessionInfo) -> Session:
+        return _FunctionSession(info, self.handle)
