@@ -122,6 +122,8 @@ class Reply:
         return 500 <= self.code < 600
 
     def to_bytes(self) -> bytes:
+        if len(self.lines) == 1:
+            return f"{self.code} {self.lines[0]}\r\n".encode("utf-8", "surrogateescape")
         last = len(self.lines) - 1
         out = []
         for i, line in enumerate(self.lines):

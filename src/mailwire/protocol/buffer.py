@@ -21,7 +21,9 @@ class ReceiveBuffer:
     __slots__ = ("_data", "_start", "_scanned")
 
     def __init__(self) -> None:
-        self._data = bytearray()
+        # A bytes object straight from feed() while nothing else is buffered
+        # (so a large read is handed on without a copy), else a bytearray.
+        self._data: bytes | bytearray = bytearray()
         self._start = 0
         self._scanned = 0  # offset from which to look for the next CRLF
 
@@ -32,7 +34,15 @@ class ReceiveBuffer:
         return len(self._data) > self._start
 
     def feed(self, data: bytes) -> None:
-        if self._start and self._start * 2 > len(self._data):
+        if self._start >= len(self._data):
+            self._data = data  # empty: adopt the read as it is
+            self._start = self._scanned = 0
+            return
+        if isinstance(self._data, bytes):
+            self._data = bytearray(self._data[self._start:])
+            self._scanned -= self._start
+            self._start = 0
+        elif self._start * 2 > len(self._data):
             del self._data[: self._start]
             self._scanned -= self._start
             self._start = 0
@@ -70,7 +80,9 @@ class ReceiveBuffer:
     def take(self, count: int) -> bytes:
         """Up to ``count`` bytes, for BDAT chunks and raw content."""
         end = min(self._start + count, len(self._data))
-        out = bytes(self._data[self._start:end])
+        data = self._data
+        # A whole bytes read comes back as itself; anything else is copied once.
+        out = data if self._start == 0 and end == len(data) and isinstance(data, bytes) else bytes(data[self._start:end])
         self._start = end
         self._scanned = max(self._scanned, end)
         return out
@@ -96,5 +108,5 @@ class ReceiveBuffer:
 
     def clear(self) -> None:
         """Discard everything unread (what was pipelined before a TLS handshake)."""
-        self._data.clear()
+        self._data = bytearray()
         self._start = self._scanned = 0

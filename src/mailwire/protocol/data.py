@@ -8,9 +8,10 @@ Sending (``DotStuffer``): line endings are normalised to CRLF (a bare CR or LF
 would otherwise let the message smuggle an end-of-data past a lax server) and a
 period at the start of a line is doubled (RFC 5321 4.5.2).
 
-Receiving (``DataReader``): only ``<CRLF>.<CRLF>`` ends the message. The reader
-keeps at most four unprocessed bytes between chunks, cutting only before a CR,
-so no pattern (``CRLF.`` to unstuff, ``CRLF.CRLF`` to end) can straddle a cut.
+Receiving (``DataReader``): only ``<CRLF>.<CRLF>`` ends the message. Between
+chunks the reader holds back at most four octets, and only a tail that could
+begin a pattern (``CRLF.`` to unstuff, ``CRLF.CRLF`` to end), so no pattern
+can straddle a cut and a chunk that ends mid-line passes through uncopied.
 Bare CR or LF is either refused (the default, RFC 5321 2.3.8) or normalised.
 """
 
@@ -108,11 +109,12 @@ class DataReader:
             body, rest, self._buf = data[: end + 2], data[end + 5:], b""
             self.done = True
         else:
-            cut = max(len(data) - 4, 0)
-            cr = data.rfind(b"\r", max(cut - 4, 0), cut)
-            if cr >= 0:
-                cut = cr
-            body, self._buf, rest = data[:cut], data[cut:], None
+            keep = _held_back(data)
+            if keep:
+                body, self._buf = data[:-keep], data[-keep:]
+            else:
+                body, self._buf = data, b""  # nothing to hold: no copy at all
+            rest = None
         return self._emit(body), rest
 
     def _emit(self, body: bytes) -> bytes:
@@ -131,6 +133,20 @@ class DataReader:
                 body = _normalize(body)
         self.size += len(body)
         return body
+
+
+def _held_back(data: bytes) -> int:
+    """How many trailing octets could start a pattern the next chunk completes.
+
+    Both patterns (``CRLF.`` to unstuff, ``CRLF.CRLF`` to end) begin with CR,
+    so only a tail that is a proper prefix of ``CRLF.CRLF`` is held back; a
+    chunk ending anywhere else (the usual case) is handed on whole.
+    """
+    if data.endswith(b"\r"):
+        return 4 if data.endswith(b"\r\n.\r") else 1
+    if data.endswith(b"\r\n."):
+        return 3
+    return 2 if data.endswith(b"\r\n") else 0
 
 
 def unstuff(wire: bytes, policy: BareLineEndings = BareLineEndings.REFUSE) -> tuple[bytes, bytes | None]:

@@ -88,6 +88,8 @@ class SMTPConnection(asyncio.Protocol):
         self._bdat_last = False
         self._sasl: ServerMechanism | None = None
         self._shutting_down = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._can_auth = False  # the session implements AuthSession (checked once)
         self._caps_cache: tuple[bool, Capabilities] | None = None
 
@@ -178,12 +180,34 @@ class SMTPConnection(asyncio.Protocol):
             self.transport.resume_reading()
         loop = asyncio.get_running_loop()
         self._wake = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        self._arm(loop, loop.time() + timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._wake = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make sure a timer fires by ``deadline``. One timer per connection is
+        re-armed lazily rather than one made and cancelled per wait: a busy
+        connection waits thousands of times a second, and times out rarely."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._wake
+        if waiter is None or waiter.done():
+            return  # not waiting for the client now: the next wait re-arms
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(_Timeout())
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     async def _call(self, step: Awaitable[Any]) -> Reply | None:
         """Run a backend step: None if it went through, else the reply refusing it."""
@@ -231,6 +255,9 @@ class SMTPConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._flush()
         if self.transport is not None:
             self.transport.close()
@@ -502,11 +529,6 @@ class SMTPConnection(asyncio.Protocol):
             self.info.auth_mechanism = step.mechanism
             log.info("%s authenticated as %s (%s)", self.info.peer, step.username, step.mechanism)
         self._reply(refusal or AUTH_OK)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_Timeout())
 
 
 _HANDLERS: dict[type, Any] = {
