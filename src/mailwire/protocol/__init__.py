@@ -12,9 +12,10 @@ from .data import BareLineEndings, DataReader, DotStuffer
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .params import MailOptions, RcptOptions
-from .state import ClientState
+from .server import ServerConnection
+from .state import ClientState, ServerState
 
 __all__ = [
     "Capabilities", "ClientConnection", "ClientState", "BareLineEndings", "DataReader",
-    "DotStuffer", "MailOptions", "RcptOptions", *_events_all,
+    "DotStuffer", "MailOptions", "RcptOptions", "ServerConnection", "ServerState", *_events_all,
 ]

@@ -1,0 +1,22 @@
+"""The asyncio SMTP/LMTP server framework.
+
+``SMTPServer(backend)`` serves a ``Backend`` (or a plain
+``async def handle(envelope)``); sessions refuse things by raising
+``mailwire.SMTPError``. The shipped backends are in ``handlers``.
+"""
+
+from __future__ import annotations
+
+from .aio import SMTPServer
+from .config import ServerConfig
+from .envelope import Envelope, ProxyInfo, SessionInfo, TLSInfo
+from .handlers import Maildir, Mbox, Printer, Relay, Sink
+from .session import (
+    AuthSession, Backend, BaseSession, FunctionBackend, Handler, LMTPSession, Session, VerifySession,
+)
+
+__all__ = [
+    "SMTPServer", "ServerConfig", "Envelope", "ProxyInfo", "SessionInfo", "TLSInfo",
+    "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession", "BaseSession",
+    "FunctionBackend", "Handler", "Sink", "Printer", "Maildir", "Mbox", "Relay",
+]
