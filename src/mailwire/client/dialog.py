@@ -24,25 +24,27 @@ import base64
 import binascii
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, TypeVar, Union
+from typing import BinaryIO, Literal, TypeVar, Union
 
 from ..errors import (
-    AuthenticationError, DataRefused, RecipientsRefused, RemoteProtocolError, SenderRefused,
-    SMTPError, TLSRequiredError,
+    AuthenticationError, DataRefused, MailwireError, RecipientsRefused, RemoteProtocolError,
+    SenderRefused, SMTPError, TLSRequiredError,
 )
+from ..protocol.capabilities import Capabilities
 from ..protocol.client import Sendable
 from ..protocol.events import (
-    Auth, AuthResponse, Bdat, Data, Ehlo, EndOfData, Helo, Lhlo, Mail, MessageData, Rcpt, Rset,
-    StartTLS,
+    Auth, AuthResponse, Bdat, Data, Ehlo, EndOfData, Helo, Lhlo, Mail, MessageData, Quit, Rcpt,
+    Rset, StartTLS,
 )
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
-from ..sasl import ClientMechanism
+from ..sasl import ClientMechanism, choose_mechanism
 from .result import SendResult
 
 __all__ = [
     "Write", "Read", "READ", "UPGRADE", "Request", "Program", "Transaction",
-    "command", "hello", "starttls", "authenticate", "transactions",
+    "command", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
+    "Session", "TLSMode", "AuthArg",
 ]
 
 T = TypeVar("T")
@@ -181,6 +183,64 @@ def starttls() -> Program[None]:
     if reply.code != 220:
         raise TLSRequiredError(f"the server refused STARTTLS: {reply}")
     yield UPGRADE
+
+
+TLSMode = Literal["starttls", "implicit", "none", "opportunistic"]
+AuthArg = Union[tuple[str, str], ClientMechanism, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What opening a session learnt: the greeting and what EHLO offered."""
+
+    greeting: Reply
+    capabilities: Capabilities
+    tls: bool
+
+
+def open_session(
+    name: str, *, tls: TLSMode, auth: AuthArg, allow_plaintext_auth: bool, lmtp: bool
+) -> Program[Session]:
+    """Greeting, EHLO, STARTTLS and AUTH as the client's settings ask.
+
+    Under ``tls="implicit"`` the driver has wrapped the socket already.
+    """
+    greeting = yield from read()
+    if greeting.code != 220:
+        # RFC 5321 3.1: after a 554 greeting the client should still QUIT.
+        try:
+            yield from command(Quit())
+        except (MailwireError, OSError):
+            pass
+        raise SMTPError(greeting)
+    caps = Capabilities.from_reply((yield from hello(name, lmtp=lmtp)))
+    secure = tls == "implicit"
+    if tls == "starttls" or (tls == "opportunistic" and caps.starttls):
+        if not caps.starttls:
+            raise TLSRequiredError("the server does not offer STARTTLS (tls='starttls')")
+        yield from starttls()
+        secure = True
+        caps = Capabilities.from_reply((yield from hello(name, lmtp=lmtp)))
+    if auth is not None:
+        yield from login(auth, caps, tls_active=secure, allow_plaintext_auth=allow_plaintext_auth)
+    return Session(greeting, caps, secure)
+
+
+def login(
+    auth: tuple[str, str] | ClientMechanism, caps: Capabilities, *, tls_active: bool,
+    allow_plaintext_auth: bool,
+) -> Program[Reply]:
+    """AUTH with a mechanism chosen from what the server offers; never in the
+    clear unless allowed."""
+    if not (tls_active or allow_plaintext_auth):
+        raise TLSRequiredError(
+            "refusing to send credentials over a plaintext connection "
+            "(use TLS, or allow_plaintext_auth=True)"
+        )
+    mechanism = auth if not isinstance(auth, tuple) else choose_mechanism(
+        caps.auth_mechanisms, auth[0], auth[1]
+    )
+    return (yield from authenticate(mechanism))
 
 
 def authenticate(mechanism: ClientMechanism) -> Program[Reply]:

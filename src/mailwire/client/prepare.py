@@ -11,7 +11,7 @@ message, beats failing halfway through a pipelined transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from email.message import Message
 from typing import BinaryIO, Union
 
@@ -20,12 +20,33 @@ from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
 from ..protocol.params import MailOptions, RcptOptions, mail_params_text, rcpt_params_text
 from .dialog import Transaction
+from .result import SendResult
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 
-__all__ = ["MessageLike", "RcptOptionsArg", "prepare"]
+__all__ = ["MessageLike", "RcptOptionsArg", "Item", "prepare", "prepare_items", "outcome_or_raise"]
 
 MessageLike = Union[Message, bytes, bytearray, memoryview, BinaryIO]
 RcptOptionsArg = Union[RcptOptions, Mapping[str, RcptOptions], None]
+# What send_many takes: a message, or (message, mail_from, rcpt_to).
+Item = Union[MessageLike, tuple[MessageLike, Union[str, None], Union[Sequence[str], None]]]
+
+
+def prepare_items(
+    items: Iterable[Item], caps: Capabilities, *, chunking: bool, tls_active: bool
+) -> list[Transaction]:
+    """Every item of a batch prepared before anything is sent."""
+    batch = []
+    for item in items:
+        message, mail_from, rcpt_to = item if isinstance(item, tuple) else (item, None, None)
+        batch.append(prepare(message, mail_from, rcpt_to, caps, chunking=chunking, tls_active=tls_active))
+    return batch
+
+
+def outcome_or_raise(outcome: SendResult | SMTPError) -> SendResult:
+    """``send()``'s rule: a result, or the error that says nothing was delivered."""
+    if isinstance(outcome, SMTPError):
+        raise outcome
+    return outcome
 
 
 def prepare(
