@@ -63,6 +63,14 @@ class SMTPClient:
             self.connect()
 
     @property
+    def host(self) -> str:
+        return self.settings.host
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
     def ssl_context(self) -> ssl.SSLContext | None:
         return self.settings.ssl_context
 
