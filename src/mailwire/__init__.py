@@ -21,23 +21,29 @@ from .reply import EnhancedStatus, Reply
 from .sasl import XOAuth2
 
 if TYPE_CHECKING:
+    from .client.aio import AsyncLMTPClient, AsyncSMTPClient, send
     from .client.sync import LMTPClient, SMTPClient
 
 __version__ = "0.1.0"
 
-_DRIVERS = {"SMTPClient", "LMTPClient"}
+_DRIVERS = {
+    "SMTPClient": "sync", "LMTPClient": "sync",
+    "AsyncSMTPClient": "aio", "AsyncLMTPClient": "aio", "send": "aio",
+}
 
 
 def __getattr__(name: str) -> object:
-    # The blocking driver imports socket and ssl; the sans-I/O core must not.
-    if name in _DRIVERS:
-        from .client import sync
+    # The drivers import socket, ssl and asyncio; the sans-I/O core must not.
+    module = _DRIVERS.get(name)
+    if module is not None:
+        from importlib import import_module
 
-        return getattr(sync, name)
+        return getattr(import_module(f".client.{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "AsyncLMTPClient", "AsyncSMTPClient", "send",
     "AuthenticationError", "ConnectionClosed", "LMTPClient", "NotSupportedError", "SMTPClient",
     "SendResult", "DataRefused", "EnhancedStatus", "Limits",
     "LocalProtocolError", "MailOptions", "MailwireError", "ProtocolError", "RcptOptions",

@@ -24,7 +24,7 @@ from ..protocol.client import ClientConnection, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData, NeedData
 from ..reply import Reply
 
-__all__ = ["SyncTransport", "open_socket"]
+__all__ = ["SyncTransport", "open_socket", "describe"]
 
 log = logging.getLogger("mailwire.client")
 _READ_SIZE = 65536
@@ -52,7 +52,7 @@ def open_socket(
     return sock
 
 
-def _describe(event: object, data: bytes) -> str:
+def describe(event: object, data: bytes) -> str:
     """How a sent event appears in the debug log, secrets redacted."""
     if isinstance(event, Auth):
         return f"AUTH {event.mechanism}" + (" <redacted>" if event.initial is not None else "")
@@ -106,7 +106,7 @@ class SyncTransport:
                     self.close()
                 raise
             if debug:
-                log.debug("> %s", _describe(event, data))
+                log.debug("> %s", describe(event, data))
             parts.append(data)
         if parts:
             self.write_raw(parts[0] if len(parts) == 1 else b"".join(parts))

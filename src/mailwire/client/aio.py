@@ -1,0 +1,290 @@
+"""The asyncio native client: ``AsyncSMTPClient``, ``AsyncLMTPClient``, ``send``.
+
+The same shape as the blocking ``SMTPClient`` — the same settings, the same
+safe defaults, the same dialogs from ``dialog.py`` — pumped with ``await``.
+
+Many tasks may share one client: a lock makes each dialog (a whole send, a
+NOOP ...) run alone, so transactions never interleave on the wire. A dialog
+that is cancelled or times out part-way closes the connection: the replies
+still in flight would otherwise be read as answers to the next command. The
+next use reconnects (``auto_reconnect``) or raises ``ConnectionClosed``.
+
+Nothing here calls ``asyncio.run``: the client works inside any running loop,
+uvloop's included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
+from ..protocol.capabilities import Capabilities
+from ..protocol.events import Noop, Quit, Rset, Vrfy
+from ..protocol.params import MailOptions
+from ..reply import Reply
+from . import dialog
+from .aio_transport import AsyncTransport, open_connection
+from .dialog import AuthArg, Program, TLSMode, Transaction
+from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise, prepare, prepare_items
+from .result import SendResult
+from .settings import ClientSettings, local_name
+
+__all__ = ["AsyncSMTPClient", "AsyncLMTPClient", "send"]
+
+T = TypeVar("T")
+
+
+class AsyncSMTPClient:
+    """``async with AsyncSMTPClient(host, auth=(user, pw)) as client:
+    await client.send(message)``. Keywords as for ``SMTPClient``."""
+
+    lmtp = False
+
+    def __init__(
+        self, host: str = "localhost", port: int | None = None, *, tls: TLSMode = "starttls",
+        auth: AuthArg = None, auto_reconnect: bool = True, **settings: Any,
+    ) -> None:
+        if port is None:
+            port = ClientSettings.default_port(tls, self.lmtp)
+        self.settings = ClientSettings(host, port, tls, auth, lmtp=self.lmtp, **settings)
+        self.auto_reconnect = auto_reconnect
+        self.capabilities = Capabilities()
+        self.greeting: Reply | None = None
+        self.messages_sent = 0
+        self._transport: AsyncTransport | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.open
+
+    @property
+    def is_tls(self) -> bool:
+        return self._transport is not None and self._transport.is_tls
+
+    @property
+    def round_trips(self) -> int:
+        return self._transport.turns if self._transport is not None else 0
+
+    # -- connection --------------------------------------------------------------
+
+    async def connect(self) -> Reply:
+        async with self._lock:
+            return await self._connect()
+
+    async def _connect(self) -> Reply:
+        if self.connected:
+            raise LocalProtocolError("already connected")
+        s = self.settings
+        implicit = s.tls == "implicit"
+        self._transport = await open_connection(
+            s.host, s.port, lmtp=s.lmtp, limits=s.limits, timeout=s.dial_timeout,
+            ssl_context=s.context if implicit else None,
+            server_hostname=s.server_hostname if implicit else None, source_address=s.source_address,
+        )
+        name = s.local_hostname or _local_name(self._transport)
+        try:
+            opened = await self._pump(dialog.open_session(
+                name, tls=s.tls, auth=s.auth, allow_plaintext_auth=s.allow_plaintext_auth, lmtp=s.lmtp,
+            ))
+        except BaseException:
+            self._close()
+            raise
+        self.greeting, self.capabilities = opened.greeting, opened.capabilities
+        self.messages_sent = 0
+        return opened.greeting
+
+    async def _run(self, program: Program[T]) -> T:
+        """Run one dialog alone on the connection, connecting first if needed."""
+        async with self._lock:
+            if not self.connected:
+                if self._transport is not None and not self.auto_reconnect:
+                    program.close()
+                    raise ConnectionClosed("the connection is closed")
+                await self._connect()
+            return await self._pump(program)
+
+    async def _pump(self, program: Program[T]) -> T:
+        transport = self._transport
+        if transport is None:
+            raise ConnectionClosed("not connected")
+        try:
+            request = next(program)
+            while True:
+                try:
+                    value = await self._perform(transport, request)
+                except (MailwireError, OSError) as err:
+                    request = program.throw(err)
+                else:
+                    request = program.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except SMTPError as err:
+            if err.code == 421:
+                self._close()
+            raise
+        except LocalProtocolError:
+            raise  # nothing was sent
+        except BaseException:
+            # Timeout, cancellation, I/O or protocol error: never leave replies
+            # in flight on a connection someone else will use.
+            self._close()
+            raise
+
+    async def _perform(self, transport: AsyncTransport, request: dialog.Request) -> tuple[Reply, ...] | None:
+        s = self.settings
+        if isinstance(request, dialog.Write):
+            await transport.write(request.events)
+            return None
+        if isinstance(request, dialog.Read):
+            return await transport.read_replies(request.count, s.timeout)
+        await transport.start_tls(s.context, s.server_hostname, s.timeout)
+        return None
+
+    async def login(self, auth: AuthArg = None) -> Reply:
+        auth = auth if auth is not None else self.settings.auth
+        if auth is None:
+            raise LocalProtocolError("no credentials given")
+        return await self._run(dialog.login(
+            auth, self.capabilities, tls_active=self.is_tls,
+            allow_plaintext_auth=self.settings.allow_plaintext_auth,
+        ))
+
+    # -- sending -----------------------------------------------------------------
+
+    @property
+    def _chunking(self) -> bool:
+        return self.settings.chunking and self.capabilities.chunking
+
+    async def send(
+        self, message: MessageLike, mail_from: str | None = None,
+        rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
+        rcpt_options: RcptOptionsArg = None,
+    ) -> SendResult:
+        """Send one message; raise if nothing was delivered (see SMTPClient.send)."""
+        if not self.connected:
+            await self._ensure_connected()
+        txn = prepare(
+            message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
+            rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
+        )
+        return outcome_or_raise((await self.transact([txn]))[0])
+
+    async def send_many(self, items: Iterable[Item]) -> list[SendResult | SMTPError]:
+        """Many messages, pipelined across transactions; one outcome each."""
+        if not self.connected:
+            await self._ensure_connected()
+        batch = prepare_items(items, self.capabilities, chunking=self._chunking, tls_active=self.is_tls)
+        return await self.transact(batch)
+
+    async def transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
+        """Send prepared transactions (see ``prepare``) in one pipelined run."""
+        outcomes = await self._run(dialog.transactions(
+            batch, pipelining=self.settings.pipelining and self.capabilities.pipelining,
+            chunking=self._chunking, lmtp=self.settings.lmtp,
+        ))
+        self.messages_sent += len(batch)
+        return outcomes
+
+    def prepare(
+        self, message: MessageLike, mail_from: str | None = None,
+        rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
+        rcpt_options: RcptOptionsArg = None,
+    ) -> Transaction:
+        """Check ``message`` against this server's capabilities (connect first)."""
+        return prepare(
+            message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
+            rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
+        )
+
+    async def _ensure_connected(self) -> None:
+        async with self._lock:
+            if self.connected:
+                return
+            if self._transport is not None and not self.auto_reconnect:
+                raise ConnectionClosed("the connection is closed")
+            await self._connect()
+
+    # -- other commands ----------------------------------------------------------
+
+    async def noop(self) -> Reply:
+        return await self._run(dialog.command(Noop()))
+
+    async def rset(self) -> Reply:
+        return await self._run(dialog.command(Rset()))
+
+    async def verify(self, address: str) -> Reply:
+        return await self._run(dialog.command(Vrfy(address)))
+
+    async def quit(self) -> Reply | None:
+        """Say goodbye and close; a server already gone is not an error."""
+        async with self._lock:
+            if not self.connected:
+                self._close()
+                return None
+            try:
+                return await self._pump(dialog.command(Quit()))
+            except (MailwireError, OSError, asyncio.TimeoutError):
+                return None
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def close(self) -> None:
+        self._close()
+
+    async def __aenter__(self) -> "AsyncSMTPClient":
+        if not self.connected:
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.quit()
+        else:
+            self._close()
+
+
+class AsyncLMTPClient(AsyncSMTPClient):
+    """LMTP over asyncio: one reply per recipient (see ``LMTPClient``)."""
+
+    lmtp = True
+
+    def __init__(
+        self, host: str = "localhost", port: int | None = None, *, tls: TLSMode = "none", **kwargs: Any
+    ) -> None:
+        super().__init__(host, port, tls=tls, **kwargs)
+
+
+def _local_name(transport: AsyncTransport) -> str:
+    sock = transport.transport.get_extra_info("socket") if transport.transport is not None else None
+    return local_name(sock) if sock is not None else "localhost"
+
+
+async def send(
+    message: MessageLike, mail_from: str | None = None, rcpt_to: Sequence[str] | str | None = None,
+    *, host: str = "localhost", port: int | None = None, mail_options: MailOptions | None = None,
+    rcpt_options: RcptOptionsArg = None, **settings: Any,
+) -> SendResult:
+    """One-shot: connect, send ``message``, QUIT. Settings as for AsyncSMTPClient."""
+    async with AsyncSMTPClient(host, port, **settings) as client:
+        return await client.send(
+            message, mail_from, rcpt_to, mail_options=mail_options, rcpt_options=rcpt_options
+        )

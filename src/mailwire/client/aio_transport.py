@@ -1,0 +1,198 @@
+"""The asyncio transport: one connection, one ``ClientConnection``, as a Protocol.
+
+The asyncio twin of ``SyncTransport``. Bytes from ``data_received`` go
+straight into the core (no ``StreamReader`` and its per-line work); a reader
+waits on one future that ``data_received`` resolves. STARTTLS uses the
+public ``loop.start_tls``, which works on every supported Python and on uvloop.
+
+Any timeout, cancellation or protocol error closes the connection: a reply
+that arrives after its reader gave up would otherwise be paired with the
+next command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..protocol.client import ClientConnection, Sendable
+from ..protocol.events import Closed, NeedData
+from ..reply import Reply
+from .transport import describe
+
+__all__ = ["AsyncTransport", "open_connection"]
+
+log = logging.getLogger("mailwire.client")
+
+
+class AsyncTransport(asyncio.Protocol):
+    def __init__(self, *, lmtp: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.core = ClientConnection(limits=limits, lmtp=lmtp)
+        self.transport: asyncio.Transport | None = None
+        self.turns = 0
+        self._waiting = False
+        self._wake: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        self._closed = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.core.receive_data(data)
+        self._wakeup()
+
+    def eof_received(self) -> bool:
+        self.core.receive_data(b"")
+        self._wakeup()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._lost = exc
+        self.core.receive_data(b"")
+        self._wakeup()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def _wakeup(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    # -- what the client asks ----------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return not self._closed and self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def is_tls(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+
+    async def write(self, events: Iterable[Sendable]) -> None:
+        """Format every event and write them at once (closing if one is
+        refused after others were formatted: see SyncTransport.write)."""
+        parts: list[bytes] = []
+        debug = log.isEnabledFor(logging.DEBUG)
+        for event in events:
+            try:
+                data = self.core.send(event)
+            except LocalProtocolError:
+                if parts:
+                    self.close()
+                raise
+            if debug:
+                log.debug("> %s", describe(event, data))
+            parts.append(data)
+        if not parts:
+            return
+        if not self.open:
+            raise ConnectionClosed("the connection is closed")
+        assert self.transport is not None
+        self._waiting = False
+        self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if self._writable is not None:
+            await self._writable
+
+    async def read_replies(self, count: int, timeout: float | None) -> tuple[Reply, ...]:
+        """The next ``count`` replies; fewer if one is a 421."""
+        if not self._waiting:
+            self.turns += 1
+            self._waiting = True
+        replies: list[Reply] = []
+        core = self.core
+        while len(replies) < count:
+            try:
+                event = core.next_event()
+            except RemoteProtocolError:
+                self.close()
+                raise
+            if isinstance(event, Reply):
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("< %s", event)
+                replies.append(event)
+                if event.code == 421:
+                    break
+            elif isinstance(event, Closed):
+                self.close()
+                raise ConnectionClosed("the server closed the connection")
+            else:
+                assert isinstance(event, NeedData)
+                await self._more(timeout)
+        return tuple(replies)
+
+    async def _more(self, timeout: float | None) -> None:
+        if self._closed:
+            raise ConnectionClosed("the connection is closed")
+        self._wake = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except BaseException:
+            self.close()  # timed out or cancelled: never read a late reply as ours
+            raise
+        finally:
+            self._wake = None
+
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(self.transport, self, context, server_hostname=server_hostname), timeout
+            )
+        except BaseException:
+            self.close()
+            raise
+        if transport is None:
+            self.close()
+            raise ConnectionClosed("the connection closed during the TLS handshake")
+        self.transport = transport
+        if self.core.discarded_after_starttls:
+            log.warning("discarded %d bytes the server sent after its 220 to STARTTLS",
+                        self.core.discarded_after_starttls)
+        self.core.tls_established()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_connection(
+    host: str, port: int, *, lmtp: bool, limits: Limits, timeout: float | None,
+    ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> AsyncTransport:
+    """Connect (TCP, or a Unix socket for a host starting with ``/``)."""
+    loop = asyncio.get_running_loop()
+    kwargs: dict[str, Any] = {}
+    if ssl_context is not None:
+        kwargs.update(ssl=ssl_context, server_hostname=server_hostname)
+    factory = lambda: AsyncTransport(lmtp=lmtp, limits=limits)  # noqa: E731
+    if host.startswith("/"):
+        connect = loop.create_unix_connection(factory, host, **kwargs)
+    else:
+        connect = loop.create_connection(factory, host, port, local_addr=source_address, **kwargs)
+    _, protocol = await asyncio.wait_for(connect, timeout)
+    return protocol
