@@ -22,13 +22,14 @@ from .sasl import XOAuth2
 
 if TYPE_CHECKING:
     from .client.aio import AsyncLMTPClient, AsyncSMTPClient, send
+    from .client.pool import SMTPPool
     from .client.sync import LMTPClient, SMTPClient
 
 __version__ = "0.1.0"
 
 _DRIVERS = {
     "SMTPClient": "sync", "LMTPClient": "sync",
-    "AsyncSMTPClient": "aio", "AsyncLMTPClient": "aio", "send": "aio",
+    "AsyncSMTPClient": "aio", "AsyncLMTPClient": "aio", "send": "aio", "SMTPPool": "pool",
 }
 
 
@@ -43,7 +44,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "AsyncLMTPClient", "AsyncSMTPClient", "send",
+    "AsyncLMTPClient", "AsyncSMTPClient", "SMTPPool", "send",
     "AuthenticationError", "ConnectionClosed", "LMTPClient", "NotSupportedError", "SMTPClient",
     "SendResult", "DataRefused", "EnhancedStatus", "Limits",
     "LocalProtocolError", "MailOptions", "MailwireError", "ProtocolError", "RcptOptions",

@@ -1,0 +1,204 @@
+"""A pool of asyncio client connections to one server: ``SMTPPool``.
+
+``await pool.send(message)`` queues the message; up to ``size`` workers, each
+owning one connection, take what is queued. A worker takes every message
+waiting (up to ``batch``) and sends them in one pipelined run, so under load a
+connection spends about one round trip per message (DATA) or less (BDAT),
+while a lone message is sent at once.
+
+Connections are opened when there is work for them, replaced when they fail or
+close, and retired after ``max_messages`` or ``max_age``. A server refusing
+new connections (a 421 greeting, connection refused) makes the worker back off
+exponentially, up to ``max_backoff``, instead of hammering it; the messages
+that met the refusal get the error. ``async with`` closes every connection
+with QUIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from ..errors import MailwireError, SMTPError
+from ..protocol.params import MailOptions
+from .aio import AsyncSMTPClient
+from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
+from .result import SendResult
+
+__all__ = ["SMTPPool"]
+
+log = logging.getLogger("mailwire.client.pool")
+
+
+@dataclass(slots=True)
+class _Job:
+    message: MessageLike
+    mail_from: str | None
+    rcpt_to: Sequence[str] | str | None
+    mail_options: MailOptions | None
+    rcpt_options: RcptOptionsArg
+    future: asyncio.Future[SendResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class SMTPPool:
+    def __init__(
+        self, host: str = "localhost", port: int | None = None, *, size: int = 10,
+        batch: int = 100, max_messages: int | None = None, max_age: float | None = None,
+        min_backoff: float = 0.1, max_backoff: float = 30.0, **settings: Any,
+    ) -> None:
+        if size < 1 or batch < 1:
+            raise ValueError("size and batch must be at least 1")
+        self.host, self.port = host, port
+        self.size, self.batch = size, batch
+        self.max_messages, self.max_age = max_messages, max_age
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.settings = settings
+        AsyncSMTPClient(host, port, **settings)  # a bad setting fails here, not in a worker
+        # Jobs, and one None per worker when the pool closes.
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle = 0
+        self._closed = False
+
+    async def send(
+        self, message: MessageLike, mail_from: str | None = None,
+        rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
+        rcpt_options: RcptOptionsArg = None,
+    ) -> SendResult:
+        """Send one message on some connection; raises as ``SMTPClient.send``."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        job = _Job(message, mail_from, rcpt_to, mail_options, rcpt_options)
+        self._queue.put_nowait(job)
+        if self._idle == 0 and len(self._workers) < self.size:
+            task = asyncio.get_running_loop().create_task(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        return await job.future
+
+    # -- workers -----------------------------------------------------------------
+
+    async def _work(self) -> None:
+        client: AsyncSMTPClient | None = None
+        opened = 0.0
+        backoff = 0.0
+        try:
+            while True:
+                jobs = await self._take()
+                if jobs is None:
+                    return  # the pool is closing; the finally says QUIT
+                if client is not None and self._worn_out(client, opened):
+                    await client.quit()
+                    client = None
+                if client is None or not client.connected:
+                    client = AsyncSMTPClient(self.host, self.port, auto_reconnect=False, **self.settings)
+                    try:
+                        await client.connect()
+                    except (MailwireError, OSError, asyncio.TimeoutError) as err:
+                        _fail(jobs, err)
+                        client = None
+                        backoff = min(max(backoff * 2, self.min_backoff), self.max_backoff)
+                        log.warning("cannot connect to %s: %s; backing off %.1fs", self.host, err, backoff)
+                        await asyncio.sleep(backoff)
+                        continue
+                    opened, backoff = time.monotonic(), 0.0
+                await self._deliver(client, jobs)
+        finally:
+            if client is not None:
+                await client.quit()
+
+    async def _take(self) -> list[_Job] | None:
+        """The next job (waiting for one), plus whatever else is queued;
+        None when the pool is closing."""
+        self._idle += 1
+        try:
+            first = await self._queue.get()
+        finally:
+            self._idle -= 1
+        if first is None:
+            return None
+        jobs = [first]
+        while len(jobs) < self.batch and not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is None:
+                self._queue.put_nowait(None)  # for this worker's next turn
+                break
+            jobs.append(job)
+        return [job for job in jobs if not job.future.done()]  # cancelled while queued
+
+    def _worn_out(self, client: AsyncSMTPClient, opened: float) -> bool:
+        if self.max_messages is not None and client.messages_sent >= self.max_messages:
+            return True
+        return self.max_age is not None and time.monotonic() - opened >= self.max_age
+
+    async def _deliver(self, client: AsyncSMTPClient, jobs: list[_Job]) -> None:
+        ready, txns = [], []
+        for job in jobs:
+            try:
+                txns.append(client.prepare(
+                    job.message, job.mail_from, job.rcpt_to,
+                    mail_options=job.mail_options, rcpt_options=job.rcpt_options,
+                ))
+            except (MailwireError, ValueError, TypeError) as err:
+                _fail([job], err)
+            else:
+                ready.append(job)
+        if not ready:
+            return
+        if self.max_messages is not None:
+            ready, rest = ready[: self.max_messages], ready[self.max_messages:]
+            txns = txns[: len(ready)]
+            for job in rest:
+                self._queue.put_nowait(job)  # for a fresh connection
+        try:
+            outcomes = await client.transact(txns)
+        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+            # The connection failed mid-batch: these outcomes are unknown.
+            _fail(ready, err)
+            return
+        for job, outcome in zip(ready, outcomes):
+            if job.future.done():
+                continue
+            try:
+                job.future.set_result(outcome_or_raise(outcome))
+            except SMTPError as err:
+                job.future.set_exception(err)
+
+    # -- closing -----------------------------------------------------------------
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Take no more messages; let each connection finish the batch it is
+        sending (up to ``timeout``), then QUIT it."""
+        self._closed = True
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not None:
+                _fail([job], RuntimeError("the pool was closed before this message was sent"))
+        workers = list(self._workers)
+        for _ in workers:
+            self._queue.put_nowait(None)
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=timeout)
+            for task in late:
+                task.cancel()  # its transaction is cut: the connection closes, nothing is half-sent
+            if late:
+                await asyncio.wait(late)
+
+    async def __aenter__(self) -> "SMTPPool":
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _fail(jobs: list[_Job], err: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(err)
