@@ -26,7 +26,7 @@ from .envelope import Envelope, SessionInfo
 
 __all__ = [
     "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession",
-    "BaseSession", "FunctionBackend", "Handler",
+    "BaseSession", "FunctionBackend", "Handler", "Authenticator",
 ]
 
 
@@ -97,6 +97,8 @@ class BaseSession:
 
 
 Handler = Callable[[Envelope], Awaitable[None]]
+# Checks credentials; raises SMTPError (535 5.7.8) to refuse them.
+Authenticator = Callable[[Credentials], Awaitable[None]]
 
 
 class _FunctionSession(BaseSession):
@@ -108,11 +110,24 @@ class _FunctionSession(BaseSession):
         await self._handle(envelope)
 
 
-class FunctionBackend:
-    """``async def handle(envelope) -> None`` as a backend."""
+class _AuthFunctionSession(_FunctionSession):
+    def __init__(self, info: SessionInfo, handle: Handler, authenticate: Authenticator) -> None:
+        super().__init__(info, handle)
+        self._authenticate = authenticate
 
-    def __init__(self, handle: Handler) -> None:
+    async def authenticate(self, credentials: Credentials) -> None:
+        await self._authenticate(credentials)
+
+
+class FunctionBackend:
+    """``async def handle(envelope) -> None`` as a backend; with
+    ``authenticate`` (a credentials callback) its sessions offer AUTH."""
+
+    def __init__(self, handle: Handler, authenticate: Authenticator | None = None) -> None:
         self.handle = handle
+        self.authenticate = authenticate
 
     async def new_session(self, info: SessionInfo) -> Session:
+        if self.authenticate is not None:
+            return _AuthFunctionSession(info, self.handle, self.authenticate)
         return _FunctionSession(info, self.handle)
