@@ -1,8 +1,10 @@
 """The ``mailwire`` command line.
 
-``mailwire send`` sends one message with the native client. Every error a user
-can cause (a bad argument, an unreachable server, a refusal) ends in one clear
-line on stderr and a non-zero exit code, never a traceback.
+``mailwire send`` sends one message with the native client; ``mailwire serve``
+(in ``cli_serve``) runs a local server that keeps what it receives. Every
+error a user can cause (a bad argument, an unreachable server, a refusal, a
+port in use) ends in one clear line on stderr and a non-zero exit code, never
+a traceback: argument errors exit 2 without the usage block argparse prints.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import ssl
 import sys
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Sequence
+from typing import NoReturn, Sequence
 
+from . import cli_serve
 from .client.sync import SMTPClient
 from .errors import MailwireError, SMTPError
 
@@ -37,8 +40,15 @@ def _auth(text: str) -> tuple[str, str]:
     return user, password
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line (and exit 2), not the usage block too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailwire", description="SMTP on both ends of the wire.")
+    parser = _Parser(prog="mailwire", description="SMTP on both ends of the wire.")
     commands = parser.add_subparsers(dest="command", required=True)
     send = commands.add_parser("send", help="send one message")
     send.add_argument("--server", type=_address, default=("127.0.0.1", 25), metavar="HOST:PORT",
@@ -52,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--auth", type=_auth, metavar="USER:PASSWORD")
     send.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     send.add_argument("--timeout", type=float, default=30.0)
+    serve = commands.add_parser(
+        "serve", help="run a local SMTP/LMTP server that keeps what it receives",
+        description="A local SMTP (or LMTP) server: by default on 127.0.0.1:8025, storing every "
+        "message in the Maildir ./mail and printing one line per message. SIGINT or SIGTERM "
+        "stop it cleanly.",
+    )
+    cli_serve.configure_parser(serve)
     return parser
 
 
@@ -98,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "send":
         return _send(args)
+    if args.command == "serve":
+        return cli_serve.run(args)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the choice
 
 

@@ -1,0 +1,491 @@
+"""``mailwire serve``: a local SMTP (or LMTP) server that keeps what it receives.
+
+The command is a thin shell over the public server API: it turns options into
+a ``ServerConfig`` and one of the shipped backends (``Maildir`` by default,
+``Printer``, ``Sink`` or ``Relay``), wraps that backend in ``ServeBackend``
+(which adds AUTH against a ``user:password`` file and one summary line per
+delivered message on stdout), starts ``SMTPServer`` and waits for SIGINT or
+SIGTERM, then calls ``stop(grace)``: messages being received get ``grace``
+seconds to end, and a message is only ever handed to the backend whole, so a
+shutdown never stores half of one. A second signal stops at once.
+
+Output contract, for scripts: stdout carries one banner line once the server
+listens (flushed; with ``--port 0`` it names the port chosen), then one line
+per message (``--print``: the whole message instead). Diagnostics go to
+stderr. A mistake in the arguments ends in one line on stderr and exit code 2;
+a failure to run (a port in use, a Maildir that cannot be created) in one
+line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import Any
+
+from .client.sync import TLSMode
+from .errors import SMTPError
+from .limits import DEFAULT_LIMITS
+from .protocol.params import MailOptions, RcptOptions
+from .sasl import Credentials
+from .server.aio import SMTPServer
+from .server.config import ServerConfig
+from .server.envelope import Envelope, SessionInfo
+from .server.handlers import Maildir, Printer, Relay, Sink
+from .server.session import Backend, LMTPSession, Session
+
+__all__ = [
+    "configure_parser", "run", "plan", "serve", "ServeBackend", "UsageError", "RuntimeFailure",
+    "read_auth_file", "summary_line",
+]
+
+log = logging.getLogger("mailwire.serve")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAILDIR = "127.0.0.1", 8025, "./mail"
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+PROG = "mailwire serve"
+
+
+class UsageError(Exception):
+    """A mistake in the arguments: one line on stderr, exit 2."""
+
+
+class RuntimeFailure(Exception):
+    """The arguments are fine but the server cannot run: one line, exit 1."""
+
+
+# -- arguments --------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free port), not {text!r}")
+    return int(text)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _user_password(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
+
+
+def _size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of octets (0: no limit), not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    return value
+
+
+def configure_parser(serve: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` options to its (sub)parser."""
+    net = serve.add_argument_group("listening")
+    net.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    net.add_argument("--port", type=_port, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    net.add_argument("--unix", metavar="PATH",
+                     help="listen on this Unix socket (instead of TCP, unless --host/--port are given too)")
+    net.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) rather than SMTP")
+    net.add_argument("--hostname", help="our name in the greeting and EHLO reply (default: this machine's)")
+    net.add_argument("--proxy-protocol", action="store_true",
+                     help="expect a PROXY v1/v2 header on each connection (behind HAProxy and the like)")
+    net.add_argument("--max-size", type=_size, metavar="BYTES",
+                     help=f"largest message accepted, advertised as SIZE (default {DEFAULT_LIMITS.message_size})")
+    net.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
+                     help="on SIGINT/SIGTERM, how long messages in progress may take to end (default 5)")
+    tls = serve.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; offers STARTTLS")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM private key (default: in the --tls-cert file)")
+    tls.add_argument("--implicit-tls", action="store_true",
+                     help="TLS from the first byte (port 465 style) instead of STARTTLS")
+    auth = serve.add_argument_group("AUTH")
+    auth.add_argument("--auth-file", metavar="FILE",
+                      help="lines user:password; offers AUTH PLAIN, LOGIN, CRAM-MD5 and requires it before MAIL")
+    auth.add_argument("--allow-plaintext-auth", action="store_true",
+                      help="allow AUTH without TLS (otherwise refused with 538)")
+    where = serve.add_argument_group("what happens to messages (one of)")
+    mode = where.add_mutually_exclusive_group()
+    mode.add_argument("--maildir", metavar="DIR", help=f"store in this Maildir (the default, {DEFAULT_MAILDIR})")
+    mode.add_argument("--print", action="store_true",
+                      help="print each whole message to stdout, as smtpd's DebuggingServer did")
+    mode.add_argument("--sink", action="store_true", help="accept and discard")
+    mode.add_argument("--relay", type=_host_port, metavar="HOST:PORT", help="forward to another server")
+    where.add_argument("--relay-tls", nargs="?", const="starttls", metavar="MODE",
+                       choices=["starttls", "implicit", "opportunistic", "none"],
+                       help="TLS towards the relay: starttls (the bare flag), implicit, opportunistic or none "
+                       "(the default); certificates are verified")
+    where.add_argument("--relay-auth", type=_user_password, metavar="USER:PASSWORD",
+                       help="credentials for the relay (needs --relay-tls)")
+    out = serve.add_argument_group("output")
+    out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
+
+
+# -- the backend --------------------------------------------------------------------
+
+
+def read_auth_file(path: str) -> dict[str, str]:
+    """``user:password`` lines (blank lines and ``#`` comments skipped) as a dict."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read --auth-file {path}: not UTF-8 text") from None
+    except OSError as err:
+        raise UsageError(f"cannot read --auth-file {path}: {err.strerror or err}") from None
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user:
+            raise UsageError(f"--auth-file {path} line {number}: expected user:password")
+        if user in users:
+            raise UsageError(f"--auth-file {path} line {number}: user {user!r} appears twice")
+        users[user] = password
+    if not users:
+        raise UsageError(f"--auth-file {path} has no user:password line")
+    return users
+
+
+def _subject(content: bytes) -> str:
+    """The decoded Subject of a message, read from its header block only."""
+    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
+    head = content[: min(ends) + 1] if ends else content[:65536]
+    try:
+        value = BytesHeaderParser(policy=default_policy).parsebytes(head).get("subject")
+        return "" if value is None else " ".join(str(value).split())
+    except Exception:  # a header the parser chokes on must not refuse the message
+        return ""
+
+
+def summary_line(envelope: Envelope, recipients: Sequence[str]) -> str:
+    """``from=<a> to=<b>,<c> subject="..." size=N`` (size: octets as received)."""
+    to = ",".join(f"<{r}>" for r in recipients)
+    subject = json.dumps(_subject(envelope.content), ensure_ascii=False)
+    return f"from=<{envelope.mail_from}> to={to} subject={subject} size={len(envelope.content)}"
+
+
+class ServeBackend:
+    """Wraps a backend: AUTH against ``users`` (required before MAIL when
+    given) and, if ``report``, one summary line on stdout per delivered message."""
+
+    def __init__(self, inner: Backend, *, users: dict[str, str] | None = None, report: bool = True) -> None:
+        self.inner = inner
+        self.users = users
+        self.report = report
+        self._report_failed = False
+
+    async def new_session(self, info: SessionInfo) -> Session:
+        inner = await self.inner.new_session(info)
+        cls = _SESSIONS[(self.users is not None, isinstance(inner, LMTPSession))]
+        return cls(inner, info, self)
+
+    def check(self, credentials: Credentials) -> None:
+        assert self.users is not None
+        stored = self.users.get(credentials.username)
+        # Compare against something even for an unknown user, so the time
+        # taken does not say which names exist.
+        good = credentials.check_password(stored if stored is not None else "\0unknown")
+        if stored is None or not good or credentials.authzid not in ("", credentials.username):
+            log.warning("AUTH %s refused for %r", credentials.mechanism, credentials.username)
+            raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
+
+    def delivered(self, envelope: Envelope, recipients: Sequence[str]) -> None:
+        if not self.report or not recipients:
+            return
+        try:
+            sys.stdout.write(summary_line(envelope, recipients) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError) as err:  # stdout gone: the message is stored all the same
+            if not self._report_failed:
+                self._report_failed = True
+                log.warning("cannot write to stdout (%s); messages are still accepted", err)
+
+
+class _Session:
+    __slots__ = ("_inner", "_info", "_backend")
+
+    def __init__(self, inner: Session, info: SessionInfo, backend: ServeBackend) -> None:
+        self._inner = inner
+        self._info = info
+        self._backend = backend
+
+    async def mail(self, address: str, options: MailOptions) -> None:
+        if self._backend.users is not None and self._info.auth_identity is None:
+            raise SMTPError(530, "5.7.0", "Authentication required")
+        await self._inner.mail(address, options)
+
+    async def rcpt(self, address: str, options: RcptOptions) -> None:
+        await self._inner.rcpt(address, options)
+
+    async def data(self, envelope: Envelope) -> None:
+        await self._inner.data(envelope)
+        self._backend.delivered(envelope, envelope.rcpt_to)
+
+    async def reset(self) -> None:
+        await self._inner.reset()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _AuthSession(_Session):
+    __slots__ = ()
+
+    async def authenticate(self, credentials: Credentials) -> None:
+        self._backend.check(credentials)
+
+
+class _LMTPSession(_Session):
+    __slots__ = ()
+
+    async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
+        inner = self._inner
+        assert isinstance(inner, LMTPSession)
+        outcomes = await inner.deliver(envelope)
+        self._backend.delivered(envelope, [r for r, o in zip(envelope.rcpt_to, outcomes) if o is None])
+        return outcomes
+
+
+class _AuthLMTPSession(_AuthSession, _LMTPSession):
+    __slots__ = ()
+
+
+# (AUTH from a file?, the inner session reports per recipient?) -> class
+_SESSIONS: dict[tuple[bool, bool], type[_Session]] = {
+    (False, False): _Session, (True, False): _AuthSession,
+    (False, True): _LMTPSession, (True, True): _AuthLMTPSession,
+}
+
+
+# -- from options to a server ------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    backend: ServeBackend
+    config: ServerConfig
+    tcp: tuple[str, int] | None
+    unix: str | None
+    grace: float
+    storing: str  # what the banner says happens to messages
+
+
+def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as err:
+                raise UsageError(f"cannot read {option} {path}: {err.strerror or err}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as err:
+        files = cert if key is None else f"{cert} and {key}"
+        raise UsageError(f"cannot use {files} as a certificate and key: {getattr(err, 'reason', None) or err}") from None
+    return context
+
+
+def _check_conflicts(args: argparse.Namespace) -> None:
+    needs = [
+        (args.tls_key and not args.tls_cert, "--tls-key needs --tls-cert"),
+        (args.implicit_tls and not args.tls_cert, "--implicit-tls needs --tls-cert and --tls-key"),
+        (args.allow_plaintext_auth and not args.auth_file, "--allow-plaintext-auth needs --auth-file"),
+        (args.relay_tls is not None and args.relay is None, "--relay-tls needs --relay"),
+        (args.relay_auth is not None and args.relay is None, "--relay-auth needs --relay"),
+        (args.relay_auth is not None and args.relay is not None and args.relay_tls in (None, "none"),
+         "--relay-auth needs --relay-tls (credentials would cross the network in plaintext)"),
+    ]
+    for conflict, message in needs:
+        if conflict:
+            raise UsageError(message)
+
+
+def _open_maildir(path: str) -> Maildir:
+    """A Maildir at ``path``: created if missing; an empty directory gets its
+    tmp/new/cur; anything else that is not a Maildir is refused."""
+    subdirs = ("tmp", "new", "cur")
+    try:
+        if os.path.isdir(path) and not all(os.path.isdir(os.path.join(path, d)) for d in subdirs):
+            if set(os.listdir(path)) - set(subdirs):
+                raise RuntimeFailure(f"--maildir {path} is a directory but not a Maildir (no tmp/new/cur)")
+            for d in subdirs:
+                os.makedirs(os.path.join(path, d), 0o700, exist_ok=True)
+        elif os.path.exists(path) and not os.path.isdir(path):
+            raise RuntimeFailure(f"--maildir {path} exists and is not a directory")
+        return Maildir(path)
+    except OSError as err:
+        raise RuntimeFailure(f"cannot create the Maildir {path}: {err.strerror or err}") from None
+
+
+def _delivery(args: argparse.Namespace) -> tuple[Backend, str, bool]:
+    """The backend, the banner's words for it, and whether to report each message."""
+    if args.print:
+        return Printer(), "printing messages to stdout", False
+    if args.sink:
+        return Sink(), "discarding messages (--sink)", not args.quiet
+    if args.relay is not None:
+        host, port = args.relay
+        tls: TLSMode = args.relay_tls or "none"
+        try:
+            relay = Relay(host, port, tls=tls, auth=args.relay_auth)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"--relay: {err}") from None
+        return relay, f"relaying to {host}:{port} (TLS: {tls})", not args.quiet
+    path = args.maildir or DEFAULT_MAILDIR
+    return _open_maildir(path), f"storing in {path} (Maildir)", not args.quiet
+
+
+def plan(args: argparse.Namespace) -> _Plan:
+    """Check the options and build the server's parts (UsageError / RuntimeFailure)."""
+    _check_conflicts(args)
+    context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    users = read_auth_file(args.auth_file) if args.auth_file else None
+    settings: dict[str, Any] = {
+        "lmtp": args.lmtp, "tls_context": context, "implicit_tls": args.implicit_tls,
+        "auth_mechanisms": AUTH_MECHANISMS, "allow_plaintext_auth": args.allow_plaintext_auth,
+        "proxy_protocol": args.proxy_protocol,
+    }
+    if args.hostname:
+        settings["hostname"] = args.hostname
+    if args.max_size is not None:
+        settings["limits"] = DEFAULT_LIMITS.with_(message_size=args.max_size)
+    config = ServerConfig(**settings)
+    inner, storing, report = _delivery(args)
+    tcp = None
+    if args.unix is None or args.host is not None or args.port is not None:
+        tcp = (args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
+    if users is not None and context is None and not args.allow_plaintext_auth:
+        log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
+                    "send; add --tls-cert or --allow-plaintext-auth")
+    backend = ServeBackend(inner, users=users, report=report)
+    return _Plan(backend, config, tcp, args.unix, args.grace, storing)
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple):
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
+def _banner(server: SMTPServer, plan: _Plan) -> str:
+    features = ["LMTP"] if plan.config.lmtp else []
+    if plan.config.tls_context is not None:
+        features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
+    if plan.backend.users is not None:
+        features.append("AUTH")
+    if plan.config.proxy_protocol:
+        features.append("PROXY")
+    where = " and ".join(_format_address(a) for a in server.addresses)
+    extra = f" ({', '.join(features)})" if features else ""
+    return f"{PROG}: listening on {where}{extra}, {plan.storing}"
+
+
+def _listen_error(where: str, err: OSError) -> str:
+    if err.errno == errno.EADDRINUSE:
+        reason = "address already in use (is another server running there?)"
+    elif err.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need privileges)"
+    else:
+        reason = err.strerror or str(err)
+    return f"cannot listen on {where}: {reason}"
+
+
+def _on_signals(stop: asyncio.Event, received: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle, signum)
+        except (NotImplementedError, RuntimeError):  # no add_signal_handler (Windows)
+            signal.signal(signum, lambda n, _frame: loop.call_soon_threadsafe(handle, n))
+
+
+async def serve(plan: _Plan) -> int:
+    stop = asyncio.Event()
+    received: list[str] = []
+    _on_signals(stop, received)
+    server = SMTPServer(plan.backend, plan.config)
+    where = ""
+    try:
+        if plan.unix is not None:
+            where = plan.unix
+            await server.start_unix(plan.unix)
+        if plan.tcp is not None:
+            where = _format_address(plan.tcp)
+            await server.start(*plan.tcp)
+    except OSError as err:
+        await server.stop(0)
+        raise RuntimeFailure(_listen_error(where, err)) from None
+    print(_banner(server, plan), flush=True)
+    await stop.wait()
+    log.info("%s: stopping; messages in progress have %gs to end", received[0], plan.grace)
+    stop.clear()
+    stopping = asyncio.ensure_future(server.stop(plan.grace))
+    again = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    if not stopping.done():  # a second signal: do not wait for anyone
+        print(f"{PROG}: {received[-1]} again, stopping now", file=sys.stderr)
+        stopping.cancel()
+        return EXIT_RUNTIME
+    stopping.result()
+    return EXIT_OK
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``mailwire serve`` with parsed arguments; the exit code."""
+    _setup_logging(args.verbose)
+    try:
+        return asyncio.run(serve(plan(args)))
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeFailure as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return 130
