@@ -1,0 +1,400 @@
+"""Server throughput side by side: smtp-sink, aiosmtpd, smtpd and mailwire, fed by smtp-source.
+
+Four accept-and-discard servers each run in a process of their own on a free loopback port:
+Postfix's ``smtp-sink`` (the C reference), ``aiosmtpd`` with its ``Sink`` handler, CPython 3.11's
+``smtpd`` on ``asyncore`` (``process_message`` returns None) and ``mailwire serve --sink`` (or,
+while the CLI lacks that command, the same server from ``serve_sink.py``). The load is Postfix's
+``smtp-source``: N messages of 1 KB, then of 100 KB, over 20 parallel sessions that each keep their
+connection (``-d``). A run is timed with the wall clock around the smtp-source process, and the
+server's CPU time is read from ``/proc/PID/stat`` just before and after it.
+
+How the numbers are kept honest on a small, noisy machine: each server gets one untimed warm-up
+run per size; repeats are interleaved across servers, and the order rotates every repeat, so drift
+in the machine's load hits every server alike; the table shows medians. smtp-source gives up at the
+first reply that is not the expected success, so a run counts only if it exits 0 with nothing on
+stderr: then every one of the N messages was answered 250. The CPU columns are the steadier
+figures: on two cores, smtp-source alone takes most of one. There are no timed assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from sink import SMTP_SINK, free_port, wait_for_greeting
+
+HOST: Final = "127.0.0.1"
+MAIL_FROM: Final = "a@example.com"
+RCPT_TO: Final = "b@example.com"
+SIZES: Final = (1024, 100 * 1024)
+SESSIONS: Final = 20
+SMTP_SOURCE: Final = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+LAUNCHER: Final = Path(__file__).resolve().parent / "serve_sink.py"
+PYTHON311_CANDIDATES: Final = (
+    "/root/.pyenv/versions/3.11.7/bin/python3.11",
+    shutil.which("python3.11") or "python3.11",
+)
+BASELINE: Final = "mailwire"  # the ratios are mailwire / each other server
+START_TIMEOUT: Final = 30.0  # seconds for a server to greet (Python start-up on a loaded machine)
+RUN_TIMEOUT: Final = 300.0  # seconds for one smtp-source run before it counts as an error
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+# -- the servers ------------------------------------------------------------------------------
+
+Command = Callable[[int], list[str]]  # the command line that serves on a given port
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    command: Command | None  # None: not available here, see ``how``
+    how: str  # how it is run, or why it is not available
+
+
+def smtp_sink_spec() -> ServerSpec:
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []  # as root it must drop privileges
+    backlog = "1000"  # smtp-sink's listen backlog; no -c: its counter would flood stdout
+    return ServerSpec("smtp-sink", lambda port: [SMTP_SINK, *user, f"{HOST}:{port}", backlog],
+                      SMTP_SINK)  # fmt: skip
+
+
+def aiosmtpd_spec() -> ServerSpec:
+    version = importlib.metadata.version("aiosmtpd")
+    return ServerSpec(
+        "aiosmtpd",
+        lambda port: [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{HOST}:{port}",
+                      "-c", "aiosmtpd.handlers.Sink"],  # fmt: skip
+        f"aiosmtpd {version}: python -m aiosmtpd -c aiosmtpd.handlers.Sink",
+    )
+
+
+def python311() -> tuple[str | None, str]:
+    """An interpreter that can import smtpd and asyncore, and what was tried."""
+    candidates = ([sys.executable] if sys.version_info < (3, 12) else []) + list(
+        PYTHON311_CANDIDATES
+    )
+    for python in dict.fromkeys(candidates):
+        check = [python, "-W", "ignore::DeprecationWarning", "-c", "import smtpd, asyncore"]
+        try:
+            if subprocess.run(check, capture_output=True, timeout=30).returncode == 0:
+                return python, python
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None, "n/a: no interpreter here can import smtpd (tried " + ", ".join(candidates) + ")"
+
+
+def smtpd_spec() -> ServerSpec:
+    python, how = python311()
+    if python is None:
+        return ServerSpec("smtpd", None, how)
+    return ServerSpec(
+        "smtpd",
+        lambda port: [python, "-W", "ignore::DeprecationWarning", str(LAUNCHER), "smtpd",
+                      "--host", HOST, "--port", str(port)],  # fmt: skip
+        f"smtpd + asyncore on {python} (serve_sink.py smtpd)",
+    )
+
+
+def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
+    """``mailwire serve --sink`` if the CLI has it, else the same server from serve_sink.py."""
+    script = Path(sys.executable).with_name("mailwire")
+    cli = str(script) if script.exists() else shutil.which("mailwire")
+    if cli is not None and cli_allowed:
+        try:
+            usage = subprocess.run([cli, "serve", "--help"], capture_output=True, text=True,
+                                   timeout=30).stdout  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            usage = ""
+        if "--sink" in usage:
+            # -q: no line per message on stdout, which smtp-sink, aiosmtpd and smtpd don't print
+            quiet = ["-q"] if "--quiet" in usage else []
+            args = ["serve", "--sink", *quiet, "--hostname", "localhost", "--host", HOST]
+            return ServerSpec("mailwire", lambda port: [cli, *args, "--port", str(port)],
+                              f"{cli} {' '.join(args[:-2])}")  # fmt: skip
+    return ServerSpec(
+        "mailwire",
+        lambda port: [sys.executable, str(LAUNCHER), "mailwire", "--host", HOST,
+                      "--port", str(port)],  # fmt: skip
+        "serve_sink.py mailwire" + ("" if cli_allowed else " (--launcher)")
+        + ("" if cli is None or not cli_allowed else " (the CLI has no `serve --sink` yet)"),
+    )
+
+
+class ServerProcess:
+    """One server child process on a free loopback port, its CPU clock, and its stderr."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
+
+    def start(self, attempts: int = 5) -> None:
+        """Start on a free port and wait for the 220 greeting (retrying if the port was taken)."""
+        assert self.spec.command is not None
+        why = "no attempt made"
+        for _ in range(attempts):
+            port = free_port(HOST)
+            fd, name = tempfile.mkstemp(prefix=f"server-bench-{self.spec.name}-", suffix=".log")
+            self._log = Path(name)
+            with os.fdopen(fd, "wb") as log:
+                self._proc = subprocess.Popen(self.spec.command(port), stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+            try:
+                wait_for_greeting(HOST, port, timeout=START_TIMEOUT, process=self._proc)
+            except TimeoutError as exc:
+                why = f"{exc}; {self.log_tail()}"
+                self.stop()
+                continue
+            self.port = port
+            return
+        raise RuntimeError(f"could not start {self.spec.name}: {why}")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (from /proc/PID/stat)."""
+        assert self._proc is not None
+        stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15: utime, stime
+
+    def log_tail(self, limit: int = 300) -> str:
+        text = self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
+        text = " ".join(text.split())
+        return "stderr: " + (text[-limit:] if text else "(empty)")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log is not None:
+            self._log.unlink(missing_ok=True)
+            self._log = None
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """Results of one (server, size) over the repeats."""
+
+    rates: list[float] = field(default_factory=list)  # messages per second
+    cpu: list[float] = field(default_factory=list)  # server CPU seconds per 1000 messages
+    source_cpu: list[float] = field(default_factory=list)  # smtp-source's, likewise
+    error: str | None = None
+
+    def median(self, values: list[float]) -> float | None:
+        return statistics.median(values) if values and not self.error else None
+
+
+def smtp_source(port: int, size: int, messages: int) -> list[str]:
+    return [SMTP_SOURCE, "-d", "-s", str(SESSIONS), "-m", str(messages), "-l", str(size),
+            "-M", "localhost", "-f", MAIL_FROM, "-t", RCPT_TO, f"{HOST}:{port}"]  # fmt: skip
+
+
+def children_cpu() -> float:
+    """CPU time of the children reaped so far: the smtp-source runs (servers are reaped last)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(server: ServerProcess, size: int, messages: int, cell: Cell | None) -> None:
+    """One smtp-source run against ``server``; record it in ``cell`` (None: a warm-up)."""
+    elapsed = server_cpu = 0.0
+    if not server.alive():
+        error = f"{server.spec.name} is not running; {server.log_tail()}"
+    else:
+        source_before, server_before = children_cpu(), server.cpu_seconds()
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(smtp_source(server.port, size, messages), capture_output=True,
+                                  timeout=RUN_TIMEOUT)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            error = f"smtp-source still running after {RUN_TIMEOUT:g} s"
+        else:
+            elapsed = time.perf_counter() - started
+            server_cpu = server.cpu_seconds() - server_before  # dead: a zombie till polled
+            output = (done.stderr + done.stdout).decode(errors="replace").strip()
+            bad = done.returncode or output
+            error = f"smtp-source exited {done.returncode}: {output}" if bad else ""
+        if not server.alive():
+            error = f"{server.spec.name} died ({error or 'during the run'}); {server.log_tail()}"
+    if error:
+        if cell is not None:
+            cell.error = "error: " + error
+        else:
+            raise RuntimeError(f"warm-up of {server.spec.name} failed: {error}")
+        return
+    if cell is not None:
+        cell.rates.append(messages / elapsed)
+        cell.cpu.append(server_cpu / messages * 1000)
+        cell.source_cpu.append((children_cpu() - source_before) / messages * 1000)
+
+
+Results = dict[tuple[str, int], Cell]
+
+
+def run_all(servers: Sequence[ServerProcess], counts: dict[int, int], repeat: int) -> Results:
+    results: Results = {}
+    for size in SIZES:
+        cells = {s.spec.name: results.setdefault((s.spec.name, size), Cell()) for s in servers}
+        for server in servers:
+            try:
+                run_once(server, size, 2 * SESSIONS, None)
+            except RuntimeError as exc:
+                cells[server.spec.name].error = f"error: {exc}"
+        for turn in range(repeat):  # interleaved, order rotated, so drift hits every server alike
+            shift = turn % len(servers)
+            for server in [*servers[shift:], *servers[:shift]]:
+                if cells[server.spec.name].error is None:
+                    run_once(server, size, counts[size], cells[server.spec.name])
+        print(f"  done: {size // 1024} KB", flush=True)
+    return results
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+_WIDTHS: Final = (9, 15, 15, 15, 17)
+COLUMNS: Final = ("msg/s", "mailwire/this", "CPU s/1k msgs", "mailwire/this", "source CPU s/1k")
+
+
+def _line(label: str, name: str, cells: Sequence[str], free: bool = False) -> str:
+    tail = "".join(cells) if free else "".join(c.rjust(w) for c, w in zip(cells, _WIDTHS))
+    return f"{label:>6}  {name:<11}{tail}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or base is None or not value else f"{base / value:.2f}x"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_table(results: Results, specs: Sequence[ServerSpec], failed: dict[str, str]) -> str:
+    header = _line("size", "server", COLUMNS)
+    lines = [header, "-" * len(header)]
+    for size in SIZES:
+        label = f"{size // 1024} KB"
+        base = results.get((BASELINE, size))
+        base_rate = base.median(base.rates) if base else None
+        base_cpu = base.median(base.cpu) if base else None
+        for spec in specs:
+            cell = results.get((spec.name, size))
+            if cell is None:  # never started: not available here, or it would not start
+                why = failed.get(spec.name, spec.how)
+                lines.append(_line(label, spec.name, ["  " + _shorten(why, 90)], free=True))
+            elif cell.error:
+                lines.append(_line(label, spec.name, ["  " + _shorten(cell.error, 90)], free=True))
+            else:
+                rate, cpu = cell.median(cell.rates), cell.median(cell.cpu)
+                lines.append(_line(label, spec.name, [
+                    _number(rate, ",.0f"), _ratio(rate, base_rate),
+                    _number(cpu, ".3f"), _ratio(cpu, base_cpu),
+                    _number(cell.median(cell.source_cpu), ".3f"),
+                ]))  # fmt: skip
+        lines.append("")
+    lines.append("msg/s: higher is better; its mailwire/this above 1 means mailwire is faster.")
+    lines.append("CPU s/1k msgs: server CPU seconds per 1000 messages; its mailwire/this below 1")
+    lines.append("means mailwire is cheaper. source CPU: smtp-source's own, per 1000 messages.")
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, help="messages per timed run, both sizes "
+                        "(default: 16000 of 1 KB and 2500 of 100 KB; --quick: 6000 and 1000)")
+    parser.add_argument("--repeat", type=int, help="runs per server and size; the median is shown "
+                        "(default 5; --quick: 3)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about 30 s")
+    parser.add_argument("--launcher", action="store_true", help="run mailwire from serve_sink.py "
+                        "even when the CLI has `serve --sink`")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the ExitStack, which stops the servers
+
+
+@contextlib.contextmanager
+def started(specs: Sequence[ServerSpec], failed: dict[str, str]) -> Iterator[list[ServerProcess]]:
+    """Start every available server (noting in ``failed`` any that will not start); stop every
+    one of them on the way out, however it goes."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for spec in specs:
+            if spec.command is None:
+                continue
+            server = ServerProcess(spec)
+            stack.callback(server.stop)
+            try:
+                server.start()
+            except RuntimeError as exc:
+                failed[spec.name] = f"error: {exc}"
+                print(f"  {failed[spec.name]}", flush=True)
+                continue
+            servers.append(server)
+        yield servers
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    repeat = args.repeat or (3 if args.quick else 5)
+    small, large = (6000, 1000) if args.quick else (16000, 2500)
+    counts = {SIZES[0]: args.messages or small, SIZES[1]: args.messages or large}
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    specs = [smtp_sink_spec(), aiosmtpd_spec(), smtpd_spec(), mailwire_spec(not args.launcher)]
+    print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "
+          f"{counts[SIZES[0]]} msgs/run of 1 KB, {counts[SIZES[1]]} of 100 KB; "
+          f"median of {repeat}", flush=True)  # fmt: skip
+    for spec in specs:
+        print(f"  {spec.name}: {spec.how}", flush=True)
+    began = time.perf_counter()
+    failed: dict[str, str] = {}
+    try:
+        with started(specs, failed) as servers:
+            results = run_all(servers, counts, repeat)
+    except KeyboardInterrupt:
+        print("interrupted; every server is stopped", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    print()
+    print(format_table(results, specs, failed))
+    print(f"total time {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
