@@ -319,15 +319,8 @@ def test_print_shows_whole_messages_like_debugging_server(serve: Callable[..., S
     assert server.rest() == []
 
 
-PROXY_ALONE_BUG = (
-    "server/connection.py feeds the bytes after a PROXY header to the core even when there are none, "
-    "and b'' means end of input: a PROXY header in a segment of its own (what HAProxy sends) closes "
-    "the session right after the greeting"
-)
-
-
 @pytest.mark.parametrize("with_ehlo", [
-    pytest.param(False, marks=pytest.mark.xfail(reason=PROXY_ALONE_BUG, strict=False)),
+    False,
     True,
 ], ids=["header-alone", "header-then-ehlo"])
 def test_proxy_protocol_reports_the_real_client(serve: Callable[..., Serve], with_ehlo: bool) -> None:
@@ -376,14 +369,6 @@ def test_unix_and_tcp_together(serve: Callable[..., Serve], short_tmp: Path) -> 
 # -- TLS and AUTH --------------------------------------------------------------------------------
 
 
-STARTTLS_RACE = (
-    "server/connection.py: bytes the client sends right after its side of the TLS handshake can reach "
-    "data_received before _starttls has called core.tls_started(), so the core drops them as "
-    "'pipelined after STARTTLS' and the client's EHLO is never answered; mailwire's SMTPClient, which "
-    "sends EHLO at once, hits it most of the time"
-)
-
-
 def test_starttls(serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path) -> None:
     cert, key = cert_files
     server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key)
@@ -392,7 +377,6 @@ def test_starttls(serve: Callable[..., Serve], cert_files: tuple[str, str], clie
         client.ehlo()
         assert client.has_extn("starttls")
         client.starttls(context=client_tls)
-        time.sleep(0.3)  # let the server finish its side first: see STARTTLS_RACE
         client.ehlo()
         assert client.sock.version() is not None and not client.has_extn("starttls")
         client.sendmail("alice@example.org", ["bob@example.net"], MSG)
@@ -401,7 +385,6 @@ def test_starttls(serve: Callable[..., Serve], cert_files: tuple[str, str], clie
     assert server.stop() == 0
 
 
-@pytest.mark.xfail(reason=STARTTLS_RACE, strict=False)
 def test_starttls_with_mailwire_client(
     serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path
 ) -> None:
@@ -430,7 +413,6 @@ def test_implicit_tls_with_key_in_the_cert_file(
 @pytest.fixture
 def auth_server(serve: Callable[..., Serve], cert_files: tuple[str, str], auth_file: str) -> Serve:
     cert, key = cert_files
-    # Implicit TLS, not STARTTLS: these tests are about AUTH, and STARTTLS_RACE would make them flaky.
     server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key, "--implicit-tls", "--auth-file", auth_file,
                    "-v")
     assert "(implicit TLS, AUTH)" in server.banner
@@ -548,7 +530,7 @@ def test_relay_to_another_mailwire_serve(serve: Callable[..., Serve], tmp_path: 
 
 
 @pytest.mark.parametrize("tls", [
-    "implicit", pytest.param("starttls", marks=pytest.mark.xfail(reason=STARTTLS_RACE, strict=False)),
+    "implicit", "starttls",
 ])
 def test_relay_with_tls_and_auth(
     serve: Callable[..., Serve], cert_files: tuple[str, str], auth_file: str, ca: trustme.CA, tmp_path: Path,

@@ -89,6 +89,7 @@ class SMTPConnection(asyncio.Protocol):
         self._sasl: ServerMechanism | None = None
         self._shutting_down = False
         self._timer: asyncio.TimerHandle | None = None
+        self._after_handshake: list[bytes] | None = None
         self._deadline = 0.0
         self._can_auth = False  # the session implements AuthSession (checked once)
         self._caps_cache: tuple[bool, Capabilities] | None = None
@@ -115,6 +116,10 @@ class SMTPConnection(asyncio.Protocol):
             return
         if self._proxy_buffer is not None:
             self._proxy_buffer += data
+        elif self._after_handshake is not None:
+            # Decrypted bytes that beat our own resumption after the TLS
+            # handshake: the client's new EHLO. Kept for tls_started().
+            self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
             if self.core.buffered > self.limits.receive_buffer and not self._paused:
@@ -284,7 +289,8 @@ class SMTPConnection(asyncio.Protocol):
         self.info.proxy = proxy
         if proxy.source is not None:
             self.info.peer = proxy.source
-        self.core.receive_data(rest)
+        if rest:
+            self.core.receive_data(rest)  # b"" would mean the client closed
         if self._lost:
             self.core.receive_data(b"")
 
@@ -458,6 +464,9 @@ class SMTPConnection(asyncio.Protocol):
         self._flush()
         assert self.transport is not None
         loop = asyncio.get_running_loop()
+        # From here on data_received only sees what comes through TLS: the
+        # plaintext pipelined after STARTTLS was already dropped by the core.
+        self._after_handshake = []
         try:
             transport = await asyncio.wait_for(
                 loop.start_tls(self.transport, self, context, server_side=True),
@@ -470,6 +479,9 @@ class SMTPConnection(asyncio.Protocol):
             raise _Gone
         self.transport = transport
         self.core.tls_started()
+        early, self._after_handshake = self._after_handshake, None
+        for data in early:
+            self.core.receive_data(data)
         self._note_tls(implicit=False)
         self.info.helo_name = None
         self.info.auth_identity = self.info.auth_mechanism = None
