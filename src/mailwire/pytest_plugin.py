@@ -1,0 +1,52 @@
+"""pytest fixtures: a real SMTP server per test, and what it received.
+
+Registered through the ``pytest11`` entry point, so installing mailwire makes
+the fixtures available everywhere; disable with ``-p no:mailwire``. The
+module imports nothing of mailwire's server until a test asks for a fixture,
+and a project's own fixture of the same name wins over these, so a test run
+that does not use them is not affected.
+
+``smtp_server``: a ``mailwire.testing.ServerThread`` listening on 127.0.0.1
+(``.host``, ``.port``, ``.messages``, ``.wait_for(count, timeout)``,
+``.clear()``, ``.server``), stopped after the test. ``smtp_messages``: its
+``messages``, the envelopes it accepted. Configure the server of one test
+with the marker ``@pytest.mark.mailwire_server(handler=None, **config)``,
+which takes ``run_server``'s arguments (ServerConfig fields, ``grace`` ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .testing import Messages, ServerThread
+
+__all__ = ["smtp_server", "smtp_messages"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mailwire_server(handler=None, **config): how the smtp_server fixture builds its server",
+    )
+
+
+@pytest.fixture
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """A running SMTP server for this test (a ``mailwire.testing.ServerThread``)."""
+    from .testing import run_server
+
+    marker = request.node.get_closest_marker("mailwire_server")
+    args = marker.args if marker is not None else ()
+    kwargs = marker.kwargs if marker is not None else {}
+    with run_server(*args, **kwargs) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_messages(smtp_server: ServerThread) -> Messages:
+    """The messages ``smtp_server`` accepted (live, thread-safe)."""
+    return smtp_server.messages
