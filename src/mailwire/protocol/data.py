@@ -100,11 +100,20 @@ class DataReader:
         self.bare_line_endings = False
         self.done = False
 
-    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
+    def feed(self, chunk: bytes, end_at: int | None = None) -> tuple[bytes, bytes | None]:
+        """``end_at``: where the caller already found the first terminator in
+        ``chunk`` (-1: it has none), to spare a second scan of the chunk; the
+        reader still checks the octets it held back, where one may begin."""
         if self.done:
             raise RuntimeError("DataReader.feed after end of data")
-        data = self._buf + chunk if self._buf else chunk
-        end = data.find(_END)
+        held = self._buf
+        data = held + chunk if held else chunk
+        if end_at is None:
+            end = data.find(_END)
+        else:
+            end = data.find(_END, 0, len(held) + 4) if held else -1
+            if end < 0 and end_at >= 0:
+                end = end_at + len(held)
         if end >= 0:
             body, rest, self._buf = data[: end + 2], data[end + 5:], b""
             self.done = True
@@ -123,9 +132,11 @@ class DataReader:
                 # Not enough bytes yet to drop the virtual CRLF; keep it.
                 self._buf = body + self._buf
                 return b""
-            body = body.replace(b"\r\n.", b"\r\n")[2:]
+            if b"\r\n." in body:
+                body = body.replace(b"\r\n.", b"\r\n")
+            body = body[2:]
             self._prefix = False
-        else:
+        elif b"\r\n." in body:  # finding is cheaper than a replace that changes nothing
             body = body.replace(b"\r\n.", b"\r\n")
         if body and (body.count(b"\r") != body.count(b"\n") or body.count(b"\r") != body.count(_CRLF)):
             self.bare_line_endings = True

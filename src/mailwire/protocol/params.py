@@ -40,7 +40,7 @@ _NOTIFY: tuple[Notify, ...] = ("SUCCESS", "FAILURE", "DELAY")
 _PARAM_RE = re.compile(rf"({ESMTP_KEYWORD})(?:=({ESMTP_VALUE}))?")
 # RFC 3461 4: xchar = any ASCII 33-126 except "+" and "="; hexchar = "+" 2HEX
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
-_XTEXT_UTF8_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e\u0080-\ud7ff\ue000-\U0010ffff]|\+[0-9A-F]{2})*")
+_XTEXT_UTF8_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|[^\x00-\x7f\ud800-\udfff]|\+[0-9A-F]{2})*")
 # RFC 3461 4.2: ENVID is at most 100 characters.
 ENVID_MAX = 100
 
