@@ -50,7 +50,7 @@ def test_bdat_arrives_byte_exact(scripted: Start, extensions: tuple[str, ...]) -
 def test_large_message_is_split_with_last_on_the_final_chunk(scripted: Start, extensions: tuple[str, ...]) -> None:
     smtp = MiniSMTP(extensions=extensions)
     server = scripted(smtp)
-    content = bytes(range(256)) * (CHUNK * 5 // 2 // 256) + b"tail"
+    content = (b"x" * 62 + b"\r\n") * (CHUNK * 5 // 2 // 64) + b"tail"
     with _client(server) as client:
         rounds = client.round_trips
         client.send(content, "s@example.org", ["r@example.net"])
@@ -62,6 +62,22 @@ def test_large_message_is_split_with_last_on_the_final_chunk(scripted: Start, ex
     assert txn.content == content
     # Pipelined: one wait for everything. Lock-step: MAIL, RCPT, and each chunk.
     assert rounds == (1 if "PIPELINING" in extensions else 5)
+
+
+@pytest.mark.parametrize(("raw", "sent"), [
+    (b"a\nb\rc\r\n", b"a\r\nb\r\nc\r\n"),
+    (b"split CR\r", b"split CR\r\n"),
+    (b"\n", b"\r\n"),
+])
+def test_bdat_text_gets_crlf_line_endings_like_data(scripted: Start, raw: bytes, sent: bytes) -> None:
+    # RFC 3030 3: only BINARYMIME content goes as raw octets; a 7BIT/8BITMIME
+    # body is still CRLF text, whether it travels by DATA or by BDAT.
+    smtp = MiniSMTP(extensions=PIPELINED)
+    server = scripted(smtp)
+    with _client(server) as client:
+        client.send(raw, "s@example.org", ["r@example.net"])
+    [txn] = smtp.transactions
+    assert txn.content == sent and txn.bdat_lines == [f"BDAT {len(sent)} LAST"]
 
 
 def test_empty_message_is_bdat_0_last(scripted: Start) -> None:

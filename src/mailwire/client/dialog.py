@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..protocol.capabilities import Capabilities
 from ..protocol.client import Sendable
+from ..protocol.data import DotStuffer
 from ..protocol.events import (
     Auth, AuthResponse, Bdat, Data, Ehlo, EndOfData, Helo, Lhlo, Mail, MessageData, Quit, Rcpt,
     Rset, StartTLS,
@@ -355,9 +356,22 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         yield from _read_final(txn, lmtp)
 
 
+def _bdat_content(txn: Transaction) -> Iterator[MessageData]:
+    """The content for BDAT: CRLF line endings as over DATA (RFC 3030 3),
+    except for BINARYMIME, whose octets go as they are."""
+    if txn.mail_options.body == "BINARYMIME":
+        yield from _content(txn)
+        return
+    normalizer = DotStuffer(stuff=False)
+    for piece in _content(txn):
+        data = normalizer.feed(piece.data)
+        if data:
+            yield MessageData(data)
+
+
 def _bdat_events(txn: Transaction) -> Iterator[list[Sendable]]:
     """BDAT framing: each piece with its header; an empty message is BDAT 0 LAST."""
-    pieces = _content(txn)
+    pieces = _bdat_content(txn)
     current = next(pieces, None)
     while current is not None:
         upcoming = next(pieces, None)

@@ -44,14 +44,20 @@ def _normalize(data: bytes) -> bytes:
 
 
 class DotStuffer:
-    """Encode message bytes for the DATA phase, chunk by chunk."""
+    """Encode message bytes for the DATA phase, chunk by chunk.
 
-    __slots__ = ("_line_start", "_pending_cr", "_empty")
+    With ``stuff=False`` it only normalises line endings: what BDAT needs for
+    a 7BIT or 8BITMIME body (RFC 3030 3), which has no dot-stuffing but must
+    still be CRLF text like one sent with DATA.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_line_start", "_pending_cr", "_empty", "_stuff")
+
+    def __init__(self, stuff: bool = True) -> None:
         self._line_start = True
         self._pending_cr = False
         self._empty = True
+        self._stuff = stuff
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -64,9 +70,10 @@ class DotStuffer:
         self._pending_cr = chunk[-1:] == b"\r"
         self._empty = False
         out = _normalize(chunk)
-        out = out.replace(b"\r\n.", b"\r\n..")
-        if self._line_start and out[:1] == b".":
-            out = b"." + out
+        if self._stuff:
+            out = out.replace(b"\r\n.", b"\r\n..")
+            if self._line_start and out[:1] == b".":
+                out = b"." + out
         self._line_start = out[-2:] == _CRLF
         return out
 
