@@ -398,10 +398,11 @@ def _refuse_restart(mechanism: str) -> LocalProtocolError:
     return LocalProtocolError(f"step(None) only starts a {mechanism} exchange")
 
 
-class ServerPlain:
-    """RFC 4616 PLAIN, server side: one message, ``authzid NUL user NUL pass``."""
+class _OneMessage:
+    """A server mechanism whose client sends one message, as the initial
+    response or after an empty challenge: PLAIN and XOAUTH2."""
 
-    name = "PLAIN"
+    name = ""
 
     def __init__(self) -> None:
         self._started = False
@@ -416,7 +417,19 @@ class ServerPlain:
         if self._done:
             raise _too_many_steps(self.name)
         self._started = self._done = True
-        parts = response.split(b"\0")
+        return self._parse(response)
+
+    def _parse(self, message: bytes) -> Credentials:
+        raise NotImplementedError
+
+
+class ServerPlain(_OneMessage):
+    """RFC 4616 PLAIN, server side: one message, ``authzid NUL user NUL pass``."""
+
+    name = "PLAIN"
+
+    def _parse(self, message: bytes) -> Credentials:
+        parts = message.split(b"\0")
         if len(parts) != 3:
             raise _malformed(self.name, "expected authzid NUL username NUL password")
         authzid = _decode(parts[0], self.name, "authzid")
@@ -503,7 +516,7 @@ class ServerCramMD5:
         )
 
 
-class ServerXOAuth2:
+class ServerXOAuth2(_OneMessage):
     """XOAUTH2, server side: parses ``user=... SOH auth=Bearer ... SOH SOH``.
 
     Keys other than ``user`` and ``auth`` are ignored. Refusing a token is the
@@ -512,22 +525,10 @@ class ServerXOAuth2:
 
     name = "XOAUTH2"
 
-    def __init__(self) -> None:
-        self._started = False
-        self._done = False
-
-    def step(self, response: bytes | None) -> Challenge | Credentials:
-        if response is None:
-            if self._started:
-                raise _refuse_restart(self.name)
-            self._started = True
-            return Challenge(b"")
-        if self._done:
-            raise _too_many_steps(self.name)
-        self._started = self._done = True
-        if not response.endswith(b"\x01\x01"):
+    def _parse(self, message: bytes) -> Credentials:
+        if not message.endswith(b"\x01\x01"):
             raise _malformed(self.name, "message does not end with SOH SOH")
-        text = _decode(response[:-2], self.name, "message")
+        text = _decode(message[:-2], self.name, "message")
         fields: dict[str, str] = {}
         for pair in text.split("\x01"):
             key, equals, value = pair.partition("=")
