@@ -25,6 +25,7 @@ The DATA path touches each octet only in C (``bytes.find``/``replace``/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Union
 
@@ -63,6 +64,25 @@ _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
 # takes, and the SERVER_COMMANDS key whose move the last one applies (None:
 # the state stays as it is).
 _Answer = tuple[ServerEvent, int, "type | None"]
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _wire(reply: Reply) -> bytes:
+    """``reply`` on the wire, never more than the one reply it is.
+
+    ``Reply.of`` splits text at CR and LF, but a ``Reply`` built directly (a
+    backend raising ``SMTPError(Reply(550, ("no\\r\\n250 ok",)))``) may
+    carry them inside a line, which would put a forged reply on the wire. One
+    CR and one LF per line is the cheap check; otherwise split those lines.
+    """
+    data = reply.to_bytes()
+    count = len(reply.lines)
+    if data.count(b"\n") == count and data.count(b"\r") == count:
+        return data
+    lines = tuple(piece for line in reply.lines for piece in _LINE_BREAK.split(line))
+    return Reply(reply.code, lines).to_bytes()
 
 
 class _Chunk:
@@ -386,7 +406,7 @@ class ServerConnection:
         if reply.code == 421:
             # RFC 5321 3.8: a server may close at any time, saying 421 first.
             self._enter(ServerState.CLOSED)
-            return reply.to_bytes()
+            return _wire(reply)
         if not self._due:
             raise LocalProtocolError(f"nothing awaits a reply while {self.state.value}")
         key = self._answer
@@ -394,7 +414,7 @@ class ServerConnection:
         self._due -= 1
         if not self._due:
             self._answered(key, target, reply)
-        return reply.to_bytes()
+        return _wire(reply)
 
     def _target(self, key: type | None, reply: Reply) -> ServerState | None:
         if key is None:
