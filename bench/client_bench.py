@@ -8,10 +8,13 @@ the proxy counts (see delay_proxy.py), so the two columns together explain a rat
 How the numbers are kept honest on a small, noisy machine: each run opens a fresh connection
 and sends one untimed warm-up message (so EHLO and lazy set-up are outside the window), then
 times only the message loop; repeats are interleaved across clients, so drift in the machine's
-load hits every client alike, and the table shows the median of the repeats. The sink's own
-counter must grow by exactly the number of messages sent, or the run is reported as an error.
-The proxy runs in a child process so it does not share the GIL with the client being measured.
-mailwire is imported lazily: while its client is being written, its rows say so instead of failing.
+load hits every client alike, and the table shows the median of the repeats. The sink must have
+read at least the bytes of every message sent (its kernel I/O counter, see sink.py), and every
+client checks its replies, or the run is reported as an error. The proxy runs in a child process
+so it does not share the GIL with the client being measured. A reference row, a bare socket with
+canned bytes that pipelines each message's content with the next envelope (raw_client.py), shows
+the ceiling on this machine in the same run. mailwire is imported lazily: while its client is being
+written, its rows say so instead of failing. ``--all`` then runs async_bench.py on the same sink.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Final
 
 import aiosmtplib
 from delay_proxy import DEFAULT_DELAY, ProxyProcess, ProxyStats
+from raw_client import DOT, ENVELOPE, raw_pipelined_loop
 from sink import SmtpSink
 
 HOST: Final = "127.0.0.1"
@@ -37,6 +41,7 @@ RCPT_TO: Final = ["b@example.com"]
 SIZES: Final = (1024, 100 * 1024)
 BODY_LINE: Final = 70  # characters before CRLF; lines stay under 78 even when padded by two
 TIMEOUT: Final = 30.0
+MINIMAL_TRANSACTION: Final = len(ENVELOPE) + len(DOT)  # bytes besides the content, at least
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -75,15 +80,20 @@ class Window:
     """The timed part of one run, bracketed by proxy counter snapshots when there is a proxy.
 
     Snapshots are taken outside the timed interval: before the clock starts, after it stops.
+    The sink's byte counters are read when the window opens, so what the sink reads from then on
+    is the timed messages (and QUIT), whatever the warm-up was.
     """
 
     probe: Callable[[], ProxyStats] | None
+    traffic: Callable[[], tuple[int, int] | None] | None = None
     started: float = 0.0
     stopped: float = 0.0
     before: ProxyStats | None = None
     after: ProxyStats | None = None
+    sink_before: tuple[int, int] | None = None
 
     def open(self) -> None:
+        self.sink_before = self.traffic() if self.traffic else None
         self.before = self.probe() if self.probe else None
         self.started = time.perf_counter()
 
@@ -147,8 +157,16 @@ def mailwire_send_many_loop(port: int, messages: Sequence[bytes], window: Window
     with _mailwire_client(port) as client:
         client.send(messages[0], mail_from=MAIL_FROM, rcpt_to=RCPT_TO)
         window.open()
-        client.send_many(batch)
+        outcomes = client.send_many(batch)
         window.close()
+    check_outcomes(outcomes)
+
+
+def check_outcomes(outcomes: Sequence[object]) -> None:
+    """send_many reports refusals as outcomes instead of raising: raise the first one."""
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
 
 
 def mailwire_unavailable() -> str | None:
@@ -165,6 +183,7 @@ CLIENTS: Final[dict[str, SendLoop]] = {
     "aiosmtplib": aiosmtplib_loop,
     "mailwire send": mailwire_send_loop,
     "mailwire send_many": mailwire_send_many_loop,
+    "ref: raw pipelined": raw_pipelined_loop,  # the ceiling, not a competitor: see raw_client.py
 }
 BASELINE: Final = "smtplib"
 
@@ -179,6 +198,7 @@ class Cell:
     rates: list[float] = field(default_factory=list)  # messages per second
     turns: list[float] = field(default_factory=list)  # round trips per message (proxy only)
     delays: list[float] = field(default_factory=list)  # achieved one-way proxy delay, seconds
+    connections: list[int] = field(default_factory=list)  # opened per run, warm-up included (proxy)
     error: str | None = None
 
     def rate(self) -> float | None:
@@ -198,23 +218,44 @@ class Route:
 def run_once(
     loop: SendLoop, route: Route, sink: SmtpSink, messages: Sequence[bytes], cell: Cell
 ) -> None:
-    """One connection, one warm-up, one timed loop; record the result or the error in ``cell``."""
-    window = Window(route.probe)
-    accepted = sink.messages()
+    """One warm-up, one timed loop; record the result or the error in ``cell``."""
+    window = Window(route.probe, sink.traffic)
+    opened = route.probe() if route.probe else None
     try:
         loop(route.port, messages, window)
     except Exception as exc:
         cell.error = f"error: {type(exc).__name__}: {exc}"
         return
-    delivered = sink.messages() - accepted
-    if delivered != len(messages) + 1:
-        cell.error = f"error: sink accepted {delivered} of {len(messages) + 1} messages"
+    if (error := check_received(sink, window.sink_before, messages)) is not None:
+        cell.error = error
         return
     cell.rates.append(len(messages) / (window.stopped - window.started))
     delta = window.proxy_delta()
     if delta is not None:
         cell.turns.append(delta.turns / len(messages))
         cell.delays.append(delta.mean_delay)
+    if opened is not None and route.probe is not None:
+        cell.connections.append(route.probe().connections - opened.connections)
+
+
+def check_received(
+    sink: SmtpSink, before: tuple[int, int] | None, messages: Sequence[bytes]
+) -> str | None:
+    """An error if the sink read fewer bytes since the window opened than the messages need.
+
+    Each message takes at least its content plus the shortest MAIL, RCPT, DATA and dot
+    (``MINIMAL_TRANSACTION`` bytes), so a missing 1 KB message shows even after the few bytes of
+    QUIT. Every client waits for the reply to its last message before it returns, so by then the
+    sink has read all of it. Where the kernel keeps no I/O accounting the check is skipped.
+    """
+    after = sink.traffic()
+    if before is None or after is None:
+        return None
+    read = after[0] - before[0]
+    expected = sum(len(message) + MINIMAL_TRANSACTION for message in messages)
+    if read < expected:
+        return f"error: the sink read {read} bytes, {len(messages)} messages need {expected}"
+    return None
 
 
 Results = dict[tuple[str, int, str], Cell]
@@ -310,6 +351,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="runs per client and case; the median is shown "
                         "(default 5; --quick: 3)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smaller run, about 30 s")
+    parser.add_argument("--all", action="store_true", help="then run async_bench.py's cases "
+                        "on the same sink and proxy (with its own defaults)")  # fmt: skip
     parser.add_argument("--delay", type=float, default=DEFAULT_DELAY, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -332,13 +375,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     with SmtpSink(HOST) as sink, ProxyProcess(HOST, sink.port, args.delay) as proxy:
         routes = [Route("loopback", sink.port, None), Route("delayed", proxy.port, proxy.stats)]
         results = run_all(routes, sink, counts, repeat, clients)
-    print()
-    print(format_table(results, unavailable, args.delay))
-    delay = mean_proxy_delay(results)
-    if delay is not None:
-        print(f"proxy one-way delay achieved: {delay * 1000:.2f} ms on average "
-              f"(asked {args.delay * 1000:g} ms)")  # fmt: skip
-    print(f"total time {time.perf_counter() - started:.0f} s")
+        print()
+        print(format_table(results, unavailable, args.delay))
+        delay = mean_proxy_delay(results)
+        if delay is not None:
+            print(f"proxy one-way delay achieved: {delay * 1000:.2f} ms on average "
+                  f"(asked {args.delay * 1000:g} ms)")  # fmt: skip
+        print(f"total time {time.perf_counter() - started:.0f} s", flush=True)
+        if args.all:
+            import async_bench  # here, not above: it imports this module
+
+            shared = ["--delay", repr(args.delay)] + (["--quick"] if args.quick else [])
+            shared += ["--repeat", str(args.repeat)] if args.repeat else []
+            print()
+            async_bench.run(async_bench.parse_args(shared), sink, proxy)
 
 
 if __name__ == "__main__":
