@@ -333,11 +333,6 @@ def test_huge_message_streams_without_buffering_it_twice(server_factory: Factory
     assert len(server.backend.messages[0].content) == len(line) * count
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a client that pipelines without ever reading its replies is never timed out: "
-    "SMTPConnection._wait awaits the transport's resume_writing (self._writable) with no timeout, "
-    "so server_idle_timeout never fires and the connection (and its buffers) is held forever"
-))
 def test_client_that_never_reads_is_timed_out(server_factory: Factory) -> None:
     server = limited(server_factory, receive_buffer=64 * 1024, server_idle_timeout=0.5)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -278,10 +278,6 @@ def test_backend_exception_is_451_and_session_goes_on(
     assert any("backend exploded" in (r.exc_text or "") or r.exc_info for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: an exception (not SMTPError) from Backend.new_session leaves the connection open "
-    "with no greeting, no timeout and no log line; it should answer 421/451 and close"
-))
 def test_backend_new_session_exception_closes_with_a_reply(server_factory: Factory) -> None:
     def explode(info: object) -> None:
         raise RuntimeError("no session for you")
@@ -371,11 +367,6 @@ def test_half_closed_mid_data_delivers_nothing(recording_server: ServerThread) -
     assert recording_server.backend.messages == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: SMTPConnection.eof_received returns False, so asyncio closes the transport at the "
-    "client's half-close (SHUT_WR); replies produced after that are dropped by _flush, yet the core "
-    "goes on and the backend still gets the message: the client hears nothing and retries (duplicate)"
-))
 def test_half_close_after_a_pipelined_session_still_gets_its_replies(server_factory: Factory) -> None:
     """``printf 'EHLO..MAIL..RCPT..DATA..msg..QUIT' | nc``: the client writes the
     whole session, shuts its write side and reads. A backend step that takes a

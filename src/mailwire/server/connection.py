@@ -36,7 +36,7 @@ from ..reply import (
     AUTH_CANCELLED, AUTH_OK, BYE, CANNOT_VRFY, ENCRYPTION_REQUIRED, HELP, IDLE_TIMEOUT, LOCAL_ERROR,
     MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, READY_FOR_TLS, RECIPIENT_OK, SENDER_OK, SHUTTING_DOWN,
     START_DATA,
-    TLS_NOT_AVAILABLE, TOO_MANY_CONNECTIONS, UNKNOWN_MECHANISM, Reply,
+    SESSION_UNAVAILABLE, TLS_NOT_AVAILABLE, TOO_MANY_CONNECTIONS, UNKNOWN_MECHANISM, Reply,
 )
 from ..sasl import Challenge, ServerMechanism, server_mechanism
 from .envelope import Envelope, SessionInfo, TLSInfo
@@ -129,11 +129,15 @@ class SMTPConnection(asyncio.Protocol):
         self._wakeup()
 
     def eof_received(self) -> bool:
+        # The client closed its side; commands it sent before still get their
+        # replies (a half-close after QUIT is common), so keep the transport
+        # open for writing: the session closes it when it is done.
         if self._proxy_buffer is None:
             self.core.receive_data(b"")
-        self._lost = True
+        else:
+            self._lost = True
         self._wakeup()
-        return False
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:
@@ -179,7 +183,7 @@ class SMTPConnection(asyncio.Protocol):
             raise _ShuttingDown
         self._flush()
         if self._writable is not None:
-            await self._writable
+            await self._drained(timeout)
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -190,6 +194,19 @@ class SMTPConnection(asyncio.Protocol):
             await waiter
         finally:
             self._wake = None
+
+    async def _drained(self, timeout: float) -> None:
+        """Until the client reads what we wrote. One that stops reading is
+        dropped after ``timeout``: it can hear no 421, and must not hold
+        a connection (and its buffers) for ever."""
+        assert self._writable is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writable), timeout)
+        except asyncio.TimeoutError:
+            log.info("%s stopped reading its replies: closing", self.info.peer)
+            if self.transport is not None:
+                self.transport.abort()
+            raise _Gone from None
 
     def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Make sure a timer fires by ``deadline``. One timer per connection is
@@ -240,6 +257,13 @@ class SMTPConnection(asyncio.Protocol):
         except (_Gone, _Timeout, ProxyHeaderError) as err:
             if isinstance(err, ProxyHeaderError):
                 log.warning("bad PROXY header from %s: %s", self.info.peer, err)
+            self._close()
+            return
+        except Exception:
+            # A backend that cannot make a session: say so rather than leave
+            # the client waiting for a greeting that never comes.
+            log.exception("backend could not start a session for %s", self.info.peer)
+            self._out.append(SESSION_UNAVAILABLE.to_bytes())
             self._close()
             return
         try:
