@@ -365,7 +365,8 @@ class ServerConnection:
         # Take up to the terminator if it is in the buffer (the reader may still
         # find it earlier, straddling the octets it holds back: then give back).
         stop = buffer.find(_END_OF_DATA)
-        content, rest = reader.feed(buffer.take(stop + 5) if stop >= 0 else buffer.take_all())
+        chunk = buffer.take(stop + 5) if stop >= 0 else buffer.take_all()
+        content, rest = reader.feed(chunk, stop)
         self.message_size = reader.size
         if self._refusal is None:
             limit = self.limits.message_size
