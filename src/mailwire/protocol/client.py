@@ -183,11 +183,19 @@ class ClientConnection:
                 raise RemoteProtocolError(
                     f"server sent a reply longer than {self.limits.reply_total} octets"
                 )
+            if not self._lines:
+                known = _ONE_LINE_REPLIES.get(raw)
+                if known is not None:  # seen before: replies are immutable, share it
+                    self._reply_size = 0
+                    return known
             code, last, text = _parse_reply_line(raw)
             if not self._lines:
                 if last:  # a one-line reply, by far the most common
                     self._reply_size = 0
-                    return Reply(code, (text,))
+                    reply = Reply(code, (text,))
+                    if len(raw) <= 80 and len(_ONE_LINE_REPLIES) < 512:
+                        _ONE_LINE_REPLIES[raw] = reply
+                    return reply
             elif code != self._code:
                 raise RemoteProtocolError(
                     f"reply lines disagree on the code: {self._code} then {code}"
@@ -223,6 +231,11 @@ class ClientConnection:
                 self._buffer.clear()
         if reply.code == 250 and command in (Ehlo, Lhlo, Helo):
             self.capabilities = Capabilities.from_reply(reply) if command is not Helo else Capabilities(reply.lines[0], {})
+
+
+# Short one-line replies already parsed ("250 2.1.0 Ok" comes back for every
+# MAIL): a bounded memo from the raw line to its immutable Reply.
+_ONE_LINE_REPLIES: dict[bytes, Reply] = {}
 
 
 def _parse_reply_line(raw: bytes) -> tuple[int, bool, str]:

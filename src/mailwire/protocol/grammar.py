@@ -106,6 +106,8 @@ def check_address(address: str, what: str = "address") -> str:
     quoted local part (where RFC 5321 allows spaces). This is the rule that
     stops ``evil@example.com> NOTIFY=NEVER`` from smuggling parameters.
     """
+    if address in _SAFE_ADDRESSES:
+        return address  # a bulk sender checks the same few addresses again and again
     check_argument(address, what)
     outside = re.sub(QUOTED_STRING, "", address) if '"' in address else address
     if '"' in outside:
@@ -113,4 +115,12 @@ def check_address(address: str, what: str = "address") -> str:
     for ch in "<> ":
         if ch in outside:
             raise LocalProtocolError(f"{what} contains {ch!r} outside a quoted local part: {address!r}")
+    if len(_SAFE_ADDRESSES) >= _SAFE_ADDRESSES_MAX:
+        _SAFE_ADDRESSES.clear()
+    _SAFE_ADDRESSES.add(address)
     return address
+
+
+# Addresses that passed check_address: a bounded memo of a pure function.
+_SAFE_ADDRESSES: set[str] = set()
+_SAFE_ADDRESSES_MAX = 4096
