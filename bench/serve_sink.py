@@ -5,7 +5,8 @@
 ``python3.11 bench/serve_sink.py smtpd --host H --port P`` runs CPython's ``smtpd`` on
 ``asyncore``, with a ``process_message`` that returns None (250, message dropped). ``smtpd`` and
 ``asyncore`` left the standard library in 3.12, so the second needs a 3.11 interpreter; it does not
-import mailwire, so any 3.11 will do. Both serve until killed. aiosmtpd needs no launcher:
+import mailwire, so any 3.11 will do. ``bare`` is the reference ceiling: an asyncio Protocol that
+only finds CRLF with ``bytes.find`` and writes canned replies. All serve until killed. aiosmtpd needs no launcher:
 ``python -m aiosmtpd -n -l H:P -c aiosmtpd.handlers.Sink`` is its own.
 """
 
@@ -62,7 +63,57 @@ def serve_smtpd(host: str, port: int) -> None:
     asyncore.loop()
 
 
-SERVERS = {"mailwire": serve_mailwire, "smtpd": serve_smtpd}
+class _BareProtocol(asyncio.Protocol):
+    """The ceiling, not a server: finds CRLF (and the end of DATA) with
+    bytes.find and writes canned replies. No parsing, no checks, no backend."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = b""
+        self.in_data = False
+        transport.write(b"220 bare ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        buffer, out = self.buffer + data, []
+        while True:
+            if self.in_data:
+                end = buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    buffer = buffer[-4:]
+                    break
+                buffer, self.in_data = buffer[end + 5:], False
+                out.append(b"250 2.0.0 Ok\r\n")
+                continue
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                break
+            verb, buffer = buffer[:4].upper(), buffer[end + 2:]
+            if verb == b"DATA":
+                self.in_data, buffer = True, b"\r\n" + buffer
+                out.append(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                self.transport.write(b"".join(out) + b"221 2.0.0 Bye\r\n")
+                self.transport.close()
+                return
+            elif verb in (b"EHLO", b"HELO"):
+                out.append(b"250-bare\r\n250 PIPELINING\r\n")
+            else:
+                out.append(b"250 2.0.0 Ok\r\n")
+        self.buffer = buffer
+        if out:
+            self.transport.write(b"".join(out))
+
+
+def serve_bare(host: str, port: int) -> None:
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(_BareProtocol, host, port, backlog=BACKLOG)
+        await server.serve_forever()
+
+    asyncio.run(run())
+
+
+SERVERS = {"mailwire": serve_mailwire, "smtpd": serve_smtpd, "bare": serve_bare}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

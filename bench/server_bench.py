@@ -112,6 +112,15 @@ def smtpd_spec() -> ServerSpec:
     )
 
 
+def bare_spec() -> ServerSpec:
+    """The reference ceiling: what any asyncio server could reach here."""
+    return ServerSpec(
+        "ref: bare",
+        lambda port: [sys.executable, str(LAUNCHER), "bare", "--host", HOST, "--port", str(port)],
+        "serve_sink.py bare: asyncio Protocol, bytes.find and canned replies (a ceiling, not a server)",
+    )
+
+
 def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
     """``mailwire serve --sink`` if the CLI has it, else the same server from serve_sink.py."""
     script = Path(sys.executable).with_name("mailwire")
@@ -377,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = {SIZES[0]: args.messages or small, SIZES[1]: args.messages or large}
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
-    specs = [smtp_sink_spec(), aiosmtpd_spec(), smtpd_spec(), mailwire_spec(not args.launcher)]
+    specs = [smtp_sink_spec(), aiosmtpd_spec(), smtpd_spec(), bare_spec(), mailwire_spec(not args.launcher)]
     print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "
           f"{counts[SIZES[0]]} msgs/run of 1 KB, {counts[SIZES[1]]} of 100 KB; "
           f"median of {repeat}", flush=True)  # fmt: skip
