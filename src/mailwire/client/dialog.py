@@ -72,6 +72,7 @@ class _Upgrade:
 
 
 READ = Read(1)
+_NO_RCPT_OPTIONS = RcptOptions()
 UPGRADE = _Upgrade()
 Request = Union[Write, Read, _Upgrade]
 Program = Generator[Request, Union[tuple[Reply, ...], None], T]
@@ -96,7 +97,7 @@ class Transaction:
     def envelope(self) -> list[Sendable]:
         events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
         for i, rcpt in enumerate(self.rcpt_to):
-            options = self.rcpt_options[i] if self.rcpt_options else RcptOptions()
+            options = self.rcpt_options[i] if self.rcpt_options else _NO_RCPT_OPTIONS
             events.append(Rcpt(rcpt, options))
         return events
 
@@ -308,11 +309,8 @@ def _read_envelope(txn: Transaction) -> Program[None]:
 
 def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
     """The reply to the end of the data: LMTP gives one per accepted recipient."""
-    if not lmtp or not txn.accepted:
-        txn.data_reply = yield from read()
-        return
-    accepted = txn.accepted
-    txn.final.update(zip(accepted, (yield from read_many(len(accepted)))))
+    count = len(txn.accepted) if lmtp and txn.accepted else 1
+    _final_replies(txn, (yield from read_many(count)), lmtp)
 
 
 def _content(txn: Transaction) -> Iterator[MessageData]:
@@ -336,24 +334,36 @@ def _write_content(txn: Transaction, after: list[Sendable]) -> Program[None]:
 
 
 def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
-    pending: list[Sendable] = [*batch[0].envelope(), Data()] if batch else []
-    rset_first = False
+    if not batch:
+        return
+    yield Write([*batch[0].envelope(), Data()])
+    # Each read takes one whole group of replies: [RSET,] MAIL, each RCPT and
+    # DATA of this transaction, behind the end-of-data reply(s) of the last.
+    replies = yield from read_many(1 + len(batch[0].rcpt_to) + 1)
     for i, txn in enumerate(batch):
-        if pending:
-            yield Write(pending)
-        # RSET (if sent), MAIL, each RCPT and DATA: one group, read at once.
-        replies = yield from read_many(rset_first + 1 + len(txn.rcpt_to) + 1)
-        _envelope_replies(txn, replies[rset_first:-1])
+        _envelope_replies(txn, replies[:-1])
         data = _data_reply(replies[-1])
         following = [*batch[i + 1].envelope(), Data()] if i + 1 < len(batch) else []
         if data.code != 354:
             txn.data_reply = data
-            rset_first = bool(following)
-            pending = [Rset(), *following] if following else []
+            if not following:
+                return
+            yield Write([Rset(), *following])
+            replies = (yield from read_many(1 + len(following)))[1:]
             continue
         yield from _write_content(txn, [EndOfData(), *following])
-        pending, rset_first = [], False
-        yield from _read_final(txn, lmtp)
+        finals = len(txn.accepted) if lmtp and txn.accepted else 1
+        replies = yield from read_many(finals + len(following))
+        _final_replies(txn, replies[:finals], lmtp)
+        replies = replies[finals:]
+
+
+def _final_replies(txn: Transaction, replies: Sequence[Reply], lmtp: bool) -> None:
+    """The reply to the end of the data: LMTP gives one per accepted recipient."""
+    if lmtp and txn.accepted:
+        txn.final.update(zip(txn.accepted, replies))
+    else:
+        txn.data_reply = replies[0]
 
 
 def _bdat_content(txn: Transaction) -> Iterator[MessageData]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, Sendable
-from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData, NeedData
+from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData
 from ..reply import Reply
 
 __all__ = ["SyncTransport", "open_socket", "describe"]
@@ -124,38 +124,36 @@ class SyncTransport:
 
     def read_reply(self, timeout: float | None = None) -> Reply:
         """The next reply; ConnectionClosed if the server hung up."""
+        return self.read_replies(1, timeout)[0]
+
+    def read_replies(self, count: int, timeout: float | None = None) -> tuple[Reply, ...]:
+        """The next ``count`` replies (a pipelined group's); fewer if one is a
+        421, after which the server closes and nothing more will come."""
         if not self._waiting:
             self.turns += 1
             self._waiting = True
-        while True:
+        core = self.core
+        debug = log.isEnabledFor(logging.DEBUG)
+        replies: list[Reply] = []
+        while len(replies) < count:
             try:
-                event = self.core.next_event()
+                event = core.next_event()
             except RemoteProtocolError:
                 self.close()
                 raise
             if isinstance(event, Reply):
-                if log.isEnabledFor(logging.DEBUG):
+                if debug:
                     for i, line in enumerate(event.lines):
                         sep = " " if i == len(event.lines) - 1 else "-"
                         log.debug("< %d%s%s", event.code, sep, line)
-                return event
-            if isinstance(event, Closed):
+                replies.append(event)
+                if event.code == 421:
+                    break
+            elif isinstance(event, Closed):
                 self.close()
                 raise ConnectionClosed("the server closed the connection")
-            assert isinstance(event, NeedData)
-            self._fill(timeout)
-
-    def read_replies(self, count: int) -> tuple[Reply, ...]:
-        """The next ``count`` replies (a pipelined group's); fewer if one is a
-        421, after which the server closes and nothing more will come."""
-        if count == 1:
-            return (self.read_reply(),)
-        replies = []
-        for _ in range(count):
-            reply = self.read_reply()
-            replies.append(reply)
-            if reply.code == 421:
-                break
+            else:
+                self._fill(timeout)
         return tuple(replies)
 
     def _fill(self, timeout: float | None) -> None:

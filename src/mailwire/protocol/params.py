@@ -56,6 +56,9 @@ class MailOptions:
     requiretls: bool = False
     mt_priority: int | None = None
     extra: tuple[Param, ...] = ()
+    # The formatted parameters, filled in the first time they are needed:
+    # a sender checks them before writing anything, and the core writes them.
+    _text: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def with_(self, **changes: object) -> "MailOptions":
         # Built by hand: dataclasses.replace is three times slower, and a
@@ -65,7 +68,7 @@ class MailOptions:
         return MailOptions(**values)  # type: ignore[arg-type]
 
 
-_MAIL_FIELDS = tuple(f.name for f in fields(MailOptions))
+_MAIL_FIELDS = tuple(f.name for f in fields(MailOptions) if f.init)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +253,11 @@ def _format_extra(extra: tuple[Param, ...]) -> list[str]:
 
 def mail_params_text(options: MailOptions) -> str:
     """`` KEY=VALUE ...`` as it follows the path on a MAIL line."""
-    return "".join(" " + word for word in format_mail_options(options))
+    text = options._text
+    if text is None:
+        text = "".join(" " + word for word in format_mail_options(options))
+        object.__setattr__(options, "_text", text)  # a cache, not a change: see the field
+    return text
 
 
 def rcpt_params_text(options: RcptOptions) -> str:
