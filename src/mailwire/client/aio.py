@@ -146,7 +146,7 @@ class AsyncSMTPClient:
     async def _perform(self, transport: AsyncTransport, request: dialog.Request) -> tuple[Reply, ...] | None:
         s = self.settings
         if isinstance(request, dialog.Write):
-            await transport.write(request.events)
+            await transport.write(request.events, s.timeout)
             return None
         if isinstance(request, dialog.Read):
             return await transport.read_replies(request.count, s.timeout)

@@ -91,9 +91,10 @@ class AsyncTransport(asyncio.Protocol):
     def is_tls(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
-    async def write(self, events: Iterable[Sendable]) -> None:
+    async def write(self, events: Iterable[Sendable], timeout: float | None = None) -> None:
         """Format every event and write them at once (closing if one is
-        refused after others were formatted: see SyncTransport.write)."""
+        refused after others were formatted: see SyncTransport.write). When
+        the peer stops reading, wait for it at most ``timeout`` seconds."""
         parts: list[bytes] = []
         debug = log.isEnabledFor(logging.DEBUG)
         for event in events:
@@ -114,7 +115,11 @@ class AsyncTransport(asyncio.Protocol):
         self._waiting = False
         self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
         if self._writable is not None:
-            await self._writable
+            try:
+                await asyncio.wait_for(self._writable, timeout)
+            except BaseException:
+                self.close()  # timed out or cancelled with content half-written
+                raise
 
     async def read_replies(self, count: int, timeout: float | None) -> tuple[Reply, ...]:
         """The next ``count`` replies; fewer if one is a 421."""
@@ -176,7 +181,13 @@ class AsyncTransport(asyncio.Protocol):
 
     def close(self) -> None:
         self._closed = True
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size():
+            # A graceful close would first wait for a peer that may never
+            # read again (the timeout that brought us here): drop it now.
+            self.transport.abort()
+        else:
             self.transport.close()
 
 
