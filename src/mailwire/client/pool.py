@@ -8,10 +8,11 @@ while a lone message is sent at once.
 
 Connections are opened when there is work for them, replaced when they fail or
 close, and retired after ``max_messages`` or ``max_age``. A server refusing
-new connections (a 421 greeting, connection refused) makes the worker back off
-exponentially, up to ``max_backoff``, instead of hammering it; the messages
-that met the refusal get the error. ``async with`` closes every connection
-with QUIT.
+new connections (a 421 greeting, connection refused) makes the whole pool back
+off exponentially, up to ``max_backoff``, instead of hammering it: while it
+refuses, no new worker is started, one attempt at a time is made, each no
+sooner than the back-off allows, and the messages that met the refusal get
+the error. ``async with`` closes every connection with QUIT.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from ..errors import MailwireError, SMTPError
+from ..errors import ConnectionClosed, MailwireError, SMTPError
 from ..protocol.params import MailOptions
 from .aio import AsyncSMTPClient
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
@@ -64,6 +65,13 @@ class SMTPPool:
         self._workers: set[asyncio.Task[None]] = set()
         self._idle = 0
         self._closed = False
+        # Back-off is the pool's, not a worker's: otherwise each new worker
+        # would knock at once while the others sleep, ``size`` times as often.
+        self._backoff = 0.0  # seconds; 0 while connections succeed
+        self._retry_at = 0.0  # time.monotonic() before which no attempt is made
+        self._failures = 0  # failed attempts so far
+        self._refusal: BaseException | None = None  # what the last one met
+        self._probe = asyncio.Lock()  # one attempt at a time while backing off
 
     async def send(
         self, message: MessageLike, mail_from: str | None = None,
@@ -75,7 +83,7 @@ class SMTPPool:
             raise RuntimeError("the pool is closed")
         job = _Job(message, mail_from, rcpt_to, mail_options, rcpt_options)
         self._queue.put_nowait(job)
-        if self._idle == 0 and len(self._workers) < self.size:
+        if not self._workers or (self._idle == 0 and len(self._workers) < self.size and not self._backoff):
             task = asyncio.get_running_loop().create_task(self._work())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
@@ -86,9 +94,10 @@ class SMTPPool:
     async def _work(self) -> None:
         client: AsyncSMTPClient | None = None
         opened = 0.0
-        backoff = 0.0
+        jobs: list[_Job] | None = None
         try:
             while True:
+                jobs = None  # nothing in hand while waiting for work
                 jobs = await self._take()
                 if jobs is None:
                     return  # the pool is closing; the finally says QUIT
@@ -96,21 +105,54 @@ class SMTPPool:
                     await client.quit()
                     client = None
                 if client is None or not client.connected:
-                    client = AsyncSMTPClient(self.host, self.port, auto_reconnect=False, **self.settings)
+                    client = None
                     try:
-                        await client.connect()
+                        client = await self._open()
                     except (MailwireError, OSError, asyncio.TimeoutError) as err:
                         _fail(jobs, err)
-                        client = None
-                        backoff = min(max(backoff * 2, self.min_backoff), self.max_backoff)
-                        log.warning("cannot connect to %s: %s; backing off %.1fs", self.host, err, backoff)
-                        await asyncio.sleep(backoff)
                         continue
-                    opened, backoff = time.monotonic(), 0.0
+                    opened = time.monotonic()
                 await self._deliver(client, jobs)
         finally:
+            if jobs:
+                # Cancelled (close() ran out of time) with a batch in hand: its
+                # senders must not wait forever. Whatever was answered is set.
+                _fail(jobs, ConnectionClosed(
+                    "the pool was closed before this message's outcome was known (it may have been delivered)"
+                ))
             if client is not None:
                 await client.quit()
+
+    async def _open(self) -> AsyncSMTPClient:
+        """A new connection. While the server refuses, attempts are made one
+        at a time, no sooner than the back-off allows; a worker that queued
+        behind an attempt that failed takes its error instead of knocking again."""
+        if not self._backoff:
+            return await self._attempt()
+        failures = self._failures
+        async with self._probe:
+            if self._failures != failures and self._refusal is not None:
+                raise self._refusal
+            delay = self._retry_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return await self._attempt()
+
+    async def _attempt(self) -> AsyncSMTPClient:
+        client = AsyncSMTPClient(self.host, self.port, auto_reconnect=False, **self.settings)
+        level = self._backoff
+        try:
+            await client.connect()
+        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+            if self._backoff == level:  # attempts failing together double it once
+                self._backoff = min(max(level * 2, self.min_backoff), self.max_backoff)
+            self._retry_at = time.monotonic() + self._backoff
+            self._failures += 1
+            self._refusal = err
+            log.warning("cannot connect to %s: %s; backing off %.1fs", self.host, err, self._backoff)
+            raise
+        self._backoff = 0.0
+        return client
 
     async def _take(self) -> list[_Job] | None:
         """The next job (waiting for one), plus whatever else is queued;
@@ -151,7 +193,9 @@ class SMTPPool:
         if not ready:
             return
         if self.max_messages is not None:
-            ready, rest = ready[: self.max_messages], ready[self.max_messages:]
+            # What this connection may still carry (not yet worn out: >= 1).
+            room = self.max_messages - client.messages_sent
+            ready, rest = ready[:room], ready[room:]
             txns = txns[: len(ready)]
             for job in rest:
                 self._queue.put_nowait(job)  # for a fresh connection
