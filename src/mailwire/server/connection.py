@@ -23,6 +23,7 @@ import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from ..deadline import Deadline
 from ..errors import RemoteProtocolError, SMTPError
 from ..protocol.capabilities import Capabilities, format_ehlo_reply
 from ..protocol.commands import challenge_reply
@@ -88,9 +89,8 @@ class SMTPConnection(asyncio.Protocol):
         self._bdat_last = False
         self._sasl: ServerMechanism | None = None
         self._shutting_down = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(self._expired)
         self._after_handshake: list[bytes] | None = None
-        self._deadline = 0.0
         self._can_auth = False  # the session implements AuthSession (checked once)
         self._caps_cache: tuple[bool, Capabilities] | None = None
 
@@ -187,9 +187,8 @@ class SMTPConnection(asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
-        self._wake = waiter = loop.create_future()
-        self._arm(loop, loop.time() + timeout)
+        self._wake = waiter = asyncio.get_running_loop().create_future()
+        self._deadline.arm(timeout)
         try:
             await waiter
         finally:
@@ -208,28 +207,11 @@ class SMTPConnection(asyncio.Protocol):
                 self.transport.abort()
             raise _Gone from None
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Make sure a timer fires by ``deadline``. One timer per connection is
-        re-armed lazily rather than one made and cancelled per wait: a busy
-        connection waits thousands of times a second, and times out rarely."""
-        self._deadline = deadline
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _expired(self) -> None:
         waiter = self._wake
-        if waiter is None or waiter.done():
-            return  # not waiting for the client now: the next wait re-arms
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
+        if waiter is not None and not waiter.done():
             waiter.set_exception(_Timeout())
-        else:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+        # Not waiting for the client right now: the next wait sets a new deadline.
 
     async def _call(self, step: Awaitable[Any]) -> Reply | None:
         """Run a backend step: None if it went through, else the reply refusing it."""
@@ -284,9 +266,7 @@ class SMTPConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         self._flush()
         if self.transport is not None:
             self.transport.close()
