@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
+from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError, TLSRequiredError
 from ..protocol.capabilities import Capabilities
 from ..protocol.events import Noop, Quit, Rset, Vrfy
 from ..protocol.params import MailOptions
@@ -135,8 +135,8 @@ class AsyncSMTPClient:
             if err.code == 421:
                 self._close()
             raise
-        except LocalProtocolError:
-            raise  # nothing was sent
+        except (LocalProtocolError, TLSRequiredError):
+            raise  # refused before anything was sent
         except BaseException:
             # Timeout, cancellation, I/O or protocol error: never leave replies
             # in flight on a connection someone else will use.

@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Iterable
 from typing import Any, cast
 
+from ..deadline import Deadline
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, Sendable
@@ -41,6 +42,7 @@ class AsyncTransport(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
         self._closed = False
+        self._deadline = Deadline(self._expired)
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -152,13 +154,20 @@ class AsyncTransport(asyncio.Protocol):
         if self._closed:
             raise ConnectionClosed("the connection is closed")
         self._wake = waiter = asyncio.get_running_loop().create_future()
+        if timeout is not None:
+            self._deadline.arm(timeout)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await waiter
         except BaseException:
             self.close()  # timed out or cancelled: never read a late reply as ours
             raise
         finally:
             self._wake = None
+
+    def _expired(self) -> None:
+        waiter = self._wake
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(asyncio.TimeoutError("no reply from the server in time"))
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None) -> None:
         assert self.transport is not None
@@ -181,6 +190,7 @@ class AsyncTransport(asyncio.Protocol):
 
     def close(self) -> None:
         self._closed = True
+        self._deadline.cancel()
         if self.transport is None:
             return
         if self.transport.get_write_buffer_size():

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
+from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError, TLSRequiredError
 from ..protocol.capabilities import Capabilities
 from ..protocol.events import Noop, Quit, Rset, Vrfy
 from ..protocol.params import MailOptions
@@ -140,8 +140,8 @@ class SMTPClient:
             if err.code == 421:
                 self.close()
             raise
-        except LocalProtocolError:
-            raise  # nothing was sent (the transport closed itself if it must)
+        except (LocalProtocolError, TLSRequiredError):
+            raise  # refused before anything was sent (the transport closed itself if it must)
         except (MailwireError, OSError):
             self.close()
             raise

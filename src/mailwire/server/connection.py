@@ -21,7 +21,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..deadline import Deadline
 from ..errors import RemoteProtocolError, SMTPError
@@ -97,7 +97,9 @@ class SMTPConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's transports have every
+        # method of asyncio.Transport without deriving from it.
+        transport = cast(asyncio.Transport, transport)
         if not self.server.admit(self):
             # Refused at accept (RFC 5321 3.8): say why, read nothing.
             transport.write(TOO_MANY_CONNECTIONS.to_bytes())
