@@ -35,6 +35,17 @@ def test_no_auth_over_plaintext_unless_allowed(scripted: Start, tls: str) -> Non
     assert b"dQ" not in server.received  # no base64 of the credentials either
 
 
+def test_login_refused_in_the_clear_keeps_the_session(scripted: Start) -> None:
+    smtp = MiniSMTP(extensions=AUTH_EXT, credentials=("u", "p"))
+    server = scripted(smtp)
+    with SMTPClient(*server.address, tls="none", timeout=5) as client:
+        with pytest.raises(TLSRequiredError, match="plaintext connection"):
+            client.login(("u", "p"))
+        # Nothing was sent: the session is intact and goes on.
+        assert client.connected and client.noop().code == 250
+    assert [c.split(" ")[0] for c in smtp.commands] == ["EHLO", "NOOP", "QUIT"]
+
+
 def test_plaintext_auth_allowed_explicitly(scripted: Start) -> None:
     smtp = MiniSMTP(extensions=AUTH_EXT, credentials=("u", "p"))
     server = scripted(smtp)
