@@ -427,3 +427,30 @@ def test_cancelled_queued_send_is_never_sent() -> None:
             assert [t.mail_from for t in rec.transactions] == ["first@example.org", "third@example.org"]
 
     run(main())
+
+
+def test_lmtp_pool_reports_each_recipient() -> None:
+    """With lmtp=True every connection speaks LMTP: one reply per recipient."""
+    from mailwire.server import BaseSession, SessionInfo
+
+    class Session(BaseSession):
+        async def deliver(self, envelope: Envelope) -> list[SMTPError | None]:
+            return [SMTPError(550, "5.1.1", "No such user") if r.startswith("x") else None
+                    for r in envelope.rcpt_to]
+
+    class Backend:
+        async def new_session(self, info: SessionInfo) -> Session:
+            return Session(info)
+
+    async def main() -> list[SendResult]:
+        async with mailwire_server(Backend(), lmtp=True) as server:
+            async with _pool(server.port, size=3, lmtp=True) as pool:
+                return await asyncio.gather(*(
+                    pool.send(CONTENT, "a@example.com", ["b@example.com", "x@example.com"]) for _ in range(30)
+                ))
+
+    results = run(main())
+    assert len(results) == 30
+    for result in results:
+        assert result.accepted == ["b@example.com"]
+        assert result.refused["x@example.com"].code == 550

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConnectionClosed, MailwireError, SMTPError
 from ..protocol.params import MailOptions
-from .aio import AsyncSMTPClient
+from .aio import AsyncLMTPClient, AsyncSMTPClient
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 
@@ -50,7 +50,7 @@ class SMTPPool:
     def __init__(
         self, host: str = "localhost", port: int | None = None, *, size: int = 10,
         batch: int = 100, max_messages: int | None = None, max_age: float | None = None,
-        min_backoff: float = 0.1, max_backoff: float = 30.0, **settings: Any,
+        min_backoff: float = 0.1, max_backoff: float = 30.0, lmtp: bool = False, **settings: Any,
     ) -> None:
         if size < 1 or batch < 1:
             raise ValueError("size and batch must be at least 1")
@@ -59,7 +59,9 @@ class SMTPPool:
         self.max_messages, self.max_age = max_messages, max_age
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.settings = settings
-        AsyncSMTPClient(host, port, **settings)  # a bad setting fails here, not in a worker
+        # LMTP connections (RFC 2033) report one reply per recipient.
+        self._client_class = AsyncLMTPClient if lmtp else AsyncSMTPClient
+        self._client_class(host, port, **settings)  # a bad setting fails here, not in a worker
         # Jobs, and one None per worker when the pool closes.
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._workers: set[asyncio.Task[None]] = set()
@@ -139,7 +141,7 @@ class SMTPPool:
             return await self._attempt()
 
     async def _attempt(self) -> AsyncSMTPClient:
-        client = AsyncSMTPClient(self.host, self.port, auto_reconnect=False, **self.settings)
+        client = self._client_class(self.host, self.port, auto_reconnect=False, **self.settings)
         level = self._backoff
         try:
             await client.connect()
