@@ -49,6 +49,9 @@ def outcome_or_raise(outcome: SendResult | SMTPError) -> SendResult:
     return outcome
 
 
+_NO_OPTIONS = MailOptions()
+
+
 def prepare(
     message: MessageLike,
     mail_from: str | None,
@@ -60,7 +63,7 @@ def prepare(
     chunking: bool = False,
     tls_active: bool = False,
 ) -> Transaction:
-    options = mail_options or MailOptions()
+    options = mail_options or _NO_OPTIONS
     if isinstance(rcpt_to, str):
         rcpt_to = [rcpt_to]
     if isinstance(message, Message):
@@ -80,10 +83,10 @@ def prepare(
         check_address(rcpt, "recipient")
     options = _negotiate(options, content, utf8, caps, chunking, tls_active)
     per_rcpt = _rcpt_options(rcpt_options, envelope.rcpt_to, caps)
-    size = _known_size(content)
-    if caps.max_size is not None and size is not None:
-        if caps.max_size and size > caps.max_size:
-            raise SMTPError(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {caps.max_size}")
+    size, limit = _known_size(content), caps.max_size
+    if limit is not None and size is not None:
+        if limit and size > limit:
+            raise SMTPError(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {limit}")
         options = options.with_(size=size)
     # Format the parameters once here: a bad value (a CR in an extra
     # parameter, an unknown NOTIFY) is refused before anything is written,
