@@ -43,7 +43,7 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.session import Backend, LMTPSession, Session
+from .server.session import BaseSession, Backend, LMTPSession, Session
 
 __all__ = [
     "configure_parser", "run", "plan", "serve", "ServeBackend", "UsageError", "RuntimeFailure",
@@ -205,7 +205,12 @@ class ServeBackend:
 
     async def new_session(self, info: SessionInfo) -> Session:
         inner = await self.inner.new_session(info)
-        cls = _SESSIONS[(self.users is not None, isinstance(inner, LMTPSession))]
+        lmtp = isinstance(inner, LMTPSession)
+        if self.users is None and not lmtp and _only_data(inner):
+            # Nothing to add before the data: a wrapper that leaves MAIL, RCPT
+            # and RSET to BaseSession lets the server answer them on the spot.
+            return _DataSession(inner, info, self)
+        cls = _SESSIONS[(self.users is not None, lmtp)]
         return cls(inner, info, self)
 
     def check(self, credentials: Credentials) -> None:
@@ -252,6 +257,29 @@ class _Session:
 
     async def reset(self) -> None:
         await self._inner.reset()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _only_data(session: Session) -> bool:
+    """The session's MAIL, RCPT and RSET are BaseSession's no-ops."""
+    kind = type(session)
+    return all(getattr(kind, name, None) is getattr(BaseSession, name) for name in ("mail", "rcpt", "reset"))
+
+
+class _DataSession(BaseSession):
+    """The wrapper for a session that only acts on the message (Sink,
+    Maildir, Printer ...): reports it, and otherwise stays out of the way."""
+
+    def __init__(self, inner: Session, info: SessionInfo, backend: ServeBackend) -> None:
+        super().__init__(info)
+        self._inner = inner
+        self._backend = backend
+
+    async def data(self, envelope: Envelope) -> None:
+        await self._inner.data(envelope)
+        self._backend.delivered(envelope, envelope.rcpt_to)
 
     async def close(self) -> None:
         await self._inner.close()

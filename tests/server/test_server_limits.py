@@ -350,8 +350,10 @@ def test_client_that_never_reads_is_timed_out(server_factory: Factory) -> None:
             except BlockingIOError:
                 time.sleep(0.005)
         assert server.connections == 1
-        # Idle for far longer than the idle timeout: the server must let go.
-        assert wait_for(lambda: server.connections == 0, timeout=3.0), "connection still held"
+        # Idle for far longer than the idle timeout: the server must let go
+        # (after answering what the kernel had already buffered, megabytes of
+        # NOOPs on a loaded machine: hence the generous bound).
+        assert wait_for(lambda: server.connections == 0, timeout=20.0), "connection still held"
     finally:
         sock.close()
 

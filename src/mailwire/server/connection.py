@@ -28,7 +28,7 @@ from ..errors import RemoteProtocolError, SMTPError
 from ..protocol.capabilities import Capabilities, format_ehlo_reply
 from ..protocol.commands import challenge_reply
 from ..protocol.events import (
-    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Data, Ehlo, EndOfData, Expn, Helo, Help, Lhlo,
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Data, Ehlo, EndOfData, Expn, Helo, Help, Lhlo, NeedData,
     Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
 )
 from ..protocol.extensions import mail_refusal, rcpt_refusal
@@ -42,7 +42,7 @@ from ..reply import (
 from ..sasl import Challenge, ServerMechanism, server_mechanism
 from .envelope import Envelope, SessionInfo, TLSInfo
 from .proxy_protocol import ProxyHeaderError, parse_proxy_header
-from .session import AuthSession, LMTPSession, Session, VerifySession
+from .session import AuthSession, BaseSession, LMTPSession, Session, VerifySession
 
 if TYPE_CHECKING:
     from .aio import SMTPServer
@@ -90,6 +90,8 @@ class SMTPConnection(asyncio.Protocol):
         self._sasl: ServerMechanism | None = None
         self._shutting_down = False
         self._deadline = Deadline(self._expired)
+        self._stash: ServerEvent | None = None  # an event taken inline, for the task
+        self._inline_events: frozenset[type] = frozenset()
         self._after_handshake: list[bytes] | None = None
         self._can_auth = False  # the session implements AuthSession (checked once)
         self._caps_cache: tuple[bool, Capabilities] | None = None
@@ -128,6 +130,8 @@ class SMTPConnection(asyncio.Protocol):
                 self._paused = True
                 assert self.transport is not None
                 self.transport.pause_reading()
+            if self._inline_events and self._answer_inline():
+                return
         self._wakeup()
 
     def eof_received(self) -> bool:
@@ -234,6 +238,7 @@ class SMTPConnection(asyncio.Protocol):
                 await self._read_proxy_header()
             self.session = await self.server.backend.new_session(self.info)
             self._can_auth = isinstance(self.session, AuthSession)
+            self._inline_events = self._inline_kinds()
         except SMTPError as err:
             self._out.append(err.reply.to_bytes())
             self._close()
@@ -303,27 +308,93 @@ class SMTPConnection(asyncio.Protocol):
     async def _pump(self) -> None:
         core = self.core
         while True:
+            event: ServerEvent | NeedData
+            if self._stash is not None:
+                event, self._stash = self._stash, None  # taken by _answer_inline
+            else:
+                event = core.next_event()
+            if event is NEED_DATA:
+                await self._wait(self._timeout())
+                continue
+            assert not isinstance(event, NeedData)
+            if not await self._step(event):
+                return
+
+    def _timeout(self) -> float:
+        limits = self.limits
+        return limits.server_data_timeout if self.core.receiving_content else limits.server_idle_timeout
+
+    async def _step(self, event: ServerEvent) -> bool:
+        """Handle one event; False once the session is over."""
+        if isinstance(event, MessageData):
+            self._chunks.append(event.data)
+            return True
+        if isinstance(event, Closed):
+            return False
+        await self._dispatch(event)
+        if self._envelope is not None and not self.core.in_transaction:
+            # The transaction ended without a delivery: RSET, EHLO, a refusal.
+            self._envelope = None
+            self._chunks.clear()
+            assert self.session is not None
+            await self._call(self.session.reset())
+        return self.core.state is not ServerState.CLOSED
+
+    # -- answering in data_received -------------------------------------------------
+    #
+    # Waking the connection's task costs more than answering most commands.
+    # While the task waits for input and the next events need nothing that
+    # can suspend (our own replies, and session methods that are
+    # BaseSession's no-ops), they are answered right in data_received; the
+    # first event that may suspend is handed to the task, which runs every
+    # backend call (so backends always run inside a task, as asyncio expects).
+
+    def _answer_inline(self) -> bool:
+        """Answer what can be answered here; False if the task must be woken."""
+        waiter = self._wake
+        if (
+            waiter is None or waiter.done() or self._writable is not None or self._paused
+            or self._shutting_down or self._lost or self._stash is not None
+        ):
+            return False
+        core = self.core
+        while True:
             event = core.next_event()
             if event is NEED_DATA:
-                limits = self.limits
-                await self._wait(
-                    limits.server_data_timeout if core.receiving_content else limits.server_idle_timeout
-                )
-                continue
-            if isinstance(event, MessageData):
-                self._chunks.append(event.data)
-                continue
-            if isinstance(event, Closed):
-                return
-            await self._dispatch(event)  # type: ignore[arg-type]
-            if self._envelope is not None and not core.in_transaction:
-                # The transaction ended without a delivery: RSET, EHLO, a refusal.
-                self._envelope = None
-                self._chunks.clear()
-                assert self.session is not None
-                await self._call(self.session.reset())
-            if core.state is ServerState.CLOSED:
-                return
+                self._flush()
+                self._deadline.arm(self._timeout())
+                return True
+            assert not isinstance(event, NeedData)
+            if type(event) not in self._inline_events:
+                self._stash = event
+                waiter.set_result(None)
+                return True
+            step = self._step(event)
+            try:
+                step.send(None)
+            except StopIteration as done:
+                if done.value:
+                    continue
+                waiter.set_result(None)  # the session is over: the task closes it
+                return True
+            except BaseException as err:
+                waiter.set_exception(err)  # raised in the task, where it waits
+                return True
+            step.close()  # cannot happen: nothing inline awaits anything that suspends
+            waiter.set_exception(RuntimeError("an inline step suspended"))
+            return True
+
+    def _inline_kinds(self) -> frozenset[type]:
+        """The events this session's methods let us answer without the task."""
+        session = type(self.session)
+        if getattr(session, "reset", None) is not BaseSession.reset:
+            return frozenset()
+        kinds = {Ehlo, Helo, Lhlo, Data, Bdat, Noop, Help, Expn, RawCommand, MessageData, Rejected, Rset}
+        if getattr(session, "mail", None) is BaseSession.mail:
+            kinds.add(Mail)
+            if getattr(session, "rcpt", None) is BaseSession.rcpt:
+                kinds.add(Rcpt)
+        return frozenset(kinds)
 
     async def _dispatch(self, event: ServerEvent) -> None:
         handler = _HANDLERS.get(type(event))

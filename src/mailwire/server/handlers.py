@@ -64,28 +64,18 @@ _FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e
 # -- Sink ---------------------------------------------------------------------
 
 
-class _SinkSession:
-    __slots__ = ("_sink",)
+class _SinkSession(BaseSession):
+    """Shared by every connection (so it keeps no SessionInfo); MAIL, RCPT
+    and RSET are BaseSession's no-ops, which lets the server answer them
+    without waking the connection's task."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink) -> None:  # no super().__init__: no one session's info
         self._sink = sink
-
-    async def mail(self, address: str, options: MailOptions) -> None:
-        return None
-
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
-        return None
 
     async def data(self, envelope: Envelope) -> None:
         sink = self._sink
         sink.messages += 1
         sink.bytes += len(envelope.content)
-
-    async def reset(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 class Sink:
