@@ -276,6 +276,8 @@ class _DataSession(BaseSession):
         super().__init__(info)
         self._inner = inner
         self._backend = backend
+        # Reporting writes one line to stdout at most, as the Printer does.
+        self.runs_inline = getattr(inner, "runs_inline", False) and not backend.report
 
     async def data(self, envelope: Envelope) -> None:
         await self._inner.data(envelope)

@@ -387,9 +387,12 @@ class SMTPConnection(asyncio.Protocol):
     def _inline_kinds(self) -> frozenset[type]:
         """The events this session's methods let us answer without the task."""
         session = type(self.session)
+        kinds = {Ehlo, Helo, Lhlo, Data, Bdat, Noop, Help, Expn, RawCommand, MessageData, Rejected, Rset}
+        if getattr(self.session, "runs_inline", False) and not self.config.lmtp:
+            # The session says its methods never wait (BaseSession.runs_inline).
+            return frozenset({*kinds, Mail, Rcpt, EndOfData})
         if getattr(session, "reset", None) is not BaseSession.reset:
             return frozenset()
-        kinds = {Ehlo, Helo, Lhlo, Data, Bdat, Noop, Help, Expn, RawCommand, MessageData, Rejected, Rset}
         if getattr(session, "mail", None) is BaseSession.mail:
             kinds.add(Mail)
             if getattr(session, "rcpt", None) is BaseSession.rcpt:

@@ -69,6 +69,8 @@ class _SinkSession(BaseSession):
     and RSET are BaseSession's no-ops, which lets the server answer them
     without waking the connection's task."""
 
+    runs_inline = True  # it only counts
+
     def __init__(self, sink: Sink) -> None:  # no super().__init__: no one session's info
         self._sink = sink
 

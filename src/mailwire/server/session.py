@@ -75,7 +75,16 @@ class VerifySession(Protocol):
 
 
 class BaseSession:
-    """A session that accepts every sender and recipient and drops the message."""
+    """A session that accepts every sender and recipient and drops the message.
+
+    ``runs_inline``: set it True only for a session none of whose methods
+    ever waits on anything (no I/O, no locks, no asyncio.timeout: counting,
+    collecting in memory). The server may then call them straight from its
+    protocol callbacks, outside any task, which saves waking the connection's
+    task for every message.
+    """
+
+    runs_inline = False
 
     def __init__(self, info: SessionInfo) -> None:
         self.info = info
