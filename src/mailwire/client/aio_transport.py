@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from ..deadline import Deadline
-from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from ..errors import ConnectionClosed, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, Sendable
 from ..protocol.events import Closed, NeedData
 from ..reply import Reply
-from .transport import describe
+from .transport import format_events
 
 __all__ = ["AsyncTransport", "open_connection"]
 
@@ -97,25 +97,14 @@ class AsyncTransport(asyncio.Protocol):
         """Format every event and write them at once (closing if one is
         refused after others were formatted: see SyncTransport.write). When
         the peer stops reading, wait for it at most ``timeout`` seconds."""
-        parts: list[bytes] = []
-        debug = log.isEnabledFor(logging.DEBUG)
-        for event in events:
-            try:
-                data = self.core.send(event)
-            except LocalProtocolError:
-                if parts:
-                    self.close()
-                raise
-            if debug:
-                log.debug("> %s", describe(event, data))
-            parts.append(data)
-        if not parts:
+        data = format_events(self.core, events, self.close)
+        if not data:
             return
         if not self.open:
             raise ConnectionClosed("the connection is closed")
         assert self.transport is not None
         self._waiting = False
-        self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.transport.write(data)
         if self._writable is not None:
             try:
                 await asyncio.wait_for(self._writable, timeout)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
@@ -24,7 +24,7 @@ from ..protocol.client import ClientConnection, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData
 from ..reply import Reply
 
-__all__ = ["SyncTransport", "open_socket", "describe"]
+__all__ = ["SyncTransport", "open_socket", "describe", "format_events"]
 
 log = logging.getLogger("mailwire.client")
 _READ_SIZE = 65536
@@ -65,6 +65,29 @@ def describe(event: object, data: bytes) -> str:
     return data.decode("utf-8", "replace").rstrip("\r\n")
 
 
+def format_events(core: ClientConnection, events: Iterable[Sendable], close: Callable[[], None]) -> bytes:
+    """The wire bytes of ``events``, logged (secrets redacted) at DEBUG.
+
+    If an event is refused (LocalProtocolError) after others were formatted,
+    the core now expects replies to commands that will never be sent: ``close``
+    is called before the error propagates. Refusing the first event changes
+    nothing, and the connection goes on.
+    """
+    parts: list[bytes] = []
+    debug = log.isEnabledFor(logging.DEBUG)
+    for event in events:
+        try:
+            data = core.send(event)
+        except LocalProtocolError:
+            if parts:
+                close()
+            raise
+        if debug:
+            log.debug("> %s", describe(event, data))
+        parts.append(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class SyncTransport:
     """A blocking SMTP connection: socket + sans-I/O core."""
 
@@ -89,27 +112,10 @@ class SyncTransport:
         return isinstance(self.sock, ssl.SSLSocket)
 
     def write(self, events: Iterable[Sendable]) -> None:
-        """Format every event and send them in one write.
-
-        If an event is refused (LocalProtocolError) after others were already
-        formatted, the core expects replies to commands never sent: the
-        connection is closed rather than left out of step. Refusing the first
-        event leaves everything as it was.
-        """
-        parts: list[bytes] = []
-        debug = log.isEnabledFor(logging.DEBUG)
-        for event in events:
-            try:
-                data = self.core.send(event)
-            except LocalProtocolError:
-                if parts:
-                    self.close()
-                raise
-            if debug:
-                log.debug("> %s", describe(event, data))
-            parts.append(data)
-        if parts:
-            self.write_raw(parts[0] if len(parts) == 1 else b"".join(parts))
+        """Format every event and send them in one write (see format_events)."""
+        data = format_events(self.core, events, self.close)
+        if data:
+            self.write_raw(data)
 
     def write_raw(self, data: bytes) -> None:
         if not data:
