@@ -15,7 +15,7 @@ import ipaddress
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mailwire.errors import MailwireError
@@ -433,7 +433,12 @@ def test_v1_round_trip(six: bool, draw: st.DataObject) -> None:
     sport, dport = draw.draw(ports), draw.draw(ports)
     # Any spelling ipaddress itself would print: compressed or exploded.
     spell = draw.draw(st.sampled_from(["compressed", "exploded"]))
-    line = f"PROXY TCP{6 if six else 4} {getattr(a, spell)} {getattr(b, spell)} {sport} {dport}\r\n"
+    src, dst = getattr(a, spell), getattr(b, spell)
+    # The spec's 107-octet line allows 39-character addresses; Python 3.13
+    # explodes IPv4-mapped addresses as "0000:...:ffff:1.2.3.4" (45), which no
+    # proxy sends and the parser rightly refuses.
+    assume(len(src) <= 39 and len(dst) <= 39)
+    line = f"PROXY TCP{6 if six else 4} {src} {dst} {sport} {dport}\r\n"
     assert parse_proxy_header(line.encode()) == (
         ProxyInfo(1, (str(a), sport), (str(b), dport)),
         len(line),
