@@ -17,6 +17,8 @@ __all__ = ["EnhancedStatus", "Reply"]
 
 # RFC 3463 2: class "." subject "." detail; class is 2, 4 or 5, subject 1-3
 # digits, detail 1-3 digits.
+# A reply line as text: code, then a space or hyphen and the text.
+_TEXT_LINE = re.compile(r"([245][0-9][0-9])(?:[ -](.*))?")
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 
 
@@ -86,6 +88,25 @@ class Reply:
         if status is not None:
             pieces = [f"{status} {p}".rstrip(" ") if p else str(status) for p in pieces]
         return cls(code, tuple(pieces))
+
+    @classmethod
+    def parse(cls, text: str) -> "Reply":
+        """A reply written as text (``"550 5.1.1 No such user"``; lines joined
+        by line breaks for a multi-line one), as programs hand replies over.
+
+        Every line must start with the same 2xx/4xx/5xx code; ValueError
+        otherwise. The wire's streaming parser is the client core's.
+        """
+        code: int | None = None
+        texts = []
+        for line in re.split(r"\r\n|\r|\n", text.rstrip("\r\n")):
+            match = _TEXT_LINE.fullmatch(line)
+            if match is None or (code is not None and int(match[1]) != code):
+                raise ValueError(f"not an SMTP reply: {text!r}")
+            code = int(match[1])
+            texts.append(match[2] or "")
+        assert code is not None
+        return cls.of(code, None, "\n".join(texts))
 
     @classmethod
     def from_lines(cls, code: int, lines: tuple[str, ...]) -> "Reply":

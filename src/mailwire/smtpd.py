@@ -335,7 +335,6 @@ def _header_end(lines: list[str] | list[bytes]) -> int:
 
 # -- process_message's arguments and reply ----------------------------------------
 
-_STATUS_LINE = re.compile(r"([245][0-9][0-9])(?:[ -](.*))?")
 
 
 def parse_status(status: object) -> Reply | None:
@@ -351,16 +350,7 @@ def parse_status(status: object) -> Reply | None:
         return None
     if not isinstance(status, str):
         raise ValueError(f"process_message must return a str or None, not {type(status).__name__}")
-    code = None
-    texts = []
-    for line in re.split(r"\r\n|\r|\n", status.rstrip("\r\n")):
-        match = _STATUS_LINE.fullmatch(line)
-        if match is None or (code is not None and int(match[1]) != code):
-            raise ValueError(f"not an SMTP reply: {status!r}")
-        code = int(match[1])
-        texts.append(match[2] or "")
-    assert code is not None
-    return Reply.of(code, None, "\n".join(texts))
+    return Reply.parse(status)
 
 
 def smtpd_data(content: bytes, decode_data: bool) -> bytes | str:

@@ -423,3 +423,21 @@ def test_any_chunking_gives_identical_replies(replies: list[bytes], data: st.Dat
     assert got == expected
     assert [r.to_bytes() for r in got] == replies  # type: ignore[attr-defined]
     assert chunked.pending_replies == 0
+
+
+@pytest.mark.parametrize(("text", "code", "enhanced", "lines"), [
+    ("250 OK", 250, None, ("OK",)),
+    ("550 5.1.1 No such user", 550, "5.1.1", ("5.1.1 No such user",)),
+    ("550-first\r\n550 second", 550, None, ("first", "second")),
+    ("421", 421, None, ("",)),
+])
+def test_reply_parse_from_text(text: str, code: int, enhanced: str | None, lines: tuple[str, ...]) -> None:
+    reply = Reply.parse(text)
+    assert reply.code == code and reply.lines == lines
+    assert (str(reply.enhanced) if reply.enhanced else None) == enhanced
+
+
+@pytest.mark.parametrize("text", ["", "hello", "199 too low", "250-a\r\n550 b", "25O x", "250x"])
+def test_reply_parse_refuses_what_is_not_a_reply(text: str) -> None:
+    with pytest.raises(ValueError):
+        Reply.parse(text)
