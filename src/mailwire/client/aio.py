@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError, TLSRequiredError
+from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.events import Noop, Quit, Rset, Vrfy
 from ..protocol.params import MailOptions
@@ -131,16 +131,9 @@ class AsyncSMTPClient:
                     request = program.send(value)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SMTPError as err:
-            if err.code == 421:
-                self._close()
-            raise
-        except (LocalProtocolError, TLSRequiredError):
-            raise  # refused before anything was sent
-        except BaseException:
-            # Timeout, cancellation, I/O or protocol error: never leave replies
-            # in flight on a connection someone else will use.
-            self._close()
+        except BaseException as err:
+            if not dialog.leaves_connection_usable(err):
+                self._close()  # never leave replies in flight for someone else to read
             raise
 
     async def _perform(self, transport: AsyncTransport, request: dialog.Request) -> tuple[Reply, ...] | None:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, TypeVar, Union
 
 from ..errors import (
-    AuthenticationError, DataRefused, MailwireError, RecipientsRefused, RemoteProtocolError,
-    SenderRefused, SMTPError, TLSRequiredError,
+    AuthenticationError, DataRefused, LocalProtocolError, MailwireError, RecipientsRefused,
+    RemoteProtocolError, SenderRefused, SMTPError, TLSRequiredError,
 )
 from ..protocol.capabilities import Capabilities
 from ..protocol.client import Sendable
@@ -45,7 +45,7 @@ from .result import SendResult
 __all__ = [
     "Write", "Read", "READ", "UPGRADE", "Request", "Program", "Transaction",
     "command", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
-    "Session", "TLSMode", "AuthArg",
+    "Session", "TLSMode", "AuthArg", "leaves_connection_usable",
 ]
 
 T = TypeVar("T")
@@ -143,6 +143,21 @@ class Transaction:
         if not result.accepted:
             return RecipientsRefused(result)
         return result
+
+
+def leaves_connection_usable(error: BaseException) -> bool:
+    """After ``error`` ended a dialog, may the connection be used again?
+
+    Yes when nothing is left in flight: a command refused before it was sent
+    (LocalProtocolError, TLSRequiredError) or a refusal the server answered
+    (an SMTPError other than 421, which says it is closing). No for anything
+    else — timeouts, cancellation, I/O and protocol errors — since a reply
+    may still be on its way and would be read as the answer to another
+    command.
+    """
+    if isinstance(error, (LocalProtocolError, TLSRequiredError)):
+        return True
+    return isinstance(error, SMTPError) and error.code != 421
 
 
 def read_many(count: int) -> Program[tuple[Reply, ...]]:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError, TLSRequiredError
+from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.events import Noop, Quit, Rset, Vrfy
 from ..protocol.params import MailOptions
@@ -136,14 +136,9 @@ class SMTPClient:
                     request = program.send(value)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SMTPError as err:
-            if err.code == 421:
+        except BaseException as err:
+            if not dialog.leaves_connection_usable(err):
                 self.close()
-            raise
-        except (LocalProtocolError, TLSRequiredError):
-            raise  # refused before anything was sent (the transport closed itself if it must)
-        except (MailwireError, OSError):
-            self.close()
             raise
 
     def _perform(self, transport: SyncTransport, request: dialog.Request) -> tuple[Reply, ...] | None:
