@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from ..deadline import Deadline
+from ..flow import FlowControl
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, Sendable
@@ -32,7 +33,7 @@ __all__ = ["AsyncTransport", "open_connection"]
 log = logging.getLogger("mailwire.client")
 
 
-class AsyncTransport(asyncio.Protocol):
+class AsyncTransport(FlowControl, asyncio.Protocol):
     def __init__(self, *, lmtp: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         self.core = ClientConnection(limits=limits, lmtp=lmtp)
         self.transport: asyncio.Transport | None = None
@@ -67,21 +68,7 @@ class AsyncTransport(asyncio.Protocol):
         self._closed = True
         self._lost = exc
         self.core.receive_data(b"")
-        self._wakeup()
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    def _wakeup(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self._release_waiters()
 
     # -- what the client asks ----------------------------------------------------
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..deadline import Deadline
+from ..flow import FlowControl
 from ..errors import RemoteProtocolError, SMTPError
 from ..protocol.capabilities import Capabilities, format_ehlo_reply
 from ..protocol.commands import challenge_reply
@@ -64,7 +65,7 @@ class _Gone(Exception):
     """The client went away (or we closed): stop quietly."""
 
 
-class SMTPConnection(asyncio.Protocol):
+class SMTPConnection(FlowControl, asyncio.Protocol):
     def __init__(self, server: "SMTPServer") -> None:
         self.server = server
         config = server.config
@@ -149,22 +150,8 @@ class SMTPConnection(asyncio.Protocol):
         if self.transport is None:
             return  # refused at accept: never admitted
         self._lost = True
-        self._wakeup()
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
+        self._release_waiters()
         self.server.release(self)
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    def _wakeup(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
 
     # -- I/O helpers --------------------------------------------------------------
 
