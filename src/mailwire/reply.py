@@ -190,3 +190,18 @@ ENCRYPTION_REQUIRED = Reply.of(538, "5.7.11", "Encryption required for requested
 NEEDS_SMTPUTF8 = Reply.of(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531)")
 REQUIRETLS_NEEDS_TLS = Reply.of(530, "5.7.10", "REQUIRETLS needs a TLS session (RFC 8689)")
 PARAMETER_NOT_IMPLEMENTED = Reply.of(555, "5.5.4", "Parameter not recognized or not implemented")
+
+
+def greeting(hostname: str, text: str) -> Reply:
+    """The server's opening 220 (RFC 5321 4.2: the domain comes first)."""
+    return Reply.of(220, None, f"{hostname} {text}")
+
+
+def helo_accepted(hostname: str) -> Reply:
+    """250 to HELO: no enhanced code, none was negotiated (RFC 2034 3)."""
+    return Reply.of(250, None, hostname)
+
+
+def chunk_accepted(octets: int) -> Reply:
+    """250 to a BDAT chunk that is not the last (RFC 3030 2)."""
+    return Reply.of(250, "2.0.0", f"{octets} octets received")

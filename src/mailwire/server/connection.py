@@ -37,7 +37,7 @@ from ..protocol.server import ServerConnection, ServerEvent, ServerState
 from ..reply import (
     AUTH_CANCELLED, AUTH_OK, BYE, CANNOT_VRFY, ENCRYPTION_REQUIRED, HELP, IDLE_TIMEOUT, LOCAL_ERROR,
     MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, READY_FOR_TLS, RECIPIENT_OK, SENDER_OK, SHUTTING_DOWN,
-    START_DATA,
+    START_DATA, chunk_accepted, greeting, helo_accepted,
     SESSION_UNAVAILABLE, TLS_NOT_AVAILABLE, TOO_MANY_CONNECTIONS, UNKNOWN_MECHANISM, Reply,
 )
 from ..sasl import Challenge, ServerMechanism, server_mechanism
@@ -243,7 +243,7 @@ class SMTPConnection(FlowControl, asyncio.Protocol):
             self._close()
             return
         try:
-            self._reply(Reply.of(220, None, f"{self.config.hostname} {self.config.greeting}"))
+            self._reply(greeting(self.config.hostname, self.config.greeting))
             await self._pump()
         except _Timeout:
             self._reply(IDLE_TIMEOUT)  # a 421 may answer anything, any time
@@ -399,7 +399,7 @@ class SMTPConnection(FlowControl, asyncio.Protocol):
         self.info.helo_name = event.name
         self.info.esmtp = not isinstance(event, Helo)
         if isinstance(event, Helo):
-            self._reply(Reply.of(250, None, self.config.hostname))
+            self._reply(helo_accepted(self.config.hostname))
             return
         keywords = self.config.keywords(tls=self.core.tls, auth=self._auth_capable())
         self._reply(format_ehlo_reply(self.config.hostname, keywords))
@@ -450,7 +450,7 @@ class SMTPConnection(FlowControl, asyncio.Protocol):
     async def _end_of_data(self, event: EndOfData) -> None:
         if not self._bdat_last:
             size = sum(len(c) for c in self._chunks)
-            self._reply(Reply.of(250, "2.0.0", f"{size} octets received"))
+            self._reply(chunk_accepted(size))
             return
         envelope = self._envelope
         assert envelope is not None and self.session is not None
