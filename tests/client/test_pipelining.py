@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailwire import SMTPClient, SendResult
+from mailwire import RecipientsRefused, SMTPClient, SendResult
 
 from helpers.scripted import Peer, ScriptedServer
 
@@ -92,3 +92,33 @@ def test_send_many_sends_each_end_of_data_with_the_next_envelope(scripted: Start
     # Each message's end and the next envelope were one write.
     reads = server.peers[0].reads
     assert sum(b"\r\n.\r\nMAIL FROM:" in chunk for chunk in reads) == count - 1
+
+
+def test_data_accepted_with_every_recipient_refused_sends_no_content(scripted: Start) -> None:
+    """RFC 2920 3.1: a server may answer DATA with 354 after refusing every
+    RCPT; the client then ends the data at once, and the content it had
+    formatted ahead for that message never reaches the wire."""
+    endings: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        _hello(peer)
+        peer.recv_until(b"DATA\r\n")
+        peer.reply("250 2.1.0 sender ok", *["550 5.1.1 no such user"] * len(RCPTS), "354 go ahead")
+        endings.append(peer.recv_until(b"DATA\r\n"))  # the dot, then the next envelope
+        peer.reply("554 5.5.1 no valid recipients")
+        _envelope_replies(peer)
+        endings.append(peer.recv_until(b"\r\n.\r\n"))
+        peer.reply("250 2.0.0 queued")
+        _quit(peer)
+
+    server = scripted(script)
+    with SMTPClient(*server.address, tls="none", timeout=2) as client:
+        first, second = client.send_many([
+            (b"Subject: secret\r\n\r\nfor nobody\r\n", "s@example.org", RCPTS),
+            (CONTENT, "s@example.org", RCPTS),
+        ])
+    assert isinstance(first, RecipientsRefused)
+    assert isinstance(second, SendResult) and second.ok
+    assert endings[0].startswith(b".\r\nMAIL FROM:<s@example.org>\r\n")
+    assert b"for nobody" not in server.peers[0].received
+    assert endings[1] == CONTENT + b".\r\n"

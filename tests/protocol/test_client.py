@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from mailwire.errors import LocalProtocolError, RemoteProtocolError
-from mailwire.protocol.client import ClientConnection
+from mailwire.protocol.client import ClientConnection, prepare_write
 from mailwire.protocol.events import (
     NEED_DATA, Auth, AuthResponse, Bdat, Closed, Data, Ehlo, EndOfData, Expn, Helo, Help,
     Lhlo, Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rset, StartTLS, Vrfy,
@@ -543,4 +543,81 @@ def test_smtp_end_of_data_has_one_reply_however_many_recipients() -> None:
     replies(client, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
     client.send(EndOfData())
     replies(client, b"250 queued\r\n")
+    assert client.pending_replies == 0
+
+
+# --------------------------------------------------------------------------
+# writes formatted ahead of time (prepare_write / send_prepared)
+
+
+def _one_by_one(client: ClientConnection, events: list[object]) -> bytes:
+    return b"".join(client.send(event) for event in events)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("content", [b"", b"plain\r\n", b".dot\r\nbare\nlf\r.x", b"no newline"])
+def test_prepared_write_is_byte_for_byte_what_send_writes(content: bytes) -> None:
+    events = [MessageData(content)] if content else []
+    events += [EndOfData(), Mail("a@x.org"), Rcpt("b@x.org"), Data()]
+    prepared = prepare_write(events)
+    by_send, by_prepared = in_content(), in_content()
+    assert by_prepared.send_prepared(prepared) == _one_by_one(by_send, events)
+    assert prepared.data == b"".join(prepared.parts)
+    assert by_prepared.state is by_send.state is S.DATA_WAIT
+    assert by_prepared.pending_replies == by_send.pending_replies == 4
+    got = replies(by_prepared, b"250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert [r.code for r in got] == [250, 250, 250, 354] and by_prepared.state is S.CONTENT
+
+
+def test_prepared_write_checks_commands_when_formatted() -> None:
+    with pytest.raises(LocalProtocolError):
+        prepare_write([EndOfData(), Mail("a@x.org\r\nRSET")])
+
+
+@pytest.mark.parametrize("events", [
+    [MessageData(b"never ended")],
+    [Bdat(3, True), MessageData(b"abc")],
+])
+def test_prepared_content_must_be_a_whole_message_sent_with_data(events: list[object]) -> None:
+    with pytest.raises(LocalProtocolError):
+        prepare_write(events)  # type: ignore[arg-type]
+
+
+def test_send_prepared_is_all_or_nothing() -> None:
+    client = greeted()
+    client.send(Mail("a@x.org"))
+    client.send(Rcpt("b@x.org"))
+    client.send(Data())
+    # The 354 has not come: the content is not legal yet, and nothing changes.
+    prepared = prepare_write([MessageData(b"x\r\n"), EndOfData(), Mail("a@x.org")])
+    with pytest.raises(LocalProtocolError):
+        client.send_prepared(prepared)
+    assert client.state is S.DATA_WAIT and client.pending_replies == 3
+    replies(client, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert client.send_prepared(prepared) == b"x\r\n.\r\nMAIL FROM:<a@x.org>\r\n"
+    assert client.state is S.READY
+
+
+def test_prepared_content_never_continues_a_message_begun_with_send() -> None:
+    client = in_content()
+    client.send(MessageData(b"first half, no newline"))
+    with pytest.raises(LocalProtocolError):
+        client.send_prepared(prepare_write([EndOfData()]))
+    assert client.send(EndOfData()) == b"\r\n.\r\n"
+
+
+def test_prepared_content_is_not_a_bdat_chunk() -> None:
+    client = greeted()
+    client.send(Bdat(3, True))
+    with pytest.raises(LocalProtocolError):
+        client.send_prepared(prepare_write([MessageData(b"abc"), EndOfData()]))
+    assert client.send(MessageData(b"abc")) == b"abc"
+
+
+def test_lmtp_prepared_end_of_data_expects_a_reply_per_recipient() -> None:
+    client = greeted(lmtp=True)
+    lmtp_transaction(client, 2)
+    client.send(Data())
+    replies(client, b"250-lmtp\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    client.send_prepared(prepare_write([MessageData(b"hi\r\n"), EndOfData()]))
+    assert [r.code for r in replies(client, b"250 r0\r\n452 r1\r\n")] == [250, 452]
     assert client.pending_replies == 0

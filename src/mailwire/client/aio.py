@@ -142,7 +142,10 @@ class AsyncSMTPClient:
             await transport.write(request.events, s.timeout)
             return None
         if isinstance(request, dialog.Read):
-            return await transport.read_replies(request.count, s.timeout)
+            replies = await transport.read_replies(request.count, s.timeout)
+            if request.then is not None and request.ready(replies):
+                await transport.write(request.then, s.timeout)
+            return replies
         await transport.start_tls(s.context, s.server_hostname, s.timeout)
         return None
 

@@ -23,7 +23,7 @@ from ..deadline import Deadline
 from ..flow import FlowControl
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..protocol.client import ClientConnection, Sendable
+from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
 from ..reply import Reply
 from .transport import format_events
@@ -80,7 +80,7 @@ class AsyncTransport(FlowControl, asyncio.Protocol):
     def is_tls(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
-    async def write(self, events: Iterable[Sendable], timeout: float | None = None) -> None:
+    async def write(self, events: Iterable[Sendable] | PreparedWrite, timeout: float | None = None) -> None:
         """Format every event and write them at once (closing if one is
         refused after others were formatted: see SyncTransport.write). When
         the peer stops reading, wait for it at most ``timeout`` seconds."""

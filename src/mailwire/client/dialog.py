@@ -31,7 +31,7 @@ from ..errors import (
     RemoteProtocolError, SenderRefused, SMTPError, TLSRequiredError,
 )
 from ..protocol.capabilities import Capabilities
-from ..protocol.client import Sendable
+from ..protocol.client import PreparedWrite, Sendable, prepare_write
 from ..protocol.data import DotStuffer
 from ..protocol.events import (
     Auth, AuthResponse, Bdat, Data, Ehlo, EndOfData, Helo, Lhlo, Mail, MessageData, Quit, Rcpt,
@@ -55,15 +55,34 @@ BDAT_WINDOW = 32  # pipelined BDAT transactions written before reading replies
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    events: Sequence[Sendable]
+    events: Sequence[Sendable] | PreparedWrite
 
 
 @dataclass(frozen=True, slots=True)
 class Read:
     """Read ``count`` replies; the driver sends back a tuple of them. Asking
-    for a pipelined group's replies at once saves a driver round per reply."""
+    for a pipelined group's replies at once saves a driver round per reply.
+
+    With ``then``, the group ends in DATA and ``then`` is the message content
+    that follows it, formatted ahead: the driver writes it the moment the
+    replies are in if ``ready(replies)``, before handing them back, so no
+    dialog code runs between the 354 and the content going out. The dialog
+    asks ``ready`` again to learn whether it was written.
+    """
 
     count: int = 1
+    then: PreparedWrite | None = None
+    first_rcpt: int = 0  # where the group's RCPT replies start
+
+    def ready(self, replies: tuple[Reply, ...]) -> bool:
+        """The group is complete, DATA got its 354 and some RCPT was accepted
+        (with none, RFC 2920 3.1 has the client send only the end of data)."""
+        if len(replies) != self.count or replies[-1].code != 354:
+            return False
+        for reply in replies[self.first_rcpt:-1]:
+            if reply.code < 400:
+                return True
+        return False
 
 
 class _Upgrade:
@@ -162,12 +181,17 @@ def leaves_connection_usable(error: BaseException) -> bool:
 
 def read_many(count: int) -> Program[tuple[Reply, ...]]:
     """The next ``count`` replies; a 421 means the server is closing: raise."""
-    replies = yield (READ if count == 1 else Read(count))
+    return (yield from read_group(READ if count == 1 else Read(count)))
+
+
+def read_group(request: Read) -> Program[tuple[Reply, ...]]:
+    """The replies ``request`` asks for; a 421 means the server is closing: raise."""
+    replies = yield request
     assert replies is not None
     for reply in replies:
         if reply.code == 421:
             raise SMTPError(reply)
-    assert len(replies) == count
+    assert len(replies) == request.count
     return replies
 
 
@@ -349,28 +373,75 @@ def _write_content(txn: Transaction, after: list[Sendable]) -> Program[None]:
 
 
 def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
+    """One round trip per message: each message's content and end of data go
+    in one write with the next envelope and DATA.
+
+    That write is formatted while the server works on the one before (the
+    round trip is the wait; formatting during it is free) and handed to the
+    driver with the read, which sends it as soon as the 354 is in.
+    """
     if not batch:
         return
     yield Write([*batch[0].envelope(), Data()])
+    following = _opening(batch, 1)
+    ahead = _ahead(batch[0], following)
     # Each read takes one whole group of replies: [RSET,] MAIL, each RCPT and
     # DATA of this transaction, behind the end-of-data reply(s) of the last.
-    replies = yield from read_many(1 + len(batch[0].rcpt_to) + 1)
+    request = Read(1 + len(batch[0].rcpt_to) + 1, ahead, 1)
+    replies = yield from read_group(request)
+    sent = ahead is not None and request.ready(replies)
     for i, txn in enumerate(batch):
         _envelope_replies(txn, replies[:-1])
         data = _data_reply(replies[-1])
-        following = [*batch[i + 1].envelope(), Data()] if i + 1 < len(batch) else []
-        if data.code != 354:
+        if sent:
+            txn.size = len(txn.content)  # type: ignore[arg-type]  # _ahead took only bytes
+        elif data.code != 354:
             txn.data_reply = data
             if not following:
                 return
             yield Write([Rset(), *following])
-            replies = (yield from read_many(1 + len(following)))[1:]
+            after = _opening(batch, i + 2)
+            ahead = _ahead(batch[i + 1], after)
+            request = Read(1 + len(following), ahead, 2)
+            replies = yield from read_group(request)
+            sent = ahead is not None and request.ready(replies)
+            replies = replies[1:]
+            following = after
             continue
-        yield from _write_content(txn, [EndOfData(), *following])
+        elif txn.accepted:
+            yield from _write_content(txn, [EndOfData(), *following])
+        else:
+            # DATA accepted with no recipient to deliver to: end it at once
+            # with no content (RFC 2920 3.1), and the server refuses or drops it.
+            yield Write([EndOfData(), *following])
+        after = _opening(batch, i + 2)
+        ahead = _ahead(batch[i + 1], after) if following else None
         finals = len(txn.accepted) if lmtp and txn.accepted else 1
-        replies = yield from read_many(finals + len(following))
+        request = Read(finals + len(following), ahead, finals + 1)
+        replies = yield from read_group(request)
+        sent = ahead is not None and request.ready(replies)
         _final_replies(txn, replies[:finals], lmtp)
         replies = replies[finals:]
+        following = after
+
+
+def _opening(batch: Sequence[Transaction], index: int) -> list[Sendable]:
+    """The envelope and DATA of ``batch[index]``; nothing past the end."""
+    return [*batch[index].envelope(), Data()] if index < len(batch) else []
+
+
+def _ahead(txn: Transaction, following: list[Sendable]) -> PreparedWrite | None:
+    """The write that ends ``txn`` and opens the next transaction, formatted
+    now; None for content that is streamed in pieces (or will not format,
+    which ``send`` then reports when it is really written)."""
+    content = txn.content
+    if not isinstance(content, bytes) or len(content) > CHUNK:
+        return None
+    events: list[Sendable] = [MessageData(content)] if content else []
+    try:
+        return prepare_write([*events, EndOfData(), *following])
+    except LocalProtocolError:
+        return None
 
 
 def _final_replies(txn: Transaction, replies: Sequence[Reply], lmtp: bool) -> None:

@@ -146,7 +146,10 @@ class SMTPClient:
             transport.write(request.events)
             return None
         if isinstance(request, dialog.Read):
-            return transport.read_replies(request.count)
+            replies = transport.read_replies(request.count)
+            if request.then is not None and request.ready(replies):
+                transport.write(request.then)
+            return replies
         transport.start_tls(self.settings.context, self.settings.server_hostname)
         return None
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..protocol.client import ClientConnection, Sendable
+from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData
 from ..reply import Reply
 
@@ -65,16 +65,24 @@ def describe(event: object, data: bytes) -> str:
     return data.decode("utf-8", "replace").rstrip("\r\n")
 
 
-def format_events(core: ClientConnection, events: Iterable[Sendable], close: Callable[[], None]) -> bytes:
+def format_events(
+    core: ClientConnection, events: Iterable[Sendable] | PreparedWrite, close: Callable[[], None],
+) -> bytes:
     """The wire bytes of ``events``, logged (secrets redacted) at DEBUG.
 
     If an event is refused (LocalProtocolError) after others were formatted,
     the core now expects replies to commands that will never be sent: ``close``
     is called before the error propagates. Refusing the first event changes
-    nothing, and the connection goes on.
+    nothing, and the connection goes on. A ``PreparedWrite`` is all or nothing.
     """
-    parts: list[bytes] = []
     debug = log.isEnabledFor(logging.DEBUG)
+    if isinstance(events, PreparedWrite):
+        data = core.send_prepared(events)
+        if debug:
+            for event, part in zip(events.events, events.parts):
+                log.debug("> %s", describe(event, part))
+        return data
+    parts: list[bytes] = []
     for event in events:
         try:
             data = core.send(event)
@@ -111,7 +119,7 @@ class SyncTransport:
     def is_tls(self) -> bool:
         return isinstance(self.sock, ssl.SSLSocket)
 
-    def write(self, events: Iterable[Sendable]) -> None:
+    def write(self, events: Iterable[Sendable] | PreparedWrite) -> None:
         """Format every event and send them in one write (see format_events)."""
         data = format_events(self.core, events, self.close)
         if data:

@@ -17,6 +17,8 @@ until the driver says the handshake is done.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -32,7 +34,7 @@ from .events import (
 )
 from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
 
-__all__ = ["ClientConnection", "ClientState", "Sendable"]
+__all__ = ["ClientConnection", "ClientState", "Sendable", "PreparedWrite", "prepare_write"]
 
 Sendable = Command | MessageData | EndOfData
 
@@ -111,6 +113,36 @@ class ClientConnection:
             self._pending.append((kind, per_recipient))
         self.state = next_state
         return data
+
+    def send_prepared(self, prepared: PreparedWrite) -> bytes:
+        """The bytes of a write formatted earlier by ``prepare_write``.
+
+        The state is checked and advanced as ``send`` would for each event in
+        turn, but all or nothing: if any event is not legal now, nothing
+        changes and LocalProtocolError is raised. Prepared content is a whole
+        dot-stuffed message, so it may only start a message, never continue
+        one begun with ``send`` (or be framed by BDAT).
+        """
+        if self._broken is not None:
+            raise LocalProtocolError(f"connection is broken: {self._broken}")
+        state = self.state
+        expected: list[_Expect] = []
+        for event in prepared.events:
+            kind = type(event)
+            next_state = CLIENT_SEND[state].get(kind)
+            if next_state is None:
+                raise LocalProtocolError(f"cannot send {kind.__name__} while {state.value}")
+            if kind is MessageData or kind is EndOfData:
+                if state is not ClientState.CONTENT or self._stuffer is not None:
+                    raise LocalProtocolError("prepared content must start a message sent with DATA")
+                if kind is EndOfData:
+                    expected.append((EndOfData, self.lmtp))
+            else:
+                expected.append((kind, False))
+            state = next_state
+        self.state = state
+        self._pending.extend(expected)
+        return prepared.data
 
     def _content(self, chunk: bytes) -> bytes:
         if self.state is ClientState.BDAT_CONTENT:
@@ -231,6 +263,47 @@ class ClientConnection:
                 self._buffer.clear()
         if reply.code == 250 and command in (Ehlo, Lhlo, Helo):
             self.capabilities = Capabilities.from_reply(reply) if command is not Helo else Capabilities(reply.lines[0], {})
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A group of events formatted ahead of sending (see ``prepare_write``)."""
+
+    events: tuple[Sendable, ...]
+    parts: tuple[bytes, ...]  # each event's bytes, for a driver's debug log
+    data: bytes
+
+
+def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
+    """Format ``events`` now; ``ClientConnection.send_prepared`` commits them later.
+
+    Formatting needs no connection state, so a pipelining client can do it
+    while it waits for the server's replies to the previous group and, once
+    they are in, send at once. Commands are checked here exactly as ``send``
+    checks them. Content must be a whole message (``MessageData`` pieces then
+    ``EndOfData``), dot-stuffed here; BDAT goes through ``send``, which
+    counts its chunk octets.
+    """
+    stuffer: DotStuffer | None = None
+    kept: list[Sendable] = []
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, MessageData):
+            if stuffer is None:
+                stuffer = DotStuffer()
+            part = stuffer.feed(event.data)
+        elif isinstance(event, EndOfData):
+            part = (stuffer or DotStuffer()).end()
+            stuffer = None
+        elif isinstance(event, Bdat):
+            raise LocalProtocolError("BDAT is sent with send(), which counts its chunk octets")
+        else:
+            part = format_command(event)
+        kept.append(event)
+        parts.append(part)
+    if stuffer is not None:
+        raise LocalProtocolError("prepared content must end with EndOfData")
+    return PreparedWrite(tuple(kept), tuple(parts), b"".join(parts))
 
 
 # Short one-line replies already parsed ("250 2.1.0 Ok" comes back for every
