@@ -18,16 +18,14 @@ The method is client_bench.py's, and so are the message maker, the window, the c
 table's units: a fresh connection (or ten) per run, an untimed warm-up message on each, repeats
 interleaved across the clients of a layout, medians, the sink's read counter checked against the
 bytes sent, and round trips per message counted by the delay proxy. The pool's warm-up is
-``size * batch`` small messages at once: a pool worker takes up to ``batch`` queued messages, so
-that many makes every worker open its connection before the clock starts.
+``size * batch`` small messages at once, which makes every worker open its connection before the
+clock starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
-import math
 import platform
 import statistics
 import time
@@ -120,7 +118,7 @@ def pool_loop(port: int, messages: Sequence[bytes], window: Window) -> None:
 async def _pool_loop(port: int, messages: Sequence[bytes], window: Window) -> None:
     warm_up = make_message(SIZES[0], 0)
     async with SMTPPool(HOST, port, tls="none", size=CONNECTIONS, timeout=TIMEOUT) as pool:
-        # A worker takes up to pool.batch queued messages: this many makes every worker connect.
+        # A burst this large keeps every worker busy: each opens its connection.
         await asyncio.gather(*(
             pool.send(warm_up, MAIL_FROM, RCPT_TO) for _ in range(pool.size * pool.batch)
         ))  # fmt: skip
@@ -131,12 +129,6 @@ async def _pool_loop(port: int, messages: Sequence[bytes], window: Window) -> No
 
 def raw_threads_loop(port: int, messages: Sequence[bytes], window: Window) -> None:
     raw_pipelined_threads(port, messages, window, CONNECTIONS)
-
-
-def pool_connections_used(messages: int) -> int:
-    """How many of its connections SMTPPool gives a burst: each worker takes up to ``batch``."""
-    batch: int = inspect.signature(SMTPPool).parameters["batch"].default
-    return min(CONNECTIONS, math.ceil(messages / batch))
 
 
 # -- layouts ----------------------------------------------------------------------------------
@@ -292,10 +284,6 @@ def run(args: argparse.Namespace, sink: SmtpSink, proxy: ProxyProcess) -> None:
     for layout in LAYOUTS:
         print()
         print(format_table(layout, results, counts, args.delay))
-    burst = min(counts[(TEN.name, "loopback")], counts[(TEN.name, "delayed")])
-    if (used := pool_connections_used(burst)) < CONNECTIONS:
-        print(f"note: SMTPPool gives each connection up to its batch of queued messages, so a "
-              f"burst of {burst} used {used} of its {CONNECTIONS} connections")  # fmt: skip
     delay = mean_proxy_delay(results)
     if delay is not None:
         print(f"proxy one-way delay achieved: {delay * 1000:.2f} ms on average "

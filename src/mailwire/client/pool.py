@@ -1,10 +1,12 @@
 """A pool of asyncio client connections to one server: ``SMTPPool``.
 
 ``await pool.send(message)`` queues the message; up to ``size`` workers, each
-owning one connection, take what is queued. A worker takes every message
-waiting (up to ``batch``) and sends them in one pipelined run, so under load a
-connection spends about one round trip per message (DATA) or less (BDAT),
-while a lone message is sent at once.
+owning one connection, take what is queued. A worker takes its fair share of
+the messages waiting (the queue divided among the workers, at most ``batch``)
+and sends them in one pipelined run, so under load a connection spends about
+one round trip per message (DATA) or less (BDAT), a burst is spread over every
+connection, and a lone message is sent at once. A new worker (and connection)
+is started while more messages wait than workers are idle.
 
 Connections are opened when there is work for them, replaced when they fail or
 close, and retired after ``max_messages`` or ``max_age``. A server refusing
@@ -66,6 +68,7 @@ class SMTPPool:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._workers: set[asyncio.Task[None]] = set()
         self._idle = 0
+        self._busy = 0  # workers holding a batch
         self._closed = False
         # Back-off is the pool's, not a worker's: otherwise each new worker
         # would knock at once while the others sleep, ``size`` times as often.
@@ -74,6 +77,7 @@ class SMTPPool:
         self._failures = 0  # failed attempts so far
         self._refusal: BaseException | None = None  # what the last one met
         self._probe = asyncio.Lock()  # one attempt at a time while backing off
+        self._proven = False  # some connection has succeeded
 
     async def send(
         self, message: MessageLike, mail_from: str | None = None,
@@ -85,7 +89,9 @@ class SMTPPool:
             raise RuntimeError("the pool is closed")
         job = _Job(message, mail_from, rcpt_to, mail_options, rcpt_options)
         self._queue.put_nowait(job)
-        if not self._workers or (self._idle == 0 and len(self._workers) < self.size and not self._backoff):
+        if not self._workers or (
+            len(self._workers) < self.size and not self._backoff and self._queue.qsize() > self._idle
+        ):
             task = asyncio.get_running_loop().create_task(self._work())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
@@ -99,6 +105,8 @@ class SMTPPool:
         jobs: list[_Job] | None = None
         try:
             while True:
+                if jobs is not None:
+                    self._busy -= 1
                 jobs = None  # nothing in hand while waiting for work
                 jobs = await self._take()
                 if jobs is None:
@@ -116,6 +124,8 @@ class SMTPPool:
                     opened = time.monotonic()
                 await self._deliver(client, jobs)
         finally:
+            if jobs is not None:
+                self._busy -= 1
             if jobs:
                 # Cancelled (close() ran out of time) with a batch in hand: its
                 # senders must not wait forever. Whatever was answered is set.
@@ -126,19 +136,23 @@ class SMTPPool:
                 await client.quit()
 
     async def _open(self) -> AsyncSMTPClient:
-        """A new connection. While the server refuses, attempts are made one
-        at a time, no sooner than the back-off allows; a worker that queued
-        behind an attempt that failed takes its error instead of knocking again."""
-        if not self._backoff:
+        """A new connection. Until one has succeeded, and while the server
+        refuses, attempts are made one at a time, no sooner than the back-off
+        allows; a worker that queued behind an attempt that failed takes its
+        error instead of knocking again. So a burst at a pool whose server
+        refuses costs it one connection, not ``size``."""
+        if self._proven and not self._backoff:
             return await self._attempt()
         failures = self._failures
         async with self._probe:
             if self._failures != failures and self._refusal is not None:
                 raise self._refusal
-            delay = self._retry_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            return await self._attempt()
+            if not (self._proven and not self._backoff):
+                delay = self._retry_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                return await self._attempt()
+        return await self._attempt()  # the attempt we queued behind succeeded: go together
 
     async def _attempt(self) -> AsyncSMTPClient:
         client = self._client_class(self.host, self.port, auto_reconnect=False, **self.settings)
@@ -154,11 +168,12 @@ class SMTPPool:
             log.warning("cannot connect to %s: %s; backing off %.1fs", self.host, err, self._backoff)
             raise
         self._backoff = 0.0
+        self._proven = True
         return client
 
     async def _take(self) -> list[_Job] | None:
-        """The next job (waiting for one), plus whatever else is queued;
-        None when the pool is closing."""
+        """The next job (waiting for one), plus a fair share of whatever else
+        is queued; None when the pool is closing."""
         self._idle += 1
         try:
             first = await self._queue.get()
@@ -166,8 +181,14 @@ class SMTPPool:
             self._idle -= 1
         if first is None:
             return None
+        # A fair share of what is queued, so a burst goes out over every
+        # connection the pool has (each costs a round trip per message across
+        # a slow link) rather than in whole batches over the first few.
+        free = len(self._workers) - self._busy  # this one and those not holding a batch
+        share = min(self.batch, -(-(1 + self._queue.qsize()) // max(free, 1)))
+        self._busy += 1
         jobs = [first]
-        while len(jobs) < self.batch and not self._queue.empty():
+        while len(jobs) < share and not self._queue.empty():
             job = self._queue.get_nowait()
             if job is None:
                 self._queue.put_nowait(None)  # for this worker's next turn
