@@ -25,6 +25,7 @@ from ..errors import ConnectionClosed, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
+from ..reading import BufferedReading
 from ..reply import Reply
 from .transport import format_events
 
@@ -33,7 +34,7 @@ __all__ = ["AsyncTransport", "open_connection"]
 log = logging.getLogger("mailwire.client")
 
 
-class AsyncTransport(FlowControl, asyncio.Protocol):
+class AsyncTransport(FlowControl, BufferedReading):
     def __init__(self, *, lmtp: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         self.core = ClientConnection(limits=limits, lmtp=lmtp)
         self.transport: asyncio.Transport | None = None
@@ -45,7 +46,7 @@ class AsyncTransport(FlowControl, asyncio.Protocol):
         self._closed = False
         self._deadline = Deadline(self._expired)
 
-    # -- asyncio.Protocol ---------------------------------------------------------
+    # -- the asyncio protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports have every method of

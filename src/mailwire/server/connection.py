@@ -34,6 +34,7 @@ from ..protocol.events import (
 )
 from ..protocol.extensions import mail_refusal, rcpt_refusal
 from ..protocol.server import ServerConnection, ServerEvent, ServerState
+from ..reading import BufferedReading
 from ..reply import (
     AUTH_CANCELLED, AUTH_OK, BYE, CANNOT_VRFY, ENCRYPTION_REQUIRED, HELP, IDLE_TIMEOUT, LOCAL_ERROR,
     MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, READY_FOR_TLS, RECIPIENT_OK, SENDER_OK, SHUTTING_DOWN,
@@ -65,7 +66,7 @@ class _Gone(Exception):
     """The client went away (or we closed): stop quietly."""
 
 
-class SMTPConnection(FlowControl, asyncio.Protocol):
+class SMTPConnection(FlowControl, BufferedReading):
     def __init__(self, server: "SMTPServer") -> None:
         self.server = server
         config = server.config
@@ -97,7 +98,7 @@ class SMTPConnection(FlowControl, asyncio.Protocol):
         self._can_auth = False  # the session implements AuthSession (checked once)
         self._caps_cache: tuple[bool, Capabilities] | None = None
 
-    # -- asyncio.Protocol -------------------------------------------------------
+    # -- the asyncio protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports have every
