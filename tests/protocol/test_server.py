@@ -506,3 +506,37 @@ def test_flags_and_properties() -> None:
     conn.next_event()
     conn.send(Reply.of(250, "2.1.0", "ok"))
     assert conn.in_transaction and conn.state is S.MAIL
+
+
+# --------------------------------------------------------------------------
+# the memos of parsed command lines and reply bytes
+
+
+def test_remembered_commands_parse_the_same_every_time() -> None:
+    wire = EHLO + MAIL + RCPT + b"DATA\r\nhi\r\n.\r\n"
+    first = converse(wire)
+    again = converse(wire)
+    assert again.log == first.log and again.out == first.out
+    assert again.events[1] is first.events[1]  # the same immutable Mail, parsed once
+
+
+def test_auth_lines_and_junk_are_never_remembered() -> None:
+    from mailwire.protocol import server as core
+
+    core._PARSED.clear()
+    secret = b"AUTH PLAIN " + PLAIN + b"\r\n"
+    converse(EHLO + secret + b"XYZZY plugh\r\n" + b"MAIL FROM:<bad address>\r\n", tls=True)
+    remembered = b"".join(core._PARSED)
+    assert PLAIN not in remembered and b"XYZZY" not in remembered and b"bad address" not in remembered
+    assert remembered == b"EHLO c.example"
+
+
+def test_the_memos_stay_bounded() -> None:
+    from mailwire.protocol import server as core
+
+    wire = EHLO + b"".join(
+        b"MAIL FROM:<s%d@x.example>\r\nRSET\r\n" % i for i in range(3 * core._MEMO_SIZE)
+    )
+    converse(wire, policy=lambda event, index: Reply(250, (f"ok {id(event)}",)))
+    assert len(core._PARSED) <= core._MEMO_SIZE
+    assert len(core._WIRE) <= core._MEMO_SIZE

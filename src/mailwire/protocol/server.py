@@ -36,8 +36,8 @@ from .buffer import LineTooLong, ReceiveBuffer
 from .commands import parse_auth_response, parse_command
 from .data import BareLineEndings, DataReader
 from .events import (
-    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, EndOfData, Mail, MessageData,
-    NeedData, RawCommand, Rcpt, Rejected,
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo, Lhlo,
+    Mail, MessageData, NeedData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset,
 )
 from .state import (
     SEQUENCE_HINTS, SERVER_COMMANDS, SERVER_FOREIGN, SERVER_GUARDS, SERVER_IDLE, Greeting,
@@ -68,6 +68,28 @@ _Answer = tuple[ServerEvent, int, "type | None"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
+# Bounded memos shared by every connection (see _wire and _parse): what
+# changes per message is mostly the content, not the command lines and replies.
+_MEMO_SIZE = 1024
+_WIRE: dict[Reply, bytes] = {}
+_PARSED: dict[bytes, Command | Rejected] = {}
+# Only these are remembered: commands whose lines carry no secret (not AUTH)
+# and cannot be arbitrary junk (not RawCommand, not Rejected).
+_MEMO_KINDS = frozenset({Mail, Rcpt, Data, Rset, Quit, Noop, Ehlo, Helo, Lhlo})
+_MEMO_LINE = 256  # longer lines are parsed every time
+
+
+def _parse(line: bytes) -> Command | Rejected:
+    """``parse_command``, remembered for short lines of the common commands."""
+    event = _PARSED.get(line)
+    if event is None:
+        event = parse_command(line)
+        if type(event) in _MEMO_KINDS and len(line) <= _MEMO_LINE:
+            if len(_PARSED) >= _MEMO_SIZE:
+                _PARSED.clear()
+            _PARSED[line] = event
+    return event
+
 
 def _wire(reply: Reply) -> bytes:
     """``reply`` on the wire, never more than the one reply it is.
@@ -76,7 +98,19 @@ def _wire(reply: Reply) -> bytes:
     backend raising ``SMTPError(Reply(550, ("no\\r\\n250 ok",)))``) may
     carry them inside a line, which would put a forged reply on the wire. One
     CR and one LF per line is the cheap check; otherwise split those lines.
+    Replies are immutable and a server sends the same few again and again:
+    their wire form is remembered (a bounded memo).
     """
+    data = _WIRE.get(reply)
+    if data is None:
+        data = _split_wire(reply)
+        if len(_WIRE) >= _MEMO_SIZE:
+            _WIRE.clear()
+        _WIRE[reply] = data
+    return data
+
+
+def _split_wire(reply: Reply) -> bytes:
     data = reply.to_bytes()
     count = len(reply.lines)
     if data.count(b"\n") == count and data.count(b"\r") == count:
@@ -273,7 +307,7 @@ class ServerConnection:
         # RFC 5321 4.5.3.1.4: 512 octets; AUTH lines may be longer (RFC 4954 4).
         if len(line) + 2 > self.limits.command_line and line[:5].upper() != b"AUTH ":
             return self._bad(TOO_LONG)
-        return self._command(parse_command(line))
+        return self._command(_parse(line))
 
     def _bad(self, reply: Reply) -> ServerEvent:
         """A line refused as malformed: counted, and too many end the session."""
