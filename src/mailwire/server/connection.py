@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..deadline import Deadline
 from ..flow import FlowControl
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SMTPConnection"]
 
+T = TypeVar("T")
 log = logging.getLogger("mailwire.server")
 
 
@@ -320,12 +321,30 @@ class SMTPConnection(FlowControl, BufferedReading):
         if isinstance(event, Closed):
             return False
         await self._dispatch(event)
-        if self._envelope is not None and not self.core.in_transaction:
-            # The transaction ended without a delivery: RSET, EHLO, a refusal.
-            self._envelope = None
-            self._chunks.clear()
+        if self._abandoned():
             assert self.session is not None
             await self._call(self.session.reset())
+        return self.core.state is not ServerState.CLOSED
+
+    def _abandoned(self) -> bool:
+        """Did the transaction just end without a delivery (RSET, EHLO, a
+        refusal)? Then it is forgotten here and the session must be reset."""
+        if self._envelope is None or self.core.in_transaction:
+            return False
+        self._envelope = None
+        self._chunks.clear()
+        return True
+
+    def _step_inline(self, event: ServerEvent) -> bool:
+        """``_step`` for an event of ``_inline_events``, run to completion
+        here: the same handler, without two coroutine layers around it."""
+        if type(event) is MessageData:
+            self._chunks.append(event.data)
+            return True
+        _complete(_HANDLERS[type(event)](self, event))
+        if self._abandoned():
+            assert self.session is not None
+            _complete(self._call(self.session.reset()))
         return self.core.state is not ServerState.CLOSED
 
     # -- answering in data_received -------------------------------------------------
@@ -357,19 +376,13 @@ class SMTPConnection(FlowControl, BufferedReading):
                 self._stash = event
                 waiter.set_result(None)
                 return True
-            step = self._step(event)
             try:
-                step.send(None)
-            except StopIteration as done:
-                if done.value:
+                if self._step_inline(event):
                     continue
-                waiter.set_result(None)  # the session is over: the task closes it
-                return True
             except BaseException as err:
                 waiter.set_exception(err)  # raised in the task, where it waits
                 return True
-            step.close()  # cannot happen: nothing inline awaits anything that suspends
-            waiter.set_exception(RuntimeError("an inline step suspended"))
+            waiter.set_result(None)  # the session is over: the task closes it
             return True
 
     def _inline_kinds(self) -> frozenset[type]:
@@ -609,6 +622,16 @@ class SMTPConnection(FlowControl, BufferedReading):
             self.info.auth_mechanism = step.mechanism
             log.info("%s authenticated as %s (%s)", self.info.peer, step.username, step.mechanism)
         self._reply(refusal or AUTH_OK)
+
+
+def _complete(step: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that must not suspend (an inline step) to its end."""
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    step.close()  # cannot happen: nothing inline awaits anything that suspends
+    raise RuntimeError("an inline step suspended")
 
 
 _HANDLERS: dict[type, Any] = {
