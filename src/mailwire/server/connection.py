@@ -129,12 +129,14 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
+            if self._inline_events and self._answer_inline():
+                # Consumed up to the last whole line, or up to an event handed
+                # to the task; what is left is at most this one read.
+                return
             if self.core.buffered > self.limits.receive_buffer and not self._paused:
                 self._paused = True
                 assert self.transport is not None
                 self.transport.pause_reading()
-            if self._inline_events and self._answer_inline():
-                return
         self._wakeup()
 
     def eof_received(self) -> bool:
