@@ -11,7 +11,7 @@ the same bytes ``smtplib`` would; ``text`` gives them without the code.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["EnhancedStatus", "Reply"]
 
@@ -19,6 +19,7 @@ __all__ = ["EnhancedStatus", "Reply"]
 # digits, detail 1-3 digits.
 # A reply line as text: code, then a space or hyphen and the text.
 _TEXT_LINE = re.compile(r"([245][0-9][0-9])(?:[ -](.*))?")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 
 
@@ -66,6 +67,7 @@ class Reply:
 
     code: int
     lines: tuple[str, ...] = ("",)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def enhanced(self) -> EnhancedStatus | None:
@@ -84,7 +86,7 @@ class Reply:
         status = EnhancedStatus.parse(enhanced) if isinstance(enhanced, str) else enhanced
         if status is not None and status.klass != code // 100:
             raise ValueError(f"enhanced code {status} does not match reply code {code}")
-        pieces = [_printable(p) for p in re.split(r"\r\n|\r|\n", text)]
+        pieces = [_printable(p) for p in _LINE_BREAK.split(text)]
         if status is not None:
             pieces = [f"{status} {p}".rstrip(" ") if p else str(status) for p in pieces]
         return cls(code, tuple(pieces))
@@ -99,7 +101,7 @@ class Reply:
         """
         code: int | None = None
         texts = []
-        for line in re.split(r"\r\n|\r|\n", text.rstrip("\r\n")):
+        for line in _LINE_BREAK.split(text.rstrip("\r\n")):
             match = _TEXT_LINE.fullmatch(line)
             if match is None or (code is not None and int(match[1]) != code):
                 raise ValueError(f"not an SMTP reply: {text!r}")
@@ -151,6 +153,24 @@ class Reply:
             sep = " " if i == last else "-"
             out.append(f"{self.code}{sep}{line}\r\n")
         return "".join(out).encode("utf-8", "surrogateescape")
+
+    @property
+    def wire(self) -> bytes:
+        """What a server sends: ``to_bytes()``, except that a CR or LF inside
+        a line starts a line of its own, so the reply can never be read as
+        two. (``Reply.of`` splits such text already; a ``Reply`` built
+        directly, say by a backend, may not.) Computed once per reply: a
+        server sends the same few replies again and again.
+        """
+        data = self._wire
+        if data is None:
+            data = self.to_bytes()
+            count = len(self.lines)
+            if data.count(b"\n") != count or data.count(b"\r") != count:
+                lines = tuple(piece for line in self.lines for piece in _LINE_BREAK.split(line))
+                data = Reply(self.code, lines).to_bytes()
+            object.__setattr__(self, "_wire", data)
+        return data
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".rstrip()

@@ -441,3 +441,15 @@ def test_reply_parse_from_text(text: str, code: int, enhanced: str | None, lines
 def test_reply_parse_refuses_what_is_not_a_reply(text: str) -> None:
     with pytest.raises(ValueError):
         Reply.parse(text)
+
+
+def test_wire_never_lets_a_line_break_forge_a_second_reply() -> None:
+    forged = Reply(550, ("no such user\r\n250 2.0.0 ok, delivered", "bare\nlf and bare\rcr"))
+    assert forged.to_bytes().count(b"\r\n") == 3  # the exact form keeps them
+    assert forged.wire == (
+        b"550-no such user\r\n550-250 2.0.0 ok, delivered\r\n550-bare\r\n550-lf and bare\r\n550 cr\r\n"
+    )
+    plain = Reply.of(250, "2.1.0", "Sender OK")
+    assert plain.wire == plain.to_bytes() == b"250 2.1.0 Sender OK\r\n"
+    assert plain.wire is plain.wire  # computed once
+    assert plain == Reply(250, ("2.1.0 Sender OK",)) and hash(plain) == hash(Reply(250, ("2.1.0 Sender OK",)))

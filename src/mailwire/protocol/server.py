@@ -25,7 +25,6 @@ The DATA path touches each octet only in C (``bytes.find``/``replace``/
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Union
 
@@ -66,12 +65,9 @@ _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
 _Answer = tuple[ServerEvent, int, "type | None"]
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-# Bounded memos shared by every connection (see _wire and _parse): what
-# changes per message is mostly the content, not the command lines and replies.
+# A bounded memo shared by every connection (see _parse): what changes per
+# message is mostly the content, not the command lines.
 _MEMO_SIZE = 1024
-_WIRE: dict[Reply, bytes] = {}
 _PARSED: dict[bytes, Command | Rejected] = {}
 # Only these are remembered: commands whose lines carry no secret (not AUTH)
 # and cannot be arbitrary junk (not RawCommand, not Rejected).
@@ -89,34 +85,6 @@ def _parse(line: bytes) -> Command | Rejected:
                 _PARSED.clear()
             _PARSED[line] = event
     return event
-
-
-def _wire(reply: Reply) -> bytes:
-    """``reply`` on the wire, never more than the one reply it is.
-
-    ``Reply.of`` splits text at CR and LF, but a ``Reply`` built directly (a
-    backend raising ``SMTPError(Reply(550, ("no\\r\\n250 ok",)))``) may
-    carry them inside a line, which would put a forged reply on the wire. One
-    CR and one LF per line is the cheap check; otherwise split those lines.
-    Replies are immutable and a server sends the same few again and again:
-    their wire form is remembered (a bounded memo).
-    """
-    data = _WIRE.get(reply)
-    if data is None:
-        data = _split_wire(reply)
-        if len(_WIRE) >= _MEMO_SIZE:
-            _WIRE.clear()
-        _WIRE[reply] = data
-    return data
-
-
-def _split_wire(reply: Reply) -> bytes:
-    data = reply.to_bytes()
-    count = len(reply.lines)
-    if data.count(b"\n") == count and data.count(b"\r") == count:
-        return data
-    lines = tuple(piece for line in reply.lines for piece in _LINE_BREAK.split(line))
-    return Reply(reply.code, lines).to_bytes()
 
 
 class _Chunk:
@@ -441,7 +409,7 @@ class ServerConnection:
         if reply.code == 421:
             # RFC 5321 3.8: a server may close at any time, saying 421 first.
             self._enter(ServerState.CLOSED)
-            return _wire(reply)
+            return reply.wire
         if not self._due:
             raise LocalProtocolError(f"nothing awaits a reply while {self.state.value}")
         key = self._answer
@@ -449,7 +417,7 @@ class ServerConnection:
         self._due -= 1
         if not self._due:
             self._answered(key, target, reply)
-        return _wire(reply)
+        return reply.wire
 
     def _target(self, key: type | None, reply: Reply) -> ServerState | None:
         if key is None:

@@ -107,7 +107,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         transport = cast(asyncio.Transport, transport)
         if not self.server.admit(self):
             # Refused at accept (RFC 5321 3.8): say why, read nothing.
-            transport.write(TOO_MANY_CONNECTIONS.to_bytes())
+            transport.write(TOO_MANY_CONNECTIONS.wire)
             transport.close()
             self._lost = True
             return
@@ -231,7 +231,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._can_auth = isinstance(self.session, AuthSession)
             self._inline_events = self._inline_kinds()
         except SMTPError as err:
-            self._out.append(err.reply.to_bytes())
+            self._out.append(err.reply.wire)
             self._close()
             return
         except (_Gone, _Timeout, ProxyHeaderError) as err:
@@ -243,7 +243,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             # A backend that cannot make a session: say so rather than leave
             # the client waiting for a greeting that never comes.
             log.exception("backend could not start a session for %s", self.info.peer)
-            self._out.append(SESSION_UNAVAILABLE.to_bytes())
+            self._out.append(SESSION_UNAVAILABLE.wire)
             self._close()
             return
         try:
