@@ -54,17 +54,20 @@ class ReceiveBuffer:
         Raises ``LineTooLong`` when the line (CRLF included) would exceed
         ``limit``; the line is then still in the buffer: call ``skip_line``.
         """
-        pos = self._data.find(b"\r\n", max(self._scanned - 1, self._start), self._start + limit)
+        data, start = self._data, self._start
+        scan = self._scanned - 1
+        pos = data.find(b"\r\n", scan if scan > start else start, start + limit)
         if pos < 0:
             # Only up to the limit was searched: a CRLF beyond it is still
             # unseen, and skip_line must find it.
-            self._scanned = min(len(self._data), self._start + limit)
-            if len(self) >= limit:
+            size = len(data)
+            self._scanned = min(size, start + limit)
+            if size - start >= limit:
                 raise LineTooLong(f"line longer than {limit} octets")
             return None
-        line = bytes(self._data[self._start:pos])
         self._start = self._scanned = pos + 2
-        return line
+        # A slice of bytes is bytes already; one of a bytearray is not.
+        return data[start:pos] if type(data) is bytes else bytes(data[start:pos])
 
     def skip_line(self) -> bool:
         """Drop bytes up to and including the next CRLF; True once it was found."""
