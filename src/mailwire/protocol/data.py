@@ -145,12 +145,20 @@ class DataReader:
             self._prefix = False
         elif b"\r\n." in body:  # finding is cheaper than a replace that changes nothing
             body = body.replace(b"\r\n.", b"\r\n")
-        if body and (body.count(b"\r") != body.count(b"\n") or body.count(b"\r") != body.count(_CRLF)):
+        if body and not _all_crlf(body):
             self.bare_line_endings = True
             if self.policy is BareLineEndings.NORMALIZE:
                 body = _normalize(body)
         self.size += len(body)
         return body
+
+
+def _all_crlf(data: bytes) -> bool:
+    """No CR or LF outside a CRLF pair: as many of each as there are pairs.
+    (Counting one octet is a fast C loop; the pair count, slower, runs only
+    when the two agree.)"""
+    crs = data.count(b"\r")
+    return crs == data.count(b"\n") and crs == data.count(_CRLF)
 
 
 def _held_back(data: bytes) -> int:
