@@ -118,6 +118,10 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                      help="expect a PROXY v1/v2 header on each connection (behind HAProxy and the like)")
     net.add_argument("--max-size", type=_size, metavar="BYTES",
                      help=f"largest message accepted, advertised as SIZE (default {DEFAULT_LIMITS.message_size})")
+    net.add_argument("--max-line", type=_size, metavar="OCTETS",
+                     help=f"longest text line accepted in a message, CRLF included; a longer one "
+                          f"refuses the message with 550 5.6.0 (default {DEFAULT_LIMITS.text_line}, "
+                          f"RFC 5321 4.5.3.1.6; 0: no limit)")
     net.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
                      help="on SIGINT/SIGTERM, how long messages in progress may take to end (default 5)")
     tls = serve.add_argument_group("TLS")
@@ -408,8 +412,13 @@ def plan(args: argparse.Namespace) -> _Plan:
     }
     if args.hostname:
         settings["hostname"] = args.hostname
+    limits: dict[str, int] = {}
     if args.max_size is not None:
-        settings["limits"] = DEFAULT_LIMITS.with_(message_size=args.max_size)
+        limits["message_size"] = args.max_size
+    if args.max_line is not None:
+        limits["text_line"] = args.max_line
+    if limits:
+        settings["limits"] = DEFAULT_LIMITS.with_(**limits)
     config = ServerConfig(**settings)
     inner, storing, report = _delivery(args)
     tcp = None

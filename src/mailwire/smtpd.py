@@ -184,10 +184,11 @@ class SMTPServer:
 
     def make_config(self) -> ServerConfig:
         """The settings of the mailwire server behind this one: smtpd's
-        greeting, SIZE and SMTPUTF8; no DSN, no CHUNKING."""
+        greeting, SIZE and SMTPUTF8; no DSN, no CHUNKING, and no limit on
+        the length of a message's lines (smtpd had none)."""
         return ServerConfig(
             greeting=__version__,
-            limits=DEFAULT_LIMITS.with_(message_size=self.data_size_limit or 0),
+            limits=DEFAULT_LIMITS.with_(message_size=self.data_size_limit or 0, text_line=0),
             smtputf8=self.enable_SMTPUTF8,
             chunking=False,
             dsn=False,

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwire.protocol.data import BareLineEndings, DataReader, DotStuffer, stuff, unstuff
+from mailwire.protocol.data import (
+    BareLineEndings, DataReader, DotStuffer, LineLengthCheck, stuff, unstuff,
+)
 
 END = b"\r\n.\r\n"
 
@@ -310,3 +312,46 @@ def test_streaming_50_mb_keeps_the_buffer_bounded() -> None:
     assert reader.size == total + 2
     sent.update(b"\r\n")
     assert received.hexdigest() == sent.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# LineLengthCheck: lines longer than the limit, however the stream is cut
+
+
+def _too_long(data: bytes, limit: int) -> bool:
+    """The reference: some run of ``limit`` octets has no LF in it (a line
+    that long cannot end, LF included, within ``limit`` octets)."""
+    return max(len(segment) for segment in data.split(b"\n")) >= limit
+
+
+@given(
+    st.lists(st.sampled_from([b"x" * 7, b"\r\n", b"\n", b"y" * 31, b"\r"]), max_size=60),
+    st.integers(min_value=2, max_value=40),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_line_length_check_matches_the_reference(parts: list[bytes], limit: int, cuts: list[int]) -> None:
+    data = b"".join(parts)
+    check = LineLengthCheck(limit)
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    for start, end in zip(bounds, bounds[1:]):
+        check.feed(data[start:end])
+    assert check.exceeded == _too_long(data, limit)
+
+
+@pytest.mark.parametrize(("content", "exceeded"), [
+    (b"x" * 998 + b"\r\n", False),  # 1000 octets with CRLF: the most RFC 5321 allows
+    (b"x" * 999 + b"\r\n", True),
+    (b"short\r\n" + b"x" * 998 + b"\r\nshort\r\n", False),
+    (b"x" * 999, False),  # not ended yet: still within the limit
+    (b"x" * 1000, True),  # can no longer end within it
+])
+def test_line_length_check_at_the_limit(content: bytes, exceeded: bool) -> None:
+    check = LineLengthCheck(1000)
+    check.feed(content)
+    assert check.exceeded is exceeded
+
+
+def test_no_limit_checks_nothing() -> None:
+    check = LineLengthCheck(0)
+    check.feed(b"x" * 100_000)
+    assert not check.exceeded

@@ -371,3 +371,36 @@ def test_one_message_data_per_read_not_per_line() -> None:
     assert event == EndOfData()
     assert total == len(block) * 20
     assert events <= 20
+
+
+# --------------------------------------------------------------------------
+# the text line limit (RFC 5321 4.5.3.1.6), however the reads are cut
+
+LONG = Refused(550, "5.6.0")
+SHORT_LINES = {"limits": Limits(text_line=20)}
+
+
+@pytest.mark.parametrize(("body", "log"), [
+    (b"x" * 18 + b"\r\n", [Content(b"x" * 18 + b"\r\n")]),
+    (b"ok\r\n" + b"x" * 19 + b"\r\nok\r\n", [LONG]),
+    (b"." + b"x" * 18 + b"\r\n", [Content(b"x" * 18 + b"\r\n")]),  # the stuffed dot is not content
+])
+def test_data_line_limit(body: bytes, log: list[object]) -> None:
+    driver = converse_every_way(START + b"DATA\r\n" + body + b".\r\nNOOP\r\n", **SHORT_LINES)
+    assert driver.log == [*OPEN, Data(), 354, *log, *([250] if log[0] != LONG else []), Noop(), 250]
+
+
+@pytest.mark.parametrize(("chunks", "refused"), [
+    ([b"x" * 10, b"y" * 8 + b"\r\n"], False),  # one 20-octet line across two chunks
+    ([b"x" * 10, b"y" * 9 + b"\r\n"], True),
+])
+def test_bdat_line_limit_across_chunks(chunks: list[bytes], refused: bool) -> None:
+    wire = START + b"".join(
+        b"BDAT %d%s\r\n" % (len(c), b" LAST" if i == len(chunks) - 1 else b"") + c
+        for i, c in enumerate(chunks)
+    ) + b"NOOP\r\n"
+    driver = converse_every_way(wire, **SHORT_LINES)
+    assert (LONG in driver.log) is refused
+    assert driver.log[-2:] == [Noop(), 250]
+    if not refused:  # each chunk is recorded as it ends
+        assert b"".join(e.data for e in driver.log if isinstance(e, Content)) == b"".join(chunks)

@@ -510,6 +510,22 @@ def test_max_size(serve: Callable[..., Serve], tmp_path: Path) -> None:
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize(("option", "accepted"), [((), False), (("--max-line", "0"), True)])
+def test_max_line(serve: Callable[..., Serve], tmp_path: Path, option: tuple[str, ...], accepted: bool) -> None:
+    server = serve("--port", "0", *option)
+    long_line = MSG + b"x" * 1200 + b"\r\n"
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=TIMEOUT) as client:
+        if accepted:
+            assert client.sendmail("alice@example.org", ["bob@example.net"], long_line) == {}
+        else:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("alice@example.org", ["bob@example.net"], long_line)
+            assert refused.value.smtp_code == 550 and refused.value.smtp_error.startswith(b"5.6.0 ")
+        assert client.sendmail("alice@example.org", ["bob@example.net"], MSG) == {}
+    assert len(maildir_files(tmp_path / "mail")) == (2 if accepted else 1)
+    assert server.stop() == 0
+
+
 # -- relaying ----------------------------------------------------------------------------------------
 
 

@@ -102,10 +102,10 @@ def test_message_size_limit_bdat(server_factory: Factory) -> None:
     client.expect(250)  # the chunk's octets were skipped, not parsed
     assert server.backend.messages == []
     transaction(client)
-    client.send(b"BDAT 1000 LAST\r\n" + b"c" * 1000)
+    client.send(b"BDAT 1000 LAST\r\n" + (b"c" * 98 + b"\r\n") * 10)
     client.expect(250)
     assert server.backend.wait_messages(1)
-    assert server.backend.messages[0].content == b"c" * 1000
+    assert server.backend.messages[0].content == (b"c" * 98 + b"\r\n") * 10
 
 
 def test_message_size_limit_size_parameter(server_factory: Factory) -> None:
@@ -358,18 +358,58 @@ def test_client_that_never_reads_is_timed_out(server_factory: Factory) -> None:
         sock.close()
 
 
-def test_long_text_lines_arrive_intact(recording_server: ServerThread) -> None:
-    """RFC 5321 4.5.3.1: a server should not limit lines it need not. (Limits.text_line
-    is not enforced by the server at all; a 5000-octet line is kept whole.)"""
-    client = recording_server.raw()
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+def test_text_line_limit(server_factory: Factory, chunking: bool) -> None:
+    """RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+    A longer one refuses the whole message (550 5.6.0), which is never
+    delivered, and the session goes on."""
+    server = limited(server_factory)
+    client = server.raw()
+    client.ehlo()
+
+    def send(content: bytes) -> None:
+        transaction(client)
+        if chunking:
+            client.send(b"BDAT %d LAST\r\n" % len(content) + content)
+        else:
+            client.cmd("DATA", 354)
+            client.send(content + b".\r\n")
+
+    longest = b"Subject: at the limit\r\n\r\n" + b"x" * 998 + b"\r\n"
+    send(longest)
+    client.expect(250)
+    send(b"Subject: one octet over\r\n\r\n" + b"y" * 999 + b"\r\nshort\r\n")
+    client.expect(550, "5.6.0")
+    send(b"Subject: next\r\n\r\nfine\r\n")
+    client.expect(250)
+    assert server.backend.wait_messages(2)
+    assert [m.content for m in server.backend.messages] == [longest, b"Subject: next\r\n\r\nfine\r\n"]
+
+
+def test_text_line_limit_is_configurable(server_factory: Factory) -> None:
+    server = limited(server_factory, text_line=0)  # 0: no limit, as RFC 5321 4.5.3.1 prefers
+    client = server.raw()
     client.ehlo()
     transaction(client)
     client.cmd("DATA", 354)
     line = b"x" * 4998
     client.send(b"Subject: long\r\n\r\n" + line + b"\r\n.\r\n")
     client.expect(250)
-    assert recording_server.backend.wait_messages(1)
-    assert recording_server.backend.messages[0].content == b"Subject: long\r\n\r\n" + line + b"\r\n"
+    assert server.backend.wait_messages(1)
+    assert server.backend.messages[0].content == b"Subject: long\r\n\r\n" + line + b"\r\n"
+
+
+def test_binarymime_has_no_lines_to_limit(server_factory: Factory) -> None:
+    server = limited(server_factory)
+    client = server.raw()
+    client.ehlo()
+    client.cmd("MAIL FROM:<a@example.com> BODY=BINARYMIME", 250)
+    client.cmd("RCPT TO:<b@example.com>", 250)
+    blob = bytes(range(256)).replace(b"\n", b"") * 20
+    client.send(b"BDAT %d LAST\r\n" % len(blob) + blob)
+    client.expect(250)
+    assert server.backend.wait_messages(1)
+    assert server.backend.messages[0].content == blob
 
 
 def test_bdat_size_syntax(recording_server: ServerThread) -> None:

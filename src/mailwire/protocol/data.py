@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-__all__ = ["DotStuffer", "DataReader", "BareLineEndings", "stuff", "unstuff"]
+__all__ = ["DotStuffer", "DataReader", "BareLineEndings", "LineLengthCheck", "stuff", "unstuff"]
 
 _CRLF = b"\r\n"
 _END = b"\r\n.\r\n"
@@ -88,6 +88,42 @@ def stuff(data: bytes) -> bytes:
     return stuffer.feed(data) + stuffer.end()
 
 
+class LineLengthCheck:
+    """Does a stream of chunks hold a line longer than ``limit`` octets, its
+    line ending included (RFC 5321 4.5.3.1.6: 1000)? ``limit=0`` checks nothing.
+
+    A line may end in a later chunk, so the length of the unfinished one is
+    carried over. Each step looks for the *last* LF within the next ``limit``
+    octets (``rfind``, a C scan) and jumps past it, so a chunk costs a few
+    Python steps per ``limit`` octets rather than one per line.
+    """
+
+    __slots__ = ("limit", "exceeded", "_partial")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.exceeded = False
+        self._partial = 0  # octets of the line not yet ended by an LF
+
+    def feed(self, data: bytes) -> None:
+        limit = self.limit
+        if not limit or self.exceeded:
+            return
+        size = len(data)
+        start = -self._partial  # where the current line began, relative to data
+        # A line of ``limit`` octets has its LF at start + limit - 1 at the latest.
+        while start + limit <= size:
+            lf = data.rfind(b"\n", start if start > 0 else 0, start + limit)
+            if lf < 0:
+                self.exceeded = True
+                return
+            start = lf + 1
+        lf = data.rfind(b"\n", start if start > 0 else 0)
+        if lf >= 0:
+            start = lf + 1
+        self._partial = size - start
+
+
 class DataReader:
     """Decode a DATA body as it arrives; find its end without being fooled.
 
@@ -96,9 +132,9 @@ class DataReader:
     bytes that followed the terminator once it is (they are the next commands).
     """
 
-    __slots__ = ("_buf", "_prefix", "policy", "size", "bare_line_endings", "done")
+    __slots__ = ("_buf", "_prefix", "policy", "size", "bare_line_endings", "done", "lines")
 
-    def __init__(self, policy: BareLineEndings = BareLineEndings.REFUSE) -> None:
+    def __init__(self, policy: BareLineEndings = BareLineEndings.REFUSE, text_line: int = 0) -> None:
         # A virtual CRLF before the first byte: "." at offset 0 is a line start.
         self._buf = _CRLF
         self._prefix = True
@@ -106,6 +142,8 @@ class DataReader:
         self.size = 0
         self.bare_line_endings = False
         self.done = False
+        # Lines of the content (after unstuffing) longer than ``text_line``.
+        self.lines = LineLengthCheck(text_line)
 
     def feed(self, chunk: bytes, end_at: int | None = None) -> tuple[bytes, bytes | None]:
         """``end_at``: where the caller already found the first terminator in
@@ -149,6 +187,7 @@ class DataReader:
             self.bare_line_endings = True
             if self.policy is BareLineEndings.NORMALIZE:
                 body = _normalize(body)
+        self.lines.feed(body)
         self.size += len(body)
         return body
 

@@ -33,7 +33,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..reply import Reply
 from .buffer import LineTooLong, ReceiveBuffer
 from .commands import parse_auth_response, parse_command
-from .data import BareLineEndings, DataReader
+from .data import BareLineEndings, DataReader, LineLengthCheck
 from .events import (
     NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo, Lhlo,
     Mail, MessageData, NeedData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset,
@@ -116,7 +116,8 @@ class ServerConnection:
     * Content: after ``354`` to ``Data``, and right after a ``Bdat`` event,
       ``MessageData`` pieces follow, ended by exactly one of ``EndOfData``
       (complete: reply now; the message is whole after DATA or a LAST chunk),
-      ``Rejected`` (refused: bare CR/LF, size; drop the whole message, the
+      ``Rejected`` (refused: bare CR/LF, size, a line longer than
+      ``limits.text_line``; drop the whole message, the
       transaction is over) or ``Closed`` (drop it too).
     * LMTP: after the end of a message (``EndOfData`` after DATA or after a
       LAST chunk), ``reply_due`` is the number of accepted recipients: one
@@ -165,6 +166,11 @@ class ServerConnection:
         self._reader: DataReader | None = None
         self._refusal: Reply | None = None  # why the current DATA content is refused
         self._chunk: _Chunk | None = None
+        # Line lengths across the BDAT chunks of a text (not BINARYMIME) message.
+        self._chunk_lines: LineLengthCheck | None = None
+        self._line_too_long = Reply.of(
+            550, "5.6.0", f"Message has a line longer than {limits.text_line} octets (RFC 5321 4.5.3.1.6)"
+        )
         self._pending: _Answer | None = None  # decided, handed out by the next call
         self._copies = 0  # LMTP: further copies of a content refusal still owed
         self._copy_key: type | None = None
@@ -330,12 +336,23 @@ class ServerConnection:
             return self._read_chunk(self._chunk)
         limit = self.limits.message_size
         too_big = bool(limit) and self.message_size + event.size > limit
+        if too_big:
+            self._refusal = TOO_BIG
         self._chunk = _Chunk(event.size, event.last, None, emit=not too_big)
+        if self._chunk_lines is None and ServerFlag.BINARYMIME not in self.flags:
+            self._chunk_lines = LineLengthCheck(self.limits.text_line)
         return self._hand_out(event, 0, None)  # answered after the chunk's octets
 
     def _read_chunk(self, chunk: _Chunk) -> ServerEvent | NeedData:
         piece = self._buffer.take(chunk.left) if chunk.left else b""
         chunk.left -= len(piece)
+        lines = self._chunk_lines
+        if piece and chunk.emit and lines is not None:
+            lines.feed(piece)
+            if lines.exceeded:
+                # Swallow the rest of the chunk; its reply refuses the message.
+                chunk.emit = False
+                self._refusal = self._line_too_long
         emit = bool(piece) and chunk.emit
         if emit:
             self.message_size += len(piece)
@@ -355,7 +372,7 @@ class ServerConnection:
         key = EndOfData if chunk.last else Bdat
         copies = self.accepted_recipients if chunk.last and self.lmtp else 1
         if not chunk.emit:
-            return self._refuse_content(TOO_BIG, key, copies)
+            return self._refuse_content(self._refusal or TOO_BIG, key, copies)
         return EndOfData(), copies, key
 
     def _read_data(self) -> ServerEvent | NeedData:
@@ -376,6 +393,8 @@ class ServerConnection:
                 self._refusal = TOO_BIG
             elif reader.bare_line_endings and reader.policy is BareLineEndings.REFUSE:
                 self._refusal = BARE_LINE_ENDINGS
+            elif reader.lines.exceeded:
+                self._refusal = self._line_too_long
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
@@ -459,8 +478,9 @@ class ServerConnection:
             self.flags.discard(ServerFlag.BINARYMIME)
             self._reader = None
             self._refusal = None
+            self._chunk_lines = None
         elif state is ServerState.DATA:
-            self._reader = DataReader(self.bare_line_endings)
+            self._reader = DataReader(self.bare_line_endings, self.limits.text_line)
             self._refusal = None
         elif state is ServerState.TLS_HANDSHAKE:
             # RFC 3207 5: nothing sent before the handshake may be acted on.
