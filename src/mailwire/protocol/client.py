@@ -117,31 +117,22 @@ class ClientConnection:
     def send_prepared(self, prepared: PreparedWrite) -> bytes:
         """The bytes of a write formatted earlier by ``prepare_write``.
 
-        The state is checked and advanced as ``send`` would for each event in
-        turn, but all or nothing: if any event is not legal now, nothing
-        changes and LocalProtocolError is raised. Prepared content is a whole
-        dot-stuffed message, so it may only start a message, never continue
-        one begun with ``send`` (or be framed by BDAT).
+        ``prepare_write`` already walked the state table from the state the
+        group's first event needs, so this only checks that the connection is
+        in that state and applies the outcome: all or nothing, LocalProtocolError
+        and no change otherwise. Prepared content is a whole dot-stuffed
+        message, so it may only start a message, never continue one begun
+        with ``send``.
         """
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
-        state = self.state
-        expected: list[_Expect] = []
-        for event in prepared.events:
-            kind = type(event)
-            next_state = CLIENT_SEND[state].get(kind)
-            if next_state is None:
-                raise LocalProtocolError(f"cannot send {kind.__name__} while {state.value}")
-            if kind is MessageData or kind is EndOfData:
-                if state is not ClientState.CONTENT or self._stuffer is not None:
-                    raise LocalProtocolError("prepared content must start a message sent with DATA")
-                if kind is EndOfData:
-                    expected.append((EndOfData, self.lmtp))
-            else:
-                expected.append((kind, False))
-            state = next_state
-        self.state = state
-        self._pending.extend(expected)
+        if self.state is not prepared.start:
+            kind = type(prepared.events[0]).__name__
+            raise LocalProtocolError(f"cannot send {kind} while {self.state.value}")
+        if prepared.start is ClientState.CONTENT and self._stuffer is not None:
+            raise LocalProtocolError("prepared content must start a message sent with DATA")
+        self.state = prepared.end
+        self._pending.extend(prepared.expect_lmtp if self.lmtp else prepared.expect)
         return prepared.data
 
     def _content(self, chunk: bytes) -> bytes:
@@ -272,6 +263,16 @@ class PreparedWrite:
     events: tuple[Sendable, ...]
     parts: tuple[bytes, ...]  # each event's bytes, for a driver's debug log
     data: bytes
+    start: ClientState  # the state the group is sent from
+    end: ClientState  # and the state it leaves
+    expect: tuple[_Expect, ...]  # the replies it asks for (SMTP)
+    expect_lmtp: tuple[_Expect, ...]  # (LMTP: the end of data once per recipient)
+
+
+# Where a prepared group may start, by its first event: content only after a
+# 354, anything else from READY (AUTH answers and QUIT before the greeting go
+# through send()).
+_PREPARED_START = {MessageData: ClientState.CONTENT, EndOfData: ClientState.CONTENT}
 
 
 def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
@@ -284,10 +285,22 @@ def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
     ``EndOfData``), dot-stuffed here; BDAT goes through ``send``, which
     counts its chunk octets.
     """
+    kept = tuple(events)
+    if not kept:
+        raise LocalProtocolError("nothing to prepare")
+    start = state = _PREPARED_START.get(type(kept[0]), ClientState.READY)
     stuffer: DotStuffer | None = None
-    kept: list[Sendable] = []
     parts: list[bytes] = []
-    for event in events:
+    expect: list[_Expect] = []
+    expect_lmtp: list[_Expect] = []
+    for event in kept:
+        kind = type(event)
+        next_state = CLIENT_SEND[state].get(kind)
+        if next_state is None or kind is Bdat:
+            raise LocalProtocolError(
+                "BDAT is sent with send(), which counts its chunk octets" if kind is Bdat
+                else f"a prepared write cannot send {kind.__name__} while {state.value}"
+            )
         if isinstance(event, MessageData):
             if stuffer is None:
                 stuffer = DotStuffer()
@@ -295,15 +308,19 @@ def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
         elif isinstance(event, EndOfData):
             part = (stuffer or DotStuffer()).end()
             stuffer = None
-        elif isinstance(event, Bdat):
-            raise LocalProtocolError("BDAT is sent with send(), which counts its chunk octets")
+            expect.append((EndOfData, False))
+            expect_lmtp.append((EndOfData, True))
         else:
             part = format_command(event)
-        kept.append(event)
+            expect.append((kind, False))
+            expect_lmtp.append((kind, False))
         parts.append(part)
+        state = next_state
     if stuffer is not None:
         raise LocalProtocolError("prepared content must end with EndOfData")
-    return PreparedWrite(tuple(kept), tuple(parts), b"".join(parts))
+    return PreparedWrite(
+        kept, tuple(parts), b"".join(parts), start, state, tuple(expect), tuple(expect_lmtp),
+    )
 
 
 # Short one-line replies already parsed ("250 2.1.0 Ok" comes back for every
