@@ -142,10 +142,7 @@ class AsyncSMTPClient:
             await transport.write(request.events, s.timeout)
             return None
         if isinstance(request, dialog.Read):
-            replies = await transport.read_replies(request.count, s.timeout)
-            if request.then is not None and request.ready(replies):
-                await transport.write(request.then, s.timeout)
-            return replies
+            return await transport.read_replies(request.count, s.timeout, request.then, request.ready)
         await transport.start_tls(s.context, s.server_hostname, s.timeout)
         return None
 

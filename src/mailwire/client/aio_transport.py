@@ -16,12 +16,13 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from ..deadline import Deadline
 from ..flow import FlowControl
-from ..errors import ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
@@ -45,6 +46,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._lost: Exception | None = None
         self._closed = False
         self._deadline = Deadline(self._expired)
+        self._armed: _Armed | None = None  # a write to make as soon as replies allow
 
     # -- the asyncio protocol ---------------------------------------------------------
 
@@ -58,7 +60,32 @@ class AsyncTransport(FlowControl, BufferedReading):
 
     def data_received(self, data: bytes) -> None:
         self.core.receive_data(data)
+        armed = self._armed
+        if armed is not None and not armed.written:
+            self._write_early(armed)
         self._wakeup()
+
+    def _write_early(self, armed: "_Armed") -> None:
+        """Take the replies that arrived and, if they complete the group and
+        allow it, write the prepared bytes now, before the waiting task even
+        runs: across a slow link the loop's hop to the task would otherwise
+        sit between the 354 and the content. Errors are left for the task,
+        which meets them again reading the same replies."""
+        try:
+            if not self._collect(armed.replies, armed.count):
+                return
+        except (RemoteProtocolError, ConnectionClosed):
+            return
+        if self.open and armed.ready(tuple(armed.replies)):
+            assert self.transport is not None
+            try:
+                data = format_events(self.core, armed.write, self.close)
+            except LocalProtocolError:
+                self.close()  # the task finds the connection closed, never desynced
+                return
+            self.transport.write(data)
+            self._waiting = False
+            armed.written = True
 
     def eof_received(self) -> bool:
         self.core.receive_data(b"")
@@ -93,6 +120,10 @@ class AsyncTransport(FlowControl, BufferedReading):
         assert self.transport is not None
         self._waiting = False
         self.transport.write(data)
+        await self._drained(timeout)
+
+    async def _drained(self, timeout: float | None) -> None:
+        """Until the peer has read enough of what we wrote (if it paused us)."""
         if self._writable is not None:
             try:
                 await asyncio.wait_for(self._writable, timeout)
@@ -100,32 +131,59 @@ class AsyncTransport(FlowControl, BufferedReading):
                 self.close()  # timed out or cancelled with content half-written
                 raise
 
-    async def read_replies(self, count: int, timeout: float | None) -> tuple[Reply, ...]:
-        """The next ``count`` replies; fewer if one is a 421."""
+    async def read_replies(
+        self, count: int, timeout: float | None, then: PreparedWrite | None = None,
+        ready: Callable[[tuple[Reply, ...]], bool] | None = None,
+    ) -> tuple[Reply, ...]:
+        """The next ``count`` replies; fewer if one is a 421. With ``then``,
+        write it as soon as the replies are in if ``ready(replies)`` (from
+        data_received when they arrive while we wait: see _write_early)."""
         if not self._waiting:
             self.turns += 1
             self._waiting = True
         replies: list[Reply] = []
+        armed = None
+        if then is not None and ready is not None:
+            armed = self._armed = _Armed(count, then, ready, replies)
+        try:
+            while True:
+                try:
+                    if self._collect(replies, count):
+                        break
+                except (RemoteProtocolError, ConnectionClosed):
+                    self.close()
+                    raise
+                await self._more(timeout)
+        finally:
+            self._armed = None
+        result = tuple(replies)
+        if armed is not None:
+            if armed.written:
+                await self._drained(timeout)
+            elif armed.ready(result):
+                await self.write(armed.write, timeout)
+        return result
+
+    def _collect(self, replies: list[Reply], count: int) -> bool:
+        """Move complete replies from the core into ``replies``; True once
+        there are ``count`` of them or one is a 421 (nothing more will come)."""
         core = self.core
+        if replies and replies[-1].code == 421:
+            return True  # taken already (by data_received)
         while len(replies) < count:
-            try:
-                event = core.next_event()
-            except RemoteProtocolError:
-                self.close()
-                raise
+            event = core.next_event()
             if isinstance(event, Reply):
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("< %s", event)
                 replies.append(event)
                 if event.code == 421:
-                    break
+                    return True
             elif isinstance(event, Closed):
-                self.close()
                 raise ConnectionClosed("the server closed the connection")
             else:
                 assert isinstance(event, NeedData)
-                await self._more(timeout)
-        return tuple(replies)
+                return False
+        return True
 
     async def _more(self, timeout: float | None) -> None:
         if self._closed:
@@ -176,6 +234,17 @@ class AsyncTransport(FlowControl, BufferedReading):
             self.transport.abort()
         else:
             self.transport.close()
+
+
+@dataclass(slots=True)
+class _Armed:
+    """A group being read and the write that follows it if its replies allow."""
+
+    count: int
+    write: PreparedWrite
+    ready: Callable[[tuple[Reply, ...]], bool]
+    replies: list[Reply]  # shared with the reading task
+    written: bool = False
 
 
 async def open_connection(
