@@ -192,25 +192,25 @@ class ClientConnection:
         raise self._broken
 
     def _read_reply(self) -> Reply | None:
+        buffer, limits = self._buffer, self.limits
         while True:
             try:
-                raw = self._buffer.take_line(self.limits.reply_line)
+                raw = buffer.take_line(limits.reply_line)
             except LineTooLong as exc:
                 raise RemoteProtocolError(
-                    f"server sent a reply line longer than {self.limits.reply_line} octets"
+                    f"server sent a reply line longer than {limits.reply_line} octets"
                 ) from exc
             if raw is None:
                 return None
-            self._reply_size += len(raw) + 2
-            if self._reply_size > self.limits.reply_total:
-                raise RemoteProtocolError(
-                    f"server sent a reply longer than {self.limits.reply_total} octets"
-                )
             if not self._lines:
                 known = _ONE_LINE_REPLIES.get(raw)
-                if known is not None:  # seen before: replies are immutable, share it
-                    self._reply_size = 0
-                    return known
+                if known is not None and len(raw) + 2 <= limits.reply_total:
+                    return known  # seen before: replies are immutable, share it
+            self._reply_size += len(raw) + 2
+            if self._reply_size > limits.reply_total:
+                raise RemoteProtocolError(
+                    f"server sent a reply longer than {limits.reply_total} octets"
+                )
             code, last, text = _parse_reply_line(raw)
             if not self._lines:
                 if last:  # a one-line reply, by far the most common
