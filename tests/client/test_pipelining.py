@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from mailwire import RecipientsRefused, SMTPClient, SendResult
+from mailwire.client import dialog
+from mailwire.errors import LocalProtocolError
+from mailwire.protocol.client import prepare_write
+from mailwire.protocol.events import Data, Mail, Rcpt
 
 from helpers.scripted import Peer, ScriptedServer
 
@@ -122,3 +128,24 @@ def test_data_accepted_with_every_recipient_refused_sends_no_content(scripted: S
     assert endings[0].startswith(b".\r\nMAIL FROM:<s@example.org>\r\n")
     assert b"for nobody" not in server.peers[0].received
     assert endings[1] == CONTENT + b".\r\n"
+
+
+def test_a_prepared_write_that_cannot_follow_the_354_closes_the_connection(scripted: Start) -> None:
+    """The server now waits for content; if what was prepared cannot be sent,
+    going on would read its next reply as the answer to something else."""
+    def script(peer: Peer) -> None:
+        _hello(peer)
+        peer.recv_until(b"DATA\r\n")
+        peer.reply("250 ok", "250 ok", "354 go ahead")
+        assert peer.wait_closed() == b""  # closed, and nothing sent as content
+
+    def program() -> dialog.Program[None]:
+        yield dialog.Write([Mail("s@example.org"), Rcpt("r@example.net"), Data()])
+        # Not content: a group that starts from READY cannot follow a 354.
+        yield dialog.Read(3, prepare_write([Mail("s@example.org")]), 1)
+
+    server = scripted(script)
+    client = SMTPClient(*server.address, tls="none", timeout=2)
+    with pytest.raises(LocalProtocolError):
+        client._run(program())
+    assert not client.connected

@@ -148,7 +148,12 @@ class SMTPClient:
         if isinstance(request, dialog.Read):
             replies = transport.read_replies(request.count)
             if request.then is not None and request.ready(replies):
-                transport.write(request.then)
+                try:
+                    transport.write(request.then)
+                except LocalProtocolError:
+                    # The server awaits content we cannot send: never go on.
+                    transport.close()
+                    raise
             return replies
         transport.start_tls(self.settings.context, self.settings.server_hostname)
         return None
