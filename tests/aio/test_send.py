@@ -183,3 +183,20 @@ def test_use_after_quit_with_auto_reconnect_off() -> None:
             assert rec.attempts == 1
 
     run(main())
+
+
+def test_mail_rcpt_and_data_one_step_at_a_time() -> None:
+    backend = CountingBackend(refuse=_refuse)
+
+    async def main() -> None:
+        async with mailwire_server(backend) as server:
+            async with mailwire.AsyncSMTPClient("127.0.0.1", server.port, tls="none", timeout=5) as client:
+                assert (await client.mail("s@example.org")).code == 250
+                assert (await client.rcpt("r@example.net")).code == 250
+                refused = await client.rcpt("unknown@example.net")
+                assert (refused.code, str(refused.enhanced)) == (550, "5.1.1")
+                assert (await client.data(b"Subject: steps\r\n\r\n.dot\r\n")).code == 250
+
+    run(main())
+    [envelope] = backend.envelopes
+    assert envelope.rcpt_to == ["r@example.net"] and envelope.content == b"Subject: steps\r\n\r\n.dot\r\n"

@@ -543,3 +543,34 @@ def test_helo_fallback_for_a_pre_esmtp_server(scripted: Start) -> None:
         assert not client.capabilities.features
         assert client.send(BODY, "s@example.org", ["r@example.net"]).ok
     assert [c.split(b" ")[0].rstrip(b"\r\n") for c in commands] == [b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
+
+
+# -- one step at a time ---------------------------------------------------------
+
+
+def test_mail_rcpt_and_data_one_step_at_a_time(scripted: Start) -> None:
+    """For a caller answering its own client's commands as they come (a
+    relay): each step's reply comes back, refusals included, unraised."""
+    smtp = _mini(rcpt_reply=_refuse("nobody@example.net"))
+    server = scripted(smtp)
+    with _client(server) as client:
+        assert client.mail("s@example.org").code == 250
+        assert client.rcpt("r@example.net").code == 250
+        refused = client.rcpt("nobody@example.net")
+        assert (refused.code, str(refused.enhanced)) == (550, "5.1.1")
+        assert client.data(b"Subject: steps\r\n\r\n.dot\nbare lf\r\n").code == 250
+        assert client.send(BODY, "s@example.org", ["next@example.net"]).ok  # and the connection goes on
+    first = smtp.transactions[0]
+    assert first.accepted == ["r@example.net"]
+    assert first.content == b"Subject: steps\r\n\r\n.dot\r\nbare lf\r\n"  # stuffed and CRLF on the wire
+
+
+def test_data_step_refused_before_the_content(scripted: Start) -> None:
+    smtp = _mini(data_reply="554 5.5.1 No valid recipients")
+    server = scripted(smtp)
+    with _client(server) as client:
+        client.mail("s@example.org")
+        client.rcpt("r@example.net")
+        assert client.data(b"never sent\r\n").code == 554
+        assert client.rset().code == 250
+    assert b"never sent" not in server.peers[0].received

@@ -429,11 +429,13 @@ class Upstream(RecordingHandler):
 
     def __init__(self, **kwargs: Any) -> None:
         self.refuse_mail: dict[str, str] = kwargs.pop("refuse_mail", {})
+        self.peers: set[Any] = set()  # one per connection that said MAIL
         super().__init__(**kwargs)
 
     async def handle_MAIL(
         self, server: Any, session: Any, env: Any, address: str, mail_options: list[str]
     ) -> str:
+        self.peers.add(session.peer)
         refusal = self.refuse_mail.get(address)
         if refusal is not None:
             return refusal
@@ -497,8 +499,11 @@ def test_relay_all_recipients_refused_carries_the_upstream_reply(upstream: Runni
     assert upstream.handler.envelopes == []
 
 
-def test_relay_prefers_a_transient_refusal_when_all_are_refused(upstream: Running) -> None:
-    err = refused(relay_to(upstream), envelope(rcpt_to=("nobody@example.org", "full@example.org")))
+def test_relay_forward_prefers_a_transient_refusal_when_all_are_refused(upstream: Running) -> None:
+    # The whole-envelope path (LMTP, BINARYMIME) has one reply for several refusals.
+    with pytest.raises(SMTPError) as caught:
+        relay_to(upstream).forward(envelope(rcpt_to=("nobody@example.org", "full@example.org")))
+    err = caught.value
     assert (err.code, str(err.enhanced), err.text) == (452, "4.2.2", "upstream: Mailbox full")
 
 
@@ -513,17 +518,117 @@ def test_relay_data_refused(upstream: Running) -> None:
     assert (err.code, str(err.enhanced), err.text) == (554, "5.7.1", "upstream: Message rejected as spam")
 
 
-def test_relay_partial_refusal_is_accepted_and_logged(
-    upstream: Running, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="mailwire.server.handlers")
-    deliver(relay_to(upstream), envelope(rcpt_to=("bob@example.org", "nobody@example.org", "full@example.org")))
+def test_relay_gives_each_recipient_the_upstreams_reply_as_it_comes(upstream: Running) -> None:
+    """SMTP: each RCPT is relayed when the sender gives it, so a recipient the
+    upstream refuses is refused to the sender, with the upstream's reply, and
+    the message goes to the others."""
+    async def main() -> list[SMTPError | None]:
+        session = await relay_to(upstream).new_session(SessionInfo(peer=PEER))
+        env = envelope(rcpt_to=("bob@example.org",))
+        outcomes: list[SMTPError | None] = []
+        try:
+            await session.mail(env.mail_from, env.mail_options)
+            for rcpt in ("bob@example.org", "nobody@example.org", "full@example.org"):
+                try:
+                    await session.rcpt(rcpt, RcptOptions())
+                    outcomes.append(None)
+                except SMTPError as err:
+                    outcomes.append(err)
+            await session.data(env)
+        finally:
+            await session.close()
+        return outcomes
+
+    ok, gone, full = run(main())
+    assert ok is None
+    assert gone is not None and (gone.code, str(gone.enhanced), gone.text) == (550, "5.1.1", "upstream: No such user")
+    assert full is not None and (full.code, str(full.enhanced), full.text) == (452, "4.2.2", "upstream: Mailbox full")
     [got] = upstream.handler.envelopes
-    assert got.rcpt_tos == ["bob@example.org"]
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 2
-    assert "<nobody@example.org>" in warned[0] and "550 No such user" in warned[0]
-    assert "<full@example.org>" in warned[1] and "452 Mailbox full" in warned[1]
+    assert got.rcpt_tos == ["bob@example.org"] and got.original_content == MESSAGE
+
+
+def test_relay_over_smtp_reports_each_upstream_refusal_to_the_sender(
+    upstream: Running, server_factory: Callable[..., Any],
+) -> None:
+    """End to end: stdlib smtplib -> mailwire's server with Relay -> aiosmtpd.
+    sendmail() returns the recipients the upstream refused, with its replies."""
+    import smtplib
+
+    server = server_factory(relay_to(upstream))
+    with smtplib.SMTP(*server.address, timeout=10) as client:
+        refused_rcpts = client.sendmail(
+            "alice@example.com", ["bob@example.org", "nobody@example.org", "full@example.org"], MESSAGE,
+        )
+        with pytest.raises(smtplib.SMTPSenderRefused) as sender:
+            client.sendmail("spammer@example.com", ["bob@example.org"], MESSAGE)
+    assert refused_rcpts == {
+        "nobody@example.org": (550, b"5.1.1 upstream: No such user"),
+        "full@example.org": (452, b"4.2.2 upstream: Mailbox full"),
+    }
+    assert sender.value.smtp_code == 553
+    [got] = upstream.handler.envelopes
+    assert got.rcpt_tos == ["bob@example.org"] and got.original_content == MESSAGE
+
+
+def test_relay_resets_the_upstream_after_it_refuses_data() -> None:
+    def script(peer: Peer) -> None:
+        peer.reply("220 scripted ESMTP")
+        peer.recv_line()
+        peer.reply("250-scripted", "250 8BITMIME")
+        for data_reply in ("554 5.7.1 Not now", "250 OK"):
+            assert peer.recv_line().startswith(b"MAIL FROM:")
+            peer.reply("250 OK")
+            assert peer.recv_line().startswith(b"RCPT TO:")
+            peer.reply("250 OK")
+            assert peer.recv_line() == b"DATA\r\n"
+            if data_reply.startswith("554"):
+                peer.reply(data_reply)  # DATA itself refused: the transaction is still open
+                assert peer.recv_line() == b"RSET\r\n"
+                peer.reply("250 OK")
+            else:
+                peer.reply("354 go ahead")
+                peer.recv_until(b"\r\n.\r\n")
+                peer.reply(data_reply)
+        assert peer.recv_line() == b"QUIT\r\n"
+        peer.reply("221 2.0.0 Bye")
+
+    async def main() -> SMTPError:
+        session = await Relay(*server.address, tls="none", timeout=5).new_session(SessionInfo(peer=PEER))
+        try:
+            env = envelope()
+            await session.mail(env.mail_from, env.mail_options)
+            await session.rcpt("bob@example.org", RcptOptions())
+            with pytest.raises(SMTPError) as refusal:
+                await session.data(env)
+            await session.mail(env.mail_from, env.mail_options)
+            await session.rcpt("bob@example.org", RcptOptions())
+            await session.data(env)
+        finally:
+            await session.close()
+        return refusal.value
+
+    with ScriptedServer(script) as server:
+        err = run(main())
+    assert (err.code, str(err.enhanced), err.text) == (554, "5.7.1", "upstream: Not now")
+
+
+def test_relay_uses_one_upstream_connection_per_sender_session(upstream: Running) -> None:
+    async def main() -> None:
+        session = await relay_to(upstream).new_session(SessionInfo(peer=PEER))
+        try:
+            for i in range(3):
+                env = envelope(content=MESSAGE + b"%d\r\n" % i)
+                await session.mail(env.mail_from, env.mail_options)
+                await session.rcpt("bob@example.org", RcptOptions())
+                await session.data(env)
+            await session.mail("alice@example.com", MailOptions())  # abandoned: RSET upstream
+            await session.reset()
+        finally:
+            await session.close()
+
+    run(main())
+    assert [e.original_content for e in upstream.handler.envelopes] == [MESSAGE + b"%d\r\n" % i for i in range(3)]
+    assert len(upstream.handler.peers) == 1
 
 
 def test_relay_lmtp_gives_each_recipient_its_upstream_reply(upstream: Running) -> None:
@@ -615,7 +720,13 @@ def test_relay_refuses_8bit_content_for_an_upstream_without_8bitmime() -> None:
         peer.reply("220 scripted ESMTP")
         peer.recv_line()
         peer.reply("250 scripted")  # EHLO with no extensions at all
-        assert peer.recv_line() == b"QUIT\r\n"  # no MAIL: nothing is sent
+        assert peer.recv_line().startswith(b"MAIL FROM:")
+        peer.reply("250 OK")
+        assert peer.recv_line().startswith(b"RCPT TO:")
+        peer.reply("250 OK")
+        assert peer.recv_line() == b"RSET\r\n"  # no DATA: the content is never sent
+        peer.reply("250 OK")
+        assert peer.recv_line() == b"QUIT\r\n"
         peer.reply("221 2.0.0 Bye")
 
     with ScriptedServer(script) as server:

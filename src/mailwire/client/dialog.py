@@ -44,7 +44,7 @@ from .result import SendResult
 
 __all__ = [
     "Write", "Read", "READ", "UPGRADE", "Request", "Program", "Transaction",
-    "command", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
+    "command", "data", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
     "Session", "TLSMode", "AuthArg", "leaves_connection_usable",
 ]
 
@@ -202,6 +202,17 @@ def read() -> Program[Reply]:
 
 def command(event: Sendable) -> Program[Reply]:
     yield Write([event])
+    return (yield from read())
+
+
+def data(content: bytes) -> Program[Reply]:
+    """DATA and, after its 354, the content and its end: the reply to the
+    DATA if it refused, else the reply to the end of the data. (No check
+    that a recipient was accepted: the caller of this single step knows.)"""
+    reply = _data_reply((yield from command(Data())))
+    if reply.code != 354:
+        return reply
+    yield Write([MessageData(content), EndOfData()] if content else [EndOfData()])
     return (yield from read())
 
 

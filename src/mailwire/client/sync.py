@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
 from ..protocol.capabilities import Capabilities
-from ..protocol.events import Noop, Quit, Rset, Vrfy
-from ..protocol.params import MailOptions
+from ..protocol.events import Mail, Noop, Quit, Rcpt, Rset, Vrfy
+from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
 from .dialog import AuthArg, Program, TLSMode, Transaction
@@ -204,6 +204,23 @@ class SMTPClient:
         ))
 
     # -- other commands --------------------------------------------------
+
+    def mail(self, address: str, options: MailOptions | None = None) -> Reply:
+        """MAIL FROM on its own, for a caller driving a transaction step by
+        step (a relay answering its own client's commands as they come);
+        ``send`` is the way to send a message. Refusals come back as the
+        reply; a 421 or a broken connection raises."""
+        return self._run(dialog.command(Mail(address, options or MailOptions())))
+
+    def rcpt(self, address: str, options: RcptOptions | None = None) -> Reply:
+        """RCPT TO on its own (see ``mail``)."""
+        return self._run(dialog.command(Rcpt(address, options or RcptOptions())))
+
+    def data(self, content: bytes) -> Reply:
+        """DATA, the content (dot-stuffed, CRLF line endings) and its end, on
+        their own (see ``mail``): the reply refusing DATA, or the reply to
+        the end of the data."""
+        return self._run(dialog.data(content))
 
     def noop(self) -> Reply:
         return self._run(dialog.command(Noop()))

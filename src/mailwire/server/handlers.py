@@ -413,12 +413,97 @@ def _prefer_transient(replies: Sequence[Reply]) -> Reply:
     return replies[0]
 
 
+class _Upstream:
+    """One sender session's connection to the upstream, driven command by
+    command (blocking: each call runs in a worker thread). The upstream's
+    answer to each MAIL and RCPT becomes ours, so every refusal reaches the
+    sender in the reply to the command it refuses."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self._client = relay._client(relay.port)
+
+    def mail(self, address: str, options: MailOptions) -> None:
+        client, relay = self._client, self._relay
+        if not client.connected:
+            relay._connect(client)
+        caps = client.capabilities
+        passed = _mail_options(options, caps)
+        if passed.requiretls and not (client.is_tls and caps.requiretls):
+            raise SMTPError(550, "5.7.30", "REQUIRETLS support required, and the upstream does not offer it")
+        if passed.smtputf8 and not caps.smtputf8:
+            raise SMTPError(554, "5.3.3", "upstream cannot take this message: it does not offer SMTPUTF8")
+        self._check(client.mail, address, passed)
+
+    def rcpt(self, address: str, options: RcptOptions) -> None:
+        caps = self._client.capabilities
+        passed = RcptOptions(notify=options.notify, orcpt=options.orcpt) if caps.dsn else RcptOptions()
+        self._check(self._client.rcpt, address, passed)
+
+    def data(self, content: bytes) -> None:
+        if has_8bit(content) and not self._client.capabilities.eightbitmime:
+            self.reset()
+            raise SMTPError(554, "5.6.3", "upstream does not take 8-bit data (no 8BITMIME)")
+        try:
+            self._check(self._client.data, content)
+        except _Refusal:
+            self.reset()  # a refused DATA leaves the upstream's transaction open
+            raise
+
+    def _check(self, step: Any, *args: Any) -> None:
+        try:
+            reply: Reply = step(*args)
+        except SMTPError as err:  # a 421
+            raise _Refusal(_upstream_reply(err.reply)) from err
+        except (NotSupportedError, LocalProtocolError) as err:
+            raise SMTPError(554, "5.3.3", f"upstream cannot take this message: {err}") from err
+        except (OSError, MailwireError) as err:
+            raise self._relay._fail(451, "4.4.2", f"upstream connection lost: {err}") from err
+        if not reply.is_positive:
+            raise _Refusal(_upstream_reply(reply))
+
+    def reset(self) -> None:
+        """End the upstream transaction (RSET); a connection in trouble is dropped."""
+        if not self._client.connected:
+            return
+        try:
+            self._client.rset()
+        except (OSError, MailwireError):
+            self._client.close()
+
+    def close(self) -> None:
+        self._client.quit()  # closes; never raises
+
+
 class _RelaySession(BaseSession):
+    """SMTP: each command is relayed as it comes (see ``_Upstream``). LMTP:
+    the whole envelope after the data, each recipient getting its own
+    upstream reply (``deliver``). A BINARYMIME message, which needs the
+    upstream's CHUNKING, goes whole after the data in either mode."""
+
     def __init__(self, info: SessionInfo, relay: Relay) -> None:
         super().__init__(info)
         self._relay = relay
+        self._upstream: _Upstream | None = None
+        self._live = False  # this transaction is being relayed command by command
+
+    async def mail(self, address: str, options: MailOptions) -> None:
+        self._live = not self.info.lmtp and options.body != "BINARYMIME"
+        if not self._live:
+            return
+        if self._upstream is None:
+            self._upstream = _Upstream(self._relay)
+        await asyncio.to_thread(self._upstream.mail, address, options)
+
+    async def rcpt(self, address: str, options: RcptOptions) -> None:
+        if self._live and self._upstream is not None:
+            await asyncio.to_thread(self._upstream.rcpt, address, options)
 
     async def data(self, envelope: Envelope) -> None:
+        if self._live and self._upstream is not None:
+            self._live = False
+            await asyncio.to_thread(self._upstream.data, envelope.content)
+            return
         result = await asyncio.to_thread(self._relay.forward, envelope)
         for rcpt, reply in result.refused.items():
             log.warning(
@@ -426,6 +511,16 @@ class _RelaySession(BaseSession):
                 " (not reported to the sender): %s",
                 self._relay.host, self._relay.port, rcpt, envelope.mail_from, reply,
             )
+
+    async def reset(self) -> None:
+        if self._live and self._upstream is not None:
+            self._live = False
+            await asyncio.to_thread(self._upstream.reset)
+
+    async def close(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            await asyncio.to_thread(upstream.close)
 
     async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
         """LMTP: each recipient gets the upstream's own verdict on it."""
@@ -459,33 +554,34 @@ class Relay:
     otherwise; ``allow_plaintext_auth=True`` lets AUTH cross a plaintext
     channel). ``port`` None means 25 (465 for ``tls="implicit"``).
 
-    One upstream connection per message, opened, used and closed in a worker
-    thread (``asyncio.to_thread``); nothing is pooled, so each message pays
-    a connect, an EHLO, STARTTLS and AUTH. Concurrent messages use separate
-    connections, as many at once as the default executor has threads.
+    SMTP: each sender session gets one upstream connection, opened at its
+    first MAIL and closed (QUIT) when the session ends, and every MAIL, RCPT
+    and the data are relayed as the sender gives them, each in a worker
+    thread (``asyncio.to_thread``) with the blocking ``SMTPClient``; RSET,
+    or a transaction the sender abandons, resets the upstream's. So the
+    sender hears the upstream's verdict on each command in the reply to that
+    command: a recipient the upstream refuses is refused to the sender, the
+    message goes to the others, and nothing is accepted that the upstream
+    did not accept. LMTP: the whole envelope is forwarded after the data on
+    a connection of its own, and each recipient gets the upstream's reply
+    for it (``LMTPSession.deliver``). A BINARYMIME message (which needs the
+    upstream's CHUNKING) also goes whole after the data; over SMTP, a
+    recipient the upstream then refuses while taking others can only be
+    logged (WARNING, ``mailwire.server.handlers``).
 
     What the sender hears:
 
-    * the upstream refuses the sender, every recipient, or the data: the
+    * the upstream refuses the sender, a recipient, or the data: the
       upstream's reply (code and enhanced code; text prefixed ``upstream: ``).
-      When every recipient is refused with different replies, a transient
-      one is chosen if there is one. A 421 becomes 451.
+      A 421 becomes 451.
     * the upstream cannot be reached (connection refused, timeout, DNS):
       ``451 4.4.1 upstream unreachable: ...``; the connection is lost during
       the transaction: ``451 4.4.2``; TLS fails or is not offered:
       ``451 4.7.5``; the upstream refuses our credentials: ``451 4.7.0``
       (transient: it is this relay's configuration, not the sender's fault);
       the upstream lacks an extension the message needs (SMTPUTF8, 8BITMIME,
-      BINARYMIME): ``554 5.3.3``; REQUIRETLS not possible: ``550 5.7.30``.
-
-    Limitation (SMTP): the server answers each RCPT before the upstream is
-    contacted (``rcpt()`` checks nothing), and SMTP has one reply for the
-    data. So if the upstream refuses only some recipients, the message is
-    accepted for all and each refused recipient is logged at WARNING on the
-    ``mailwire.server.handlers`` logger with the upstream's reply; the
-    sender is not told and no bounce is generated. Run the server in LMTP
-    mode to avoid this: the session implements ``LMTPSession.deliver``, so
-    each recipient gets the upstream's own reply.
+      BINARYMIME): ``554 5.3.3`` (8-bit content: ``554 5.6.3``); REQUIRETLS
+      not possible: ``550 5.7.30``.
 
     Also: a connection lost after the content was sent is reported as a
     temporary failure although the upstream may have taken the message
