@@ -35,9 +35,10 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, TextIO
 
+from ..client.aio import AsyncSMTPClient
 from ..client.message import has_8bit
 from ..client.result import SendResult
 from ..client.sync import SMTPClient, TLSMode
@@ -413,66 +414,77 @@ def _prefer_transient(replies: Sequence[Reply]) -> Reply:
     return replies[0]
 
 
+# What connecting (greeting, EHLO, STARTTLS, AUTH) or a step may raise.
+_CONNECT_ERRORS = (OSError, MailwireError, asyncio.TimeoutError)
+
+
 class _Upstream:
     """One sender session's connection to the upstream, driven command by
-    command (blocking: each call runs in a worker thread). The upstream's
-    answer to each MAIL and RCPT becomes ours, so every refusal reaches the
-    sender in the reply to the command it refuses."""
+    command on the event loop (``AsyncSMTPClient``: no thread per session).
+    The upstream's answer to each MAIL and RCPT becomes ours, so every
+    refusal reaches the sender in the reply to the command it refuses."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
-        self._client = relay._client(relay.port)
+        self._client = AsyncSMTPClient(
+            relay.host, relay.port, tls=relay.tls, auth=relay.auth, ssl_context=relay.ssl_context,
+            timeout=relay.timeout, auto_reconnect=False, **relay.client_kwargs,
+        )
 
-    def mail(self, address: str, options: MailOptions) -> None:
+    async def mail(self, address: str, options: MailOptions) -> None:
         client, relay = self._client, self._relay
         if not client.connected:
-            relay._connect(client)
+            try:
+                await client.connect()
+            except _CONNECT_ERRORS as err:
+                await client.close()
+                raise relay._connect_failure(err) from err
         caps = client.capabilities
         passed = _mail_options(options, caps)
         if passed.requiretls and not (client.is_tls and caps.requiretls):
             raise SMTPError(550, "5.7.30", "REQUIRETLS support required, and the upstream does not offer it")
         if passed.smtputf8 and not caps.smtputf8:
             raise SMTPError(554, "5.3.3", "upstream cannot take this message: it does not offer SMTPUTF8")
-        self._check(client.mail, address, passed)
+        await self._check(client.mail(address, passed))
 
-    def rcpt(self, address: str, options: RcptOptions) -> None:
+    async def rcpt(self, address: str, options: RcptOptions) -> None:
         caps = self._client.capabilities
         passed = RcptOptions(notify=options.notify, orcpt=options.orcpt) if caps.dsn else RcptOptions()
-        self._check(self._client.rcpt, address, passed)
+        await self._check(self._client.rcpt(address, passed))
 
-    def data(self, content: bytes) -> None:
+    async def data(self, content: bytes) -> None:
         if has_8bit(content) and not self._client.capabilities.eightbitmime:
-            self.reset()
+            await self.reset()
             raise SMTPError(554, "5.6.3", "upstream does not take 8-bit data (no 8BITMIME)")
         try:
-            self._check(self._client.data, content)
+            await self._check(self._client.data(content))
         except _Refusal:
-            self.reset()  # a refused DATA leaves the upstream's transaction open
+            await self.reset()  # a refused DATA leaves the upstream's transaction open
             raise
 
-    def _check(self, step: Any, *args: Any) -> None:
+    async def _check(self, step: Awaitable[Reply]) -> None:
         try:
-            reply: Reply = step(*args)
+            reply = await step
         except SMTPError as err:  # a 421
             raise _Refusal(_upstream_reply(err.reply)) from err
         except (NotSupportedError, LocalProtocolError) as err:
             raise SMTPError(554, "5.3.3", f"upstream cannot take this message: {err}") from err
-        except (OSError, MailwireError) as err:
+        except _CONNECT_ERRORS as err:
             raise self._relay._fail(451, "4.4.2", f"upstream connection lost: {err}") from err
         if not reply.is_positive:
             raise _Refusal(_upstream_reply(reply))
 
-    def reset(self) -> None:
+    async def reset(self) -> None:
         """End the upstream transaction (RSET); a connection in trouble is dropped."""
         if not self._client.connected:
             return
         try:
-            self._client.rset()
-        except (OSError, MailwireError):
-            self._client.close()
+            await self._client.rset()
+        except _CONNECT_ERRORS:
+            await self._client.close()
 
-    def close(self) -> None:
-        self._client.quit()  # closes; never raises
+    async def close(self) -> None:
+        await self._client.quit()
 
 
 class _RelaySession(BaseSession):
@@ -493,16 +505,16 @@ class _RelaySession(BaseSession):
             return
         if self._upstream is None:
             self._upstream = _Upstream(self._relay)
-        await asyncio.to_thread(self._upstream.mail, address, options)
+        await self._upstream.mail(address, options)
 
     async def rcpt(self, address: str, options: RcptOptions) -> None:
         if self._live and self._upstream is not None:
-            await asyncio.to_thread(self._upstream.rcpt, address, options)
+            await self._upstream.rcpt(address, options)
 
     async def data(self, envelope: Envelope) -> None:
         if self._live and self._upstream is not None:
             self._live = False
-            await asyncio.to_thread(self._upstream.data, envelope.content)
+            await self._upstream.data(envelope.content)
             return
         result = await asyncio.to_thread(self._relay.forward, envelope)
         for rcpt, reply in result.refused.items():
@@ -515,12 +527,12 @@ class _RelaySession(BaseSession):
     async def reset(self) -> None:
         if self._live and self._upstream is not None:
             self._live = False
-            await asyncio.to_thread(self._upstream.reset)
+            await self._upstream.reset()
 
     async def close(self) -> None:
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
-            await asyncio.to_thread(upstream.close)
+            await upstream.close()
 
     async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
         """LMTP: each recipient gets the upstream's own verdict on it."""
@@ -554,16 +566,17 @@ class Relay:
     otherwise; ``allow_plaintext_auth=True`` lets AUTH cross a plaintext
     channel). ``port`` None means 25 (465 for ``tls="implicit"``).
 
-    SMTP: each sender session gets one upstream connection, opened at its
+    SMTP: each sender session gets one upstream connection (mailwire's
+    ``AsyncSMTPClient``, on the server's own event loop), opened at its
     first MAIL and closed (QUIT) when the session ends, and every MAIL, RCPT
-    and the data are relayed as the sender gives them, each in a worker
-    thread (``asyncio.to_thread``) with the blocking ``SMTPClient``; RSET,
-    or a transaction the sender abandons, resets the upstream's. So the
+    and the data are relayed as the sender gives them; RSET, or a
+    transaction the sender abandons, resets the upstream's. So the
     sender hears the upstream's verdict on each command in the reply to that
     command: a recipient the upstream refuses is refused to the sender, the
     message goes to the others, and nothing is accepted that the upstream
     did not accept. LMTP: the whole envelope is forwarded after the data on
-    a connection of its own, and each recipient gets the upstream's reply
+    a connection of its own (the blocking ``SMTPClient`` in a worker thread,
+    ``asyncio.to_thread``), and each recipient gets the upstream's reply
     for it (``LMTPSession.deliver``). A BINARYMIME message (which needs the
     upstream's CHUNKING) also goes whole after the data; over SMTP, a
     recipient the upstream then refuses while taking others can only be
@@ -651,15 +664,19 @@ class Relay:
     def _connect(self, client: SMTPClient) -> None:
         try:
             client.connect()
-        except AuthenticationError as err:
-            raise self._fail(451, "4.7.0", f"upstream refused the relay's credentials: {err}") from err
-        except SMTPError as err:  # a refusing greeting or EHLO, or a 421
+        except _CONNECT_ERRORS as err:
+            raise self._connect_failure(err) from err
+
+    def _connect_failure(self, err: BaseException) -> SMTPError:
+        """What the sender hears when connecting upstream failed with ``err``."""
+        if isinstance(err, AuthenticationError):
+            return self._fail(451, "4.7.0", f"upstream refused the relay's credentials: {err}")
+        if isinstance(err, SMTPError):  # a refusing greeting or EHLO, or a 421
             log.warning("relay %s refused the connection: %s", self._where(), err.reply)
-            raise _Refusal(_upstream_reply(err.reply)) from err
-        except (TLSRequiredError, ssl.SSLError) as err:
-            raise self._fail(451, "4.7.5", f"upstream TLS failed: {err}") from err
-        except (OSError, MailwireError) as err:
-            raise self._fail(451, "4.4.1", f"upstream unreachable: {self._where()}: {err}") from err
+            return _Refusal(_upstream_reply(err.reply))
+        if isinstance(err, (TLSRequiredError, ssl.SSLError)):
+            return self._fail(451, "4.7.5", f"upstream TLS failed: {err}")
+        return self._fail(451, "4.4.1", f"upstream unreachable: {self._where()}: {err}")
 
     def _send(self, client: SMTPClient, envelope: Envelope) -> SendResult:
         caps = client.capabilities
