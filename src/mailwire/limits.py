@@ -24,6 +24,8 @@ class Limits:
     # XOAUTH2 bearer tokens are routinely 1-2 KB.
     auth_line: int = 12288
     # RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF.
+    # The server refuses a message with a longer line (550 5.6.0) in DATA and
+    # in text (not BINARYMIME) BDAT; 0 means no limit.
     text_line: int = 1000
     # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including CRLF.
     # Real servers exceed it (long EHLO keywords, banners), so we read up to
