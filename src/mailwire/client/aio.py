@@ -16,21 +16,21 @@ uvloop's included.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
 from ..protocol.capabilities import Capabilities
-from ..protocol.events import Mail, Noop, Quit, Rcpt, Rset, Vrfy
+from ..protocol.events import Quit
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
 from .aio_transport import AsyncTransport, open_connection
 from .dialog import AuthArg, Program, TLSMode, Transaction
-from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise, prepare, prepare_items
+from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
+from .base import ClientBase
 from .settings import ClientSettings, local_name
 
 __all__ = ["AsyncSMTPClient", "AsyncLMTPClient", "send"]
@@ -38,7 +38,7 @@ __all__ = ["AsyncSMTPClient", "AsyncLMTPClient", "send"]
 T = TypeVar("T")
 
 
-class AsyncSMTPClient:
+class AsyncSMTPClient(ClientBase):
     """``async with AsyncSMTPClient(host, auth=(user, pw)) as client:
     await client.send(message)``. Keywords as for ``SMTPClient``."""
 
@@ -57,14 +57,6 @@ class AsyncSMTPClient:
         self.messages_sent = 0
         self._transport: AsyncTransport | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def host(self) -> str:
-        return self.settings.host
-
-    @property
-    def port(self) -> int:
-        return self.settings.port
 
     @property
     def connected(self) -> bool:
@@ -157,10 +149,6 @@ class AsyncSMTPClient:
 
     # -- sending -----------------------------------------------------------------
 
-    @property
-    def _chunking(self) -> bool:
-        return self.settings.chunking and self.capabilities.chunking
-
     async def send(
         self, message: MessageLike, mail_from: str | None = None,
         rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
@@ -169,38 +157,20 @@ class AsyncSMTPClient:
         """Send one message; raise if nothing was delivered (see SMTPClient.send)."""
         if not self.connected:
             await self._ensure_connected()
-        txn = prepare(
-            message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
-            rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
-        )
+        txn = self.prepare(message, mail_from, rcpt_to, mail_options=mail_options, rcpt_options=rcpt_options)
         return outcome_or_raise((await self.transact([txn]))[0])
 
     async def send_many(self, items: Iterable[Item]) -> list[SendResult | SMTPError]:
         """Many messages, pipelined across transactions; one outcome each."""
         if not self.connected:
             await self._ensure_connected()
-        batch = prepare_items(items, self.capabilities, chunking=self._chunking, tls_active=self.is_tls)
-        return await self.transact(batch)
+        return await self.transact(self._prepare_items(items))
 
     async def transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
         """Send prepared transactions (see ``prepare``) in one pipelined run."""
-        outcomes = await self._run(dialog.transactions(
-            batch, pipelining=self.settings.pipelining and self.capabilities.pipelining,
-            chunking=self._chunking, lmtp=self.settings.lmtp,
-        ))
+        outcomes = await self._run(self._transactions(batch))
         self.messages_sent += len(batch)
         return outcomes
-
-    def prepare(
-        self, message: MessageLike, mail_from: str | None = None,
-        rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
-        rcpt_options: RcptOptionsArg = None,
-    ) -> Transaction:
-        """Check ``message`` against this server's capabilities (connect first)."""
-        return prepare(
-            message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
-            rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
-        )
 
     async def _ensure_connected(self) -> None:
         async with self._lock:
@@ -213,30 +183,23 @@ class AsyncSMTPClient:
     # -- other commands ----------------------------------------------------------
 
     async def mail(self, address: str, options: MailOptions | None = None) -> Reply:
-        """MAIL FROM on its own, for a caller driving a transaction step by
-        step (a relay answering its own client's commands as they come);
-        ``send`` is the way to send a message. Refusals come back as the
-        reply; a 421 or a broken connection raises."""
-        return await self._run(dialog.command(Mail(address, options or MailOptions())))
+        """One step at a time: see ``SMTPClient.mail``."""
+        return await self._run(self._mail(address, options))
 
     async def rcpt(self, address: str, options: RcptOptions | None = None) -> Reply:
-        """RCPT TO on its own (see ``mail``)."""
-        return await self._run(dialog.command(Rcpt(address, options or RcptOptions())))
+        return await self._run(self._rcpt(address, options))
 
     async def data(self, content: bytes) -> Reply:
-        """DATA, the content (dot-stuffed, CRLF line endings) and its end, on
-        their own (see ``mail``): the reply refusing DATA, or the reply to
-        the end of the data."""
         return await self._run(dialog.data(content))
 
     async def noop(self) -> Reply:
-        return await self._run(dialog.command(Noop()))
+        return await self._run(self._noop())
 
     async def rset(self) -> Reply:
-        return await self._run(dialog.command(Rset()))
+        return await self._run(self._rset())
 
     async def verify(self, address: str) -> Reply:
-        return await self._run(dialog.command(Vrfy(address)))
+        return await self._run(self._vrfy(address))
 
     async def quit(self) -> Reply | None:
         """Say goodbye and close; a server already gone is not an error."""

@@ -13,20 +13,20 @@ dialogs with asyncio.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
 from ..protocol.capabilities import Capabilities
-from ..protocol.events import Mail, Noop, Quit, Rcpt, Rset, Vrfy
+from ..protocol.events import Quit
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
 from .dialog import AuthArg, Program, TLSMode, Transaction
-from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise, prepare, prepare_items
+from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
+from .base import ClientBase
 from .settings import ClientSettings, local_name
 from .transport import SyncTransport, open_socket
 
@@ -35,7 +35,7 @@ __all__ = ["SMTPClient", "LMTPClient", "TLSMode"]
 T = TypeVar("T")
 
 
-class SMTPClient:
+class SMTPClient(ClientBase):
     """A blocking SMTP client connection.
 
     ``with SMTPClient(host, tls="starttls", auth=(user, password)) as client:
@@ -61,18 +61,6 @@ class SMTPClient:
         self.greeting: Reply | None = None
         if connect:
             self.connect()
-
-    @property
-    def host(self) -> str:
-        return self.settings.host
-
-    @property
-    def port(self) -> int:
-        return self.settings.port
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        return self.settings.ssl_context
 
     # -- connection ------------------------------------------------------
 
@@ -160,20 +148,6 @@ class SMTPClient:
 
     # -- sending ---------------------------------------------------------
 
-    def prepare(
-        self, message: MessageLike, mail_from: str | None = None,
-        rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
-        rcpt_options: RcptOptionsArg = None,
-    ) -> Transaction:
-        return prepare(
-            message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
-            rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
-        )
-
-    @property
-    def _chunking(self) -> bool:
-        return self.settings.chunking and self.capabilities.chunking
-
     def send(
         self, message: MessageLike, mail_from: str | None = None,
         rcpt_to: Sequence[str] | str | None = None, *, mail_options: MailOptions | None = None,
@@ -193,15 +167,10 @@ class SMTPClient:
         Items are messages or ``(message, mail_from, rcpt_to)``; the outcome of
         each is its result or the error that refused it.
         """
-        return self._transact(prepare_items(
-            items, self.capabilities, chunking=self._chunking, tls_active=self.is_tls,
-        ))
+        return self._transact(self._prepare_items(items))
 
     def _transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
-        return self._run(dialog.transactions(
-            batch, pipelining=self.settings.pipelining and self.capabilities.pipelining,
-            chunking=self._chunking, lmtp=self.settings.lmtp,
-        ))
+        return self._run(self._transactions(batch))
 
     # -- other commands --------------------------------------------------
 
@@ -210,11 +179,11 @@ class SMTPClient:
         step (a relay answering its own client's commands as they come);
         ``send`` is the way to send a message. Refusals come back as the
         reply; a 421 or a broken connection raises."""
-        return self._run(dialog.command(Mail(address, options or MailOptions())))
+        return self._run(self._mail(address, options))
 
     def rcpt(self, address: str, options: RcptOptions | None = None) -> Reply:
         """RCPT TO on its own (see ``mail``)."""
-        return self._run(dialog.command(Rcpt(address, options or RcptOptions())))
+        return self._run(self._rcpt(address, options))
 
     def data(self, content: bytes) -> Reply:
         """DATA, the content (dot-stuffed, CRLF line endings) and its end, on
@@ -223,13 +192,13 @@ class SMTPClient:
         return self._run(dialog.data(content))
 
     def noop(self) -> Reply:
-        return self._run(dialog.command(Noop()))
+        return self._run(self._noop())
 
     def rset(self) -> Reply:
-        return self._run(dialog.command(Rset()))
+        return self._run(self._rset())
 
     def verify(self, address: str) -> Reply:
-        return self._run(dialog.command(Vrfy(address)))
+        return self._run(self._vrfy(address))
 
     def quit(self) -> Reply | None:
         """Say goodbye and close; a server already gone is not an error."""
