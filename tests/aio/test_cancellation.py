@@ -343,3 +343,10 @@ def test_timeout_when_the_server_stops_reading(scripted: Start) -> None:
         assert not client.connected
 
     run(main())
+
+
+def test_timeouts_are_the_builtin_timeout_error_and_asyncios_alike() -> None:
+    # On 3.11+ the two are one class; on 3.10 the client's timeout is both.
+    from mailwire.client.aio_transport import ClientTimeout
+
+    assert issubclass(ClientTimeout, TimeoutError) and issubclass(ClientTimeout, asyncio.TimeoutError)

@@ -16,9 +16,10 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from ..deadline import Deadline
 from ..flow import FlowControl
@@ -30,7 +31,27 @@ from ..reading import BufferedReading
 from ..reply import Reply
 from .transport import format_events
 
-__all__ = ["AsyncTransport", "open_connection"]
+__all__ = ["AsyncTransport", "open_connection", "ClientTimeout"]
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+    ClientTimeout = TimeoutError
+else:  # 3.10: asyncio's TimeoutError is not yet the builtin one; be both
+
+    class ClientTimeout(asyncio.TimeoutError, TimeoutError):
+        """A wait of the asyncio client ran out of time."""
+
+
+async def _wait_for(step: Awaitable[T], timeout: float | None) -> T:
+    """``asyncio.wait_for``, its timeout raised as the builtin TimeoutError
+    on every Python we support, as the blocking client raises it."""
+    try:
+        return await asyncio.wait_for(step, timeout)
+    except asyncio.TimeoutError as err:
+        if isinstance(err, TimeoutError):
+            raise
+        raise ClientTimeout(str(err) or "timed out") from None
 
 log = logging.getLogger("mailwire.client")
 
@@ -126,7 +147,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         """Until the peer has read enough of what we wrote (if it paused us)."""
         if self._writable is not None:
             try:
-                await asyncio.wait_for(self._writable, timeout)
+                await _wait_for(self._writable, timeout)
             except BaseException:
                 self.close()  # timed out or cancelled with content half-written
                 raise
@@ -202,13 +223,13 @@ class AsyncTransport(FlowControl, BufferedReading):
     def _expired(self) -> None:
         waiter = self._wake
         if waiter is not None and not waiter.done():
-            waiter.set_exception(asyncio.TimeoutError("no reply from the server in time"))
+            waiter.set_exception(ClientTimeout("no reply from the server in time"))
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None) -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         try:
-            transport = await asyncio.wait_for(
+            transport = await _wait_for(
                 loop.start_tls(self.transport, self, context, server_hostname=server_hostname), timeout
             )
         except BaseException:
@@ -262,5 +283,5 @@ async def open_connection(
         connect = loop.create_unix_connection(factory, host, **kwargs)
     else:
         connect = loop.create_connection(factory, host, port, local_addr=source_address, **kwargs)
-    _, protocol = await asyncio.wait_for(connect, timeout)
+    _, protocol = await _wait_for(connect, timeout)
     return protocol
