@@ -3,8 +3,7 @@
 One connection is opened first, as a check (reachable, TLS, AUTH), so a
 mistake ends in one line before anything is queued. One message goes over it
 and each recipient's reply is printed. Many go through ``SMTPPool`` (``-c N``
-connections, each pipelining batches), or, for ``-c 1`` and for LMTP, which
-the pool does not speak, over that first connection and N-1 like it. At most
+connections, each pipelining batches; LMTP too). At most
 two batches per connection are in flight, so memory stays flat however many
 messages there are. When a connection fails mid-run the server is checked
 again; if it cannot be reached any more, the rest is not sent.
@@ -29,12 +28,12 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .client.aio import AsyncLMTPClient, AsyncSMTPClient
-from .client.pool import SMTPPool
+from .client.pool import PoolClosed, SMTPPool
 from .client.result import SendResult
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
@@ -58,10 +57,6 @@ class Unreachable(Exception):
 
 class Failure(Exception):
     """Reached, but no session (TLS, AUTH, a refused greeting): one line, exit 1."""
-
-
-class _NotSent(RuntimeError):
-    """The run stopped before this message was handed to a connection."""
 
 
 # -- what to send ---------------------------------------------------------------------------
@@ -174,7 +169,7 @@ class Tally:
         elif isinstance(outcome, SMTPError):
             self.refused += 1
             self.refusals[_reason(outcome.reply)] += recipients
-        elif type(outcome) is RuntimeError or isinstance(outcome, _NotSent):
+        elif isinstance(outcome, PoolClosed):
             pass  # the run stopped before it was sent: counted as not sent
         elif isinstance(outcome, (LocalProtocolError, NotSupportedError, ValueError, TypeError)):
             self.unsendable[_problem(outcome)] += 1
@@ -284,109 +279,15 @@ class _Sender(Protocol):
 
 class _PoolSender:
     def __init__(self, plan: Plan) -> None:
-        self.pool = SMTPPool(plan.host, plan.port, size=plan.connections, batch=BATCH, **plan.settings)
+        self.pool = SMTPPool(
+            plan.host, plan.port, size=plan.connections, batch=BATCH, lmtp=plan.lmtp, **plan.settings,
+        )
 
     async def send(self, item: Outgoing) -> SendResult:
         return await self.pool.send(item.content, item.mail_from, item.rcpt_to)
 
     async def close(self, grace: float) -> None:
         await self.pool.close(grace)
-
-
-@dataclass(slots=True)
-class _Job:
-    item: Outgoing
-    future: asyncio.Future[SendResult]
-
-
-def _fail(jobs: Iterable[_Job], err: BaseException) -> None:
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(err)
-
-
-class _Connections:
-    """``first`` and N-1 clients like it, each a worker pipelining what is
-    queued, as SMTPPool does: for -c 1 (no second connection) and for LMTP."""
-
-    def __init__(self, first: AsyncSMTPClient, plan: Plan) -> None:
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
-        clients = [first] + [plan.client() for _ in range(plan.connections - 1)]
-        self._workers = [asyncio.ensure_future(self._work(client)) for client in clients]
-
-    async def send(self, item: Outgoing) -> SendResult:
-        job = _Job(item, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(job)
-        return await job.future
-
-    async def _take(self) -> list[_Job] | None:
-        first = await self._queue.get()
-        if first is None:
-            return None
-        jobs = [first]
-        while len(jobs) < BATCH and not self._queue.empty():
-            job = self._queue.get_nowait()
-            if job is None:
-                self._queue.put_nowait(None)  # for this worker's next turn
-                break
-            jobs.append(job)
-        return jobs
-
-    async def _work(self, client: AsyncSMTPClient) -> None:
-        jobs: list[_Job] = []
-        try:
-            while (taken := await self._take()) is not None:
-                jobs = taken
-                await self._deliver(client, jobs)
-                jobs = []
-        except asyncio.CancelledError:
-            _fail(jobs, ConnectionClosed("stopped while this message was being sent; it may have been delivered"))
-            await client.close()
-            raise
-        await client.quit()
-
-    async def _deliver(self, client: AsyncSMTPClient, jobs: list[_Job]) -> None:
-        try:
-            if not client.connected:
-                await client.connect()
-        except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            _fail(jobs, err)
-            return
-        ready, txns = [], []
-        for job in jobs:
-            try:
-                txns.append(client.prepare(job.item.content, job.item.mail_from, job.item.rcpt_to))
-            except (MailwireError, ValueError, TypeError) as err:
-                _fail([job], err)
-            else:
-                ready.append(job)
-        if not txns:
-            return
-        try:
-            outcomes = await client.transact(txns)
-        except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            _fail(ready, err)
-            return
-        for job, outcome in zip(ready, outcomes):
-            if job.future.done():
-                continue
-            if isinstance(outcome, SMTPError):
-                job.future.set_exception(outcome)
-            else:
-                job.future.set_result(outcome)
-
-    async def close(self, grace: float) -> None:
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if job is not None:
-                _fail([job], _NotSent("not sent"))
-        for _ in self._workers:
-            self._queue.put_nowait(None)
-        _, late = await asyncio.wait(self._workers, timeout=grace)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
 
 
 def _session_error(err: BaseException, plan: Plan) -> Exception:
@@ -534,18 +435,14 @@ async def _send_one(plan: Plan, client: AsyncSMTPClient, stops: _Stops) -> int:
 
 
 async def _send_many(plan: Plan, first: AsyncSMTPClient, tally: Tally, stops: _Stops) -> int:
-    sender: _Sender
-    if plan.lmtp or plan.connections == 1:
-        sender = _Connections(first, plan)
-    else:
-        await first.quit()
-        sender = _PoolSender(plan)
+    await first.quit()  # it proved the server is there; the pool opens its own
+    sender: _Sender = _PoolSender(plan)
     progress = _progress(plan)
     pending: set[asyncio.Task[None]] = set()
     tally.started = time.monotonic()
     try:
         await stops.run(_produce(plan, sender, tally, progress, pending))
-        # Whatever is still queued gets _NotSent; what is in flight gets the grace.
+        # Whatever is still queued gets PoolClosed; what is in flight gets the grace.
         grace = 0.0 if stops.count > 1 else min(GRACE, plan.settings["timeout"])
         await stops.run(sender.close(grace))
         if pending:

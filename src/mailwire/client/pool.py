@@ -33,9 +33,14 @@ from .aio import AsyncLMTPClient, AsyncSMTPClient
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 
-__all__ = ["SMTPPool"]
+__all__ = ["SMTPPool", "PoolClosed"]
 
 log = logging.getLogger("mailwire.client.pool")
+
+
+class PoolClosed(RuntimeError):
+    """The pool was closed before this message was handed to a connection:
+    it was not sent."""
 
 
 @dataclass(slots=True)
@@ -245,7 +250,7 @@ class SMTPPool:
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if job is not None:
-                _fail([job], RuntimeError("the pool was closed before this message was sent"))
+                _fail([job], PoolClosed("the pool was closed before this message was sent"))
         workers = list(self._workers)
         for _ in workers:
             self._queue.put_nowait(None)
