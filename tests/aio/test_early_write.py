@@ -15,6 +15,7 @@ import pytest
 
 from mailwire import AsyncSMTPClient, RecipientsRefused, SendResult
 from mailwire.client.aio_transport import AsyncTransport
+from mailwire.errors import ConnectionClosed, LocalProtocolError
 from mailwire.protocol.client import prepare_write
 from mailwire.protocol.events import Data, EndOfData, Mail, MessageData, Rcpt
 from mailwire.reply import Reply
@@ -135,3 +136,24 @@ def test_data_accepted_with_every_recipient_refused_sends_no_content(
     assert isinstance(second, SendResult) and second.ok
     assert received[0].startswith(b".\r\nMAIL FROM:<s@example.org>\r\n")
     assert b"for nobody" not in server.peers[0].received
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["from data_received", "from the task"])
+def test_a_prepared_write_that_cannot_follow_the_354_closes_the_connection(early: bool) -> None:
+    """The server now waits for content: if what was prepared cannot be sent,
+    going on would pair its next reply with something else."""
+    async def main() -> None:
+        transport, fake = await _in_transaction()
+        before = len(fake.writes)
+        wrong = prepare_write([Mail("a@x.org")])  # starts from READY, not after a 354
+        if not early:
+            transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        task = asyncio.create_task(transport.read_replies(3, 1, wrong, _ready))
+        await asyncio.sleep(0)
+        if early:
+            transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        with pytest.raises((LocalProtocolError, ConnectionClosed)):
+            await task
+        assert not transport.open and len(fake.writes) == before
+
+    asyncio.run(main())

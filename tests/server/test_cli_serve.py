@@ -668,6 +668,7 @@ def test_port_in_use(serve: Callable[..., Serve]) -> None:
     (["--port", "65536"], "argument --port"),
     (["--port", "eighty"], "argument --port"),
     (["--max-size", "-5"], "argument --max-size"),
+    (["--max-line", "long"], "argument --max-line"),
     (["--tls-cert", "missing.pem"], "cannot read --tls-cert missing.pem"),
     (["--tls-cert", "{cert}", "--tls-key", "missing.pem"], "cannot read --tls-key missing.pem"),
     (["--tls-cert", "{users}"], "as a certificate and key"),

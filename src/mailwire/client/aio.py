@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
-from ..protocol.capabilities import Capabilities
 from ..protocol.events import Quit
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
@@ -31,7 +30,7 @@ from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 from .base import ClientBase
-from .settings import ClientSettings, local_name
+from .settings import local_name
 
 __all__ = ["AsyncSMTPClient", "AsyncLMTPClient", "send"]
 
@@ -42,18 +41,12 @@ class AsyncSMTPClient(ClientBase):
     """``async with AsyncSMTPClient(host, auth=(user, pw)) as client:
     await client.send(message)``. Keywords as for ``SMTPClient``."""
 
-    lmtp = False
-
     def __init__(
         self, host: str = "localhost", port: int | None = None, *, tls: TLSMode = "starttls",
         auth: AuthArg = None, auto_reconnect: bool = True, **settings: Any,
     ) -> None:
-        if port is None:
-            port = ClientSettings.default_port(tls, self.lmtp)
-        self.settings = ClientSettings(host, port, tls, auth, lmtp=self.lmtp, **settings)
+        super().__init__(host, port, tls, auth, settings)
         self.auto_reconnect = auto_reconnect
-        self.capabilities = Capabilities()
-        self.greeting: Reply | None = None
         self.messages_sent = 0
         self._transport: AsyncTransport | None = None
         self._lock = asyncio.Lock()

@@ -182,7 +182,11 @@ class AsyncTransport(FlowControl, BufferedReading):
             if armed.written:
                 await self._drained(timeout)
             elif armed.ready(result):
-                await self.write(armed.write, timeout)
+                try:
+                    await self.write(armed.write, timeout)
+                except LocalProtocolError:
+                    self.close()  # the server awaits content we cannot send: never go on
+                    raise
         return result
 
     def _collect(self, replies: list[Reply], count: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..errors import SMTPError
 from ..protocol.capabilities import Capabilities
@@ -19,7 +20,7 @@ from ..protocol.events import Mail, Noop, Rcpt, Rset, Vrfy
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
-from .dialog import Program, Transaction
+from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, prepare, prepare_items
 from .result import SendResult
 from .settings import ClientSettings
@@ -28,8 +29,16 @@ __all__ = ["ClientBase"]
 
 
 class ClientBase:
-    settings: ClientSettings
-    capabilities: Capabilities
+    lmtp = False
+
+    def __init__(
+        self, host: str, port: int | None, tls: TLSMode, auth: AuthArg, settings: dict[str, Any],
+    ) -> None:
+        if port is None:
+            port = ClientSettings.default_port(tls, self.lmtp)
+        self.settings = ClientSettings(host, port, tls, auth, lmtp=self.lmtp, **settings)
+        self.capabilities = Capabilities()
+        self.greeting: Reply | None = None
 
     @property
     def host(self) -> str:

@@ -18,7 +18,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..errors import ConnectionClosed, LocalProtocolError, MailwireError, SMTPError
-from ..protocol.capabilities import Capabilities
 from ..protocol.events import Quit
 from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
@@ -27,7 +26,7 @@ from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 from .base import ClientBase
-from .settings import ClientSettings, local_name
+from .settings import local_name
 from .transport import SyncTransport, open_socket
 
 __all__ = ["SMTPClient", "LMTPClient", "TLSMode"]
@@ -47,18 +46,12 @@ class SMTPClient(ClientBase):
     keywords are those of ``ClientSettings``.
     """
 
-    lmtp = False
-
     def __init__(
         self, host: str = "localhost", port: int | None = None, *, tls: TLSMode = "starttls",
         auth: AuthArg = None, connect: bool = True, **settings: Any,
     ) -> None:
-        if port is None:
-            port = ClientSettings.default_port(tls, self.lmtp)
-        self.settings = ClientSettings(host, port, tls, auth, lmtp=self.lmtp, **settings)
+        super().__init__(host, port, tls, auth, settings)
         self._transport: SyncTransport | None = None
-        self.capabilities = Capabilities()
-        self.greeting: Reply | None = None
         if connect:
             self.connect()
 

@@ -426,10 +426,7 @@ class _Upstream:
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
-        self._client = AsyncSMTPClient(
-            relay.host, relay.port, tls=relay.tls, auth=relay.auth, ssl_context=relay.ssl_context,
-            timeout=relay.timeout, auto_reconnect=False, **relay.client_kwargs,
-        )
+        self._client = AsyncSMTPClient(relay.host, relay.port, auto_reconnect=False, **relay._settings())
 
     async def mail(self, address: str, options: MailOptions) -> None:
         client, relay = self._client, self._relay
@@ -441,8 +438,7 @@ class _Upstream:
                 raise relay._connect_failure(err) from err
         caps = client.capabilities
         passed = _mail_options(options, caps)
-        if passed.requiretls and not (client.is_tls and caps.requiretls):
-            raise SMTPError(550, "5.7.30", "REQUIRETLS support required, and the upstream does not offer it")
+        _check_requiretls(passed, client.is_tls, caps)
         if passed.smtputf8 and not caps.smtputf8:
             raise SMTPError(554, "5.3.3", "upstream cannot take this message: it does not offer SMTPUTF8")
         await self._check(client.mail(address, passed))
@@ -453,9 +449,11 @@ class _Upstream:
         await self._check(self._client.rcpt(address, passed))
 
     async def data(self, content: bytes) -> None:
-        if has_8bit(content) and not self._client.capabilities.eightbitmime:
+        try:
+            _check_8bit(content, self._client.capabilities)
+        except SMTPError:
             await self.reset()
-            raise SMTPError(554, "5.6.3", "upstream does not take 8-bit data (no 8BITMIME)")
+            raise
         try:
             await self._check(self._client.data(content))
         except _Refusal:
@@ -465,12 +463,8 @@ class _Upstream:
     async def _check(self, step: Awaitable[Reply]) -> None:
         try:
             reply = await step
-        except SMTPError as err:  # a 421
-            raise _Refusal(_upstream_reply(err.reply)) from err
-        except (NotSupportedError, LocalProtocolError) as err:
-            raise SMTPError(554, "5.3.3", f"upstream cannot take this message: {err}") from err
-        except _CONNECT_ERRORS as err:
-            raise self._relay._fail(451, "4.4.2", f"upstream connection lost: {err}") from err
+        except (*_CONNECT_ERRORS, NotSupportedError, LocalProtocolError) as err:
+            raise self._relay._step_failure(err) from err
         if not reply.is_positive:
             raise _Refusal(_upstream_reply(reply))
 
@@ -631,11 +625,15 @@ class Relay:
         # Build one client now so that a bad option fails here, not per message.
         self.port = self._client(port).port
 
-    def _client(self, port: int | None) -> SMTPClient:
-        return SMTPClient(
-            self.host, port, tls=self.tls, auth=self.auth, ssl_context=self.ssl_context,
-            timeout=self.timeout, connect=False, **self.client_kwargs,
+    def _settings(self) -> dict[str, Any]:
+        """The upstream client's settings, for either client."""
+        return dict(
+            tls=self.tls, auth=self.auth, ssl_context=self.ssl_context, timeout=self.timeout,
+            **self.client_kwargs,
         )
+
+    def _client(self, port: int | None) -> SMTPClient:
+        return SMTPClient(self.host, port, connect=False, **self._settings())
 
     async def new_session(self, info: SessionInfo) -> Session:
         return _RelaySession(info, self)
@@ -681,10 +679,8 @@ class Relay:
     def _send(self, client: SMTPClient, envelope: Envelope) -> SendResult:
         caps = client.capabilities
         options = _mail_options(envelope.mail_options, caps)
-        if options.requiretls and not (client.is_tls and caps.requiretls):
-            raise SMTPError(550, "5.7.30", "REQUIRETLS support required, and the upstream does not offer it")
-        if has_8bit(envelope.content) and not caps.eightbitmime:
-            raise SMTPError(554, "5.6.3", "upstream does not take 8-bit data (no 8BITMIME)")
+        _check_requiretls(options, client.is_tls, caps)
+        _check_8bit(envelope.content, caps)
         try:
             return client.send(
                 envelope.content, envelope.mail_from, envelope.rcpt_to,
@@ -694,12 +690,26 @@ class Relay:
             replies = list(err.result.recipients.values()) if err.result is not None else []
             chosen = _prefer_transient(replies) if isinstance(err, RecipientsRefused) else err.reply
             raise _Refusal(_upstream_reply(chosen), err.result) from err
-        except SMTPError as err:  # SenderRefused, a 421, SIZE over the upstream's limit
-            raise _Refusal(_upstream_reply(err.reply)) from err
-        except (NotSupportedError, LocalProtocolError) as err:
-            raise SMTPError(554, "5.3.3", f"upstream cannot take this message: {err}") from err
-        except (OSError, MailwireError) as err:
-            raise self._fail(451, "4.4.2", f"upstream connection lost: {err}") from err
+        except (*_CONNECT_ERRORS, NotSupportedError, LocalProtocolError) as err:
+            raise self._step_failure(err) from err
+
+    def _step_failure(self, err: BaseException) -> SMTPError:
+        """What the sender hears when a step of the upstream transaction failed."""
+        if isinstance(err, SMTPError):  # SenderRefused, a 421, SIZE over the upstream's limit
+            return _Refusal(_upstream_reply(err.reply))
+        if isinstance(err, (NotSupportedError, LocalProtocolError)):
+            return SMTPError(554, "5.3.3", f"upstream cannot take this message: {err}")
+        return self._fail(451, "4.4.2", f"upstream connection lost: {err}")
+
+
+def _check_requiretls(options: MailOptions, tls: bool, caps: Capabilities) -> None:
+    if options.requiretls and not (tls and caps.requiretls):
+        raise SMTPError(550, "5.7.30", "REQUIRETLS support required, and the upstream does not offer it")
+
+
+def _check_8bit(content: bytes, caps: Capabilities) -> None:
+    if has_8bit(content) and not caps.eightbitmime:
+        raise SMTPError(554, "5.6.3", "upstream does not take 8-bit data (no 8BITMIME)")
 
 
 def _mail_options(options: MailOptions, caps: Capabilities) -> MailOptions:
