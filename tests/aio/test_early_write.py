@@ -58,13 +58,17 @@ async def _in_transaction() -> tuple[AsyncTransport, FakeTransport]:
     return transport, fake
 
 
-def test_content_goes_out_from_data_received() -> None:
+@pytest.mark.parametrize("wire", [
+    b"250 ok\r\n250 ok\r\n354 go\r\n",  # plain: judged on the bytes, before parsing
+    b"250 ok\r\n250-ok\r\n250 forwarding\r\n354 go\r\n",  # a multi-line reply: parsed first
+], ids=["one-line", "multi-line"])
+def test_content_goes_out_from_data_received(wire: bytes) -> None:
     async def main() -> None:
         transport, fake = await _in_transaction()
         prepared = prepare_write([MessageData(b"hi\r\n"), EndOfData()])
         task = asyncio.create_task(transport.read_replies(3, 1, prepared, _ready))
         await asyncio.sleep(0)  # the task now waits for the replies
-        transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        transport.data_received(wire)
         assert fake.writes[-1] == b"hi\r\n.\r\n" and not task.done()  # before the task ran
         replies = await task
         assert [r.code for r in replies] == [250, 250, 354]

@@ -90,3 +90,21 @@ def test_secrets_stay_out_of_the_log_and_the_error_on_failure(
 def test_mechanism_repr_hides_credentials() -> None:
     for mechanism in (Plain(USER, PASSWORD), Login(USER, PASSWORD)):
         assert PASSWORD not in repr(mechanism)
+
+
+def test_send_many_logs_each_message_once_in_the_order_it_went(
+    scripted: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content written on the bytes of the replies, before they are parsed,
+    is logged too: once per message, like every other write."""
+    caplog.set_level(logging.DEBUG, logger="mailwire.client")
+    server = scripted(MiniSMTP())
+    items = [(b"m%d\r\n" % i * (i + 1), "a@example.org", ["b@example.net"]) for i in range(3)]
+    with SMTPClient(*server.address, tls="none", timeout=2) as client:
+        outcomes = client.send_many(items)
+    assert all(not isinstance(o, Exception) for o in outcomes)
+    text = _mailwire_log(caplog)
+    sizes = [len(content) for content, _, _ in items]
+    assert [f"<{n} octets of content>" in text for n in sizes] == [True] * 3
+    assert text.count("octets of content>") == 3 and text.count("> <end of data>") == 3
+    assert text.count("> MAIL FROM:<a@example.org>") == 3 and text.count("< 354") == 3

@@ -15,7 +15,7 @@ import pytest
 from mailwire import RecipientsRefused, SMTPClient, SendResult
 from mailwire.client import dialog
 from mailwire.errors import LocalProtocolError
-from mailwire.protocol.client import prepare_write
+from mailwire.protocol.client import ClientConnection, PreparedWrite, prepare_write
 from mailwire.protocol.events import Data, Mail, Rcpt
 
 from helpers.scripted import Peer, ScriptedServer
@@ -149,3 +149,58 @@ def test_a_prepared_write_that_cannot_follow_the_354_closes_the_connection(scrip
     with pytest.raises(LocalProtocolError):
         client._run(program())
     assert not client.connected
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one segment", "reply by reply"])
+@pytest.mark.parametrize("multi_line", [False, True], ids=["one-line", "multi-line"])
+def test_send_many_content_follows_each_354_however_the_group_arrives(
+    scripted: Start, split: bool, multi_line: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain one-line groups let the content go on their bytes, before they
+    are parsed; a multi-line reply, or a group arriving in pieces, takes the
+    parsed path. Every way, each message goes once and the replies pair up."""
+    count = 4
+    rcpt = ("250-2.1.5 recipient ok", "250 2.1.5 forwarding too") if multi_line else ("250 2.1.5 ok",)
+
+    def script(peer: Peer) -> None:
+        _hello(peer)
+        peer.recv_until(b"DATA\r\n")
+        group: list[str] = ["250 2.1.0 sender ok", *rcpt * len(RCPTS), "354 go ahead"]
+        for i in range(count):
+            if split:
+                for line in group:
+                    peer.reply(line)
+            else:
+                peer.reply(*group)
+            peer.recv_until(b"\r\n.\r\n")
+            if i < count - 1:
+                peer.recv_until(b"DATA\r\n")
+            group = [f"250 2.0.0 queued {i}", "250 2.1.0 sender ok", *rcpt * len(RCPTS), "354 go ahead"]
+        peer.reply(f"250 2.0.0 queued {count - 1}")
+        _quit(peer)
+
+    early: list[bool] = []
+    look_ahead = ClientConnection.send_prepared_early
+
+    def spy(self: ClientConnection, prepared: PreparedWrite) -> bytes | None:
+        data = look_ahead(self, prepared)
+        early.append(data is not None)
+        return data
+
+    monkeypatch.setattr(ClientConnection, "send_prepared_early", spy)
+    server = scripted(script)
+    with SMTPClient(*server.address, tls="none", timeout=2) as client:
+        start = client.round_trips
+        outcomes = client.send_many([(CONTENT + b"%d\r\n" % i, "s@example.org", RCPTS) for i in range(count)])
+        assert client.round_trips - start == count + 1
+    if not multi_line:
+        assert early.count(True) == count  # every content went on the bytes alone
+    elif not split:
+        assert early.count(True) == 0  # each group had a multi-line reply to parse
+    assert [o.data_reply.text for o in outcomes if isinstance(o, SendResult)] == [
+        f"queued {i}" for i in range(count)
+    ]
+    received = server.peers[0].received
+    assert [received.count(CONTENT + b"%d\r\n.\r\n" % i) for i in range(count)] == [1] * count
+    if multi_line:
+        assert outcomes[0].rcpt_replies[RCPTS[0]].lines == ("2.1.5 recipient ok", "2.1.5 forwarding too")  # type: ignore[union-attr]

@@ -29,7 +29,7 @@ from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
 from ..reading import BufferedReading
 from ..reply import Reply
-from .transport import format_events
+from .transport import format_events, log_prepared
 
 __all__ = ["AsyncTransport", "open_connection", "ClientTimeout"]
 
@@ -87,26 +87,36 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._wakeup()
 
     def _write_early(self, armed: "_Armed") -> None:
-        """Take the replies that arrived and, if they complete the group and
-        allow it, write the prepared bytes now, before the waiting task even
-        runs: across a slow link the loop's hop to the task would otherwise
-        sit between the 354 and the content. Errors are left for the task,
-        which meets them again reading the same replies."""
-        try:
-            if not self._collect(armed.replies, armed.count):
-                return
-        except (RemoteProtocolError, ConnectionClosed):
+        """Write the prepared bytes as soon as the replies allow, before the
+        waiting task even runs: across a slow link the loop's hop to the task
+        would otherwise sit between the 354 and the content. The core looks
+        at the bytes first (``send_prepared_early``), so a plain group costs
+        no parsing before the write; otherwise the replies that arrived are
+        taken and judged. Errors are left for the task, which meets them
+        again reading the same replies."""
+        if not self.open:
             return
-        if self.open and armed.ready(tuple(armed.replies)):
-            assert self.transport is not None
+        data = self.core.send_prepared_early(armed.write)
+        if data is not None:
+            if log.isEnabledFor(logging.DEBUG):
+                log_prepared(armed.write)
+        else:
+            try:
+                if not self._collect(armed.replies, armed.count):
+                    return
+            except (RemoteProtocolError, ConnectionClosed):
+                return
+            if not armed.ready(tuple(armed.replies)):
+                return
             try:
                 data = format_events(self.core, armed.write, self.close)
             except LocalProtocolError:
                 self.close()  # the task finds the connection closed, never desynced
                 return
-            self.transport.write(data)
-            self._waiting = False
-            armed.written = True
+        assert self.transport is not None
+        self.transport.write(data)
+        self._waiting = False
+        armed.written = True
 
     def eof_received(self) -> bool:
         self.core.receive_data(b"")
@@ -180,6 +190,10 @@ class AsyncTransport(FlowControl, BufferedReading):
         result = tuple(replies)
         if armed is not None:
             if armed.written:
+                if not armed.ready(result):
+                    # The core's look ahead and the dialog's rule must agree.
+                    self.close()
+                    raise LocalProtocolError("content went out for a group that did not allow it")
                 await self._drained(timeout)
             elif armed.ready(result):
                 try:

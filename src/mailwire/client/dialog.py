@@ -112,6 +112,7 @@ class Transaction:
     rcpt_replies: dict[str, Reply] = field(default_factory=dict)
     final: dict[str, Reply] = field(default_factory=dict)
     data_reply: Reply | None = None
+    settled: SendResult | SMTPError | None = None  # the outcome, once known for good
 
     def envelope(self) -> list[Sendable]:
         events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
@@ -330,7 +331,7 @@ def transactions(
         # Each later transaction resets its predecessor, but nothing follows
         # the last: reset it here, or the next send's MAIL meets "503 nested".
         yield from command(Rset())
-    return [txn.outcome() for txn in batch]
+    return [txn.outcome() if txn.settled is None else txn.settled for txn in batch]
 
 
 def _left_open(txn: Transaction) -> bool:
@@ -432,6 +433,9 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         replies = yield from read_group(request)
         sent = ahead is not None and request.ready(replies)
         _final_replies(txn, replies[:finals], lmtp)
+        # Worked out now, while the server reads the next write, rather
+        # than for the whole batch after its last reply.
+        txn.settled = txn.outcome()
         replies = replies[finals:]
         following = after
 

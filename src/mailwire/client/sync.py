@@ -127,8 +127,13 @@ class SMTPClient(ClientBase):
             transport.write(request.events)
             return None
         if isinstance(request, dialog.Read):
-            replies = transport.read_replies(request.count)
-            if request.then is not None and request.ready(replies):
+            replies = transport.read_replies(request.count, then=request.then)
+            if transport.then_written:
+                if not request.ready(replies):
+                    # The core's look ahead and the dialog's rule must agree.
+                    transport.close()
+                    raise LocalProtocolError("content went out for a group that did not allow it")
+            elif request.then is not None and request.ready(replies):
                 try:
                     transport.write(request.then)
                 except LocalProtocolError:

@@ -24,7 +24,7 @@ from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData
 from ..reply import Reply
 
-__all__ = ["SyncTransport", "open_socket", "describe", "format_events"]
+__all__ = ["SyncTransport", "open_socket", "describe", "format_events", "log_prepared"]
 
 log = logging.getLogger("mailwire.client")
 _READ_SIZE = 65536
@@ -65,6 +65,11 @@ def describe(event: object, data: bytes) -> str:
     return data.decode("utf-8", "replace").rstrip("\r\n")
 
 
+def log_prepared(prepared: PreparedWrite) -> None:
+    for event, part in zip(prepared.events, prepared.parts):
+        log.debug("> %s", describe(event, part))
+
+
 def format_events(
     core: ClientConnection, events: Iterable[Sendable] | PreparedWrite, close: Callable[[], None],
 ) -> bytes:
@@ -79,8 +84,7 @@ def format_events(
     if isinstance(events, PreparedWrite):
         data = core.send_prepared(events)
         if debug:
-            for event, part in zip(events.events, events.parts):
-                log.debug("> %s", describe(event, part))
+            log_prepared(events)
         return data
     parts: list[bytes] = []
     for event in events:
@@ -113,6 +117,7 @@ class SyncTransport:
         self.sent_bytes = 0
         self.turns = 0  # times we waited for the server: round trips
         self._waiting = False
+        self.then_written = False  # by the last read_replies, early
         sock.settimeout(timeout)
 
     @property
@@ -140,12 +145,21 @@ class SyncTransport:
         """The next reply; ConnectionClosed if the server hung up."""
         return self.read_replies(1, timeout)[0]
 
-    def read_replies(self, count: int, timeout: float | None = None) -> tuple[Reply, ...]:
+    def read_replies(
+        self, count: int, timeout: float | None = None, then: PreparedWrite | None = None,
+    ) -> tuple[Reply, ...]:
         """The next ``count`` replies (a pipelined group's); fewer if one is a
-        421, after which the server closes and nothing more will come."""
+        421, after which the server closes and nothing more will come.
+
+        With ``then`` (content to follow the group's 354), it is written the
+        moment the bytes received show the core it may go, before they are
+        parsed (see ``ClientConnection.send_prepared_early``); ``then_written``
+        says whether it was.
+        """
         if not self._waiting:
             self.turns += 1
             self._waiting = True
+        self.then_written = False
         core = self.core
         debug = log.isEnabledFor(logging.DEBUG)
         replies: list[Reply] = []
@@ -168,6 +182,13 @@ class SyncTransport:
                 raise ConnectionClosed("the server closed the connection")
             else:
                 self._fill(timeout)
+                if then is not None and not self.then_written:
+                    data = core.send_prepared_early(then)
+                    if data is not None:
+                        self.write_raw(data)
+                        self.then_written = True
+                        if debug:
+                            log_prepared(then)
         return tuple(replies)
 
     def _fill(self, timeout: float | None) -> None:

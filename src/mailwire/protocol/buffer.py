@@ -10,6 +10,8 @@ byte at a time is not rescanned from its start on every call.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["ReceiveBuffer", "LineTooLong"]
 
 
@@ -68,6 +70,26 @@ class ReceiveBuffer:
         self._start = self._scanned = pos + 2
         # A slice of bytes is bytes already; one of a bytearray is not.
         return data[start:pos] if type(data) is bytes else bytes(data[start:pos])
+
+    def peek_lines(self, count: int, limit: int) -> list[bytes] | None:
+        """The next ``count`` lines without their CRLFs, left unread; None
+        unless all of them are complete and each (CRLF included) is within
+        ``limit`` octets. For looking ahead at replies before taking them."""
+        data, pos = self._data, self._start
+        lines = []
+        for _ in range(count):
+            end = data.find(b"\r\n", pos, pos + limit)
+            if end < 0:
+                return None
+            lines.append(bytes(data[pos:end]))
+            pos = end + 2
+        return lines
+
+    def fullmatch(self, pattern: re.Pattern[bytes], limit: int) -> bool:
+        """Whether the unread bytes, at most ``limit`` of them, all match
+        ``pattern``; reads nothing."""
+        data, start = self._data, self._start
+        return len(data) - start <= limit and pattern.fullmatch(data, start) is not None
 
     def skip_line(self) -> bool:
         """Drop bytes up to and including the next CRLF; True once it was found."""

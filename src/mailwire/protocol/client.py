@@ -16,6 +16,7 @@ until the driver says the handshake is done.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from .events import (
 )
 from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
 
-__all__ = ["ClientConnection", "ClientState", "Sendable", "PreparedWrite", "prepare_write"]
+__all__ = ["ClientConnection", "ClientState", "Sendable", "PreparedWrite", "PlainReplies", "prepare_write"]
 
 Sendable = Command | MessageData | EndOfData
 
@@ -66,6 +67,10 @@ class ClientConnection:
         self._broken: RemoteProtocolError | None = None
         # LMTP: how many RCPTs the current transaction got accepted.
         self._accepted = 0
+        # The shape of the replies to the last prepared write, while they are
+        # all that is pending (see send_prepared_early); a longest one-line reply.
+        self._plain: PlainReplies | None = None
+        self._one_line_cap = min(limits.reply_line, limits.reply_total)
 
     # -- sending ---------------------------------------------------------
 
@@ -89,6 +94,7 @@ class ClientConnection:
         next_state = CLIENT_SEND[self.state].get(kind)
         if next_state is None:
             raise LocalProtocolError(f"cannot send {kind.__name__} while {self.state.value}")
+        self._plain = None
         if isinstance(event, MessageData):
             if spelling is not None:
                 raise LocalProtocolError("message content has no command spelling")
@@ -131,9 +137,85 @@ class ClientConnection:
             raise LocalProtocolError(f"cannot send {kind} while {self.state.value}")
         if prepared.start is ClientState.CONTENT and self._stuffer is not None:
             raise LocalProtocolError("prepared content must start a message sent with DATA")
-        self.state = prepared.end
-        self._pending.extend(prepared.expect_lmtp if self.lmtp else prepared.expect)
+        self._sent_prepared(prepared)
         return prepared.data
+
+    def send_prepared_early(self, prepared: PreparedWrite) -> bytes | None:
+        """The bytes of ``prepared`` content *before* the replies that allow
+        it are taken, if the bytes received already show that they do; None
+        if they do not, or not yet, or not plainly enough to tell.
+
+        Across a slow link every microsecond between the 354 arriving and the
+        content leaving is paid once per message, and parsing the group of
+        replies ahead of the 354 (the last message's end of data, the next
+        MAIL and RCPTs) is most of it. So this only looks: every reply still
+        expected must be a complete one-line reply, none a 421, the last the
+        354 to DATA, and some RCPT of the transaction accepted, exactly the
+        rule a driver applies to the parsed replies (RFC 2920 3.1: with no
+        recipient, only the end of data may follow). Then the connection
+        stands as if those replies had been taken and ``send_prepared``
+        called, and ``next_event`` still hands out every one of them, in
+        order. With None, take the replies and decide as usual.
+        """
+        if (
+            self.state is not ClientState.DATA_WAIT or prepared.start is not ClientState.CONTENT
+            or self._lines or self._broken is not None or self._peer_closed
+        ):
+            return None
+        pending = self._pending
+        plain, buffer = self._plain, self._buffer
+        if (
+            plain is not None and len(pending) == plain.count
+            and buffer.fullmatch(plain.pattern, self._one_line_cap)
+        ):
+            # The usual group, judged in one C call: the replies to a
+            # prepared write whose RCPT came last before DATA, all plain 2xx
+            # lines but DATA's 354 (so that RCPT was accepted); no longer in
+            # all than one line may be, so no line is too long.
+            self._sent_prepared(prepared)
+            return prepared.data
+        limit = self._one_line_cap
+        # An LMTP end of data is answered once per accepted recipient, so the
+        # lines to look at are counted as they are read.
+        lines = self._buffer.peek_lines(len(pending), limit)
+        if lines is None:
+            return None
+        accepted, taken, code = self._accepted, 0, 0
+        for command, per_recipient in pending:
+            while True:
+                if taken == len(lines):
+                    more = self._buffer.peek_lines(taken + 1, limit)
+                    if more is None:
+                        return None
+                    lines = more
+                seen = _one_line_code(lines[taken])
+                taken += 1
+                if seen is None or seen == 421:
+                    return None
+                code = seen
+                if command in _RESETS:
+                    accepted = 0
+                elif command is Rcpt and code < 400:
+                    accepted += 1
+                if per_recipient and accepted > 1:
+                    accepted -= 1
+                    continue
+                if per_recipient:
+                    accepted = 0
+                break
+        if code != 354 or not accepted:
+            return None
+        self._sent_prepared(prepared)
+        return prepared.data
+
+    def _sent_prepared(self, prepared: PreparedWrite) -> None:
+        self.state = prepared.end
+        if self.lmtp:
+            self._pending.extend(prepared.expect_lmtp)
+            self._plain = None
+        else:
+            self._pending.extend(prepared.expect)
+            self._plain = prepared.plain
 
     def _content(self, chunk: bytes) -> bytes:
         if self.state is ClientState.BDAT_CONTENT:
@@ -267,6 +349,16 @@ class PreparedWrite:
     end: ClientState  # and the state it leaves
     expect: tuple[_Expect, ...]  # the replies it asks for (SMTP)
     expect_lmtp: tuple[_Expect, ...]  # (LMTP: the end of data once per recipient)
+    plain: PlainReplies | None = None  # a group ending in RCPT, DATA: its usual replies
+
+
+@dataclass(frozen=True, slots=True)
+class PlainReplies:
+    """``count`` one-line replies, 2xx but the last, DATA's 354 (a pattern
+    for the unread bytes: they must be just these lines)."""
+
+    count: int
+    pattern: re.Pattern[bytes]
 
 
 # Where a prepared group may start, by its first event: content only after a
@@ -318,8 +410,11 @@ def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
         state = next_state
     if stuffer is not None:
         raise LocalProtocolError("prepared content must end with EndOfData")
+    plain = None
+    if len(expect) > 1 and expect[-1][0] is Data and expect[-2][0] is Rcpt:
+        plain = PlainReplies(len(expect), _plain_group(len(expect)))
     return PreparedWrite(
-        kept, tuple(parts), b"".join(parts), start, state, tuple(expect), tuple(expect_lmtp),
+        kept, tuple(parts), b"".join(parts), start, state, tuple(expect), tuple(expect_lmtp), plain,
     )
 
 
@@ -337,3 +432,31 @@ def _parse_reply_line(raw: bytes) -> tuple[int, bool, str]:
     if sep not in (b"", b" ", b"-"):
         raise RemoteProtocolError(f"server sent a malformed reply line: {raw[:80]!r}")
     return int(head), sep != b"-", raw[4:].decode("utf-8", "surrogateescape")
+
+
+_PLAIN_GROUPS: dict[int, re.Pattern[bytes]] = {}
+
+
+def _plain_group(count: int) -> re.Pattern[bytes]:
+    """``count`` one-line replies, 2xx but the last, which is 354, and
+    nothing after them (line lengths are the caller's to bound)."""
+    pattern = _PLAIN_GROUPS.get(count)
+    if pattern is None:
+        pattern = re.compile(rb"(?:2[0-9][0-9] [^\r\n]*\r\n){%d}354 [^\r\n]*\r\n" % (count - 1))
+        if len(_PLAIN_GROUPS) < 64:
+            _PLAIN_GROUPS[count] = pattern
+    return pattern
+
+
+def _one_line_code(raw: bytes) -> int | None:
+    """The code of ``raw`` if it is a whole one-line reply, else None
+    (malformed, or the first line of several): for looking ahead only, so a
+    line this refuses is left for ``next_event`` to judge."""
+    known = _ONE_LINE_REPLIES.get(raw)
+    if known is not None:
+        return known.code
+    try:
+        code, last, _ = _parse_reply_line(raw)
+    except RemoteProtocolError:
+        return None
+    return code if last else None
