@@ -252,8 +252,8 @@ def format_table(layout: Layout, results: Results, counts: Counts, delay: float)
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, help="messages per timed run, every case "
-                        "(default: one connection 1000 on loopback and 200 through the delay, "
-                        "ten connections 1000; --quick: 300, 60 and 300)")  # fmt: skip
+                        "(default: one connection 1000 on loopback and 500 through the delay, "
+                        "ten connections 1000; --quick: 300, 100 and 300)")  # fmt: skip
     parser.add_argument("--repeat", type=int, help="runs per client and case; the median is shown "
                         "(default 5; --quick: 3)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smaller run, about 40 s")
@@ -262,7 +262,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def message_counts(args: argparse.Namespace) -> Counts:
-    one = (300, 60) if args.quick else (1000, 200)
+    one = (300, 100) if args.quick else (1000, 500)
     ten = 300 if args.quick else 1000
     defaults = {
         (ONE.name, "loopback"): one[0], (ONE.name, "delayed"): one[1],

@@ -347,7 +347,7 @@ def mean_proxy_delay(results: Results) -> float | None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, help="messages per timed run on both paths "
-                        "(default: 1000 on loopback, 200 through the delay; --quick: 300 and 60)")
+                        "(default: 1000 on loopback, 500 through the delay; --quick: 300 and 100)")
     parser.add_argument("--repeat", type=int, help="runs per client and case; the median is shown "
                         "(default 5; --quick: 3)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smaller run, about 30 s")
@@ -360,7 +360,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 5)
-    direct_n, delayed_n = (300, 60) if args.quick else (1000, 200)
+    direct_n, delayed_n = (300, 100) if args.quick else (1000, 500)
     counts = {"loopback": args.messages or direct_n, "delayed": args.messages or delayed_n}
     unavailable = {}
     if (why := mailwire_unavailable()) is not None:
