@@ -67,9 +67,10 @@ class ClientConnection:
         self._broken: RemoteProtocolError | None = None
         # LMTP: how many RCPTs the current transaction got accepted.
         self._accepted = 0
-        # The shape of the replies to the last prepared write, while they are
-        # all that is pending (see send_prepared_early); a longest one-line reply.
+        # What the usual replies to the last prepared write look like, kept
+        # until a command goes out with send() (see send_prepared_early).
         self._plain: PlainReplies | None = None
+        # The longest a one-line reply may be, CRLF included.
         self._one_line_cap = min(limits.reply_line, limits.reply_total)
 
     # -- sending ---------------------------------------------------------
