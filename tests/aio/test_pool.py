@@ -30,6 +30,14 @@ def _pool(port: int, **options: object) -> SMTPPool:
     return SMTPPool("127.0.0.1", port, **options)  # type: ignore[arg-type]
 
 
+async def _burst(pool: SMTPPool, count: int) -> None:
+    """``count`` messages handed to the pool at once, every one delivered."""
+    results = await asyncio.gather(*(
+        pool.send(CONTENT, f"s{i}@example.org", ["r@example.net"]) for i in range(count)
+    ))
+    assert all(r.ok for r in results)
+
+
 def test_2000_sends_over_10_connections() -> None:
     backend = CountingBackend()
     count, size = 2000, 10
@@ -62,10 +70,7 @@ def test_never_more_than_size_connections_under_slow_delivery() -> None:
     async def main() -> None:
         async with mailwire_server(backend) as server:
             async with _pool(server.port, size=4, batch=5) as pool:
-                results = await asyncio.gather(*(
-                    pool.send(CONTENT, f"s{i}@example.org", ["r@example.net"]) for i in range(200)
-                ))
-            assert all(r.ok for r in results)
+                await _burst(pool, 200)
 
     run(main())
     assert backend.sink.messages == 200
@@ -81,10 +86,7 @@ def test_a_burst_is_shared_out_over_every_connection() -> None:
     async def main() -> None:
         async with mailwire_server(backend) as server:
             async with _pool(server.port, size=4, batch=100) as pool:
-                results = await asyncio.gather(*(
-                    pool.send(CONTENT, f"s{i}@example.org", ["r@example.net"]) for i in range(40)
-                ))
-            assert all(r.ok for r in results)
+                await _burst(pool, 40)
 
     run(main())
     assert sorted(session.messages for session in backend.sessions) == [10, 10, 10, 10]
@@ -98,10 +100,7 @@ def test_max_messages_replaces_connections() -> None:
             async with _pool(server.port, size=2, max_messages=10) as pool:
                 for i in range(3):  # a connection that has already sent some ...
                     await pool.send(CONTENT, f"early{i}@example.org", ["r@example.net"])
-                results = await asyncio.gather(*(  # ... then a burst bigger than max_messages
-                    pool.send(CONTENT, f"s{i}@example.org", ["r@example.net"]) for i in range(97)
-                ))
-            assert all(r.ok for r in results)
+                await _burst(pool, 97)  # ... then a burst bigger than max_messages
 
     run(main())
     assert backend.sink.messages == 100
@@ -266,10 +265,7 @@ def test_pool_recovers_when_the_server_does() -> None:
                     with pytest.raises(SMTPError):
                         await pool.send(CONTENT, "s@example.org", ["r@example.net"])
                 rec.greeting = "220 rec.test ESMTP back again"
-                results = await asyncio.gather(*(
-                    pool.send(CONTENT, f"s{i}@example.org", ["r@example.net"]) for i in range(40)
-                ))
-                assert all(r.ok for r in results)
+                await _burst(pool, 40)
                 assert pool._backoff == 0
             assert len(rec.transactions) == 40
 
