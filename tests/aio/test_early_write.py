@@ -45,10 +45,6 @@ class FakeTransport:
         return 0
 
 
-def _ready(replies: tuple[Reply, ...]) -> bool:
-    return len(replies) == 3 and replies[-1].code == 354 and replies[1].code < 400
-
-
 async def _in_transaction() -> tuple[AsyncTransport, FakeTransport]:
     transport, fake = AsyncTransport(), FakeTransport()
     transport.connection_made(fake)  # type: ignore[arg-type]
@@ -66,7 +62,7 @@ def test_content_goes_out_from_data_received(wire: bytes) -> None:
     async def main() -> None:
         transport, fake = await _in_transaction()
         prepared = prepare_write([MessageData(b"hi\r\n"), EndOfData()])
-        task = asyncio.create_task(transport.read_replies(3, 1, prepared, _ready))
+        task = asyncio.create_task(transport.read_replies(3, 1, prepared))
         await asyncio.sleep(0)  # the task now waits for the replies
         transport.data_received(wire)
         assert fake.writes[-1] == b"hi\r\n.\r\n" and not task.done()  # before the task ran
@@ -87,7 +83,7 @@ def test_nothing_is_written_early_when_the_replies_forbid_it(wire: bytes) -> Non
         transport, fake = await _in_transaction()
         before = len(fake.writes)
         prepared = prepare_write([MessageData(b"hi\r\n"), EndOfData()])
-        task = asyncio.create_task(transport.read_replies(3, 1, prepared, _ready))
+        task = asyncio.create_task(transport.read_replies(3, 1, prepared))
         await asyncio.sleep(0)
         transport.data_received(wire)
         await task
@@ -101,7 +97,7 @@ def test_replies_already_in_are_answered_by_the_task() -> None:
         transport, fake = await _in_transaction()
         transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")  # before anyone reads
         prepared = prepare_write([MessageData(b"hi\r\n"), EndOfData()])
-        await transport.read_replies(3, 1, prepared, _ready)
+        await transport.read_replies(3, 1, prepared)
         assert fake.writes.count(b"hi\r\n.\r\n") == 1
 
     asyncio.run(main())
@@ -152,7 +148,7 @@ def test_a_prepared_write_that_cannot_follow_the_354_closes_the_connection(early
         wrong = prepare_write([Mail("a@x.org")])  # starts from READY, not after a 354
         if not early:
             transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
-        task = asyncio.create_task(transport.read_replies(3, 1, wrong, _ready))
+        task = asyncio.create_task(transport.read_replies(3, 1, wrong))
         await asyncio.sleep(0)
         if early:
             transport.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")

@@ -17,6 +17,7 @@ from mailwire.client import dialog
 from mailwire.errors import LocalProtocolError
 from mailwire.protocol.client import ClientConnection, PreparedWrite, prepare_write
 from mailwire.protocol.events import Data, Mail, Rcpt
+from mailwire.protocol.state import ClientState
 
 from helpers.scripted import Peer, ScriptedServer
 
@@ -179,15 +180,17 @@ def test_send_many_content_follows_each_354_however_the_group_arrives(
         peer.reply(f"250 2.0.0 queued {count - 1}")
         _quit(peer)
 
-    early: list[bool] = []
-    look_ahead = ClientConnection.send_prepared_early
+    early: list[bool] = []  # for each content sent: on the bytes, before parsing?
+    judge = ClientConnection.send_prepared_when_allowed
 
     def spy(self: ClientConnection, prepared: PreparedWrite) -> bytes | None:
-        data = look_ahead(self, prepared)
-        early.append(data is not None)
+        unparsed = self.state is ClientState.DATA_WAIT
+        data = judge(self, prepared)
+        if data is not None:
+            early.append(unparsed)
         return data
 
-    monkeypatch.setattr(ClientConnection, "send_prepared_early", spy)
+    monkeypatch.setattr(ClientConnection, "send_prepared_when_allowed", spy)
     server = scripted(script)
     with SMTPClient(*server.address, tls="none", timeout=2) as client:
         start = client.round_trips

@@ -1,5 +1,6 @@
-"""``ClientConnection.send_prepared_early``: content sent on the bytes of a
-group of replies, before they are parsed.
+"""``ClientConnection.send_prepared_when_allowed``: the one judge of whether
+content may follow a group of replies, parsed or still unread; unread, it
+sends on the bytes of the group, before they are parsed.
 
 The promise is narrow and checked both ways: it sends only when parsing the
 same bytes and applying the RFC 2920 rule (all replies in, no 421, DATA got
@@ -10,8 +11,10 @@ plain one-line replies it never holds back what the rule allows.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from mailwire.errors import LocalProtocolError
 from mailwire.limits import Limits
 from mailwire.protocol.client import ClientConnection, PreparedWrite, prepare_write
 from mailwire.protocol.events import Data, EndOfData, Lhlo, Mail, MessageData, Noop, Rcpt, Rset
@@ -82,7 +85,7 @@ def test_a_plain_group_lets_the_content_go_before_any_reply_is_parsed() -> None:
     early, late = in_group(), in_group()
     prepared = _next_write(1)
     early.receive_data(GROUP)
-    assert early.send_prepared_early(prepared) == prepared.data
+    assert early.send_prepared_when_allowed(prepared) == prepared.data
     # As if the four replies had been taken and the write sent after them:
     late.receive_data(GROUP)
     taken_late = replies(late)
@@ -100,10 +103,10 @@ def test_only_part_of_the_group_is_not_enough() -> None:
     client = in_group()
     prepared = _next_write(1)
     client.receive_data(GROUP[:-5])
-    assert client.send_prepared_early(prepared) is None
+    assert client.send_prepared_when_allowed(prepared) is None
     assert [r.code for r in replies(client)] == [250, 250, 250]  # taken meanwhile: fine
     client.receive_data(GROUP[-5:])
-    assert client.send_prepared_early(prepared) == prepared.data
+    assert client.send_prepared_when_allowed(prepared) == prepared.data
     assert [r.code for r in replies(client)] == [354]
     assert client.state is S.DATA_WAIT and client.pending_replies == 4
 
@@ -112,14 +115,14 @@ def test_no_recipient_accepted_means_no_content() -> None:
     client = in_group(rcpts=2)
     client.receive_data(b"250 queued\r\n250 ok\r\n550 no\r\n450 later\r\n354 go\r\n")
     before = _snapshot(client)
-    assert client.send_prepared_early(_next_write(2)) is None
+    assert client.send_prepared_when_allowed(_next_write(2)) is None
     assert _snapshot(client) == before
 
 
 def test_one_recipient_of_several_is_enough() -> None:
     client = in_group(rcpts=3)
     client.receive_data(b"250 queued\r\n250 ok\r\n550 no\r\n251 forwarded\r\n450 later\r\n354 go\r\n")
-    assert client.send_prepared_early(_next_write(3)) is not None
+    assert client.send_prepared_when_allowed(_next_write(3)) is not None
 
 
 def test_a_refused_data_or_a_421_holds_the_content_back() -> None:
@@ -130,13 +133,13 @@ def test_a_refused_data_or_a_421_holds_the_content_back() -> None:
     ):
         client = in_group()
         client.receive_data(group)
-        assert client.send_prepared_early(_next_write(1)) is None, group
+        assert client.send_prepared_when_allowed(_next_write(1)) is None, group
 
 
 def test_a_multi_line_reply_is_left_to_next_event() -> None:
     client = in_group()
     client.receive_data(b"250 queued\r\n250-sender\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-    assert client.send_prepared_early(_next_write(1)) is None
+    assert client.send_prepared_when_allowed(_next_write(1)) is None
     assert [r.code for r in replies(client)] == [250, 250, 250, 354]
     assert client.state is S.CONTENT  # the driver judges and sends as usual
     assert client.send_prepared(_next_write(1))
@@ -149,7 +152,7 @@ def test_malformed_or_overlong_lines_are_left_to_next_event() -> None:
     ):
         client = in_group(limits=limits)
         client.receive_data(group)
-        assert client.send_prepared_early(_next_write(1)) is None
+        assert client.send_prepared_when_allowed(_next_write(1)) is None
 
 
 def test_a_group_longer_than_one_line_may_be_is_judged_line_by_line() -> None:
@@ -157,7 +160,7 @@ def test_a_group_longer_than_one_line_may_be_is_judged_line_by_line() -> None:
     client = in_group(limits=Limits(reply_line=40))
     client.receive_data(GROUP)
     assert len(GROUP) > 40
-    assert client.send_prepared_early(_next_write(1)) is not None
+    assert client.send_prepared_when_allowed(_next_write(1)) is not None
 
 
 def test_the_shape_of_a_prepared_group_is_forgotten_once_commands_go_one_by_one() -> None:
@@ -169,32 +172,54 @@ def test_the_shape_of_a_prepared_group_is_forgotten_once_commands_go_one_by_one(
     for event in (Rset(), Mail("a@x.org"), Noop(), Data()):
         client.send(event)
     client.receive_data(b"250 reset\r\n250 ok\r\n250 noop\r\n354 go\r\n")
-    assert client.send_prepared_early(_next_write(1)) is None
+    assert client.send_prepared_when_allowed(_next_write(1)) is None
+
+
+def test_replies_already_parsed_are_judged_too() -> None:
+    for group, allowed in (
+        (GROUP, True),
+        (b"250 queued\r\n250 ok\r\n550 no\r\n354 go\r\n", False),  # nobody to deliver to
+        (b"250 queued\r\n421 closing\r\n250 ok\r\n354 go\r\n", False),  # the server is leaving
+    ):
+        client = in_group()
+        replies(client, group)
+        assert client.state is S.CONTENT
+        sent = client.send_prepared_when_allowed(_next_write(1))
+        assert (sent is not None) == allowed, group
+        assert client.state is (S.DATA_WAIT if allowed else S.CONTENT)
+
+
+def test_content_allowed_but_not_what_was_prepared_is_an_error() -> None:
+    client = in_group()
+    replies(client, GROUP)
+    with pytest.raises(LocalProtocolError):
+        client.send_prepared_when_allowed(prepare_write([Mail("a@x.org")]))
+    assert client.state is S.CONTENT  # nothing changed: the driver must not go on
 
 
 def test_only_from_a_data_wait_and_only_content() -> None:
     client = greeted()
     client.receive_data(b"250 ok\r\n")
-    assert client.send_prepared_early(_next_write(1)) is None  # nothing asked yet
+    assert client.send_prepared_when_allowed(_next_write(1)) is None  # nothing asked yet
     waiting = in_group()
     waiting.receive_data(GROUP)
-    assert waiting.send_prepared_early(prepare_write([Mail("a@x.org")])) is None
+    assert waiting.send_prepared_when_allowed(prepare_write([Mail("a@x.org")])) is None
 
 
 def test_not_after_the_server_closed() -> None:
     client = in_group()
     client.receive_data(GROUP)
     client.receive_data(b"")
-    assert client.send_prepared_early(_next_write(1)) is None
+    assert client.send_prepared_when_allowed(_next_write(1)) is None
 
 
 def test_lmtp_waits_for_a_reply_per_recipient_of_the_message_ended() -> None:
     client = in_group(lmtp=True, before=2)
     prepared = _next_write(1)
     client.receive_data(b"250 r0 delivered\r\n250 r1 delivered\r\n250 ok\r\n250 ok\r\n")
-    assert client.send_prepared_early(prepared) is None  # DATA's reply is still to come
+    assert client.send_prepared_when_allowed(prepared) is None  # DATA's reply is still to come
     client.receive_data(b"354 go\r\n")
-    assert client.send_prepared_early(prepared) == prepared.data
+    assert client.send_prepared_when_allowed(prepared) == prepared.data
     assert [r.code for r in replies(client)] == [250, 250, 250, 250, 354]
     assert client.state is S.DATA_WAIT and client.pending_replies == 4
 
@@ -251,7 +276,7 @@ def test_early_sends_exactly_when_parsing_first_would(case: tuple[bool, int, int
             continue  # b"" would say the server closed
         early.receive_data(wire[start:end])
         if sent is None:
-            sent = early.send_prepared_early(prepared)
+            sent = early.send_prepared_when_allowed(prepared)
     taken_early = replies(early)
 
     late.receive_data(wire)
@@ -263,5 +288,8 @@ def test_early_sends_exactly_when_parsing_first_would(case: tuple[bool, int, int
         assert allowed and sent == prepared.data
         late.send_prepared(prepared)
         assert _snapshot(early) == _snapshot(late)
-    elif all(lines == 1 for _, lines in group):
-        assert not allowed  # plain one-line groups are never held back
+    else:
+        if all(lines == 1 for _, lines in group):
+            assert not allowed  # plain one-line groups are never held back
+        # Once parsed, the same judge gives the same answer as the rule.
+        assert (early.send_prepared_when_allowed(prepared) is not None) == allowed

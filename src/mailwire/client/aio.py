@@ -127,7 +127,9 @@ class AsyncSMTPClient(ClientBase):
             await transport.write(request.events, s.timeout)
             return None
         if isinstance(request, dialog.Read):
-            return await transport.read_replies(request.count, s.timeout, request.then, request.ready)
+            replies = await transport.read_replies(request.count, s.timeout, request.then)
+            request.written = transport.then_written
+            return replies
         await transport.start_tls(s.context, s.server_hostname, s.timeout)
         return None
 

@@ -17,7 +17,7 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -68,6 +68,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._closed = False
         self._deadline = Deadline(self._expired)
         self._armed: _Armed | None = None  # a write to make as soon as replies allow
+        self.then_written = False  # by the last read_replies
 
     # -- the asyncio protocol ---------------------------------------------------------
 
@@ -87,32 +88,30 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._wakeup()
 
     def _write_early(self, armed: "_Armed") -> None:
-        """Write the prepared bytes as soon as the replies allow, before the
-        waiting task even runs: across a slow link the loop's hop to the task
-        would otherwise sit between the 354 and the content. The core looks
-        at the bytes first (``send_prepared_early``), so a plain group costs
-        no parsing before the write; otherwise the replies that arrived are
-        taken and judged. Errors are left for the task, which meets them
-        again reading the same replies."""
+        """Write the prepared bytes as soon as the core says the replies
+        allow it, before the waiting task even runs: across a slow link the
+        loop's hop to the task would otherwise sit between the 354 and the
+        content. The core judges a plain group on its bytes; otherwise the
+        replies that arrived are taken and it judges them parsed. Errors are
+        left for the task, which meets them again reading the same replies."""
         if not self.open:
             return
-        data = self.core.send_prepared_early(armed.write)
-        if data is not None:
-            if log.isEnabledFor(logging.DEBUG):
-                log_prepared(armed.write)
-        else:
-            try:
-                if not self._collect(armed.replies, armed.count):
+        try:
+            data = self.core.send_prepared_when_allowed(armed.write)
+            if data is None:
+                try:
+                    if not self._collect(armed.replies, armed.count):
+                        return
+                except (RemoteProtocolError, ConnectionClosed):
                     return
-            except (RemoteProtocolError, ConnectionClosed):
-                return
-            if not armed.ready(tuple(armed.replies)):
-                return
-            try:
-                data = format_events(self.core, armed.write, self.close)
-            except LocalProtocolError:
-                self.close()  # the task finds the connection closed, never desynced
-                return
+                data = self.core.send_prepared_when_allowed(armed.write)
+                if data is None:
+                    return
+        except LocalProtocolError:
+            self.close()  # the task finds the connection closed, never desynced
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log_prepared(armed.write)
         assert self.transport is not None
         self.transport.write(data)
         self._waiting = False
@@ -143,7 +142,9 @@ class AsyncTransport(FlowControl, BufferedReading):
         """Format every event and write them at once (closing if one is
         refused after others were formatted: see SyncTransport.write). When
         the peer stops reading, wait for it at most ``timeout`` seconds."""
-        data = format_events(self.core, events, self.close)
+        await self._send(format_events(self.core, events, self.close), timeout)
+
+    async def _send(self, data: bytes, timeout: float | None) -> None:
         if not data:
             return
         if not self.open:
@@ -164,18 +165,19 @@ class AsyncTransport(FlowControl, BufferedReading):
 
     async def read_replies(
         self, count: int, timeout: float | None, then: PreparedWrite | None = None,
-        ready: Callable[[tuple[Reply, ...]], bool] | None = None,
     ) -> tuple[Reply, ...]:
         """The next ``count`` replies; fewer if one is a 421. With ``then``,
-        write it as soon as the replies are in if ``ready(replies)`` (from
-        data_received when they arrive while we wait: see _write_early)."""
+        write it as soon as the core says the replies allow it (from
+        data_received when they arrive while we wait: see _write_early);
+        ``then_written`` says whether it was."""
         if not self._waiting:
             self.turns += 1
             self._waiting = True
+        self.then_written = False
         replies: list[Reply] = []
         armed = None
-        if then is not None and ready is not None:
-            armed = self._armed = _Armed(count, then, ready, replies)
+        if then is not None:
+            armed = self._armed = _Armed(count, then, replies)
         try:
             while True:
                 try:
@@ -187,21 +189,22 @@ class AsyncTransport(FlowControl, BufferedReading):
                 await self._more(timeout)
         finally:
             self._armed = None
-        result = tuple(replies)
         if armed is not None:
             if armed.written:
-                if not armed.ready(result):
-                    # The core's look ahead and the dialog's rule must agree.
-                    self.close()
-                    raise LocalProtocolError("content went out for a group that did not allow it")
                 await self._drained(timeout)
-            elif armed.ready(result):
+            elif len(replies) == count:  # the replies were in before we read
                 try:
-                    await self.write(armed.write, timeout)
+                    data = self.core.send_prepared_when_allowed(armed.write)
                 except LocalProtocolError:
                     self.close()  # the server awaits content we cannot send: never go on
                     raise
-        return result
+                if data is not None:
+                    if log.isEnabledFor(logging.DEBUG):
+                        log_prepared(armed.write)
+                    await self._send(data, timeout)
+                    armed.written = True
+            self.then_written = armed.written
+        return tuple(replies)
 
     def _collect(self, replies: list[Reply], count: int) -> bool:
         """Move complete replies from the core into ``replies``; True once
@@ -281,7 +284,6 @@ class _Armed:
 
     count: int
     write: PreparedWrite
-    ready: Callable[[tuple[Reply, ...]], bool]
     replies: list[Reply]  # shared with the reading task
     written: bool = False
 

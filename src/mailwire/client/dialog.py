@@ -43,7 +43,7 @@ from ..sasl import ClientMechanism, choose_mechanism
 from .result import SendResult
 
 __all__ = [
-    "Write", "Read", "READ", "UPGRADE", "Request", "Program", "Transaction",
+    "Write", "Read", "UPGRADE", "Request", "Program", "Transaction",
     "command", "data", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
     "Session", "TLSMode", "AuthArg", "leaves_connection_usable",
 ]
@@ -58,31 +58,21 @@ class Write:
     events: Sequence[Sendable] | PreparedWrite
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read:
     """Read ``count`` replies; the driver sends back a tuple of them. Asking
     for a pipelined group's replies at once saves a driver round per reply.
 
     With ``then``, the group ends in DATA and ``then`` is the message content
     that follows it, formatted ahead: the driver writes it the moment the
-    replies are in if ``ready(replies)``, before handing them back, so no
-    dialog code runs between the 354 and the content going out. The dialog
-    asks ``ready`` again to learn whether it was written.
+    core says the replies allow it (``send_prepared_when_allowed``), before
+    handing them back, so no dialog code runs between the 354 and the
+    content going out; and sets ``written`` to say it did.
     """
 
     count: int = 1
     then: PreparedWrite | None = None
-    first_rcpt: int = 0  # where the group's RCPT replies start
-
-    def ready(self, replies: tuple[Reply, ...]) -> bool:
-        """The group is complete, DATA got its 354 and some RCPT was accepted
-        (with none, RFC 2920 3.1 has the client send only the end of data)."""
-        if len(replies) != self.count or replies[-1].code != 354:
-            return False
-        for reply in replies[self.first_rcpt:-1]:
-            if reply.code < 400:
-                return True
-        return False
+    written: bool = False
 
 
 class _Upgrade:
@@ -90,7 +80,6 @@ class _Upgrade:
         return "UPGRADE"
 
 
-READ = Read(1)
 _NO_RCPT_OPTIONS = RcptOptions()
 UPGRADE = _Upgrade()
 Request = Union[Write, Read, _Upgrade]
@@ -182,7 +171,7 @@ def leaves_connection_usable(error: BaseException) -> bool:
 
 def read_many(count: int) -> Program[tuple[Reply, ...]]:
     """The next ``count`` replies; a 421 means the server is closing: raise."""
-    return (yield from read_group(READ if count == 1 else Read(count)))
+    return (yield from read_group(Read(count)))
 
 
 def read_group(request: Read) -> Program[tuple[Reply, ...]]:
@@ -399,9 +388,9 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
     ahead = _ahead(batch[0], following)
     # Each read takes one whole group of replies: [RSET,] MAIL, each RCPT and
     # DATA of this transaction, behind the end-of-data reply(s) of the last.
-    request = Read(1 + len(batch[0].rcpt_to) + 1, ahead, 1)
+    request = Read(1 + len(batch[0].rcpt_to) + 1, ahead)
     replies = yield from read_group(request)
-    sent = ahead is not None and request.ready(replies)
+    sent = request.written
     for i, txn in enumerate(batch):
         _envelope_replies(txn, replies[:-1])
         data = _data_reply(replies[-1])
@@ -414,9 +403,9 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
             yield Write([Rset(), *following])
             after = _opening(batch, i + 2)
             ahead = _ahead(batch[i + 1], after)
-            request = Read(1 + len(following), ahead, 2)
+            request = Read(1 + len(following), ahead)
             replies = yield from read_group(request)
-            sent = ahead is not None and request.ready(replies)
+            sent = request.written
             replies = replies[1:]
             following = after
             continue
@@ -429,9 +418,9 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         after = _opening(batch, i + 2)
         ahead = _ahead(batch[i + 1], after) if following else None
         finals = len(txn.accepted) if lmtp and txn.accepted else 1
-        request = Read(finals + len(following), ahead, finals + 1)
+        request = Read(finals + len(following), ahead)
         replies = yield from read_group(request)
-        sent = ahead is not None and request.ready(replies)
+        sent = request.written
         _final_replies(txn, replies[:finals], lmtp)
         # Worked out now, while the server reads the next write, rather
         # than for the whole batch after its last reply.

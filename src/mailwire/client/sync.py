@@ -128,18 +128,7 @@ class SMTPClient(ClientBase):
             return None
         if isinstance(request, dialog.Read):
             replies = transport.read_replies(request.count, then=request.then)
-            if transport.then_written:
-                if not request.ready(replies):
-                    # The core's look ahead and the dialog's rule must agree.
-                    transport.close()
-                    raise LocalProtocolError("content went out for a group that did not allow it")
-            elif request.then is not None and request.ready(replies):
-                try:
-                    transport.write(request.then)
-                except LocalProtocolError:
-                    # The server awaits content we cannot send: never go on.
-                    transport.close()
-                    raise
+            request.written = transport.then_written
             return replies
         transport.start_tls(self.settings.context, self.settings.server_hostname)
         return None

@@ -117,7 +117,7 @@ class SyncTransport:
         self.sent_bytes = 0
         self.turns = 0  # times we waited for the server: round trips
         self._waiting = False
-        self.then_written = False  # by the last read_replies, early
+        self.then_written = False  # by the last read_replies
         sock.settimeout(timeout)
 
     @property
@@ -151,10 +151,10 @@ class SyncTransport:
         """The next ``count`` replies (a pipelined group's); fewer if one is a
         421, after which the server closes and nothing more will come.
 
-        With ``then`` (content to follow the group's 354), it is written the
-        moment the bytes received show the core it may go, before they are
-        parsed (see ``ClientConnection.send_prepared_early``); ``then_written``
-        says whether it was.
+        With ``then`` (content to follow the group's 354), it is written as
+        soon as the core says the replies allow it (``send_prepared_when_allowed``:
+        on their bytes when it can tell, else once they are parsed);
+        ``then_written`` says whether it was.
         """
         if not self._waiting:
             self.turns += 1
@@ -183,13 +183,23 @@ class SyncTransport:
             else:
                 self._fill(timeout)
                 if then is not None and not self.then_written:
-                    data = core.send_prepared_early(then)
-                    if data is not None:
-                        self.write_raw(data)
-                        self.then_written = True
-                        if debug:
-                            log_prepared(then)
+                    self._write_then(then)
+        if then is not None and not self.then_written and len(replies) == count:
+            self._write_then(then)
         return tuple(replies)
+
+    def _write_then(self, then: PreparedWrite) -> None:
+        try:
+            data = self.core.send_prepared_when_allowed(then)
+        except LocalProtocolError:
+            # The server awaits content we cannot send: never go on.
+            self.close()
+            raise
+        if data is not None:
+            self.write_raw(data)
+            self.then_written = True
+            if log.isEnabledFor(logging.DEBUG):
+                log_prepared(then)
 
     def _fill(self, timeout: float | None) -> None:
         if self.sock.fileno() < 0:

@@ -68,8 +68,10 @@ class ClientConnection:
         # LMTP: how many RCPTs the current transaction got accepted.
         self._accepted = 0
         # What the usual replies to the last prepared write look like, kept
-        # until a command goes out with send() (see send_prepared_early).
+        # until a command goes out with send() (see send_prepared_when_allowed).
         self._plain: PlainReplies | None = None
+        # The server said 421: it is closing, and no content may follow.
+        self._closing = False
         # The longest a one-line reply may be, CRLF included.
         self._one_line_cap = min(limits.reply_line, limits.reply_total)
 
@@ -141,26 +143,33 @@ class ClientConnection:
         self._sent_prepared(prepared)
         return prepared.data
 
-    def send_prepared_early(self, prepared: PreparedWrite) -> bytes | None:
-        """The bytes of ``prepared`` content *before* the replies that allow
-        it are taken, if the bytes received already show that they do; None
-        if they do not, or not yet, or not plainly enough to tell.
+    def send_prepared_when_allowed(self, prepared: PreparedWrite) -> bytes | None:
+        """The bytes of ``prepared`` content if the replies to DATA and its
+        RCPTs allow it now; None if they do not, or not yet, or not plainly
+        enough to tell from bytes still unread. The one judge of RFC 2920
+        3.1 for both drivers: content may follow once DATA got its 354 and
+        some RCPT of the transaction was accepted (with none, only the end
+        of data may go), and never after a 421.
 
-        Across a slow link every microsecond between the 354 arriving and the
-        content leaving is paid once per message, and parsing the group of
-        replies ahead of the 354 (the last message's end of data, the next
-        MAIL and RCPTs) is most of it. So this only looks: every reply still
-        expected must be a complete one-line reply, none a 421, the last the
-        354 to DATA, and some RCPT of the transaction accepted, exactly the
-        rule a driver applies to the parsed replies (RFC 2920 3.1: with no
-        recipient, only the end of data may follow). Then the connection
-        stands as if those replies had been taken and ``send_prepared``
-        called, and ``next_event`` still hands out every one of them, in
-        order. With None, take the replies and decide as usual.
+        The replies may have been taken with ``next_event`` already, or may
+        still be unread. Across a slow link every microsecond between the
+        354 arriving and the content leaving is paid once per message, and
+        parsing the group ahead of the 354 (the last message's end of data,
+        the next MAIL and RCPTs) is most of it; so unread replies are judged
+        on their bytes: every reply still expected must be a complete
+        one-line reply. Then the connection stands as if they had been taken
+        and ``send_prepared`` called, and ``next_event`` still hands out
+        every one of them, in order. Raises LocalProtocolError, as
+        ``send_prepared`` does, if content may follow but ``prepared`` cannot.
         """
+        if self.state is ClientState.CONTENT:
+            return self.send_prepared(prepared) if self._accepted and not self._closing else None
+        return self._send_prepared_early(prepared)
+
+    def _send_prepared_early(self, prepared: PreparedWrite) -> bytes | None:
         if (
             self.state is not ClientState.DATA_WAIT or prepared.start is not ClientState.CONTENT
-            or self._lines or self._broken is not None or self._peer_closed
+            or self._lines or self._broken is not None or self._peer_closed or self._closing
         ):
             return None
         pending = self._pending
@@ -315,6 +324,8 @@ class ClientConnection:
                 return reply
 
     def _answered(self, reply: Reply) -> None:
+        if reply.code == 421:
+            self._closing = True
         if not self._pending:
             return  # unsolicited (e.g. 421 before closing): the driver decides
         command, per_recipient = self._pending[0]
