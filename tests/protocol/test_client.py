@@ -170,6 +170,17 @@ def test_unsolicited_reply_is_returned_without_changing_state() -> None:
     [reply] = replies(client, b"421 4.4.2 timeout\r\n")
     assert reply.code == 421
     assert client.state is S.READY and client.pending_replies == 0
+    assert client.closing  # the drivers stop reading here
+
+
+def test_a_421_in_a_pipelined_group_says_the_server_is_closing() -> None:
+    client = greeted()
+    for event in (Mail("a@example.com"), Rcpt("b@example.com"), Data()):
+        client.send(event)
+    [ok] = replies(client, b"250 ok\r\n")
+    assert ok.code == 250 and not client.closing
+    [bye] = replies(client, b"421 4.3.2 shutting down\r\n")
+    assert bye.code == 421 and client.closing
 
 
 # --------------------------------------------------------------------------

@@ -210,15 +210,15 @@ class AsyncTransport(FlowControl, BufferedReading):
         """Move complete replies from the core into ``replies``; True once
         there are ``count`` of them or one is a 421 (nothing more will come)."""
         core = self.core
-        if replies and replies[-1].code == 421:
-            return True  # taken already (by data_received)
+        if replies and core.closing:
+            return True  # a 421 taken already (by data_received): nothing more will come
         while len(replies) < count:
             event = core.next_event()
             if isinstance(event, Reply):
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("< %s", event)
                 replies.append(event)
-                if event.code == 421:
+                if core.closing:
                     return True
             elif isinstance(event, Closed):
                 raise ConnectionClosed("the server closed the connection")

@@ -175,7 +175,7 @@ class SyncTransport:
                         sep = " " if i == len(event.lines) - 1 else "-"
                         log.debug("< %d%s%s", event.code, sep, line)
                 replies.append(event)
-                if event.code == 421:
+                if core.closing:
                     break
             elif isinstance(event, Closed):
                 self.close()

@@ -82,6 +82,12 @@ class ClientConnection:
         """Replies still expected (an LMTP end of data counts once)."""
         return len(self._pending)
 
+    @property
+    def closing(self) -> bool:
+        """The server said 421 (RFC 5321 3.8): it is closing the connection,
+        and no reply after that one will come."""
+        return self._closing
+
     def send(self, event: Sendable, *, spelling: RawCommand | None = None) -> bytes:
         """The bytes for ``event``; raises LocalProtocolError if not legal now.
 
