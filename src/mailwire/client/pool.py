@@ -107,36 +107,32 @@ class SMTPPool:
     async def _work(self) -> None:
         client: AsyncSMTPClient | None = None
         opened = 0.0
-        jobs: list[_Job] | None = None
         try:
-            while True:
-                if jobs is not None:
-                    self._busy -= 1
-                jobs = None  # nothing in hand while waiting for work
-                jobs = await self._take()
-                if jobs is None:
-                    return  # the pool is closing; the finally says QUIT
-                if client is not None and self._worn_out(client, opened):
-                    await client.quit()
-                    client = None
-                if client is None or not client.connected:
-                    client = None
-                    try:
-                        client = await self._open()
-                    except (MailwireError, OSError, asyncio.TimeoutError) as err:
-                        _fail(jobs, err)
-                        continue
-                    opened = time.monotonic()
-                await self._deliver(client, jobs)
+            while (jobs := await self._take()) is not None:
+                try:
+                    if client is not None and self._worn_out(client, opened):
+                        await client.quit()
+                        client = None
+                    if client is None or not client.connected:
+                        client = None
+                        try:
+                            client = await self._open()
+                        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+                            _fail(jobs, err)
+                            continue
+                        opened = time.monotonic()
+                    await self._deliver(client, jobs)
+                except BaseException:
+                    # Cancelled (close() ran out of time) with a batch in hand:
+                    # its senders must not wait forever. Whatever was answered
+                    # is set already and keeps its outcome.
+                    _fail(jobs, ConnectionClosed(
+                        "the pool was closed before this message's outcome was known (it may have been delivered)"
+                    ))
+                    raise
+                finally:
+                    self._busy -= 1  # counted by _take with the batch
         finally:
-            if jobs is not None:
-                self._busy -= 1
-            if jobs:
-                # Cancelled (close() ran out of time) with a batch in hand: its
-                # senders must not wait forever. Whatever was answered is set.
-                _fail(jobs, ConnectionClosed(
-                    "the pool was closed before this message's outcome was known (it may have been delivered)"
-                ))
             if client is not None:
                 await client.quit()
 
