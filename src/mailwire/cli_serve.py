@@ -43,7 +43,7 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.session import BaseSession, Backend, LMTPSession, Session
+from .server.session import BaseSession, Backend, LMTPSession, Session, inherited_steps
 
 __all__ = [
     "configure_parser", "run", "plan", "serve", "ServeBackend", "UsageError", "RuntimeFailure",
@@ -210,7 +210,7 @@ class ServeBackend:
     async def new_session(self, info: SessionInfo) -> Session:
         inner = await self.inner.new_session(info)
         lmtp = isinstance(inner, LMTPSession)
-        if self.users is None and not lmtp and _only_data(inner):
+        if self.users is None and not lmtp and inherited_steps(inner) == {"mail", "rcpt", "reset"}:
             # Nothing to add before the data: a wrapper that leaves MAIL, RCPT
             # and RSET to BaseSession lets the server answer them on the spot.
             return _DataSession(inner, info, self)
@@ -264,12 +264,6 @@ class _Session:
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def _only_data(session: Session) -> bool:
-    """The session's MAIL, RCPT and RSET are BaseSession's no-ops."""
-    kind = type(session)
-    return all(getattr(kind, name, None) is getattr(BaseSession, name) for name in ("mail", "rcpt", "reset"))
 
 
 class _DataSession(BaseSession):

@@ -83,3 +83,21 @@ def test_backends_that_need_a_task_get_one() -> None:
     refused = asyncio.run(main())
     assert refused == {"nobody@example.com": (550, b"5.1.1 No such user")}
     assert seen == ["hi\r\n"]
+
+
+def test_which_steps_a_session_leaves_to_base_session() -> None:
+    from mailwire.server.session import inherited_steps
+
+    class Checks(BaseSession):
+        async def rcpt(self, address: str, options: RcptOptions) -> None:
+            raise SMTPError(550, "5.1.1", "No such user")
+
+    class ChecksToo(Checks):
+        async def data(self, envelope: Envelope) -> None:
+            return None
+
+    info = SessionInfo(peer=("127.0.0.1", 1))
+    assert inherited_steps(BaseSession(info)) == {"mail", "rcpt", "reset"}
+    assert inherited_steps(Checks(info)) == {"mail", "reset"}
+    assert inherited_steps(ChecksToo(info)) == {"mail", "reset"}  # inherited from a subclass: not BaseSession's
+    assert inherited_steps(object()) == frozenset()  # not a BaseSession at all

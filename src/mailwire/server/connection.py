@@ -44,7 +44,7 @@ from ..reply import (
 from ..sasl import Challenge, ServerMechanism, server_mechanism
 from .envelope import Envelope, SessionInfo, TLSInfo
 from .proxy_protocol import ProxyHeaderError, parse_proxy_header
-from .session import AuthSession, BaseSession, LMTPSession, Session, VerifySession
+from .session import AuthSession, LMTPSession, Session, VerifySession, inherited_steps
 
 if TYPE_CHECKING:
     from .aio import SMTPServer
@@ -389,16 +389,16 @@ class SMTPConnection(FlowControl, BufferedReading):
 
     def _inline_kinds(self) -> frozenset[type]:
         """The events this session's methods let us answer without the task."""
-        session = type(self.session)
         kinds = {Ehlo, Helo, Lhlo, Data, Bdat, Noop, Help, Expn, RawCommand, MessageData, Rejected, Rset}
         if getattr(self.session, "runs_inline", False) and not self.config.lmtp:
             # The session says its methods never wait (BaseSession.runs_inline).
             return frozenset({*kinds, Mail, Rcpt, EndOfData})
-        if getattr(session, "reset", None) is not BaseSession.reset:
+        inherited = inherited_steps(self.session)
+        if "reset" not in inherited:
             return frozenset()
-        if getattr(session, "mail", None) is BaseSession.mail:
+        if "mail" in inherited:
             kinds.add(Mail)
-            if getattr(session, "rcpt", None) is BaseSession.rcpt:
+            if "rcpt" in inherited:
                 kinds.add(Rcpt)
         return frozenset(kinds)
 

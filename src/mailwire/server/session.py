@@ -26,7 +26,7 @@ from .envelope import Envelope, SessionInfo
 
 __all__ = [
     "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession",
-    "BaseSession", "FunctionBackend", "Handler", "Authenticator",
+    "BaseSession", "FunctionBackend", "Handler", "Authenticator", "inherited_steps",
 ]
 
 
@@ -103,6 +103,17 @@ class BaseSession:
 
     async def close(self) -> None:
         return None
+
+
+def inherited_steps(session: object) -> frozenset[str]:
+    """Which of ``mail``, ``rcpt`` and ``reset`` the session's class leaves
+    to BaseSession: those do nothing and never wait, so the server may
+    answer them without waking the connection's task, and a wrapper may
+    leave them alone. The one place this is decided."""
+    kind = type(session)
+    return frozenset(
+        name for name in ("mail", "rcpt", "reset") if getattr(kind, name, None) is getattr(BaseSession, name)
+    )
 
 
 Handler = Callable[[Envelope], Awaitable[None]]
