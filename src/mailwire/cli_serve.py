@@ -95,6 +95,17 @@ def _size(text: str) -> int:
     return int(text)
 
 
+def _line_length(text: str) -> int:
+    """RFC 5321 4.5.3.1.6: every server must take 1000-octet lines; less
+    would refuse mail that any other server accepts."""
+    octets = _size(text)
+    if 0 < octets < DEFAULT_LIMITS.text_line:
+        raise argparse.ArgumentTypeError(
+            f"at least {DEFAULT_LIMITS.text_line} octets (RFC 5321 4.5.3.1.6), or 0 for no limit, not {octets}"
+        )
+    return octets
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -118,10 +129,10 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                      help="expect a PROXY v1/v2 header on each connection (behind HAProxy and the like)")
     net.add_argument("--max-size", type=_size, metavar="BYTES",
                      help=f"largest message accepted, advertised as SIZE (default {DEFAULT_LIMITS.message_size})")
-    net.add_argument("--max-line", type=_size, metavar="OCTETS",
+    net.add_argument("--max-line", type=_line_length, metavar="OCTETS",
                      help=f"longest text line accepted in a message, CRLF included; a longer one "
                           f"refuses the message with 550 5.6.0 (default {DEFAULT_LIMITS.text_line}, "
-                          f"RFC 5321 4.5.3.1.6; 0: no limit)")
+                          f"RFC 5321 4.5.3.1.6, and the least it allows; 0: no limit)")
     net.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
                      help="on SIGINT/SIGTERM, how long messages in progress may take to end (default 5)")
     tls = serve.add_argument_group("TLS")

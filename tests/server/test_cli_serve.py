@@ -669,6 +669,7 @@ def test_port_in_use(serve: Callable[..., Serve]) -> None:
     (["--port", "eighty"], "argument --port"),
     (["--max-size", "-5"], "argument --max-size"),
     (["--max-line", "long"], "argument --max-line"),
+    (["--max-line", "78"], "at least 1000 octets"),
     (["--tls-cert", "missing.pem"], "cannot read --tls-cert missing.pem"),
     (["--tls-cert", "{cert}", "--tls-key", "missing.pem"], "cannot read --tls-key missing.pem"),
     (["--tls-cert", "{users}"], "as a certificate and key"),
