@@ -734,6 +734,37 @@ def test_relay_refuses_8bit_content_for_an_upstream_without_8bitmime() -> None:
     assert (err.code, str(err.enhanced)) == (554, "5.6.3")
 
 
+@pytest.mark.parametrize(("options", "refusal"), [
+    (MailOptions(smtputf8=True), (554, "5.3.3")),  # RFC 6531 3.4: no SMTPUTF8 upstream
+    (MailOptions(requiretls=True), (550, "5.7.30")),  # RFC 8689 4.2: no TLS, no REQUIRETLS
+], ids=["smtputf8", "requiretls"])
+def test_relay_refuses_a_sender_whose_mail_parameters_the_upstream_cannot_honour(
+    options: MailOptions, refusal: tuple[int, str],
+) -> None:
+    """The sender's MAIL parameters are checked against what the upstream
+    offers before any MAIL goes up: the refusal is the sender's reply, and
+    the upstream sees no transaction."""
+    def script(peer: Peer) -> None:
+        peer.reply("220 scripted ESMTP")
+        peer.recv_line()
+        peer.reply("250-scripted", "250 8BITMIME")  # neither SMTPUTF8 nor REQUIRETLS, no TLS
+        assert peer.recv_line() == b"QUIT\r\n"  # no MAIL FROM ever came
+        peer.reply("221 2.0.0 Bye")
+
+    async def main() -> SMTPError:
+        session = await Relay(*server.address, tls="none", timeout=5).new_session(SessionInfo(peer=PEER))
+        try:
+            with pytest.raises(SMTPError) as caught:
+                await session.mail("alice@example.com", options)
+        finally:
+            await session.close()
+        return caught.value
+
+    with ScriptedServer(script) as server:
+        err = run(main())
+    assert (err.code, str(err.enhanced)) == refusal
+
+
 def test_relay_requiring_starttls_from_an_upstream_without_it(upstream: Running) -> None:
     err = refused(relay_to(upstream, tls="starttls"), envelope())
     assert (err.code, str(err.enhanced)) == (451, "4.7.5")
