@@ -90,13 +90,14 @@ def _parse(line: bytes) -> Command | Rejected:
 class _Chunk:
     """A BDAT chunk being read: counted off the buffer, never parsed."""
 
-    __slots__ = ("left", "last", "refusal", "emit")
+    __slots__ = ("left", "last", "refusal")
 
-    def __init__(self, size: int, last: bool, refusal: Reply | None, emit: bool) -> None:
+    def __init__(self, size: int, last: bool, refusal: Reply | None) -> None:
         self.left = size
         self.last = last
-        self.refusal = refusal  # the BDAT itself is refused: answer this after the octets
-        self.emit = emit  # False: swallow the octets (refused BDAT, or message too big)
+        # The BDAT itself is refused: swallow the octets, then answer this.
+        # (A refused message, ServerConnection._refusal, swallows them too.)
+        self.refusal = refusal
 
 
 class ServerConnection:
@@ -332,13 +333,12 @@ class ServerConnection:
     def _start_chunk(self, event: Bdat, refusal: Reply | None) -> ServerEvent | NeedData:
         if refusal is not None:
             # RFC 3030 2: the octets follow the command whatever the answer.
-            self._chunk = _Chunk(event.size, event.last, refusal, emit=False)
+            self._chunk = _Chunk(event.size, event.last, refusal)
             return self._read_chunk(self._chunk)
         limit = self.limits.message_size
-        too_big = bool(limit) and self.message_size + event.size > limit
-        if too_big:
+        if limit and self.message_size + event.size > limit:
             self._refusal = TOO_BIG
-        self._chunk = _Chunk(event.size, event.last, None, emit=not too_big)
+        self._chunk = _Chunk(event.size, event.last, None)
         if self._chunk_lines is None and ServerFlag.BINARYMIME not in self.flags:
             self._chunk_lines = LineLengthCheck(self.limits.text_line)
         return self._hand_out(event, 0, None)  # answered after the chunk's octets
@@ -347,13 +347,14 @@ class ServerConnection:
         piece = self._buffer.take(chunk.left) if chunk.left else b""
         chunk.left -= len(piece)
         lines = self._chunk_lines
-        if piece and chunk.emit and lines is not None:
+        taken = chunk.refusal is None and self._refusal is None
+        if piece and taken and lines is not None:
             lines.feed(piece)
             if lines.exceeded:
                 # Swallow the rest of the chunk; its reply refuses the message.
-                chunk.emit = False
                 self._refusal = self._line_too_long
-        emit = bool(piece) and chunk.emit
+                taken = False
+        emit = bool(piece) and taken
         if emit:
             self.message_size += len(piece)
         if chunk.left:
@@ -371,8 +372,8 @@ class ServerConnection:
         # RFC 2033 4.2 / RFC 3030 4.2: LMTP answers the LAST chunk per recipient.
         key = EndOfData if chunk.last else Bdat
         copies = self.accepted_recipients if chunk.last and self.lmtp else 1
-        if not chunk.emit:
-            return self._refuse_content(self._refusal or TOO_BIG, key, copies)
+        if self._refusal is not None:
+            return self._refuse_content(self._refusal, key, copies)
         return EndOfData(), copies, key
 
     def _read_data(self) -> ServerEvent | NeedData:
