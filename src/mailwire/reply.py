@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 __all__ = ["EnhancedStatus", "Reply"]
 
-# RFC 3463 2: class "." subject "." detail; class is 2, 4 or 5, subject 1-3
-# digits, detail 1-3 digits.
 # A reply line as text: code, then a space or hyphen and the text.
 _TEXT_LINE = re.compile(r"([245][0-9][0-9])(?:[ -](.*))?")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# RFC 3463 2: class "." subject "." detail; class is 2, 4 or 5, subject 1-3
+# digits, detail 1-3 digits.
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 
 
