@@ -445,7 +445,7 @@ class _Upstream:
 
     async def rcpt(self, address: str, options: RcptOptions) -> None:
         caps = self._client.capabilities
-        passed = RcptOptions(notify=options.notify, orcpt=options.orcpt) if caps.dsn else RcptOptions()
+        passed = _passed_rcpt_options(options, caps)
         await self._check(self._client.rcpt(address, passed))
 
     async def data(self, content: bytes) -> None:
@@ -727,11 +727,15 @@ def _mail_options(options: MailOptions, caps: Capabilities) -> MailOptions:
     )
 
 
+def _passed_rcpt_options(options: RcptOptions, caps: Capabilities) -> RcptOptions:
+    """The RCPT parameters to pass on: DSN's, if the upstream offers DSN."""
+    return RcptOptions(notify=options.notify, orcpt=options.orcpt) if caps.dsn else RcptOptions()
+
+
 def _rcpt_options(envelope: Envelope, caps: Capabilities) -> dict[str, RcptOptions] | None:
     if not caps.dsn or not envelope.rcpt_options:
         return None
     chosen = {
-        rcpt: RcptOptions(notify=opts.notify, orcpt=opts.orcpt)
-        for rcpt, opts in zip(envelope.rcpt_to, envelope.rcpt_options)
+        rcpt: _passed_rcpt_options(opts, caps) for rcpt, opts in zip(envelope.rcpt_to, envelope.rcpt_options)
     }
     return chosen if any(o.notify is not None or o.orcpt is not None for o in chosen.values()) else None
