@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .client.result import SendResult
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
-    NotSupportedError, ProtocolError, RecipientsRefused, RemoteProtocolError, SenderRefused,
+    MalformedReply, NotSupportedError, ProtocolError, RecipientsRefused, RemoteProtocolError, SenderRefused,
     SMTPError, TLSRequiredError,
 )
 from .limits import Limits
@@ -47,7 +47,7 @@ __all__ = [
     "AsyncLMTPClient", "AsyncSMTPClient", "SMTPPool", "send",
     "AuthenticationError", "ConnectionClosed", "LMTPClient", "NotSupportedError", "SMTPClient",
     "SendResult", "DataRefused", "EnhancedStatus", "Limits",
-    "LocalProtocolError", "MailOptions", "MailwireError", "ProtocolError", "RcptOptions",
+    "LocalProtocolError", "MailOptions", "MailwireError", "MalformedReply", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError", "XOAuth2",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "MalformedReply",
     "SMTPError",
     "SenderRefused",
     "RecipientsRefused",
@@ -59,6 +60,27 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message)
         self.reply = reply if reply is not None else Reply.of(500, "5.5.2", message)
+
+
+class MalformedReply(RemoteProtocolError):
+    """A server's reply broke the grammar of RFC 5321 4.2: a code outside
+    2xx-5xx (``199``, ``600``, ``2x0``), lines that disagree on the code, a
+    separator other than a space or a hyphen.
+
+    RFC 5321 4.2.1 has a client treat an out-of-range code as fatal, so the
+    connection is over either way. What could be read is kept, for a caller
+    that reports it rather than the error (the ``smtplib`` drop-in, because
+    smtplib hands such a reply to its caller: ``SMTP("host")`` greeted with
+    ``199`` raises ``SMTPConnectError(199, ...)``): ``code`` is the offending
+    line's three leading digits (None unless it starts with three ASCII
+    digits), ``lines`` the text after the code of every line of the reply up
+    to and including that one.
+    """
+
+    def __init__(self, message: str, code: int | None, lines: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.lines = lines
 
 
 class ConnectionClosed(MailwireError, ConnectionError):

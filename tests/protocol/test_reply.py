@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwire.errors import RemoteProtocolError
+from mailwire.errors import MalformedReply, RemoteProtocolError
 from mailwire.limits import Limits
 from mailwire.protocol.client import ClientConnection
 from mailwire.protocol.events import NEED_DATA, Closed, Noop
@@ -298,6 +298,30 @@ def test_inconsistent_codes_across_lines(wire: bytes) -> None:
     client.receive_data(wire)
     with pytest.raises(RemoteProtocolError, match="disagree on the code"):
         client.next_event()
+
+
+@pytest.mark.parametrize(
+    "wire, code, lines",
+    [
+        (b"199 no hello for you!\r\n", 199, ("no hello for you!",)),
+        (b"600 out of range\r\n", 600, ("out of range",)),
+        (b"2x0 odd code\r\n", None, ("odd code",)),
+        (b"2500 four digits\r\n", 250, (" four digits",)),
+        (b"25\r\n", None, ("",)),
+        (b"250-a\r\n251 b\r\n", 251, ("a", "b")),
+        (b"250-a\r\n250-b\r\nxyz c\r\n", None, ("a", "b", "c")),
+        (b"250-a\r\n099 c\r\n", 99, ("a", "c")),
+    ],
+)
+def test_a_malformed_reply_carries_what_could_be_read(wire: bytes, code: int | None, lines: tuple[str, ...]) -> None:
+    # RFC 5321 4.2.1: an out-of-range code is fatal, but a caller reporting
+    # the reply (smtplib's SMTPConnectError for a "199" greeting) needs it.
+    client = ready_client()
+    client.receive_data(wire)
+    with pytest.raises(MalformedReply) as info:
+        client.next_event()
+    assert (info.value.code, info.value.lines) == (code, lines)
+    assert client.state.name == "CLOSED"
 
 
 def test_error_is_sticky() -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, MalformedReply, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..reply import Reply
 from .buffer import LineTooLong, ReceiveBuffer
@@ -309,7 +309,7 @@ class ClientConnection:
                 raise RemoteProtocolError(
                     f"server sent a reply longer than {limits.reply_total} octets"
                 )
-            code, last, text = _parse_reply_line(raw)
+            code, last, text = _parse_reply_line(raw, self._lines)
             if not self._lines:
                 if last:  # a one-line reply, by far the most common
                     self._reply_size = 0
@@ -318,8 +318,9 @@ class ClientConnection:
                         _ONE_LINE_REPLIES[raw] = reply
                     return reply
             elif code != self._code:
-                raise RemoteProtocolError(
-                    f"reply lines disagree on the code: {self._code} then {code}"
+                raise MalformedReply(
+                    f"reply lines disagree on the code: {self._code} then {code}",
+                    code, (*self._lines, text),
                 )
             self._code = code
             self._lines.append(text)
@@ -441,14 +442,21 @@ def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
 _ONE_LINE_REPLIES: dict[bytes, Reply] = {}
 
 
-def _parse_reply_line(raw: bytes) -> tuple[int, bool, str]:
-    """``(code, is_last_line, text)`` of one reply line, strictly."""
+def _parse_reply_line(raw: bytes, before: Sequence[str] = ()) -> tuple[int, bool, str]:
+    """``(code, is_last_line, text)`` of one reply line, strictly; ``before``
+    are the reply's earlier lines, for the error (see ``MalformedReply``)."""
     head = raw[:3]
-    if len(raw) < 3 or not head.isdigit() or not (b"2" <= raw[:1] <= b"5"):
-        raise RemoteProtocolError(f"server sent a malformed reply line: {raw[:80]!r}")
     sep = raw[3:4]
-    if sep not in (b"", b" ", b"-"):
-        raise RemoteProtocolError(f"server sent a malformed reply line: {raw[:80]!r}")
+    if (
+        len(raw) < 3 or not head.isdigit() or not (b"2" <= raw[:1] <= b"5")
+        or sep not in (b"", b" ", b"-")
+    ):
+        # isdigit() takes ASCII digits only on bytes, so int() cannot fail.
+        code = int(head) if len(head) == 3 and head.isdigit() else None
+        raise MalformedReply(
+            f"server sent a malformed reply line: {raw[:80]!r}",
+            code, (*before, raw[4:].decode("utf-8", "surrogateescape")),
+        )
     return int(head), sep != b"-", raw[4:].decode("utf-8", "surrogateescape")
 
 
