@@ -1,4 +1,4 @@
-"""A drop-in for CPython 3.11's ``smtplib``, on mailwire's engine.
+"""A drop-in for CPython's ``smtplib`` (3.10 to 3.13), on mailwire's engine.
 
 ``import mailwire.smtplib as smtplib`` and a program keeps working: the same
 names, the same signatures (the methods carry type comments instead of
@@ -7,13 +7,34 @@ return values, exceptions, wire bytes and ``set_debuglevel`` output. The
 exception classes *are* the stdlib's (re-exported), so a library that catches
 ``smtplib.SMTPException`` still catches what this module raises.
 
+It is the running interpreter's smtplib that it stands in for. Where that
+module changed between the versions we support, the drop-in changes with it:
+from 3.12 ``starttls(*, context=None)`` and ``SMTP_SSL(host, port,
+local_hostname, *, timeout, source_address, context)`` (no keyfile/certfile,
+no such attributes); from 3.13 MAIL and RCPT go out as ``mail from:`` and
+``rcpt to:`` (before: ``mail FROM:``, ``rcpt TO:``). Everything smtplib takes
+from other modules (``email.utils.parseaddr`` in ``quoteaddr``, the email
+generator) is the running interpreter's too. CPython's own ``test_smtplib``
+of each of these versions passes against this module, unchanged.
+
+Programs hook smtplib, and the hooks keep working: every byte goes out
+through ``send()`` (commands as the ``str`` line, the message as bytes), every
+command through ``putcmd()``, and each method calls ``putcmd``, ``docmd``,
+``send`` and ``getreply`` as smtplib's does, so a subclass that overrides one
+of them (Django's tests capture the wire through ``send``) sees the same calls
+with the same arguments.
+
 How it works. An ``SMTP`` object holds a ``SyncTransport``: the socket and
 sans-I/O ``ClientConnection`` pair the native ``SMTPClient`` uses. The core
 formats every command: typed events where it tracks state (EHLO/HELO/LHLO,
 MAIL, RCPT, RSET, DATA, STARTTLS, AUTH and its answers), each spelled the way
 smtplib spells it (``mail FROM:<a> size=10``) through
 ``ClientConnection.send(event, spelling=RawCommand(...))``, and a plain
-``RawCommand`` for everything else (``putcmd``, ``docmd``, ``noop`` ...). The
+``RawCommand`` for everything else (``putcmd``, ``docmd``, ``noop`` ...).
+``putcmd()`` hands the line to the core, which checks and tracks it, then
+passes it to ``send()``, which writes it: the bytes the core formats are the
+very ones ``send()`` makes of smtplib's ``str``. A ``send()`` called by the
+program itself is written as it is, untracked, as smtplib writes it. The
 core dot-stuffs the message and parses every reply; this module only turns
 replies into smtplib's ``(code, bytes)`` and applies smtplib's rules on top.
 ``sock`` stays the live socket: a program may read it or replace it (to wrap
@@ -50,8 +71,8 @@ all of them smtplib's behaviour, kept on purpose:
   strings given, unchecked; the native client refuses an address with ``<``,
   ``>`` or spaces outside a quoted local part and formats typed options.
 * Commands are spelled as smtplib spells them (``ehlo``, ``mail FROM:``,
-  ``rcpt TO:``, ``data``, ``size=N``), one at a time, waiting for each reply:
-  no PIPELINING, no CHUNKING/BDAT. The EHLO name comes from
+  from 3.13 ``mail from:``, ``data``, ``size=N``), one at a time, waiting
+  for each reply: no PIPELINING, no CHUNKING/BDAT. The EHLO name comes from
   ``socket.getfqdn()`` (which may wait on DNS), not from the socket.
 * The message is sent as given: no BODY=8BITMIME added, no 7-bit
   re-encoding for a server without 8BITMIME, no local SIZE check.
@@ -66,7 +87,7 @@ all of them smtplib's behaviour, kept on purpose:
 * LMTP: ``data()`` returns the first per-recipient reply, as smtplib does
   (all of them are in ``lmtp_replies``).
 
-Behavioural differences from CPython 3.11's smtplib:
+Behavioural differences from CPython's smtplib (the same on every version):
 
 * Message content goes through the core's dot-stuffer, which also turns a
   bare CR or LF in a *bytes* message into CRLF (smtplib does that for ``str``
@@ -75,12 +96,16 @@ Behavioural differences from CPython 3.11's smtplib:
   still declares ``len(msg)``, as smtplib computes it.
 * Replies are parsed by the core, strictly: lines end with CRLF (a server
   ending them with a bare LF is not understood), codes are 2xx-5xx and all
-  lines of a reply share one. A malformed reply, a whole reply over 64 KiB or
-  a connection closed in the middle of a reply closes the connection and
-  raises ``SMTPServerDisconnected("Connection unexpectedly closed: <why>")``,
-  where smtplib returned code -1, read on, or accepted an unterminated last
-  line. A line longer than ``_MAXLINE`` (8192) raises smtplib's
-  ``SMTPResponseException(500, "Line too long.")``.
+  lines of a reply share one. A reply that breaks these rules is handed out
+  as smtplib reads it (its code, -1 if it has no three digits, and its text:
+  a ``199`` greeting raises ``SMTPConnectError(199, ...)``), but it also
+  closes the connection, as RFC 5321 4.2.1 has a client treat it as fatal;
+  smtplib read on. A whole reply over 64 KiB or a connection closed in the
+  middle of a reply closes the connection and raises
+  ``SMTPServerDisconnected("Connection unexpectedly closed: <why>")``, where
+  smtplib read on or accepted an unterminated last line. A line longer than
+  ``_MAXLINE`` (8192) raises smtplib's ``SMTPResponseException(500, "Line too
+  long.")``.
 * Control characters other than CR and LF (NUL, TAB, ESC, DEL ...) in a
   command are refused with ``ValueError`` (``mailwire.LocalProtocolError``)
   before anything is sent.
@@ -100,14 +125,15 @@ Behavioural differences from CPython 3.11's smtplib:
 * ``starttls()``: a failed TLS handshake closes the connection (``sock`` is
   ``None``); smtplib left the plaintext socket open.
 * ``send_message`` takes its envelope from ``mailwire.client.message``: with
-  no From/Sender header and no ``from_addr`` it raises ``ValueError`` (3.11
+  no From/Sender header and no ``from_addr`` it raises ``ValueError`` (smtplib
   sent ``MAIL FROM:<None>``); empty addresses (``undisclosed-recipients:;``)
   are not sent as ``RCPT TO:<>``; a ``compat32`` message with non-ASCII
   addresses is flattened with the SMTPUTF8 policy (smtplib raised
   ``TypeError``).
 * Debug output is rebuilt from parsed replies: a last line without text is
   shown as ``b'250\\r\\n'`` whether the server sent ``250`` or ``250 ``, and
-  the lines of a reply that failed to parse are not shown.
+  the lines of a reply that broke the rules are not shown (its retcode line
+  is).
 """
 
 from __future__ import annotations
@@ -134,7 +160,7 @@ from typing import Any, Union
 
 from .client.message import envelope_from_headers, flatten, needs_smtputf8
 from .client.transport import SyncTransport
-from .errors import ConnectionClosed, RemoteProtocolError
+from .errors import ConnectionClosed, MalformedReply, RemoteProtocolError
 from .limits import DEFAULT_LIMITS
 from .protocol.buffer import LineTooLong
 from .protocol.capabilities import Capabilities
@@ -163,11 +189,18 @@ _have_ssl = True
 
 OLDSTYLE_AUTH = re.compile(r"auth=(.*)", re.I)
 
+# Where CPython's smtplib changed between the versions we support, the drop-in
+# does what the running interpreter's does: 3.12 dropped starttls()'s and
+# SMTP_SSL's keyfile/certfile (and made SMTP_SSL's later arguments
+# keyword-only); 3.13 spells MAIL and RCPT "mail from:" and "rcpt to:".
+_MAIL_FROM, _RCPT_TO = ("from:", "to:") if sys.version_info >= (3, 13) else ("FROM:", "TO:")
+
 # The stdlib's "no timeout given" sentinel: create_connection() then leaves the
 # socket at the global default. Signatures must carry this very object.
 _DEFAULT_TIMEOUT: Any = getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT")
 
 _ReplyTuple = tuple[int, bytes]
+_Read = Union[Reply, MalformedReply]  # a reply as read: parsed, or refused by the core
 _AuthObject = Callable[..., Union[str, None]]
 
 
@@ -205,9 +238,11 @@ def _wire(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _as_tuple(reply: Reply) -> _ReplyTuple:
-    """smtplib's shape: each line's text stripped, joined by LF."""
-    return reply.code, b"\n".join(_wire(line).strip(b" \t\r\n") for line in reply.lines)
+def _as_tuple(reply: _Read) -> _ReplyTuple:
+    """smtplib's shape: each line's text stripped, joined by LF; for a reply
+    the core refused, what smtplib reads in it (-1 for a code it cannot read)."""
+    code = reply.code if reply.code is not None else -1
+    return code, b"\n".join(_wire(line).strip(b" \t\r\n") for line in reply.lines)
 
 
 def _features(ehlo_resp: bytes) -> dict[str, str]:
@@ -264,6 +299,8 @@ class SMTP:
 
     _lmtp = False
     _transport: SyncTransport | None = None
+    # What the next putcmd(cmd, args) is to the core: (event, cmd, args).
+    _intent: tuple[Command, str, str] | None = None
     user: str
     password: str
     local_hostname: str
@@ -279,7 +316,7 @@ class SMTP:
         self.command_encoding = 'ascii'
         self.source_address = source_address
         self._auth_challenge_count = 0
-        self._stash: deque[Reply] = deque()  # replies read but not yet handed out (LMTP)
+        self._stash: deque[_Read] = deque()  # replies read but not yet handed out (LMTP)
         self._accepted: list[str] = []  # recipients accepted in this transaction
 
         if host:
@@ -400,6 +437,13 @@ class SMTP:
                 sock.close()
 
     # -- writing ---------------------------------------------------------
+    #
+    # Every byte goes out through send(), from the same callers as in smtplib
+    # (putcmd, and data() for the content), and every command through putcmd()
+    # or docmd() where smtplib's method uses them: a program that overrides one
+    # of them on a subclass (Django's tests capture the wire through send) sees
+    # what it would see with smtplib. The core checks and tracks each command
+    # line in putcmd(), before send() writes it.
 
     def send(self, s):
         # type: (str | bytes) -> None
@@ -411,9 +455,7 @@ class SMTP:
             raise SMTPServerDisconnected('please run connect() first')
         if isinstance(s, str):
             s = s.encode(self.command_encoding)
-        self._write(transport, bytes(s))
-
-    def _write(self, transport: SyncTransport, data: bytes) -> None:
+        data = bytes(s)
         sys.audit("smtplib.send", self, data)
         try:
             transport.write_raw(data)
@@ -424,23 +466,44 @@ class SMTP:
     def putcmd(self, cmd, args=""):
         # type: (str, str) -> None
         """Send a command to the server."""
-        # A program doing STARTTLS by hand: the core then drops whatever the
-        # server sent after its 220, once the program swaps in the TLS socket.
-        starttls = isinstance(cmd, str) and cmd.upper() == "STARTTLS" and args == ""
-        self._command(StartTLS() if starttls else None, cmd, args)
-
-    def _command(self, event: Command | None, cmd: str, args: str = "") -> None:
-        """Send smtplib's line ``cmd args``, tracked by the core as ``event``."""
         s = cmd if args == "" else f'{cmd} {args}'
         if '\r' in s or '\n' in s:
             s = s.replace('\n', '\\n').replace('\r', '\\r')
             raise ValueError(f'command and arguments contain prohibited newline characters: {s}')
-        if self.debuglevel > 0:
-            self._print_debug('send:', repr(f'{s}{CRLF}'))
+        line = f'{s}{CRLF}'
+        intent, self._intent = self._intent, None
+        event = intent[0] if intent is not None and intent[1:] == (cmd, args) else None
+        if event is None and isinstance(cmd, str) and cmd.upper() == "STARTTLS" and args == "":
+            # A program doing STARTTLS by hand: the core then drops whatever the
+            # server sent after its 220, once the program swaps in the TLS socket.
+            event = StartTLS()
         transport = self._live()
-        if transport is None:
-            raise SMTPServerDisconnected('please run connect() first')
-        f'{s}{CRLF}'.encode(self.command_encoding)  # smtplib's UnicodeEncodeError, exactly
+        if transport is not None:
+            try:
+                line.encode(self.command_encoding)
+            except UnicodeEncodeError:
+                pass  # send() raises it, after its debug line, as smtplib's does
+            else:
+                self._track(transport, event, cmd, args)
+        self.send(line)
+
+    def _expect(self, event: Command, cmd: str, args: str = "") -> None:
+        """Have the core track the next ``putcmd(cmd, args)`` as ``event``.
+
+        putcmd() keeps smtplib's signature, so the typed event travels beside
+        it. The next putcmd() takes it only for that very line: when a
+        program's override changes the line or sends another first, the
+        event is dropped and its lines are tracked as plain commands.
+        """
+        self._intent = (event, cmd, args)
+
+    def _track(self, transport: SyncTransport, event: Command | None, cmd: str, args: str) -> None:
+        """Tell the core that smtplib's line ``cmd args`` goes out, as ``event``.
+
+        The core formats the line, refusing control characters before any
+        byte is written, and tracks it; its bytes are the very ones send()
+        makes of the ``str`` smtplib hands it, so send() writes those.
+        """
 
         def on_wire(text: str) -> str:  # the core writes UTF-8: carry other codecs' bytes through
             return text.encode(self.command_encoding).decode("utf-8", "surrogateescape")
@@ -451,10 +514,9 @@ class SMTP:
             event = AuthResponse(None)  # the server takes any line now as the answer
         tracked = event if event is not None else spelling
         if type(tracked) in CLIENT_SEND[core.state]:
-            data = core.send(tracked, spelling=spelling)
+            core.send(tracked, spelling=spelling)
         else:
-            data = format_command(spelling)  # out of step (see the module docstring)
-        self._write(transport, data)
+            format_command(spelling)  # out of step (see the module docstring): checked, untracked
 
     # -- reading ---------------------------------------------------------
 
@@ -462,7 +524,7 @@ class SMTP:
         # type: () -> tuple[int, bytes]
         """The next reply as ``(code, text)``, multi-line text joined by LF."""
         reply = self._stash.popleft() if self._stash else self._read()
-        if self.debuglevel > 0:
+        if self.debuglevel > 0 and isinstance(reply, Reply):
             last = len(reply.lines) - 1
             for i, line in enumerate(reply.lines):
                 sep = b"-" if i < last else (b" " if line else b"")
@@ -472,12 +534,17 @@ class SMTP:
             self._print_debug('reply: retcode (%s); Msg: %a' % (errcode, errmsg))
         return errcode, errmsg
 
-    def _read(self) -> Reply:
+    def _read(self) -> _Read:
         transport = self._live()
         if transport is None:
             raise SMTPServerDisconnected('please run connect() first')
         try:
             return transport.read_reply()
+        except MalformedReply as err:
+            # RFC 5321 4.2.1: fatal, so the connection ends; but smtplib hands
+            # such a reply to its caller (a "199" greeting is SMTPConnectError).
+            self.close()
+            return err
         except RemoteProtocolError as err:
             self.close()
             if isinstance(err.__cause__, LineTooLong):
@@ -497,7 +564,14 @@ class SMTP:
         return self.getreply()
 
     def _docmd(self, event: Command, cmd: str, args: str = "") -> _ReplyTuple:
-        self._command(event, cmd, args)
+        """smtplib's ``docmd(cmd, args)``, tracked by the core as ``event``."""
+        self._expect(event, cmd, args)
+        return self.docmd(cmd, args)
+
+    def _putcmd(self, event: Command, cmd: str, args: str = "") -> _ReplyTuple:
+        """smtplib's ``putcmd(cmd, args)`` then ``getreply()``, tracked as ``event``."""
+        self._expect(event, cmd, args)
+        self.putcmd(cmd, args)
         return self.getreply()
 
     # -- standard commands -----------------------------------------------
@@ -507,7 +581,7 @@ class SMTP:
         """SMTP 'helo' command, with the local host name by default."""
         name = name or self.local_hostname
         self._accepted = []
-        (code, msg) = self._docmd(Helo(name), "helo", name)
+        (code, msg) = self._putcmd(Helo(name), "helo", name)
         self.helo_resp = msg
         return (code, msg)
 
@@ -517,7 +591,7 @@ class SMTP:
         self.esmtp_features = {}
         name = name or self.local_hostname
         self._accepted = []
-        (code, msg) = self._docmd(_hello(self.ehlo_msg, name), self.ehlo_msg, name)
+        (code, msg) = self._putcmd(_hello(self.ehlo_msg, name), self.ehlo_msg, name)
         # RFC 1869: some badly written MTAs disconnect on EHLO.
         if code == -1 and len(msg) == 0:
             self.close()
@@ -571,7 +645,8 @@ class SMTP:
                     raise SMTPNotSupportedError('SMTPUTF8 not supported by server')
             optionlist = ' ' + ' '.join(options)
         self._accepted = []
-        return self._docmd(Mail(_addr_only(sender)), "mail", "FROM:%s%s" % (quoteaddr(sender), optionlist))
+        args = "%s%s%s" % (_MAIL_FROM, quoteaddr(sender), optionlist)
+        return self._putcmd(Mail(_addr_only(sender)), "mail", args)
 
     def rcpt(self, recip, options=()):
         # type: (str, Sequence[str]) -> tuple[int, bytes]
@@ -579,7 +654,8 @@ class SMTP:
         optionlist = ''
         if options and self.does_esmtp:
             optionlist = ' ' + ' '.join(options)
-        reply = self._docmd(Rcpt(_addr_only(recip)), "rcpt", "TO:%s%s" % (quoteaddr(recip), optionlist))
+        args = "%s%s%s" % (_RCPT_TO, quoteaddr(recip), optionlist)
+        reply = self._putcmd(Rcpt(_addr_only(recip)), "rcpt", args)
         if 200 <= reply[0] < 400:
             self._accepted.append(recip)
         return reply
@@ -591,34 +667,28 @@ class SMTP:
         SMTPDataError unless the server answers DATA with 354. The core
         dot-stuffs the message and ends it; a ``str`` must be ASCII.
         """
-        self._command(Data(), "data")
-        (code, repl) = self.getreply()
+        (code, repl) = self._putcmd(Data(), "data")
         if self.debuglevel > 0:
             self._print_debug('data:', (code, repl))
         if code != 354:
             raise SMTPDataError(code, repl)
         if isinstance(msg, str):
             msg = _fix_eols(msg).encode('ascii')
-        self._content(bytes(msg))
+        self.send(self._content(bytes(msg)))
         (code, repl) = self._data_reply()
         if self.debuglevel > 0:
             self._print_debug('data:', (code, repl))
         return (code, repl)
 
-    def _content(self, msg: bytes) -> None:
+    def _content(self, msg: bytes) -> bytes:
+        """The message on the wire, dot-stuffed and ended by the core."""
         transport = self._live()
-        if transport is None:
-            raise SMTPServerDisconnected('please run connect() first')
         # smtplib ends the content with CRLF, so an empty message is one empty line.
         body = msg or bCRLF
-        core = transport.core
-        if core.state is ClientState.CONTENT:
-            data = core.send(MessageData(body)) + core.send(EndOfData())
-        else:
-            data = stuff(body)  # out of step (see the module docstring)
-        if self.debuglevel > 0:
-            self._print_debug('send:', repr(data))
-        self._write(transport, data)
+        if transport is not None and transport.core.state is ClientState.CONTENT:
+            core = transport.core
+            return core.send(MessageData(body)) + core.send(EndOfData())
+        return stuff(body)  # out of step (see the module docstring), or not connected
 
     def _data_reply(self) -> _ReplyTuple:
         return self.getreply()
@@ -730,9 +800,18 @@ class SMTP:
 
     # -- STARTTLS --------------------------------------------------------
 
-    def starttls(self, keyfile=None, certfile=None, context=None):
-        # type: (str | None, str | None, ssl.SSLContext | None) -> tuple[int, bytes]
-        """Switch to TLS. Without ``context``, certificates are NOT verified (as in smtplib)."""
+    if sys.version_info >= (3, 12):
+        def starttls(self, *, context=None):
+            # type: (ssl.SSLContext | None) -> tuple[int, bytes]
+            """Switch to TLS. Without ``context``, certificates are NOT verified (as in smtplib)."""
+            return self._starttls(None, None, context)
+    else:
+        def starttls(self, keyfile=None, certfile=None, context=None):
+            # type: (str | None, str | None, ssl.SSLContext | None) -> tuple[int, bytes]
+            """Switch to TLS. Without ``context``, certificates are NOT verified (as in smtplib)."""
+            return self._starttls(keyfile, certfile, context)
+
+    def _starttls(self, keyfile: Any, certfile: Any, context: ssl.SSLContext | None) -> _ReplyTuple:
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("starttls"):
             raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
@@ -744,7 +823,7 @@ class SMTP:
         if keyfile is not None or certfile is not None:
             import warnings
             warnings.warn("keyfile and certfile are deprecated, use a "
-                          "custom context instead", DeprecationWarning, 2)
+                          "custom context instead", DeprecationWarning, 3)
         if context is None:
             context = _unverified_context(certfile=certfile, keyfile=keyfile)
         transport = self._live()
@@ -860,27 +939,38 @@ class SMTP_SSL(SMTP):
     """SMTP over an implicitly TLS-wrapped socket (port 465 by default).
 
     Without ``context`` the certificate is NOT verified, as in smtplib;
-    ``keyfile``/``certfile`` (deprecated) load a client certificate.
+    ``keyfile``/``certfile`` (deprecated; gone from 3.12, as in smtplib) load
+    a client certificate.
     """
 
     default_port = SMTP_SSL_PORT
 
-    def __init__(self, host='', port=0, local_hostname=None,
-                 keyfile=None, certfile=None,
-                 timeout=_DEFAULT_TIMEOUT,
-                 source_address=None, context=None):
-        # type: (str, int, str | None, str | None, str | None, float | None, tuple[str, int] | None, ssl.SSLContext | None) -> None
-        _check_tls_args(context, keyfile, certfile)
-        if keyfile is not None or certfile is not None:
-            import warnings
-            warnings.warn("keyfile and certfile are deprecated, use a "
-                          "custom context instead", DeprecationWarning, 2)
-        self.keyfile = keyfile
-        self.certfile = certfile
-        if context is None:
-            context = _unverified_context(certfile=certfile, keyfile=keyfile)
-        self.context = context
-        SMTP.__init__(self, host, port, local_hostname, timeout, source_address)
+    if sys.version_info >= (3, 12):
+        def __init__(self, host='', port=0, local_hostname=None,
+                     *, timeout=_DEFAULT_TIMEOUT,
+                     source_address=None, context=None):
+            # type: (str, int, str | None, float | None, tuple[str, int] | None, ssl.SSLContext | None) -> None
+            if context is None:
+                context = _unverified_context()
+            self.context = context
+            SMTP.__init__(self, host, port, local_hostname, timeout, source_address)
+    else:
+        def __init__(self, host='', port=0, local_hostname=None,
+                     keyfile=None, certfile=None,
+                     timeout=_DEFAULT_TIMEOUT,
+                     source_address=None, context=None):
+            # type: (str, int, str | None, str | None, str | None, float | None, tuple[str, int] | None, ssl.SSLContext | None) -> None
+            _check_tls_args(context, keyfile, certfile)
+            if keyfile is not None or certfile is not None:
+                import warnings
+                warnings.warn("keyfile and certfile are deprecated, use a "
+                              "custom context instead", DeprecationWarning, 2)
+            self.keyfile = keyfile
+            self.certfile = certfile
+            if context is None:
+                context = _unverified_context(certfile=certfile, keyfile=keyfile)
+            self.context = context
+            SMTP.__init__(self, host, port, local_hostname, timeout, source_address)
 
     def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
         if self.debuglevel > 0:
@@ -942,14 +1032,16 @@ class LMTP(SMTP):
         self.lmtp_replies = None
         transport = self._live()
         core = transport.core if transport is not None else None
-        read: list[Reply] = []
-        ours: list[Reply] = []
+        read: list[_Read] = []
+        ours: list[_Read] = []
         try:
             while core is not None and core.pending_replies:
                 mine = core.pending_replies == 1  # only the end of data is left
                 read.append(self._read())
                 if mine:
                     ours.append(read[-1])
+                if isinstance(read[-1], MalformedReply):
+                    break  # the connection is closed: nothing more to read
         except SMTPException:
             if not read:
                 raise

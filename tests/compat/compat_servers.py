@@ -25,6 +25,7 @@ import io
 import smtplib as std
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import types
@@ -43,6 +44,8 @@ from aiosmtpd.smtp import SMTP as AioSMTP, AuthResult, Envelope, LoginPassword, 
 import mailwire.smtplib as mw
 
 TIMEOUT = 5.0
+# How the running Python's smtplib spells MAIL's argument (3.13: "mail from:").
+MAIL_FROM = b"from:" if sys.version_info >= (3, 13) else b"FROM:"
 USERS = {"alice": "wonderland"}
 CRAM_CHALLENGE = b"<1896.697170952@postoffice.example.net>"
 

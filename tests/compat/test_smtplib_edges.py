@@ -11,11 +11,12 @@ import base64
 import smtplib as std
 import socket
 import ssl
+import sys
 import types
 from typing import Any
 
 import pytest
-from compat_servers import CLIENT, TIMEOUT, Peer, ScriptedServer, Steps, connect, scripted_parity, scripted_server
+from compat_servers import CLIENT, MAIL_FROM, TIMEOUT, Peer, ScriptedServer, Steps, connect, scripted_parity, scripted_server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,7 +137,7 @@ def test_ehlo_refused_falls_back_to_helo() -> None:
         step(s.quit)
 
     _, wire, _ = scripted_parity(script, scenario)
-    assert wire[0].startswith(b"ehlo client.example\r\nhelo client.example\r\nmail FROM:<a@example.com>\r\n")
+    assert wire[0].startswith(b"ehlo client.example\r\nhelo client.example\r\nmail %s<a@example.com>\r\n" % MAIL_FROM)
 
 
 def test_both_greetings_refused() -> None:
@@ -329,7 +330,10 @@ def test_starttls_with_bad_arguments_after_220(server_tls: ssl.SSLContext) -> No
         step(s.close)
 
     steps, _, _ = scripted_parity(_tls_script(server_tls, b"220 go ahead\r\n454 x\r\n"), scenario)
-    assert steps[0][2][:2] == (ValueError, ("context and keyfile arguments are mutually exclusive",))
+    if sys.version_info >= (3, 12):  # starttls(*, context=None): refused before anything is sent
+        assert steps[0][2][0] is TypeError
+    else:
+        assert steps[0][2][:2] == (ValueError, ("context and keyfile arguments are mutually exclusive",))
 
 
 # -- LMTP --------------------------------------------------------------------------------
@@ -443,7 +447,8 @@ def test_features_are_parsed_as_the_stdlib_does(lines: list[str]) -> None:
     theirs.getreply = lambda: (250, msg)  # type: ignore[method-assign]
     theirs.ehlo()
     ours = mw.SMTP(local_hostname=CLIENT)
-    ours._docmd = lambda event, cmd, args="": (250, msg)  # type: ignore[method-assign]
+    ours.putcmd = lambda cmd, args="": None  # type: ignore[method-assign]
+    ours.getreply = lambda: (250, msg)  # type: ignore[method-assign]
     ours.ehlo()
     assert ours.esmtp_features == theirs.esmtp_features
 
@@ -468,15 +473,49 @@ def test_bare_line_endings_in_bytes_are_normalised() -> None:
     assert srv.peers[0].received == b"data\r\none\r\ntwo\r\n..\r\nthree\r\n.\r\n"
 
 
+@pytest.mark.parametrize("reply, expected", [
+    (b"2x0 odd code\r\n", (-1, b"odd code")),
+    (b"600 out of range\r\n", (600, b"out of range")),
+    (b"250-a\r\n251 b\r\n", (251, b"a\nb")),
+])
+def test_malformed_replies_are_handed_out_as_smtplib_reads_them(reply: bytes, expected: tuple[int, bytes]) -> None:
+    def scenario(m: types.ModuleType, srv: ScriptedServer, step: Steps) -> None:
+        s = connect(m, srv)
+        step(s.noop)
+        s.close()
+
+    steps, _, _ = scripted_parity(serve(reply), scenario)
+    assert steps[0][2] == expected
+
+
 @pytest.mark.parametrize("reply", [b"2x0 odd code\r\n", b"600 out of range\r\n", b"250-a\r\n251 b\r\n",
                                    b"250 bare LF\n" + b"z" * 9000])
 def test_malformed_replies_end_the_connection(reply: bytes) -> None:
-    with scripted_server(serve(reply)) as srv:
+    # RFC 5321 4.2.1: fatal. smtplib would read on, taking whatever follows as
+    # the replies to later commands.
+    with scripted_server(serve(reply, b"250 OK\r\n")) as srv:
         s = mw.SMTP("127.0.0.1", srv.port, local_hostname=CLIENT, timeout=TIMEOUT)
-        with pytest.raises(std.SMTPException) as info:
+        try:
             s.noop()
+        except std.SMTPResponseException as err:  # the bare LF: a line too long
+            assert (err.smtp_code, err.smtp_error) == (500, "Line too long.")
         assert s.sock is None and s.file is None
-    assert isinstance(info.value, (std.SMTPServerDisconnected, std.SMTPResponseException))
+        with pytest.raises(std.SMTPServerDisconnected, match="please run connect"):
+            s.noop()
+
+
+@pytest.mark.parametrize("greeting, code, text", [
+    (b"199 no hello for you!\r\n", 199, b"no hello for you!"),
+    (b"600 beyond\r\n", 600, b"beyond"),
+    (b"hello there\r\n", -1, b"o there"),  # smtplib: the text after four octets
+    (b"220-mx\r\n221 mixed\r\n", 221, b"mx\nmixed"),
+])
+def test_a_greeting_with_an_invalid_code_is_a_connect_error(greeting: bytes, code: int, text: bytes) -> None:
+    def scenario(m: types.ModuleType, srv: ScriptedServer, step: Steps) -> None:
+        step(m.SMTP, "127.0.0.1", srv.port, local_hostname=CLIENT, timeout=TIMEOUT)
+
+    steps, _, _ = scripted_parity(serve(greeting=greeting), scenario)
+    assert steps[0][2][:2] == (std.SMTPConnectError, (code, text))
 
 
 def test_getreply_without_a_connection() -> None:
