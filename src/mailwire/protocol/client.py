@@ -8,7 +8,9 @@ the state table allows and still get every reply in order. The legal order of
 commands is in ``state.py``; this class only applies it.
 
 Replies are parsed with hard caps on one line and on a whole multi-line reply,
-so a hostile server cannot make us buffer without bound. After the 220 to
+so a hostile server cannot make us buffer without bound. A reply outside RFC
+5321 4.2's grammar breaks the connection (4.2.1: fatal) with a
+``MalformedReply`` that carries what was read, for a caller that reports it. After the 220 to
 STARTTLS every byte already received is thrown away (RFC 3207 5: anything the
 server sent before the handshake cannot be trusted), and nothing may be sent
 until the driver says the handshake is done.
