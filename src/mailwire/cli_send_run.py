@@ -105,17 +105,18 @@ class Plan:
 
 
 def _reason(reply: Reply) -> str:
-    """``550 5.1.1 No such user``: code, enhanced code, the first words (addresses left out)."""
+    """``550 5.1.1 No such user``: the reply shortened to its first words
+    (addresses left out), so refusals group by what they say, and shown as
+    every reply is (``str(Reply)``)."""
     first = reply.text.split("\n", 1)[0]
     words = [w for w in first.split() if "@" not in w and not w.startswith("<")][:REASON_WORDS]
-    status = f" {reply.enhanced}" if reply.enhanced is not None else ""
-    return f"{reply.code}{status} {' '.join(words).rstrip(':;,.')}".rstrip()
+    text, status = " ".join(words).rstrip(":;,."), reply.enhanced
+    return str(Reply(reply.code, (f"{status} {text}" if status is not None else text,)))
 
 
 def _show(reply: Reply) -> str:
-    """A reply as the server wrote it: code, enhanced code, text (lines joined)."""
-    status = f" {reply.enhanced}" if reply.enhanced is not None else ""
-    return f"{reply.code}{status} {' '.join(reply.text.splitlines())}".rstrip()
+    """A reply as the server wrote it: code, enhanced code, text, one line."""
+    return str(reply)
 
 
 def _problem(err: BaseException) -> str:
