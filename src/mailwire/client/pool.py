@@ -4,8 +4,8 @@
 owning one connection, take what is queued. A worker takes its fair share of
 the messages waiting (the queue divided among the workers, at most ``batch``)
 and sends them in one pipelined run, so under load a connection spends about
-one round trip per message (DATA) or less (BDAT), a burst is spread over every
-connection, and a lone message is sent at once. A new worker (and connection)
+one round trip per message, a burst is spread over every connection, and a
+lone message is sent at once. A new worker (and connection)
 is started while more messages wait than workers are idle.
 
 Connections are opened when there is work for them, replaced when they fail or
