@@ -246,7 +246,12 @@ class AsyncLMTPClient(AsyncSMTPClient):
 
 def _local_name(transport: AsyncTransport) -> str:
     sock = transport.transport.get_extra_info("socket") if transport.transport is not None else None
-    return local_name(sock) if sock is not None else "localhost"
+    try:
+        return local_name(sock) if sock is not None else "localhost"
+    except OSError:
+        # The socket is closed already (a server that hung up at once):
+        # reading the greeting says so, not "Bad file descriptor" here.
+        return "localhost"
 
 
 async def send(
