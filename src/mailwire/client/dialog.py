@@ -347,10 +347,6 @@ def _envelope_replies(txn: Transaction, replies: Sequence[Reply]) -> None:
     txn.rcpt_replies.update(zip(txn.rcpt_to, replies[1:]))
 
 
-def _read_envelope(txn: Transaction) -> Program[None]:
-    _envelope_replies(txn, (yield from read_many(1 + len(txn.rcpt_to))))
-
-
 def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
     """The reply to the end of the data: LMTP gives one per accepted recipient."""
     count = len(txn.accepted) if lmtp and txn.accepted else 1
