@@ -327,6 +327,7 @@ def transactions(
     else:
         for txn in batch:
             yield from _one_by_one(txn, chunking, lmtp)
+            txn.settled = txn.outcome()
     if pipelining and batch and batch[-1].needs_reset:
         # A pipelined RSET goes in front of the next transaction, but nothing
         # follows the last: reset it here, or the next send's MAIL meets "503 nested".
@@ -399,6 +400,7 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         elif data.code != 354:
             # DATA refused: if MAIL was accepted, the transaction is still open.
             txn.data_reply = data
+            txn.settled = txn.outcome()
             txn.needs_reset = reset = bool(txn.mail_reply and txn.mail_reply.is_positive)
             if not following:
                 return

@@ -7,9 +7,10 @@ and sends them in one pipelined run, so under load a connection spends about
 one round trip per message, a burst is spread over every connection, and a
 lone message is sent at once. A new worker (and connection)
 is started while more messages wait than workers are idle.
-The share is of the messages nobody sends yet, divided among all the
-workers, busy ones included since they come back for more: the tail of a
-burst goes out in ever smaller shares over every connection, never whole to
+The share is of the messages not yet answered (queued, or in a batch
+whose replies have not come), divided among all the workers, busy ones
+included since they come back for more: a burst's first batches are equal,
+and its tail goes out over every connection as they free up, never whole to
 the first that happens to be free. ``connect()`` opens the first connection
 ahead, to check the server before anything is queued; the first worker then
 uses it.
@@ -36,6 +37,7 @@ from typing import Any
 from ..errors import ConnectionClosed, MailwireError, SMTPError
 from ..protocol.params import MailOptions
 from .aio import AsyncLMTPClient, AsyncSMTPClient
+from .dialog import Transaction
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 
@@ -80,8 +82,10 @@ class SMTPPool:
         self._workers: set[asyncio.Task[None]] = set()
         self._idle = 0
         # Jobs taken by workers that have not started sending them (still
-        # connecting): still to be shared out, as far as fairness goes.
+        # connecting), and the batches being sent: what is not yet answered
+        # in them is work still to share out, as far as fairness goes.
         self._unsent = 0
+        self._sending: dict[int, list[Transaction]] = {}
         self._ready: list[tuple[AsyncSMTPClient, float]] = []  # connect()'s, for the first worker
         self._closed = False
         # Back-off is the pool's, not a worker's: otherwise each new worker
@@ -211,13 +215,17 @@ class SMTPPool:
             self._idle -= 1
         if first is None:
             return None
-        # A fair share of what nobody sends yet, so a burst goes out over
+        # A fair share of the work not yet answered, so a burst goes out over
         # every connection the pool has (each costs a round trip per message
         # across a slow link) rather than in whole batches over the first few.
         # Divided among all the workers, busy ones too: they come back for
         # more, and a worker free early must not take the whole rest (one of
-        # four connections once carried 200 of 500 messages so).
-        waiting = 1 + self._queue.qsize() + self._unsent
+        # four connections once carried 200 of 500 messages so). Counting
+        # what they still have to send keeps the first batches of a burst
+        # equal; counting only that (a batch's answered transactions are
+        # settled) keeps the tail from going to whoever is free first.
+        unanswered = sum(1 for txns in self._sending.values() for txn in txns if txn.settled is None)
+        waiting = 1 + self._queue.qsize() + self._unsent + unanswered
         share = min(self.batch, -(-waiting // max(len(self._workers), 1)))
         jobs = [first]
         while len(jobs) < share and not self._queue.empty():
@@ -256,12 +264,15 @@ class SMTPPool:
             txns = txns[: len(ready)]
             for job in rest:
                 self._queue.put_nowait(job)  # for a fresh connection
+        self._sending[id(txns)] = txns
         try:
             outcomes = await client.transact(txns)
         except (MailwireError, OSError, asyncio.TimeoutError) as err:
             # The connection failed mid-batch: these outcomes are unknown.
             _fail(ready, err)
             return
+        finally:
+            del self._sending[id(txns)]
         for job, outcome in zip(ready, outcomes):
             if job.future.done():
                 continue
