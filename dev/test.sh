@@ -9,7 +9,14 @@ dev/bootstrap.sh
 echo "== mypy --strict (src/mailwire)"
 .venv/bin/mypy --strict src/mailwire
 echo "== pytest on $(.venv/bin/python -V)"
-.venv/bin/python -m pytest -q -p no:cacheprovider --cov=mailwire --cov-report=term:skip-covered "$@"
+# Coverage starts before pytest (and mailwire's pytest plugin) and follows the
+# CLI subprocesses; see [tool.coverage.run] in pyproject.toml.
+.venv/bin/python -m coverage erase
+status=0
+.venv/bin/python -m coverage run -m pytest -q -p no:cacheprovider "$@" || status=$?
+.venv/bin/python -m coverage combine -q
+.venv/bin/python -m coverage report
+[ "$status" -eq 0 ] || exit "$status"
 for version in 3.13 3.12 3.10; do
   python=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/$version*/bin/python$version 2>/dev/null | tail -n 1 || true)
   if [ -n "$python" ]; then

@@ -3,7 +3,9 @@
 One connection is opened first, as a check (reachable, TLS, AUTH), so a
 mistake ends in one line before anything is queued. One message goes over it
 and each recipient's reply is printed. Many go through ``SMTPPool`` (``-c N``
-connections, each pipelining batches; LMTP too). At most
+connections, each pipelining batches; LMTP too), whose first connection is
+that check (``SMTPPool.connect``): ``-c N`` opens N connections, not N + 1,
+and the pool shares the messages out evenly over them. At most
 two batches per connection are in flight, so memory stays flat however many
 messages there are. When a connection fails mid-run the server is checked
 again; if it cannot be reached any more, the rest is not sent.
@@ -105,17 +107,18 @@ class Plan:
 
 
 def _reason(reply: Reply) -> str:
-    """``550 5.1.1 No such user``: code, enhanced code, the first words (addresses left out)."""
+    """``550 5.1.1 No such user``: the reply shortened to its first words
+    (addresses left out), so refusals group by what they say, and shown as
+    every reply is (``str(Reply)``)."""
     first = reply.text.split("\n", 1)[0]
     words = [w for w in first.split() if "@" not in w and not w.startswith("<")][:REASON_WORDS]
-    status = f" {reply.enhanced}" if reply.enhanced is not None else ""
-    return f"{reply.code}{status} {' '.join(words).rstrip(':;,.')}".rstrip()
+    text, status = " ".join(words).rstrip(":;,."), reply.enhanced
+    return str(Reply(reply.code, (f"{status} {text}" if status is not None else text,)))
 
 
 def _show(reply: Reply) -> str:
-    """A reply as the server wrote it: code, enhanced code, text (lines joined)."""
-    status = f" {reply.enhanced}" if reply.enhanced is not None else ""
-    return f"{reply.code}{status} {' '.join(reply.text.splitlines())}".rstrip()
+    """A reply as the server wrote it: code, enhanced code, text, one line."""
+    return str(reply)
 
 
 def _problem(err: BaseException) -> str:
@@ -279,9 +282,19 @@ class _Sender(Protocol):
 
 class _PoolSender:
     def __init__(self, plan: Plan) -> None:
+        self.plan = plan
         self.pool = SMTPPool(
             plan.host, plan.port, size=plan.connections, batch=BATCH, lmtp=plan.lmtp, **plan.settings,
         )
+
+    async def open(self) -> None:
+        """The pool's first connection, opened now as the check that the
+        server takes a session (Unreachable or Failure if not)."""
+        try:
+            await self.pool.connect()
+        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+            await self.pool.close(0)
+            raise _session_error(err, self.plan) from None
 
     async def send(self, item: Outgoing) -> SendResult:
         return await self.pool.send(item.content, item.mail_from, item.rcpt_to)
@@ -434,9 +447,7 @@ async def _send_one(plan: Plan, client: AsyncSMTPClient, stops: _Stops) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-async def _send_many(plan: Plan, first: AsyncSMTPClient, tally: Tally, stops: _Stops) -> int:
-    await first.quit()  # it proved the server is there; the pool opens its own
-    sender: _Sender = _PoolSender(plan)
+async def _send_many(plan: Plan, sender: _Sender, tally: Tally, stops: _Stops) -> int:
     progress = _progress(plan)
     pending: set[asyncio.Task[None]] = set()
     tally.started = time.monotonic()
@@ -463,15 +474,20 @@ async def _send_many(plan: Plan, first: AsyncSMTPClient, tally: Tally, stops: _S
 
 async def _session(plan: Plan, tally: Tally, stops: _Stops) -> int:
     stops.install()
-    first = await stops.run(_connect(plan))
-    if first is None or stops.count:
-        if first is not None:
-            await first.close()
-        print(f"{PROG}: stopped by {stops.name or 'a signal'} before anything was sent", file=sys.stderr)
-        return EXIT_FAILED
     if plan.total == 1:
-        return await _send_one(plan, first, stops)
-    return await _send_many(plan, first, tally, stops)
+        client = await stops.run(_connect(plan))
+        if client is not None and not stops.count:
+            return await _send_one(plan, client, stops)
+        if client is not None:
+            await client.close()
+    else:
+        sender = _PoolSender(plan)
+        await stops.run(sender.open())
+        if not stops.count:
+            return await _send_many(plan, sender, tally, stops)
+        await sender.close(0)
+    print(f"{PROG}: stopped by {stops.name or 'a signal'} before anything was sent", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def execute(plan: Plan) -> int:

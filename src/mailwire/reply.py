@@ -173,12 +173,31 @@ class Reply:
         return data
 
     def __str__(self) -> str:
-        return f"{self.code} {self.text}".rstrip()
+        """The reply as a person reads it, on one line: code, enhanced code,
+        text (``550 5.1.1 No such user``). Every message mailwire builds
+        from a reply (exceptions, logs, the CLI) is this, so the enhanced
+        code, often the only precise part of a refusal, is never lost. One
+        line, and control characters and undecodable bytes shown as ``?``,
+        because the text is the server's: it must not break a log line or
+        drive a terminal.
+        """
+        status = self.enhanced
+        head = f"{self.code} {status}" if status is not None else str(self.code)
+        text = " ".join(line for line in self.text.split("\n") if line)
+        return _displayable(f"{head} {text}".rstrip())
 
 
 def _printable(text: str) -> str:
     """Replace C0 controls (other than tab) so reply text stays one line."""
     return "".join(ch if ch == "\t" or ord(ch) >= 0x20 and ch != "\x7f" else "?" for ch in text)
+
+
+def _displayable(text: str) -> str:
+    """``_printable``, and bytes that were not UTF-8 (kept as surrogates by
+    the parser) as ``?``: printing one would raise UnicodeEncodeError."""
+    if text.isprintable():
+        return text
+    return _printable(text).encode("utf-8", "replace").decode("utf-8")
 
 
 # -- The standard replies, by name -------------------------------------------

@@ -19,6 +19,7 @@ from mailwire.protocol.client import ClientConnection, PreparedWrite, prepare_wr
 from mailwire.protocol.events import Data, Mail, Rcpt
 from mailwire.protocol.state import ClientState
 
+from helpers.minismtp import MiniSMTP, Received
 from helpers.scripted import Peer, ScriptedServer
 
 Start = Callable[..., ScriptedServer]
@@ -207,3 +208,36 @@ def test_send_many_content_follows_each_354_however_the_group_arrives(
     assert [received.count(CONTENT + b"%d\r\n.\r\n" % i) for i in range(count)] == [1] * count
     if multi_line:
         assert outcomes[0].rcpt_replies[RCPTS[0]].lines == ("2.1.5 recipient ok", "2.1.5 forwarding too")  # type: ignore[union-attr]
+
+
+def test_send_many_resets_only_a_transaction_left_open(scripted: Start) -> None:
+    """RFC 5321: RSET after an aborted transaction only. A refused DATA leaves
+    the transaction open (RSET); a refused MAIL opened none, and an end of
+    data answered, accepted or not, closed it (4.1.1.4): no RSET."""
+    def final(txn: Received, rcpt: str | None) -> str:
+        return "554 5.7.1 Spam" if b"spam" in txn.content else "250 2.0.0 queued"
+
+    smtp = MiniSMTP(
+        mail_policy=lambda a: "550 5.7.1 Sender blocked" if a.startswith("blocked") else None,
+        rcpt_reply=lambda a: "550 5.1.1 No such user" if a.startswith("bad") else None,
+        final_reply=final,
+    )
+    server = scripted(smtp)
+    items = [
+        (b"one\r\n", "s@example.org", ["ok@example.net"]),
+        (b"two\r\n", "s@example.org", ["bad@example.net"]),  # DATA refused: open
+        (b"three\r\n", "blocked@example.org", ["ok@example.net"]),  # MAIL refused
+        (b"spam\r\n", "s@example.org", ["ok@example.net"]),  # refused after its content
+        (b"five\r\n", "s@example.org", ["ok@example.net"]),
+        (b"spam again\r\n", "s@example.org", ["ok@example.net"]),
+    ]
+    with SMTPClient(*server.address, tls="none", timeout=5, chunking=False) as client:
+        outcomes = client.send_many(items)
+        assert client.send(b"six\r\n", "s@example.org", ["ok@example.net"]).ok
+    assert [type(o).__name__ for o in outcomes] == [
+        "SendResult", "RecipientsRefused", "SenderRefused", "DataRefused", "SendResult", "DataRefused"]
+    verbs = [c.split(" ")[0] for c in smtp.commands if not c.startswith(("EHLO", "QUIT"))]
+    assert verbs.count("RSET") == 1
+    assert verbs.index("RSET") == 6  # MAIL, RCPT, DATA, MAIL, RCPT, DATA (refused), RSET
+    assert [t.content for t in smtp.transactions] == [
+        b"one\r\n", b"spam\r\n", b"five\r\n", b"spam again\r\n", b"six\r\n"]

@@ -156,7 +156,8 @@ def test_all_recipients_refused_then_the_connection_goes_on(scripted: Start, pip
         assert set(err.result.recipients) == {"x@example.net", "y@example.net"}
         assert all(r.code == 550 for r in err.result.recipients.values())
         assert str(err) == (
-            "all recipients refused: x@example.net: 550 No such user here; y@example.net: 550 No such user here"
+            "all recipients refused: x@example.net: 550 5.1.1 No such user here; "
+            "y@example.net: 550 5.1.1 No such user here"
         )
         # The refused transaction is closed: the next one is accepted.
         result = client.send(BODY, "s@example.org", ["ok@example.net"])
@@ -223,7 +224,7 @@ def test_message_refused_after_content_pipelined(scripted: Start) -> None:
     smtp = _mini(final_reply=lambda txn, rcpt: "554 5.6.0 Content refused")
     server = scripted(smtp)
     with _client(server) as client:
-        with pytest.raises(DataRefused, match="554 Content refused"):
+        with pytest.raises(DataRefused, match="554 5.6.0 Content refused"):
             client.send(BODY, "s@example.org", ["r@example.net"])
         smtp.final_reply = None
         assert client.send(BODY, "s@example.org", ["r@example.net"]).ok

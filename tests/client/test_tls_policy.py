@@ -75,7 +75,7 @@ def test_starttls_refused_with_454_is_never_a_silent_downgrade(
     )
     server = scripted(smtp)
     client = SMTPClient(*server.address, tls=tls, ssl_context=client_tls, timeout=5, connect=False)  # type: ignore[arg-type]
-    with pytest.raises(TLSRequiredError, match="refused STARTTLS: 454 TLS not available"):
+    with pytest.raises(TLSRequiredError, match="refused STARTTLS: 454 4.7.0 TLS not available"):
         client.connect()
     assert not client.connected
     server.close()

@@ -68,6 +68,7 @@ class MiniSMTP:
         greeting: str = "220 mini.test ESMTP ready",
         lmtp: bool = False,
         mail_reply: str | None = None,
+        mail_policy: RcptPolicy | None = None,
         rcpt_reply: RcptPolicy | None = None,
         data_reply: str = "354 End data with <CR><LF>.<CR><LF>",
         final_reply: FinalPolicy | None = None,
@@ -79,6 +80,7 @@ class MiniSMTP:
         self.greeting = greeting
         self.lmtp = lmtp
         self.mail_reply = mail_reply
+        self.mail_policy = mail_policy  # the reply to one sender, or None for the default
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.final_reply = final_reply
@@ -198,7 +200,8 @@ class MiniSMTP:
         if txn is not None:
             self._answer(peer, "503 5.5.1 Nested MAIL command")
             return txn
-        reply = self.mail_reply or "250 2.1.0 Sender OK"
+        chosen = self.mail_policy(_address(text)) if self.mail_policy else None
+        reply = chosen or self.mail_reply or "250 2.1.0 Sender OK"
         self._answer(peer, reply)
         return Received(text) if reply.startswith("2") else None
 

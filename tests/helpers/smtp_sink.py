@@ -3,7 +3,8 @@
 smtp-sink is a real, fast, pipelining SMTP/LMTP server that throws mail away.
 With ``-D`` it appends every transaction to a dump file, headed by records of
 exactly what it received (``X-Mail-Args``, ``X-Rcpt-Args``), which lets a test
-check the wire without a server of our own. It must start as root and drop to
+check the wire without a server of our own; with ``-v`` it logs every command
+line it read (never the message content), which ``Sink.commands()`` returns. It must start as root and drop to
 ``nobody`` (``-u nobody``); without root the fixture skips.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -40,6 +42,18 @@ class Sink:
     port: int  # 0 for a Unix socket
     dump: Path | None
     process: "subprocess.Popen[bytes]"
+    stderr: IO[bytes] | None = None
+
+    def commands(self) -> list[str]:
+        """The command lines smtp-sink logged so far (it must run with ``-v``),
+        "." for each end of data."""
+        assert self.stderr is not None
+        self.stderr.seek(0)
+        prefix = f"{os.path.basename(SMTP_SINK)}: "
+        lines = self.stderr.read().decode("utf-8", "replace").splitlines()
+        found = [line.split(prefix, 1)[1] for line in lines if prefix in line]
+        noise = ("connect", "disconnect", "name_mask", "trying...", "vstream_", "fd=", "smtp_stream_")
+        return [line for line in found if not line.startswith(noise)]
 
     @property
     def address(self) -> tuple[str, int]:
@@ -114,7 +128,7 @@ def smtp_sink(
     else:
         raise RuntimeError(f"smtp-sink did not start: {last_error}")
     try:
-        yield Sink(target, port, dump, process)
+        yield Sink(target, port, dump, process, errors)
     finally:
         process.terminate()
         try:

@@ -98,7 +98,7 @@ def test_reply_of_puts_the_enhanced_code_on_every_line() -> None:
     assert reply.enhanced == EnhancedStatus(5, 1, 1)
     assert reply.text == "No such user\nTry again"
     assert reply.to_bytes() == b"550-5.1.1 No such user\r\n550 5.1.1 Try again\r\n"
-    assert str(reply) == "550 No such user\nTry again"
+    assert str(reply) == "550 5.1.1 No such user Try again"  # one line, enhanced code kept
 
 
 def test_reply_of_without_text_or_status() -> None:
@@ -144,6 +144,33 @@ def test_line_breaks_in_text_never_forge_a_reply(text: str) -> None:
 def test_other_controls_in_text_are_replaced() -> None:
     reply = Reply.of(250, None, "a\x00b\x1bc\x7fd\te")
     assert reply.lines == ("a?b?c?d\te",)
+
+
+@pytest.mark.parametrize(("wire", "shown"), [
+    (b"550 5.1.1 No such user\r\n", "550 5.1.1 No such user"),
+    (b"250 OK\r\n", "250 OK"),  # no enhanced code: none is made up
+    (b"421\r\n", "421"),
+    (b"250 2.0.0\r\n", "250 2.0.0"),
+    # A 4xx reply with a 5.x.x code: that is no enhanced code of this reply, only text.
+    (b"450 5.1.1 odd\r\n", "450 5.1.1 odd"),
+    # Gmail's multi-line refusal: the code once, the lines' text joined on one line.
+    (b"550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+     b"550-5.1.1 Please try double-checking\r\n550 5.1.1 the address.\r\n",
+     "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the address."),
+    # The server's text never breaks the line or drives a terminal, and bytes
+    # that are not UTF-8 print.
+    (b"554 5.7.1 spam\x1b[2J\tgone\x7f \xe9t\xe9\r\n", "554 5.7.1 spam?[2J\tgone? ?t?"),
+])
+def test_str_is_code_enhanced_code_and_text_on_one_line(wire: bytes, shown: str) -> None:
+    (reply,) = drain(_greeted(wire))
+    assert str(reply) == shown
+    assert str(reply).encode("utf-8").decode("utf-8") == shown  # a surrogate would raise here
+
+
+def _greeted(wire: bytes) -> ClientConnection:
+    client = ready_client()
+    client.receive_data(wire)
+    return client
 
 
 def test_reply_predicates() -> None:

@@ -223,7 +223,7 @@ def test_554_greeting(scripted: Start) -> None:
         peer.reply("554 5.7.1 No SMTP service for you")
         peer.wait_closed()
 
-    _, server, err = _expect_failure(scripted, script, SMTPError, "554 No SMTP service for you")
+    _, server, err = _expect_failure(scripted, script, SMTPError, "554 5.7.1 No SMTP service for you")
     assert isinstance(err, SMTPError) and err.code == 554 and str(err.enhanced) == "5.7.1"
     server.close()
     assert b"EHLO" not in server.received and b"MAIL" not in server.received
@@ -318,7 +318,7 @@ def test_auth_success_code_must_be_235(scripted: Start) -> None:
         peer.wait_closed(1)
 
     _expect_failure(
-        scripted, script, AuthenticationError, "250 sure, whatever", auth=("u", "p"), allow_plaintext_auth=True,
+        scripted, script, AuthenticationError, "250 2.0.0 sure, whatever", auth=("u", "p"), allow_plaintext_auth=True,
     )
 
 

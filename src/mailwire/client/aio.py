@@ -26,6 +26,7 @@ from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
 from .aio_transport import AsyncTransport, open_connection
+from .transport import closing_reason
 from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
@@ -84,8 +85,8 @@ class AsyncSMTPClient(ClientBase):
             opened = await self._pump(dialog.open_session(
                 name, tls=s.tls, auth=s.auth, allow_plaintext_auth=s.allow_plaintext_auth, lmtp=s.lmtp,
             ))
-        except BaseException:
-            self._close()
+        except BaseException as err:
+            self._close(err)
             raise
         self.greeting, self.capabilities = opened.greeting, opened.capabilities
         self.messages_sent = 0
@@ -97,7 +98,7 @@ class AsyncSMTPClient(ClientBase):
             if not self.connected:
                 if self._transport is not None and not self.auto_reconnect:
                     program.close()
-                    raise ConnectionClosed("the connection is closed")
+                    raise ConnectionClosed(self._transport.gone)
                 await self._connect()
             return await self._pump(program)
 
@@ -118,7 +119,7 @@ class AsyncSMTPClient(ClientBase):
             return stop.value  # type: ignore[no-any-return]
         except BaseException as err:
             if not dialog.leaves_connection_usable(err):
-                self._close()  # never leave replies in flight for someone else to read
+                self._close(err)  # never leave replies in flight for someone else to read
             raise
 
     async def _perform(self, transport: AsyncTransport, request: dialog.Request) -> tuple[Reply, ...] | None:
@@ -172,7 +173,7 @@ class AsyncSMTPClient(ClientBase):
             if self.connected:
                 return
             if self._transport is not None and not self.auto_reconnect:
-                raise ConnectionClosed("the connection is closed")
+                raise ConnectionClosed(self._transport.gone)
             await self._connect()
 
     # -- other commands ----------------------------------------------------------
@@ -207,11 +208,13 @@ class AsyncSMTPClient(ClientBase):
             except (MailwireError, OSError, asyncio.TimeoutError):
                 return None
             finally:
-                self._close()
+                if self._transport is not None:
+                    self._transport.close("after QUIT")
 
-    def _close(self) -> None:
+    def _close(self, err: BaseException | None = None) -> None:
+        """Close the connection; ``err`` is what made us (None: the caller asked)."""
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close(closing_reason(err))
 
     async def close(self) -> None:
         self._close()
@@ -227,7 +230,7 @@ class AsyncSMTPClient(ClientBase):
         if exc_type is None:
             await self.quit()
         else:
-            self._close()
+            self._close(exc)
 
 
 class AsyncLMTPClient(AsyncSMTPClient):
@@ -243,7 +246,12 @@ class AsyncLMTPClient(AsyncSMTPClient):
 
 def _local_name(transport: AsyncTransport) -> str:
     sock = transport.transport.get_extra_info("socket") if transport.transport is not None else None
-    return local_name(sock) if sock is not None else "localhost"
+    try:
+        return local_name(sock) if sock is not None else "localhost"
+    except OSError:
+        # The socket is closed already (a server that hung up at once):
+        # reading the greeting says so, not "Bad file descriptor" here.
+        return "localhost"
 
 
 async def send(

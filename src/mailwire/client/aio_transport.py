@@ -7,7 +7,8 @@ public ``loop.start_tls``, which works on every supported Python and on uvloop.
 
 Any timeout, cancellation or protocol error closes the connection: a reply
 that arrives after its reader gave up would otherwise be paired with the
-next command.
+next command. As in ``SyncTransport``, the reason is kept, and an error met
+afterwards says we closed, not the server.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
 from ..reading import BufferedReading
 from ..reply import Reply
-from .transport import format_events, log_prepared
+from .transport import closing_reason, format_events, gone_message, log_prepared, log_reply
 
 __all__ = ["AsyncTransport", "open_connection", "ClientTimeout"]
 
@@ -69,6 +70,8 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._deadline = Deadline(self._expired)
         self._armed: _Armed | None = None  # a write to make as soon as replies allow
         self.then_written = False  # by the last read_replies
+        self.closed_by_us: str | None = None  # why we closed it, if we did
+        self._eof = False  # the server closed its side
 
     # -- the asyncio protocol ---------------------------------------------------------
 
@@ -107,8 +110,8 @@ class AsyncTransport(FlowControl, BufferedReading):
                 data = self.core.send_prepared_when_allowed(armed.write)
                 if data is None:
                     return
-        except LocalProtocolError:
-            self.close()  # the task finds the connection closed, never desynced
+        except LocalProtocolError as err:
+            self.close(closing_reason(err))  # the task finds the connection closed, never desynced
             return
         if log.isEnabledFor(logging.DEBUG):
             log_prepared(armed.write)
@@ -118,11 +121,13 @@ class AsyncTransport(FlowControl, BufferedReading):
         armed.written = True
 
     def eof_received(self) -> bool:
+        self._eof = True
         self.core.receive_data(b"")
         self._wakeup()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True  # whoever closed, nothing more comes
         self._closed = True
         self._lost = exc
         self.core.receive_data(b"")
@@ -138,17 +143,22 @@ class AsyncTransport(FlowControl, BufferedReading):
     def is_tls(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
+    @property
+    def gone(self) -> str:
+        """Why the connection is closed, as a ``ConnectionClosed`` says it."""
+        return gone_message(self.closed_by_us)
+
     async def write(self, events: Iterable[Sendable] | PreparedWrite, timeout: float | None = None) -> None:
         """Format every event and write them at once (closing if one is
         refused after others were formatted: see SyncTransport.write). When
         the peer stops reading, wait for it at most ``timeout`` seconds."""
-        await self._send(format_events(self.core, events, self.close), timeout)
+        await self._send(format_events(self.core, events, self._refused), timeout)
 
     async def _send(self, data: bytes, timeout: float | None) -> None:
         if not data:
             return
         if not self.open:
-            raise ConnectionClosed("the connection is closed")
+            raise ConnectionClosed(self.gone)
         assert self.transport is not None
         self._waiting = False
         self.transport.write(data)
@@ -159,8 +169,8 @@ class AsyncTransport(FlowControl, BufferedReading):
         if self._writable is not None:
             try:
                 await _wait_for(self._writable, timeout)
-            except BaseException:
-                self.close()  # timed out or cancelled with content half-written
+            except BaseException as err:
+                self.close(closing_reason(err))  # timed out or cancelled with content half-written
                 raise
 
     async def read_replies(
@@ -183,8 +193,8 @@ class AsyncTransport(FlowControl, BufferedReading):
                 try:
                     if self._collect(replies, count):
                         break
-                except (RemoteProtocolError, ConnectionClosed):
-                    self.close()
+                except (RemoteProtocolError, ConnectionClosed) as err:
+                    self.close(closing_reason(err))
                     raise
                 await self._more(timeout)
         finally:
@@ -195,8 +205,8 @@ class AsyncTransport(FlowControl, BufferedReading):
             elif len(replies) == count:  # the replies were in before we read
                 try:
                     data = self.core.send_prepared_when_allowed(armed.write)
-                except LocalProtocolError:
-                    self.close()  # the server awaits content we cannot send: never go on
+                except LocalProtocolError as err:
+                    self.close(closing_reason(err))  # the server awaits content we cannot send: never go on
                     raise
                 if data is not None:
                     if log.isEnabledFor(logging.DEBUG):
@@ -216,12 +226,12 @@ class AsyncTransport(FlowControl, BufferedReading):
             event = core.next_event()
             if isinstance(event, Reply):
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("< %s", event)
+                    log_reply(event)
                 replies.append(event)
                 if core.closing:
                     return True
             elif isinstance(event, Closed):
-                raise ConnectionClosed("the server closed the connection")
+                raise ConnectionClosed(self.gone)
             else:
                 assert isinstance(event, NeedData)
                 return False
@@ -229,14 +239,14 @@ class AsyncTransport(FlowControl, BufferedReading):
 
     async def _more(self, timeout: float | None) -> None:
         if self._closed:
-            raise ConnectionClosed("the connection is closed")
+            raise ConnectionClosed(self.gone)
         self._wake = waiter = asyncio.get_running_loop().create_future()
         if timeout is not None:
             self._deadline.arm(timeout)
         try:
             await waiter
-        except BaseException:
-            self.close()  # timed out or cancelled: never read a late reply as ours
+        except BaseException as err:
+            self.close(closing_reason(err))  # timed out or cancelled: never read a late reply as ours
             raise
         finally:
             self._wake = None
@@ -253,8 +263,8 @@ class AsyncTransport(FlowControl, BufferedReading):
             transport = await _wait_for(
                 loop.start_tls(self.transport, self, context, server_hostname=server_hostname), timeout
             )
-        except BaseException:
-            self.close()
+        except BaseException as err:
+            self.close(closing_reason(err))
             raise
         if transport is None:
             self.close()
@@ -265,7 +275,14 @@ class AsyncTransport(FlowControl, BufferedReading):
                         self.core.discarded_after_starttls)
         self.core.tls_established()
 
-    def close(self) -> None:
+    def _refused(self) -> None:
+        self.close(closing_reason(LocalProtocolError()))
+
+    def close(self, why: str = closing_reason(None)) -> None:
+        """Close; ``why`` is kept for the errors that follow, unless the
+        connection was gone already."""
+        if self.closed_by_us is None and not self._closed and not self._eof:
+            self.closed_by_us = why
         self._closed = True
         self._deadline.cancel()
         if self.transport is None:

@@ -13,9 +13,18 @@ Transactions are pipelined as far as the server allows:
   and the end of each message goes out in the same write as the next
   envelope (RFC 2920 3.1 lets content start a group), so a batch costs one
   round trip per message;
-* with PIPELINING and CHUNKING, whole transactions (envelope and BDAT chunks)
-  are written back to back, up to ``BDAT_WINDOW`` of them before reading;
+* with PIPELINING and CHUNKING, each transaction (envelope and BDAT chunks)
+  is one write, and the next is written once its replies are in: one round
+  trip per message too;
 * without PIPELINING, one command at a time, as RFC 5321 requires.
+
+RSET goes only after a transaction that was aborted (RFC 5321 4.1.1.5): a
+completed one, its end of data answered, accepted or refused, leaves nothing
+to reset (4.1.1.4). A refused DATA leaves the transaction open, and so does a
+refused BDAT (RFC 3030 2: the state is then indeterminate until RSET). That
+is also why BDAT transactions are not written ahead of the replies to the one
+before: whatever follows a refused BDAT must start with RSET, so writing
+ahead would need an RSET in front of every transaction, completed or not.
 """
 
 from __future__ import annotations
@@ -50,7 +59,6 @@ __all__ = [
 
 T = TypeVar("T")
 CHUNK = 1 << 20  # content is written (and BDAT-framed) in pieces of 1 MiB
-BDAT_WINDOW = 32  # pipelined BDAT transactions written before reading replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,9 @@ class Transaction:
     final: dict[str, Reply] = field(default_factory=dict)
     data_reply: Reply | None = None
     settled: SendResult | SMTPError | None = None  # the outcome, once known for good
+    # Aborted with the server still inside it (a refused DATA or BDAT): the
+    # next command must be RSET (see the module docstring).
+    needs_reset: bool = False
 
     def envelope(self) -> list[Sendable]:
         events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
@@ -316,18 +327,12 @@ def transactions(
     else:
         for txn in batch:
             yield from _one_by_one(txn, chunking, lmtp)
-    if pipelining and batch and _left_open(batch[-1]):
-        # Each later transaction resets its predecessor, but nothing follows
-        # the last: reset it here, or the next send's MAIL meets "503 nested".
+            txn.settled = txn.outcome()
+    if pipelining and batch and batch[-1].needs_reset:
+        # A pipelined RSET goes in front of the next transaction, but nothing
+        # follows the last: reset it here, or the next send's MAIL meets "503 nested".
         yield from command(Rset())
     return [txn.outcome() if txn.settled is None else txn.settled for txn in batch]
-
-
-def _left_open(txn: Transaction) -> bool:
-    """The server accepted MAIL but the transaction failed before its end."""
-    if txn.mail_reply is None or not txn.mail_reply.is_positive:
-        return False
-    return not txn.accepted or (txn.data_reply is not None and not txn.data_reply.is_positive)
 
 
 def _data_reply(reply: Reply) -> Reply:
@@ -341,10 +346,6 @@ def _data_reply(reply: Reply) -> Reply:
 def _envelope_replies(txn: Transaction, replies: Sequence[Reply]) -> None:
     txn.mail_reply = replies[0]
     txn.rcpt_replies.update(zip(txn.rcpt_to, replies[1:]))
-
-
-def _read_envelope(txn: Transaction) -> Program[None]:
-    _envelope_replies(txn, (yield from read_many(1 + len(txn.rcpt_to))))
 
 
 def _read_final(txn: Transaction, lmtp: bool) -> Program[None]:
@@ -397,16 +398,19 @@ def _pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
         if sent:
             txn.size = len(txn.content)  # type: ignore[arg-type]  # _ahead took only bytes
         elif data.code != 354:
+            # DATA refused: if MAIL was accepted, the transaction is still open.
             txn.data_reply = data
+            txn.settled = txn.outcome()
+            txn.needs_reset = reset = bool(txn.mail_reply and txn.mail_reply.is_positive)
             if not following:
                 return
-            yield Write([Rset(), *following])
+            yield Write([Rset(), *following] if reset else following)
             after = _opening(batch, i + 2)
             ahead = _ahead(batch[i + 1], after)
-            request = Read(1 + len(following), ahead)
+            request = Read(reset + len(following), ahead)
             replies = yield from read_group(request)
             sent = request.written
-            replies = replies[1:]
+            replies = replies[reset:]
             following = after
             continue
         elif txn.accepted:
@@ -481,25 +485,29 @@ def _bdat_events(txn: Transaction) -> Iterator[list[Sendable]]:
         yield [Bdat(0, True)]
 
 
-def _read_bdat(txn: Transaction, chunks: int, lmtp: bool) -> Program[None]:
-    yield from _read_envelope(txn)
-    for _ in range(chunks - 1):
-        reply = yield from read()
-        if not reply.is_positive:
+def _read_bdat(txn: Transaction, chunks: int, lmtp: bool, reset: bool = False) -> Program[None]:
+    """The replies to a pipelined BDAT transaction, behind the one to the
+    RSET that opened its write if ``reset``: all but the last chunk's in one
+    read (the count of the last's depends, over LMTP, on the RCPT replies)."""
+    replies = yield from read_many(reset + 1 + len(txn.rcpt_to) + chunks - 1)
+    _envelope_replies(txn, replies[reset:reset + 1 + len(txn.rcpt_to)])
+    for reply in replies[reset + 1 + len(txn.rcpt_to):]:
+        if not reply.is_positive and txn.data_reply is None:
             txn.data_reply = reply
     last_failed = txn.data_reply
     yield from _read_final(txn, lmtp)
     if last_failed is not None:
         txn.data_reply = last_failed
+    # RFC 3030 2: after a refused BDAT the state is indeterminate until RSET.
+    txn.needs_reset = txn.data_reply is not None and not txn.data_reply.is_positive
 
 
 def _pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
-    # Outcomes are unknown when the next transaction is written, so each one
-    # after the first starts with RSET: a failed predecessor cannot leave the
-    # server inside a transaction that would refuse our MAIL.
-    window: list[tuple[Transaction, int, bool]] = []
-    for i, txn in enumerate(batch):
-        events: list[Sendable] = [Rset()] if i else []
+    """Each transaction in one write (RSET first only if the one before was
+    aborted), its replies read before the next is written."""
+    reset = False
+    for txn in batch:
+        events: list[Sendable] = [Rset()] if reset else []
         events += txn.envelope()
         chunks = 0
         for framed in _bdat_events(txn):
@@ -507,18 +515,9 @@ def _pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
             events += framed
             yield Write(events)
             events = []
-        window.append((txn, chunks, i > 0))
-        if len(window) >= BDAT_WINDOW:
-            yield from _drain(window.pop(0), lmtp)
-    for entry in window:
-        yield from _drain(entry, lmtp)
-
-
-def _drain(entry: tuple[Transaction, int, bool], lmtp: bool) -> Program[None]:
-    txn, chunks, rset = entry
-    if rset:
-        yield from read()
-    yield from _read_bdat(txn, chunks, lmtp)
+        yield from _read_bdat(txn, chunks, lmtp, reset)
+        txn.settled = txn.outcome()
+        reset = txn.needs_reset
 
 
 def _one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
@@ -537,6 +536,8 @@ def _one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
             last = isinstance(framed[0], Bdat) and framed[0].last
             if last:
                 yield from _read_final(txn, lmtp)
+                if txn.data_reply is not None and not txn.data_reply.is_positive:
+                    yield from command(Rset())  # RFC 3030 2, as for any refused BDAT
                 return
             reply = yield from read()
             if not reply.is_positive:

@@ -4,9 +4,16 @@
 owning one connection, take what is queued. A worker takes its fair share of
 the messages waiting (the queue divided among the workers, at most ``batch``)
 and sends them in one pipelined run, so under load a connection spends about
-one round trip per message (DATA) or less (BDAT), a burst is spread over every
-connection, and a lone message is sent at once. A new worker (and connection)
+one round trip per message, a burst is spread over every connection, and a
+lone message is sent at once. A new worker (and connection)
 is started while more messages wait than workers are idle.
+The share is of the messages not yet answered (queued, or in a batch
+whose replies have not come), divided among all the workers, busy ones
+included since they come back for more: a burst's first batches are equal,
+and its tail goes out over every connection as they free up, never whole to
+the first that happens to be free. ``connect()`` opens the first connection
+ahead, to check the server before anything is queued; the first worker then
+uses it.
 
 Connections are opened when there is work for them, replaced when they fail or
 close, and retired after ``max_messages`` or ``max_age``. A server refusing
@@ -30,6 +37,7 @@ from typing import Any
 from ..errors import ConnectionClosed, MailwireError, SMTPError
 from ..protocol.params import MailOptions
 from .aio import AsyncLMTPClient, AsyncSMTPClient
+from .dialog import Transaction
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 
@@ -73,7 +81,12 @@ class SMTPPool:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._workers: set[asyncio.Task[None]] = set()
         self._idle = 0
-        self._busy = 0  # workers holding a batch
+        # Jobs taken by workers that have not started sending them (still
+        # connecting), and the batches being sent: what is not yet answered
+        # in them is work still to share out, as far as fairness goes.
+        self._unsent = 0
+        self._sending: dict[int, list[Transaction]] = {}
+        self._ready: list[tuple[AsyncSMTPClient, float]] = []  # connect()'s, for the first worker
         self._closed = False
         # Back-off is the pool's, not a worker's: otherwise each new worker
         # would knock at once while the others sleep, ``size`` times as often.
@@ -83,6 +96,15 @@ class SMTPPool:
         self._refusal: BaseException | None = None  # what the last one met
         self._probe = asyncio.Lock()  # one attempt at a time while backing off
         self._proven = False  # some connection has succeeded
+
+    async def connect(self) -> None:
+        """Open a connection now and keep it for the first worker; raise what
+        opening it met (unreachable, TLS, AUTH, a refused greeting). For a
+        caller that wants to know the server takes its session before it
+        queues anything, without a connection beyond ``size`` to find out."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        self._ready.append((await self._open(), time.monotonic()))
 
     async def send(
         self, message: MessageLike, mail_from: str | None = None,
@@ -109,6 +131,7 @@ class SMTPPool:
         opened = 0.0
         try:
             while (jobs := await self._take()) is not None:
+                unsent = len(jobs)
                 try:
                     if client is not None and self._worn_out(client, opened):
                         await client.quit()
@@ -116,11 +139,12 @@ class SMTPPool:
                     if client is None or not client.connected:
                         client = None
                         try:
-                            client = await self._open()
+                            client, opened = await self._connection()
                         except (MailwireError, OSError, asyncio.TimeoutError) as err:
                             _fail(jobs, err)
                             continue
-                        opened = time.monotonic()
+                    self._unsent -= unsent
+                    unsent = 0
                     await self._deliver(client, jobs)
                 except BaseException:
                     # Cancelled (close() ran out of time) with a batch in hand:
@@ -131,10 +155,19 @@ class SMTPPool:
                     ))
                     raise
                 finally:
-                    self._busy -= 1  # counted by _take with the batch
+                    self._unsent -= unsent  # counted by _take, if never sent
         finally:
             if client is not None:
                 await client.quit()
+
+    async def _connection(self) -> tuple[AsyncSMTPClient, float]:
+        """The connection ``connect()`` opened, if it is still up; else a new one."""
+        while self._ready:
+            client, opened = self._ready.pop()
+            if client.connected:
+                return client, opened
+            await client.close()
+        return await self._open(), time.monotonic()
 
     async def _open(self) -> AsyncSMTPClient:
         """A new connection. Until one has succeeded, and while the server
@@ -182,12 +215,18 @@ class SMTPPool:
             self._idle -= 1
         if first is None:
             return None
-        # A fair share of what is queued, so a burst goes out over every
-        # connection the pool has (each costs a round trip per message across
-        # a slow link) rather than in whole batches over the first few.
-        free = len(self._workers) - self._busy  # this one and those not holding a batch
-        share = min(self.batch, -(-(1 + self._queue.qsize()) // max(free, 1)))
-        self._busy += 1
+        # A fair share of the work not yet answered, so a burst goes out over
+        # every connection the pool has (each costs a round trip per message
+        # across a slow link) rather than in whole batches over the first few.
+        # Divided among all the workers, busy ones too: they come back for
+        # more, and a worker free early must not take the whole rest (one of
+        # four connections once carried 200 of 500 messages so). Counting
+        # what they still have to send keeps the first batches of a burst
+        # equal; counting only that (a batch's answered transactions are
+        # settled) keeps the tail from going to whoever is free first.
+        unanswered = sum(1 for txns in self._sending.values() for txn in txns if txn.settled is None)
+        waiting = 1 + self._queue.qsize() + self._unsent + unanswered
+        share = min(self.batch, -(-waiting // max(len(self._workers), 1)))
         jobs = [first]
         while len(jobs) < share and not self._queue.empty():
             job = self._queue.get_nowait()
@@ -195,7 +234,9 @@ class SMTPPool:
                 self._queue.put_nowait(None)  # for this worker's next turn
                 break
             jobs.append(job)
-        return [job for job in jobs if not job.future.done()]  # cancelled while queued
+        taken = [job for job in jobs if not job.future.done()]  # cancelled while queued
+        self._unsent += len(taken)
+        return taken
 
     def _worn_out(self, client: AsyncSMTPClient, opened: float) -> bool:
         if self.max_messages is not None and client.messages_sent >= self.max_messages:
@@ -223,12 +264,15 @@ class SMTPPool:
             txns = txns[: len(ready)]
             for job in rest:
                 self._queue.put_nowait(job)  # for a fresh connection
+        self._sending[id(txns)] = txns
         try:
             outcomes = await client.transact(txns)
         except (MailwireError, OSError, asyncio.TimeoutError) as err:
             # The connection failed mid-batch: these outcomes are unknown.
             _fail(ready, err)
             return
+        finally:
+            del self._sending[id(txns)]
         for job, outcome in zip(ready, outcomes):
             if job.future.done():
                 continue
@@ -256,6 +300,8 @@ class SMTPPool:
                 task.cancel()  # its transaction is cut: the connection closes, nothing is half-sent
             if late:
                 await asyncio.wait(late)
+        while self._ready:  # opened by connect() and never used
+            await self._ready.pop()[0].quit()
 
     async def __aenter__(self) -> "SMTPPool":
         return self

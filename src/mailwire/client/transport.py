@@ -8,7 +8,9 @@ with AUTH secrets redacted. Both the native ``SMTPClient`` and the
 
 Any timeout or protocol error closes the socket: after one, the next reply on
 the wire could belong to an earlier command, and pairing it with a later one
-would be worse than failing.
+would be worse than failing. The transport remembers why it closed, so an
+error met afterwards says so ("closed by us after a timeout") instead of
+blaming the server.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 
-from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError, SMTPError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Auth, AuthResponse, Closed, EndOfData, MessageData
 from ..reply import Reply
 
-__all__ = ["SyncTransport", "open_socket", "describe", "format_events", "log_prepared"]
+__all__ = [
+    "SyncTransport", "open_socket", "describe", "format_events", "log_prepared", "log_reply",
+    "closing_reason", "gone_message",
+]
 
 log = logging.getLogger("mailwire.client")
 _READ_SIZE = 65536
@@ -63,6 +68,40 @@ def describe(event: object, data: bytes) -> str:
     if isinstance(event, EndOfData):
         return "<end of data>"
     return data.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def closing_reason(err: BaseException | None) -> str:
+    """Why we close the connection after ``err`` (None: the program asked),
+    as ``ConnectionClosed`` messages end: "closed by us <reason>"."""
+    if err is None:
+        return "because close() was called"
+    if isinstance(err, TimeoutError):
+        return "after a timeout"
+    if isinstance(err, RemoteProtocolError):
+        return "after a protocol error from the server"
+    if isinstance(err, LocalProtocolError):
+        return "after a command that could not be sent"
+    if isinstance(err, SMTPError) and err.code == 421:
+        return "after the server's 421"
+    if not isinstance(err, Exception):
+        return "after the operation was cancelled"  # CancelledError, KeyboardInterrupt
+    return f"after an error ({type(err).__name__})"
+
+
+def gone_message(closed_by_us: str | None) -> str:
+    """A ``ConnectionClosed`` message that says who closed: a timeout of
+    ours is no fault of the server's."""
+    if closed_by_us is None:
+        return "the server closed the connection"
+    return f"the connection was closed by us {closed_by_us}"
+
+
+def log_reply(reply: Reply) -> None:
+    """A received reply in the debug log, each line as it came (enhanced
+    code included), for both drivers alike."""
+    last = len(reply.lines) - 1
+    for i, line in enumerate(reply.lines):
+        log.debug("< %d%s%s", reply.code, " " if i == last else "-", line)
 
 
 def log_prepared(prepared: PreparedWrite) -> None:
@@ -118,6 +157,8 @@ class SyncTransport:
         self.turns = 0  # times we waited for the server: round trips
         self._waiting = False
         self.then_written = False  # by the last read_replies
+        self.closed_by_us: str | None = None  # why we closed it, if we did
+        self._eof = False  # the server closed its side
         sock.settimeout(timeout)
 
     @property
@@ -126,7 +167,7 @@ class SyncTransport:
 
     def write(self, events: Iterable[Sendable] | PreparedWrite) -> None:
         """Format every event and send them in one write (see format_events)."""
-        data = format_events(self.core, events, self.close)
+        data = format_events(self.core, events, self._refused)
         if data:
             self.write_raw(data)
 
@@ -136,8 +177,8 @@ class SyncTransport:
         self._waiting = False
         try:
             self.sock.sendall(data)
-        except OSError:
-            self.close()
+        except OSError as err:
+            self.close(closing_reason(err))
             raise
         self.sent_bytes += len(data)
 
@@ -166,20 +207,18 @@ class SyncTransport:
         while len(replies) < count:
             try:
                 event = core.next_event()
-            except RemoteProtocolError:
-                self.close()
+            except RemoteProtocolError as err:
+                self.close(closing_reason(err))
                 raise
             if isinstance(event, Reply):
                 if debug:
-                    for i, line in enumerate(event.lines):
-                        sep = " " if i == len(event.lines) - 1 else "-"
-                        log.debug("< %d%s%s", event.code, sep, line)
+                    log_reply(event)
                 replies.append(event)
                 if core.closing:
                     break
             elif isinstance(event, Closed):
                 self.close()
-                raise ConnectionClosed("the server closed the connection")
+                raise ConnectionClosed(gone_message(self.closed_by_us))
             else:
                 self._fill(timeout)
                 if then is not None and not self.then_written:
@@ -191,9 +230,9 @@ class SyncTransport:
     def _write_then(self, then: PreparedWrite) -> None:
         try:
             data = self.core.send_prepared_when_allowed(then)
-        except LocalProtocolError:
+        except LocalProtocolError as err:
             # The server awaits content we cannot send: never go on.
-            self.close()
+            self.close(closing_reason(err))
             raise
         if data is not None:
             self.write_raw(data)
@@ -203,25 +242,26 @@ class SyncTransport:
 
     def _fill(self, timeout: float | None) -> None:
         if self.sock.fileno() < 0:
-            raise ConnectionClosed("the connection is closed")
+            raise ConnectionClosed(gone_message(self.closed_by_us))
         if timeout is not None:
             self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(_READ_SIZE)
-        except (TimeoutError, OSError):
-            self.close()
+        except (TimeoutError, OSError) as err:
+            self.close(closing_reason(err))
             raise
         finally:
             if timeout is not None and self.sock.fileno() >= 0:
                 self.sock.settimeout(self.timeout)
+        self._eof = not data
         self.core.receive_data(data)
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
         """Handshake after the 220 to STARTTLS; the core drops what came before."""
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
-        except (ssl.SSLError, OSError):
-            self.close()
+        except (ssl.SSLError, OSError) as err:
+            self.close(closing_reason(err))
             raise
         if self.core.discarded_after_starttls:
             log.warning(
@@ -230,7 +270,14 @@ class SyncTransport:
             )
         self.core.tls_established()
 
-    def close(self) -> None:
+    def _refused(self) -> None:
+        self.close(closing_reason(LocalProtocolError()))
+
+    def close(self, why: str = closing_reason(None)) -> None:
+        """Close; ``why`` is kept for the errors that follow, unless the
+        server had closed first."""
+        if self.closed_by_us is None and not self._eof and self.sock.fileno() >= 0:
+            self.closed_by_us = why
         try:
             self.sock.close()
         except OSError:
