@@ -19,9 +19,8 @@ import asyncio
 import gc
 import logging
 import ssl
-import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,36 +28,14 @@ import pytest
 from mailwire import AsyncSMTPClient, AuthenticationError, ConnectionClosed, SMTPPool
 from mailwire.client.aio_transport import ClientTimeout
 
+from helpers.loops import LOOPS, run_on
 from helpers.scripted import ScriptedServer
 from helpers.slowpeer import Quiet
 
 Start = Callable[..., ScriptedServer]
 pytestmark = pytest.mark.timeout(30)
-LOOPS = ["asyncio", "uvloop"]
 MODES = ["none", "starttls", "implicit"]
 MESSAGE = b"Subject: twice\r\n\r\nhello\r\n"
-
-
-def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run(main)`` on the chosen loop (asyncio.run itself, so its
-    shutdown — cancelling what is left, reporting what failed — is the real one)."""
-
-    async def bounded() -> None:
-        await asyncio.wait_for(main, 20)
-
-    if loop == "asyncio":
-        asyncio.run(bounded())
-        return
-    uvloop = pytest.importorskip("uvloop")
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(bounded())
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    try:
-        asyncio.run(bounded())
-    finally:
-        asyncio.set_event_loop_policy(None)
 
 
 class _Quiet:

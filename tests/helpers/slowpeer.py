@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .scripted import SCRIPT_TIMEOUT, Peer
 
-__all__ = ["trickle", "Quiet", "TRICKLE_INTERVAL"]
+__all__ = ["trickle", "trickle_handshake", "read_slowly", "Quiet", "TRICKLE_INTERVAL"]
 
 TRICKLE_INTERVAL = 0.3  # seconds between two bytes of a trickled reply
 
@@ -35,6 +35,38 @@ def trickle(peer: Peer, data: bytes, interval: float = TRICKLE_INTERVAL) -> bool
             return False
         time.sleep(interval)
     return True
+
+
+def trickle_handshake(peer: Peer, context: ssl.SSLContext, interval: float = TRICKLE_INTERVAL) -> bool:
+    """Play the server's side of a TLS handshake, its first flight (ServerHello,
+    certificate ...) one byte every ``interval`` seconds: genuine handshake
+    bytes, each well inside any timeout, the whole far outside it."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    while not outgoing.pending:
+        data = peer.sock.recv(65536)  # the ClientHello
+        if not data:
+            return False
+        incoming.write(data)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+    return trickle(peer, outgoing.read(), interval)
+
+
+def read_slowly(peer: Peer, interval: float = TRICKLE_INTERVAL, duration: float = 5.0) -> None:
+    """Read one byte every ``interval`` seconds for ``duration`` seconds, as a
+    server that barely drains what the client writes (what the client wrote
+    before closing stays readable, so its closing does not end this early)."""
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        try:
+            if not peer.sock.recv(1):
+                return
+        except (OSError, ssl.SSLError):
+            return
+        time.sleep(interval)
 
 
 def _ehlo_lines(keywords: Sequence[str]) -> list[str]:

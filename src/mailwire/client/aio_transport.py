@@ -177,7 +177,12 @@ class AsyncTransport(FlowControl, BufferedReading):
         """The next ``count`` replies; fewer if one is a 421. With ``then``,
         write it as soon as the core says the replies allow it (from
         data_received when they arrive while we wait: see _write_early);
-        ``then_written`` says whether it was."""
+        ``then_written`` says whether it was.
+
+        Each reply must be complete within ``timeout`` of the wait for it
+        starting, however its bytes are paced (ClientTimeout otherwise): the
+        deadline is armed when a reply is awaited, not re-armed as bytes
+        arrive, and is per reply, not per group."""
         if not self._waiting:
             self.turns += 1
             self._waiting = True
@@ -186,6 +191,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         armed = None
         if then is not None:
             armed = self._armed = _Armed(count, then, replies)
+        awaited = -1  # how many replies were in when the deadline was last armed
         try:
             while True:
                 try:
@@ -194,7 +200,10 @@ class AsyncTransport(FlowControl, BufferedReading):
                 except (RemoteProtocolError, ConnectionClosed):
                     self.close()
                     raise
-                await self._more(timeout)
+                if timeout is not None and len(replies) != awaited:
+                    awaited = len(replies)
+                    self._deadline.arm(timeout)  # a new reply awaited: its own time
+                await self._more()
         finally:
             self._armed = None
         if armed is not None:
@@ -235,12 +244,11 @@ class AsyncTransport(FlowControl, BufferedReading):
                 return False
         return True
 
-    async def _more(self, timeout: float | None) -> None:
+    async def _more(self) -> None:
+        """Wait for more bytes, until the deadline ``read_replies`` armed."""
         if self._closed:
             raise ConnectionClosed("the connection is closed")
         self._wake = waiter = asyncio.get_running_loop().create_future()
-        if timeout is not None:
-            self._deadline.arm(timeout)
         try:
             await waiter
         except BaseException:
