@@ -196,6 +196,7 @@ class SyncTransport:
                 else:
                     self._fill(clock)
                     if then is not None and not self.then_written:
+                        clock.restore()  # a write gets the socket's timeout, not what a reply has left
                         self._write_then(then)
         finally:
             clock.restore()
@@ -290,5 +291,8 @@ class _ReplyClock:
             self._narrowed = True
 
     def restore(self) -> None:
-        if self._narrowed and self._sock.fileno() >= 0:
-            self._sock.settimeout(self._own)
+        """Give the socket its own timeout back (the deadline runs on)."""
+        if self._narrowed:
+            self._narrowed = False
+            if self._sock.fileno() >= 0:
+                self._sock.settimeout(self._own)
