@@ -174,32 +174,30 @@ class SyncTransport:
         debug = log.isEnabledFor(logging.DEBUG)
         replies: list[Reply] = []
         clock = _ReplyClock(self.sock, timeout)
-        try:
-            while len(replies) < count:
-                try:
-                    event = core.next_event()
-                except RemoteProtocolError:
-                    self.close()
-                    raise
-                if isinstance(event, Reply):
-                    if debug:
-                        for i, line in enumerate(event.lines):
-                            sep = " " if i == len(event.lines) - 1 else "-"
-                            log.debug("< %d%s%s", event.code, sep, line)
-                    replies.append(event)
-                    clock.next_reply()
-                    if core.closing:
-                        break
-                elif isinstance(event, Closed):
-                    self.close()
-                    raise ConnectionClosed("the server closed the connection")
-                else:
-                    self._fill(clock)
-                    if then is not None and not self.then_written:
-                        clock.restore()  # a write gets the socket's timeout, not what a reply has left
-                        self._write_then(then)
-        finally:
-            clock.restore()
+        while len(replies) < count:
+            try:
+                event = core.next_event()
+            except RemoteProtocolError:
+                self.close()
+                raise
+            if isinstance(event, Reply):
+                if debug:
+                    for i, line in enumerate(event.lines):
+                        sep = " " if i == len(event.lines) - 1 else "-"
+                        log.debug("< %d%s%s", event.code, sep, line)
+                replies.append(event)
+                clock.next_reply()
+                if core.closing:
+                    break
+            elif isinstance(event, Closed):
+                self.close()
+                raise ConnectionClosed("the server closed the connection")
+            else:
+                self._fill(clock)
+                if then is not None and not self.then_written:
+                    clock.restore()  # a write gets the socket's timeout, not what a reply has left
+                    self._write_then(then)
+        clock.restore()  # every other way out of the loop closes the socket
         if then is not None and not self.then_written and len(replies) == count:
             self._write_then(then)
         return tuple(replies)
@@ -217,7 +215,7 @@ class SyncTransport:
             if log.isEnabledFor(logging.DEBUG):
                 log_prepared(then)
 
-    def _fill(self, clock: "_ReplyClock") -> None:
+    def _fill(self, clock: _ReplyClock) -> None:
         if self.sock.fileno() < 0:
             raise ConnectionClosed("the connection is closed")
         try:
@@ -225,6 +223,9 @@ class SyncTransport:
             data = self.sock.recv(_READ_SIZE)
         except OSError:  # TimeoutError included
             self.close()
+            raise
+        except BaseException:
+            clock.restore()  # interrupted (KeyboardInterrupt): the socket keeps its own timeout
             raise
         self.core.receive_data(data)
 
