@@ -83,7 +83,14 @@ all of them smtplib's behaviour, kept on purpose:
   whatever it likes, even where the core's state table would refuse it.
 * One socket timeout (``timeout``, by default the global socket default),
   not the RFC 5321 per-command timeouts; a reply line may be 8192 octets
-  (smtplib's limit), not 2048.
+  (smtplib's limit), not 2048. Reading a reply, though, it is a deadline for
+  the whole reply, as in the native client, where smtplib's bounds each
+  socket read (a server sending a byte every few seconds held it for ever):
+  a reply not complete in time raises smtplib's
+  ``SMTPServerDisconnected("Connection unexpectedly closed: timed out")``.
+  No test of CPython's ``test_smtplib`` needs the per-read meaning, so none
+  is kept. The connect, the TLS handshake and each ``send()`` are bounded as
+  smtplib bounds them, and ``sock.gettimeout()`` stays ``timeout``.
 * LMTP: ``data()`` returns the first per-recipient reply, as smtplib does
   (all of them are in ``lmtp_replies``).
 

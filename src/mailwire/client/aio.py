@@ -40,7 +40,11 @@ T = TypeVar("T")
 
 class AsyncSMTPClient(ClientBase):
     """``async with AsyncSMTPClient(host, auth=(user, pw)) as client:
-    await client.send(message)``. Keywords as for ``SMTPClient``."""
+    await client.send(message)``. Keywords as for ``SMTPClient``, ``timeout``
+    included: a deadline per reply, however the server paces its bytes, and
+    one for the TLS handshake and each write; it raises ``TimeoutError`` (on
+    3.10 a class that is ``asyncio.TimeoutError`` too) and closes the
+    connection. ``SMTPPool`` hands its ``timeout`` to every connection."""
 
     def __init__(
         self, host: str = "localhost", port: int | None = None, *, tls: TLSMode = "starttls",

@@ -8,7 +8,9 @@ public ``loop.start_tls``, which works on every supported Python and on uvloop.
 Any timeout, cancellation or protocol error closes the connection: a reply
 that arrives after its reader gave up would otherwise be paired with the
 next command. As in ``SyncTransport``, the reason is kept, and an error met
-afterwards says we closed, not the server.
+afterwards says we closed, not the server. Closing is one idempotent path
+(``close``): the error that closes a connection and the caller's clean-up
+after it both call it, and asyncio's TLS transport breaks if it is closed twice.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class AsyncTransport(FlowControl, BufferedReading):
         self._wake: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
-        self._closed = False
+        self._closed = False  # by us or by the peer: no more reading or writing
+        self._released = False  # the transport was closed (once) or lost: never touch it again
+        self._tls = False
         self._deadline = Deadline(self._expired)
         self._armed: _Armed | None = None  # a write to make as soon as replies allow
         self.then_written = False  # by the last read_replies
@@ -79,6 +83,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         # Not an isinstance check: uvloop's transports have every method of
         # asyncio.Transport without deriving from it.
         self.transport = cast(asyncio.Transport, transport)
+        self._tls = transport.get_extra_info("ssl_object") is not None  # implicit TLS
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -129,6 +134,7 @@ class AsyncTransport(FlowControl, BufferedReading):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True  # whoever closed, nothing more comes
         self._closed = True
+        self._released = True
         self._lost = exc
         self.core.receive_data(b"")
         self._release_waiters()
@@ -141,7 +147,9 @@ class AsyncTransport(FlowControl, BufferedReading):
 
     @property
     def is_tls(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+        """Known from the start, not asked of the transport: a closed TLS
+        transport may no longer answer (see ``close``)."""
+        return self._tls
 
     @property
     def gone(self) -> str:
@@ -179,7 +187,12 @@ class AsyncTransport(FlowControl, BufferedReading):
         """The next ``count`` replies; fewer if one is a 421. With ``then``,
         write it as soon as the core says the replies allow it (from
         data_received when they arrive while we wait: see _write_early);
-        ``then_written`` says whether it was."""
+        ``then_written`` says whether it was.
+
+        Each reply must be complete within ``timeout`` of the wait for it
+        starting, however its bytes are paced (ClientTimeout otherwise): the
+        deadline is armed when a reply is awaited, not re-armed as bytes
+        arrive, and is per reply, not per group."""
         if not self._waiting:
             self.turns += 1
             self._waiting = True
@@ -188,6 +201,7 @@ class AsyncTransport(FlowControl, BufferedReading):
         armed = None
         if then is not None:
             armed = self._armed = _Armed(count, then, replies)
+        awaited = -1  # how many replies were in when the deadline was last armed
         try:
             while True:
                 try:
@@ -196,7 +210,10 @@ class AsyncTransport(FlowControl, BufferedReading):
                 except (RemoteProtocolError, ConnectionClosed) as err:
                     self.close(closing_reason(err))
                     raise
-                await self._more(timeout)
+                if timeout is not None and len(replies) != awaited:
+                    awaited = len(replies)
+                    self._deadline.arm(timeout)  # a new reply awaited: its own time
+                await self._more()
         finally:
             self._armed = None
         if armed is not None:
@@ -237,12 +254,11 @@ class AsyncTransport(FlowControl, BufferedReading):
                 return False
         return True
 
-    async def _more(self, timeout: float | None) -> None:
+    async def _more(self) -> None:
+        """Wait for more bytes, until the deadline ``read_replies`` armed."""
         if self._closed:
             raise ConnectionClosed(self.gone)
         self._wake = waiter = asyncio.get_running_loop().create_future()
-        if timeout is not None:
-            self._deadline.arm(timeout)
         try:
             await waiter
         except BaseException as err:
@@ -270,6 +286,7 @@ class AsyncTransport(FlowControl, BufferedReading):
             self.close()
             raise ConnectionClosed("the connection closed during the TLS handshake")
         self.transport = transport
+        self._tls = True
         if self.core.discarded_after_starttls:
             log.warning("discarded %d bytes the server sent after its 220 to STARTTLS",
                         self.core.discarded_after_starttls)
@@ -279,20 +296,39 @@ class AsyncTransport(FlowControl, BufferedReading):
         self.close(closing_reason(LocalProtocolError()))
 
     def close(self, why: str = closing_reason(None)) -> None:
-        """Close; ``why`` is kept for the errors that follow, unless the
-        connection was gone already."""
+        """End the connection; any number of calls, from any state, on any
+        transport (plain, asyncio's TLS, uvloop's). ``why`` is kept for the
+        errors that follow, unless the connection was gone already.
+
+        The error that ends a dialog closes the connection, and the caller's
+        clean-up (``async with``, ``close()``, ``quit()``) closes it again.
+        asyncio's TLS transport may be closed only once: a second ``close()``,
+        or one after the connection was lost, drops its inner protocol, and
+        every call on it after that (``get_write_buffer_size()`` first) raises
+        AttributeError (3.11+; 3.10 does so once the connection is lost). So
+        the transport is closed here at most once, never after it was lost
+        or while it is closing already, and nothing asks it anything after.
+
+        A task still waiting on the connection is woken at once: a graceful
+        TLS close only completes when the peer answers it, and a peer that
+        says nothing (what brought us here, often) would hold that task.
+        """
         if self.closed_by_us is None and not self._closed and not self._eof:
             self.closed_by_us = why
         self._closed = True
         self._deadline.cancel()
-        if self.transport is None:
-            return
-        if self.transport.get_write_buffer_size():
-            # A graceful close would first wait for a peer that may never
-            # read again (the timeout that brought us here): drop it now.
-            self.transport.abort()
-        else:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not self._released:
+            self._released = True
+            if transport.is_closing():
+                pass  # asyncio closed it (a TLS error, a failed handshake): once is all it takes
+            elif transport.get_write_buffer_size():
+                # A graceful close would first wait for a peer that may never
+                # read again (the timeout that brought us here): drop it now.
+                transport.abort()
+            else:
+                transport.close()
+        self._release_waiters()
 
 
 @dataclass(slots=True)

@@ -25,8 +25,12 @@ class ClientSettings:
     port: int = 25
     tls: TLSMode = "starttls"
     auth: AuthArg = None
+    # Seconds for each reply to arrive whole (a deadline per reply, never
+    # re-armed by bytes trickling in), for the TLS handshake and for each
+    # write; None waits for ever. RFC 5321 4.5.3.2 suggests minutes per
+    # command for a relay; a program usually wants less.
     timeout: float | None = 60.0
-    connect_timeout: float | None = None
+    connect_timeout: float | None = None  # the TCP connect (and implicit TLS's handshake); default: timeout
     local_hostname: str | None = None
     source_address: tuple[str, int] | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)

@@ -39,8 +39,13 @@ class SMTPClient(ClientBase):
 
     ``with SMTPClient(host, tls="starttls", auth=(user, password)) as client:
     client.send(message)``. Connects on construction unless ``connect=False``.
-    ``timeout`` bounds every wait for a reply (and the connect, unless
-    ``connect_timeout`` is given). ``auth`` is ``(user, password)``, the
+    ``timeout`` (seconds, default 60) bounds each reply as a whole: it must be
+    complete that long after the client starts waiting for it, however the
+    server paces its bytes, or ``TimeoutError`` is raised and the connection
+    closed; in a pipelined group each reply has that long. It bounds the
+    STARTTLS handshake and each write (at most 1 MiB of content) to a server
+    that stops reading the same way, and the connect with implicit TLS's
+    handshake unless ``connect_timeout`` is given. ``auth`` is ``(user, password)``, the
     mechanism chosen from what the server offers, or a ``mailwire.sasl``
     mechanism such as ``XOAuth2(user, token_or_callable)``. The other
     keywords are those of ``ClientSettings``.

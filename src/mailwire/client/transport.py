@@ -11,6 +11,11 @@ the wire could belong to an earlier command, and pairing it with a later one
 would be worse than failing. The transport remembers why it closed, so an
 error met afterwards says so ("closed by us after a timeout") instead of
 blaming the server.
+
+The timeout bounds each reply as a whole, not each read: a server trickling a
+byte at a time would otherwise keep every read inside it for ever. The socket
+keeps its own timeout; only while a reply is arriving in pieces is it
+narrowed to what is left of that reply's time, and given back afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError, SMTPError
@@ -192,6 +198,10 @@ class SyncTransport:
         """The next ``count`` replies (a pipelined group's); fewer if one is a
         421, after which the server closes and nothing more will come.
 
+        Each reply must be complete within ``timeout`` (default: the socket's
+        timeout) of the wait for it starting, however its bytes are paced:
+        TimeoutError otherwise. The deadline is per reply, not per group.
+
         With ``then`` (content to follow the group's 354), it is written as
         soon as the core says the replies allow it (``send_prepared_when_allowed``:
         on their bytes when it can tell, else once they are parsed);
@@ -204,6 +214,7 @@ class SyncTransport:
         core = self.core
         debug = log.isEnabledFor(logging.DEBUG)
         replies: list[Reply] = []
+        clock = _ReplyClock(self.sock, timeout)
         while len(replies) < count:
             try:
                 event = core.next_event()
@@ -214,15 +225,18 @@ class SyncTransport:
                 if debug:
                     log_reply(event)
                 replies.append(event)
+                clock.next_reply()
                 if core.closing:
                     break
             elif isinstance(event, Closed):
                 self.close()
                 raise ConnectionClosed(gone_message(self.closed_by_us))
             else:
-                self._fill(timeout)
+                self._fill(clock)
                 if then is not None and not self.then_written:
+                    clock.restore()  # a write gets the socket's timeout, not what a reply has left
                     self._write_then(then)
+        clock.restore()  # every other way out of the loop closes the socket
         if then is not None and not self.then_written and len(replies) == count:
             self._write_then(then)
         return tuple(replies)
@@ -240,19 +254,18 @@ class SyncTransport:
             if log.isEnabledFor(logging.DEBUG):
                 log_prepared(then)
 
-    def _fill(self, timeout: float | None) -> None:
+    def _fill(self, clock: _ReplyClock) -> None:
         if self.sock.fileno() < 0:
             raise ConnectionClosed(gone_message(self.closed_by_us))
-        if timeout is not None:
-            self.sock.settimeout(timeout)
         try:
+            clock.before_read()
             data = self.sock.recv(_READ_SIZE)
-        except (TimeoutError, OSError) as err:
+        except OSError as err:  # TimeoutError included
             self.close(closing_reason(err))
             raise
-        finally:
-            if timeout is not None and self.sock.fileno() >= 0:
-                self.sock.settimeout(self.timeout)
+        except BaseException:
+            clock.restore()  # interrupted (KeyboardInterrupt): the socket keeps its own timeout
+            raise
         self._eof = not data
         self.core.receive_data(data)
 
@@ -282,3 +295,52 @@ class SyncTransport:
             self.sock.close()
         except OSError:
             pass
+
+
+class _ReplyClock:
+    """The deadline of the reply being read, kept by narrowing the socket's timeout.
+
+    The wait for a reply starts at its first read, which runs with the
+    socket's own timeout: the common case (a reply, or a whole group, in one
+    read) costs no system call. A reply still incomplete after a read gets
+    what is left of its time for the next one; the socket's timeout is
+    given back by ``restore``, so a program reading ``sock.gettimeout()``
+    (the smtplib drop-in's) sees what it set.
+    """
+
+    __slots__ = ("_sock", "_own", "_limit", "_deadline", "_narrowed")
+
+    def __init__(self, sock: socket.socket, timeout: float | None) -> None:
+        self._sock = sock
+        self._own = sock.gettimeout()
+        self._limit = self._own if timeout is None else timeout
+        self._deadline: float | None = None
+        self._narrowed = False
+
+    def next_reply(self) -> None:
+        """A reply is complete: the next one gets a time of its own."""
+        self._deadline = None
+
+    def before_read(self) -> None:
+        """Set the socket's timeout for the next read (TimeoutError if none is left)."""
+        limit = self._limit
+        if limit is None:
+            return
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + limit
+            wait = limit
+        else:
+            wait = self._deadline - now
+            if wait <= 0:
+                raise TimeoutError("timed out")  # the words of socket.timeout, as smtplib's users know them
+        if wait != self._own or self._narrowed:
+            self._sock.settimeout(wait)
+            self._narrowed = True
+
+    def restore(self) -> None:
+        """Give the socket its own timeout back (the deadline runs on)."""
+        if self._narrowed:
+            self._narrowed = False
+            if self._sock.fileno() >= 0:
+                self._sock.settimeout(self._own)
