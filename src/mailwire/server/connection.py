@@ -141,14 +141,24 @@ class SMTPConnection(FlowControl, BufferedReading):
 
     def eof_received(self) -> bool:
         # The client closed its side; commands it sent before still get their
-        # replies (a half-close after QUIT is common), so keep the transport
-        # open for writing: the session closes it when it is done.
+        # replies (a half-close after QUIT is common), so over TCP the
+        # transport stays open for writing: the session closes it when it is
+        # done. Through TLS there is no half-close to keep: asyncio's SSL
+        # layer (uvloop's too) shuts the connection down after an EOF or a
+        # close_notify whatever we answer, and logs a warning if we answer
+        # True, so there the answer is False.
         if self._proxy_buffer is None:
             self.core.receive_data(b"")
         else:
             self._lost = True
         self._wakeup()
-        return True
+        return not self._through_tls()
+
+    def _through_tls(self) -> bool:
+        """Do our protocol callbacks come from the TLS layer? From the first
+        byte with implicit TLS; after STARTTLS, from the handshake on (before
+        ``start_tls`` returns, which is when ``core.tls`` is set)."""
+        return self.core.tls or self._after_handshake is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:
