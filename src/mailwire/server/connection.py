@@ -186,7 +186,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         """Until more bytes arrive (or the client leaves); _Timeout after ``timeout``."""
         if self._lost:
             raise _Gone
-        if self._shutting_down and not self.core.receiving_content:
+        if self._shutting_down and not self._mid_message():
             raise _ShuttingDown
         self._flush()
         if self._writable is not None:
@@ -200,6 +200,12 @@ class SMTPConnection(FlowControl, BufferedReading):
             await waiter
         finally:
             self._wake = None
+
+    def _mid_message(self) -> bool:
+        """Is a message's content arriving? In DATA, in a BDAT chunk, or
+        between BDAT chunks (the client has not sent LAST yet): a stopping
+        server lets it finish for its grace rather than cutting it off."""
+        return self.core.receiving_content or self.core.state is ServerState.CHUNKING
 
     async def _drained(self, timeout: float) -> None:
         """Until the client reads what we wrote. One that stops reading is
@@ -263,6 +269,14 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._reply(IDLE_TIMEOUT)  # a 421 may answer anything, any time
         except _ShuttingDown:
             self._reply(SHUTTING_DOWN)
+        except asyncio.CancelledError:
+            if self._shutting_down and self.core.state is not ServerState.CLOSED:
+                # The server's grace ran out mid-message (or in a backend
+                # step): the client hears why before the close, at once,
+                # whatever the session's clean-up below may take.
+                self._reply(SHUTTING_DOWN)
+                self._flush()
+            raise
         except (_Gone, ConnectionError):
             pass
         except Exception:
