@@ -116,6 +116,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _unix_mode(text: str) -> int:
+    digits = text[2:] if text.lower().startswith("0o") else text
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(f"expected an octal mode 0000-0777 such as 0666 or 0660, not {text!r}")
+    return int(digits, 8)
+
+
 def configure_parser(serve: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to its (sub)parser."""
     net = serve.add_argument_group("listening")
@@ -123,6 +130,10 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     net.add_argument("--port", type=_port, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
     net.add_argument("--unix", metavar="PATH",
                      help="listen on this Unix socket (instead of TCP, unless --host/--port are given too)")
+    net.add_argument("--unix-mode", type=_unix_mode, metavar="MODE",
+                     help="the --unix socket's permissions, octal (default 0666, as Postfix's own sockets, so "
+                          "an MTA's LMTP client running as another user can connect; limit access with the "
+                          "directory it is in)")
     net.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) rather than SMTP")
     net.add_argument("--hostname", help="our name in the greeting and EHLO reply (default: this machine's)")
     net.add_argument("--proxy-protocol", action="store_true",
@@ -361,6 +372,7 @@ def _check_conflicts(args: argparse.Namespace) -> None:
         (args.implicit_tls and not args.tls_cert, "--implicit-tls needs --tls-cert and --tls-key"),
         (args.allow_plaintext_auth and not args.auth_file, "--allow-plaintext-auth needs --auth-file"),
         (args.relay_tls is not None and args.relay is None, "--relay-tls needs --relay"),
+        (args.unix_mode is not None and args.unix is None, "--unix-mode needs --unix"),
         (args.relay_auth is not None and args.relay is None, "--relay-auth needs --relay"),
         (args.relay_auth is not None and args.relay is not None and args.relay_tls in (None, "none"),
          "--relay-auth needs --relay-tls (credentials would cross the network in plaintext)"),
@@ -417,6 +429,8 @@ def plan(args: argparse.Namespace) -> _Plan:
     }
     if args.hostname:
         settings["hostname"] = args.hostname
+    if args.unix_mode is not None:
+        settings["unix_mode"] = args.unix_mode
     limits: dict[str, int] = {}
     if args.max_size is not None:
         limits["message_size"] = args.max_size

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ServerConfig
+from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
 from .session import Backend, FunctionBackend, Handler
 
@@ -71,12 +71,20 @@ class SMTPServer:
         )
         self._servers.append(server)
 
-    async def start_unix(self, path: str, **kwargs: Any) -> None:
-        """Listen on a Unix socket (LMTP's usual home)."""
+    async def start_unix(self, path: str, *, mode: int | None = None, **kwargs: Any) -> None:
+        """Listen on a Unix socket (LMTP's usual home) with permissions
+        ``mode`` (default ``config.unix_mode``, 0666)."""
         loop = asyncio.get_running_loop()
+        mode = check_unix_mode(self.config.unix_mode if mode is None else mode)
         if os.path.exists(path) and _is_stale_socket(path):
             os.unlink(path)
-        server = await loop.create_unix_server(lambda: SMTPConnection(self), path, ssl=self._ssl(), **kwargs)
+        sock = _bound_unix_socket(path, mode)
+        try:
+            server = await loop.create_unix_server(lambda: SMTPConnection(self), sock=sock, ssl=self._ssl(), **kwargs)
+        except BaseException:
+            sock.close()
+            _unlink(path)
+            raise
         self._servers.append(server)
         self._unix_paths.append(path)
 
@@ -115,10 +123,7 @@ class SMTPServer:
         for server in self._servers:
             await server.wait_closed()
         for path in self._unix_paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink(path)
         self._servers.clear()
 
     async def __aenter__(self) -> "SMTPServer":
@@ -126,6 +131,37 @@ class SMTPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _bound_unix_socket(path: str, mode: int) -> socket.socket:
+    """A socket bound at ``path`` with permissions ``mode``, not yet listening.
+
+    bind() creates the file with the umask's mode; the chmod comes before
+    listen() (create_unix_server's), and until listen() every connect() is
+    refused whatever the file's mode: so no client ever reaches the socket
+    under other permissions than ``mode``. (Changing the umask instead would
+    change it for every thread of the process.)
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        os.chmod(path, mode)
+    except BaseException:
+        sock.close()
+        _unlink(path)
+        raise
+    return sock
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _is_stale_socket(path: str) -> bool:

@@ -18,7 +18,7 @@ from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "check_unix_mode"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class ServerConfig:
     chunking: bool = True
     dsn: bool = True
     smtputf8: bool = True
+    # The permissions of a Unix socket the server listens on (start_unix).
+    # A client needs write permission on the socket to connect, and an MTA's
+    # LMTP client runs as its own user (Postfix: postfix), so the default is
+    # Postfix's own for its sockets, 0666: access is controlled by the
+    # directory the socket is put in, not by the socket.
+    unix_mode: int = 0o666
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.auth_mechanisms if m.upper() not in SERVER_MECHANISMS]
@@ -46,6 +52,7 @@ class ServerConfig:
             raise ValueError(f"unknown AUTH mechanisms: {unknown}; known: {sorted(SERVER_MECHANISMS)}")
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
+        check_unix_mode(self.unix_mode)
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""
@@ -66,3 +73,10 @@ class ServerConfig:
             name, _, params = keyword.partition(" ")
             features[name.lower()] = params
         return Capabilities(self.hostname, features)
+
+
+def check_unix_mode(mode: int) -> int:
+    """``mode`` if it is a socket's permission bits (0 to 0o777), else ValueError."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ValueError(f"a Unix socket mode is permission bits 0 to 0o777, not {mode!r}")
+    return mode
