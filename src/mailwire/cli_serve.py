@@ -43,6 +43,7 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
+from .server.proxy_protocol import proxy_networks
 from .server.session import BaseSession, Backend, LMTPSession, Session, inherited_steps
 
 __all__ = [
@@ -123,6 +124,15 @@ def _unix_mode(text: str) -> int:
     return int(digits, 8)
 
 
+def _network(text: str) -> str:
+    try:
+        return str(proxy_networks([text])[0])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1, not {text!r}"
+        ) from None
+
+
 def configure_parser(serve: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to its (sub)parser."""
     net = serve.add_argument_group("listening")
@@ -138,6 +148,9 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     net.add_argument("--hostname", help="our name in the greeting and EHLO reply (default: this machine's)")
     net.add_argument("--proxy-protocol", action="store_true",
                      help="expect a PROXY v1/v2 header on each connection (behind HAProxy and the like)")
+    net.add_argument("--proxy-from", type=_network, nargs="+", metavar="CIDR",
+                     help="the networks the proxies connect from (default 127.0.0.0/8 ::1); with "
+                          "--proxy-protocol, any other peer is disconnected unread")
     net.add_argument("--max-size", type=_size, metavar="BYTES",
                      help=f"largest message accepted, advertised as SIZE (default {DEFAULT_LIMITS.message_size})")
     net.add_argument("--max-line", type=_line_length, metavar="OCTETS",
@@ -373,6 +386,7 @@ def _check_conflicts(args: argparse.Namespace) -> None:
         (args.allow_plaintext_auth and not args.auth_file, "--allow-plaintext-auth needs --auth-file"),
         (args.relay_tls is not None and args.relay is None, "--relay-tls needs --relay"),
         (args.unix_mode is not None and args.unix is None, "--unix-mode needs --unix"),
+        (args.proxy_from is not None and not args.proxy_protocol, "--proxy-from needs --proxy-protocol"),
         (args.relay_auth is not None and args.relay is None, "--relay-auth needs --relay"),
         (args.relay_auth is not None and args.relay is not None and args.relay_tls in (None, "none"),
          "--relay-auth needs --relay-tls (credentials would cross the network in plaintext)"),
@@ -431,6 +445,8 @@ def plan(args: argparse.Namespace) -> _Plan:
         settings["hostname"] = args.hostname
     if args.unix_mode is not None:
         settings["unix_mode"] = args.unix_mode
+    if args.proxy_from is not None:
+        settings["proxy_from"] = tuple(args.proxy_from)
     limits: dict[str, int] = {}
     if args.max_size is not None:
         limits["message_size"] = args.max_size

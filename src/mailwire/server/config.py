@@ -17,6 +17,8 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
+from .envelope import Address
+from .proxy_protocol import Network, proxy_networks, trusted_proxy
 
 __all__ = ["ServerConfig", "check_unix_mode"]
 
@@ -35,6 +37,13 @@ class ServerConfig:
     # RFC 4954 4: AUTH over plaintext is refused (538) unless allowed.
     allow_plaintext_auth: bool = False
     proxy_protocol: bool = False
+    # Who may send a PROXY header (with proxy_protocol on): the networks of
+    # the proxies. Any other TCP peer is closed before a byte is read: the
+    # header rewrites the client's address, so from anyone else it is a lie
+    # waiting to be told (HAProxy's proxy-protocol.txt, section 1). Unix
+    # socket peers are local and always trusted.
+    proxy_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    _proxy_networks: tuple[Network, ...] = field(default=(), init=False, repr=False, compare=False)
     bare_line_endings: BareLineEndings = BareLineEndings.REFUSE
     chunking: bool = True
     dsn: bool = True
@@ -53,6 +62,13 @@ class ServerConfig:
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
         check_unix_mode(self.unix_mode)
+        networks = proxy_networks(self.proxy_from)
+        object.__setattr__(self, "proxy_from", tuple(str(n) for n in networks))
+        object.__setattr__(self, "_proxy_networks", networks)
+
+    def proxy_trusted(self, peer: Address | None) -> bool:
+        """May this peer send a PROXY header (see ``proxy_from``)?"""
+        return trusted_proxy(peer, self._proxy_networks)
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""

@@ -105,6 +105,14 @@ class SMTPConnection(FlowControl, BufferedReading):
         # A cast, not an isinstance check: uvloop's transports have every
         # method of asyncio.Transport without deriving from it.
         transport = cast(asyncio.Transport, transport)
+        if self._proxy_buffer is not None and not self.config.proxy_trusted(transport.get_extra_info("peername")):
+            # A PROXY header would let this peer name any client it likes:
+            # closed unread and unanswered, as a connection with a bad header.
+            log.warning("closing a connection from %s: not a trusted PROXY protocol peer (proxy_from)",
+                        transport.get_extra_info("peername"))
+            transport.close()
+            self._lost = True
+            return
         if not self.server.admit(self):
             # Refused at accept (RFC 5321 3.8): say why, read nothing.
             transport.write(TOO_MANY_CONNECTIONS.wire)
