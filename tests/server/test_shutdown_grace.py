@@ -140,3 +140,17 @@ def test_serve_sigterm_grace_running_out_says_421(serve: Callable[..., Serve], t
     assert server.wait() == 0
     mail = tmp_path / "mail"
     assert list((mail / "new").iterdir()) == [] and list((mail / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("phase", ["data", "bdat-chunk"])
+def test_grace_running_out_says_421_on_uvloop(server_factory: Factory, phase: str) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    server = server_factory(loop_factory=uvloop.new_event_loop)
+    client = server.raw()
+    _stall(client, phase)
+    stopper = _stop_in_thread(server, GRACE)
+    client.expect(421, "4.3.2")
+    assert client.closed()
+    stopper.join(15)
+    assert not stopper.is_alive()
+    assert server.backend.messages == []
