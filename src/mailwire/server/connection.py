@@ -582,6 +582,11 @@ class SMTPConnection(FlowControl, BufferedReading):
         # From here on data_received only sees what comes through TLS: the
         # plaintext pipelined after STARTTLS was already dropped by the core.
         self._after_handshake = []
+        # No read until start_tls has put the TLS layer in our place (it
+        # resumes reading then): the client's ClientHello may come before
+        # start_tls runs (on uvloop it did, in one connection of two), and it
+        # would reach us instead of the TLS layer, which then waited for ever.
+        self.transport.pause_reading()
         try:
             transport = await asyncio.wait_for(
                 loop.start_tls(self.transport, self, context, server_side=True),

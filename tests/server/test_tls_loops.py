@@ -1,4 +1,8 @@
-"""A client ending a TLS session: no asyncio warning, on asyncio's loop and uvloop's.
+"""TLS sessions on asyncio's loop and uvloop's: they start every time and end quietly.
+
+STARTTLS on uvloop used to hang one handshake in two: the client's
+ClientHello could reach the connection before ``start_tls`` had put the TLS
+layer in its place. Twenty STARTTLS sessions in a row must all complete.
 
 ``SMTPConnection.eof_received`` keeps a plain TCP connection open after the
 client's half-close (so replies to what it sent before still go out), but
@@ -134,3 +138,30 @@ def test_plain_half_close_still_gets_its_replies_on_each_loop(
     received = bytes(client.received)
     assert b"250 2.0.0 Message accepted" in received and received.endswith(b"221 2.0.0 Bye\r\n"), received
     assert server.backend.wait_messages(1)
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_starttls_handshake_completes_every_time(
+    server_factory: Callable[..., ServerThread], server_tls: ssl.SSLContext, client_tls: ssl.SSLContext,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    server = server_factory(tls_context=server_tls, loop_factory=loop_factory)
+    for attempt in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            assert _reply(sock).startswith(b"220")
+            sock.sendall(b"EHLO client.example\r\n")
+            assert _reply(sock).startswith(b"250")
+            sock.sendall(b"STARTTLS\r\n")  # and the ClientHello as soon as the 220 is read
+            assert _reply(sock).startswith(b"220")
+            try:
+                tls = client_tls.wrap_socket(sock, server_hostname="localhost")
+            except (TimeoutError, OSError) as err:
+                pytest.fail(f"handshake {attempt + 1} of 20 failed: {err}")
+            tls.sendall(b"EHLO client.example\r\n")
+            assert _reply(tls).startswith(b"250")
+            tls.sendall(b"QUIT\r\n")
+            assert _reply(tls).startswith(b"221")
+            tls.close()
+        finally:
+            sock.close()
