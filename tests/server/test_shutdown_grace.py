@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import RawClient, RecordingBackend, ServerThread
-from .test_cli_serve import MSG, Raw, Serve, serve  # noqa: F401 - the fixture
+from .test_cli_serve import MSG, Raw, Serve, cert_files, serve  # noqa: F401 - fixtures
 
 Factory = Callable[..., ServerThread]
 GRACE = 0.3
@@ -47,8 +48,23 @@ def _stall(client: RawClient, phase: str) -> None:
         client.send(b"Subject: slow\r\n\r\nbody\r\n.\r\n")
 
 
-def _stop_in_thread(server: ServerThread, grace: float) -> threading.Thread:
-    stopper = threading.Thread(target=server.stop, kwargs={"grace": grace})
+class _Stopper(threading.Thread):
+    """``server.stop(grace)`` in a thread; ``error`` if it raised (a hang ends in TimeoutError)."""
+
+    def __init__(self, server: ServerThread, grace: float) -> None:
+        super().__init__()
+        self.server, self.grace = server, grace
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.server.stop(grace=self.grace)
+        except BaseException as err:  # noqa: BLE001 - reported to the test
+            self.error = err
+
+
+def _stop_in_thread(server: ServerThread, grace: float) -> _Stopper:
+    stopper = _Stopper(server, grace)
     stopper.start()
     return stopper
 
@@ -87,7 +103,8 @@ def test_grace_running_out_mid_message_says_421(
     client.expect(421, "4.3.2")  # after the grace: said, not just closed
     assert client.closed()
     stopper.join(15)
-    assert not stopper.is_alive() and time.monotonic() - started < 10
+    assert not stopper.is_alive() and stopper.error is None, stopper.error
+    assert time.monotonic() - started < 10
     if phase != "backend":
         assert backend.calls("data") == [] and backend.messages == []
 
@@ -112,7 +129,7 @@ def test_between_bdat_chunks_the_message_gets_its_grace(server_factory: Factory)
     client.expect(250, "2.0.0")
     client.expect(421, "4.3.2")
     stopper.join(15)
-    assert not stopper.is_alive()
+    assert not stopper.is_alive() and stopper.error is None, stopper.error
     assert [m.content for m in server.backend.messages] == [b"0123456789abcde"]
 
 
@@ -152,5 +169,26 @@ def test_grace_running_out_says_421_on_uvloop(server_factory: Factory, phase: st
     client.expect(421, "4.3.2")
     assert client.closed()
     stopper.join(15)
-    assert not stopper.is_alive()
+    assert not stopper.is_alive() and stopper.error is None, stopper.error
     assert server.backend.messages == []
+
+
+def test_serve_stops_within_the_grace_with_a_quiet_tls_client(
+    serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: ssl.SSLContext
+) -> None:
+    """A TLS client that hears 421 and neither answers the close_notify nor
+    closes: asyncio would wait 30 s for it, and Python 3.12+ waits for every
+    connection before the server counts as closed."""
+    cert, key = cert_files
+    server = serve("--port", "0", "--sink", "--tls-cert", cert, "--tls-key", key, "--implicit-tls", "--grace", "0.5")
+    quiet = client_tls.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=10),
+                                   server_hostname="localhost")
+    try:
+        assert quiet.recv(100).startswith(b"220")
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert quiet.recv(100).startswith(b"421 4.3.2")
+        assert server.wait(timeout=25) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        quiet.close()

@@ -108,6 +108,8 @@ class SMTPServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let open connections finish for ``grace`` s, then 421."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self._closing = True
         for server in self._servers:
             server.close()
@@ -120,11 +122,25 @@ class SMTPServer:
                 task.cancel()  # still mid-message after the grace: nothing is delivered
             if pending:
                 await asyncio.wait(pending, timeout=grace)
+        await self._finish_closing(max(deadline, loop.time() + min(grace, 1.0)))
         for server in self._servers:
             await server.wait_closed()
         for path in self._unix_paths:
             _unlink(path)
         self._servers.clear()
+
+    async def _finish_closing(self, until: float) -> None:
+        """The sessions are over but their transports may still be closing:
+        through TLS, asyncio waits up to 30 s for the client's close_notify,
+        which a client that just goes quiet never sends; and Python 3.12's
+        ``wait_closed`` waits for every connection. So: until ``until`` (the
+        grace's end, or a moment for the last 421s to go out), then abort."""
+        loop = asyncio.get_running_loop()
+        while self._connections and loop.time() < until:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.abort()
 
     async def __aenter__(self) -> "SMTPServer":
         return self
