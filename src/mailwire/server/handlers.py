@@ -262,10 +262,11 @@ class Maildir(_Store):
         if tmp_max_age is not None:
             self.remove_stale_tmp(tmp_max_age)
 
-    def remove_stale_tmp(self, max_age: float = 0.0) -> int:
+    def remove_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> int:
         """Remove the files in ``tmp/`` neither read nor written for
-        ``max_age`` seconds (the 36 hours of the Maildir convention by
-        default when the backend is made); how many were removed."""
+        ``max_age`` seconds (the Maildir convention's 36 hours by default);
+        how many were removed. A younger file may be a delivery in progress,
+        ours or another program's."""
         tmp = os.path.join(self.path, "tmp")
         cutoff = time.time() - max_age
         removed = 0
