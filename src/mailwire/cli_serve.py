@@ -43,6 +43,7 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
+from .server.proxy_protocol import proxy_networks
 from .server.session import BaseSession, Backend, LMTPSession, Session, inherited_steps
 
 __all__ = [
@@ -116,6 +117,22 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _unix_mode(text: str) -> int:
+    digits = text[2:] if text.lower().startswith("0o") else text
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(f"expected an octal mode 0000-0777 such as 0666 or 0660, not {text!r}")
+    return int(digits, 8)
+
+
+def _network(text: str) -> str:
+    try:
+        return str(proxy_networks([text])[0])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1, not {text!r}"
+        ) from None
+
+
 def configure_parser(serve: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to its (sub)parser."""
     net = serve.add_argument_group("listening")
@@ -123,10 +140,17 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     net.add_argument("--port", type=_port, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
     net.add_argument("--unix", metavar="PATH",
                      help="listen on this Unix socket (instead of TCP, unless --host/--port are given too)")
+    net.add_argument("--unix-mode", type=_unix_mode, metavar="MODE",
+                     help="the --unix socket's permissions, octal (default 0666, as Postfix's own sockets, so "
+                          "an MTA's LMTP client running as another user can connect; limit access with the "
+                          "directory it is in)")
     net.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) rather than SMTP")
     net.add_argument("--hostname", help="our name in the greeting and EHLO reply (default: this machine's)")
     net.add_argument("--proxy-protocol", action="store_true",
                      help="expect a PROXY v1/v2 header on each connection (behind HAProxy and the like)")
+    net.add_argument("--proxy-from", type=_network, nargs="+", metavar="CIDR",
+                     help="the networks the proxies connect from (default 127.0.0.0/8 ::1); with "
+                          "--proxy-protocol, any other peer is disconnected unread")
     net.add_argument("--max-size", type=_size, metavar="BYTES",
                      help=f"largest message accepted, advertised as SIZE (default {DEFAULT_LIMITS.message_size})")
     net.add_argument("--max-line", type=_line_length, metavar="OCTETS",
@@ -361,6 +385,8 @@ def _check_conflicts(args: argparse.Namespace) -> None:
         (args.implicit_tls and not args.tls_cert, "--implicit-tls needs --tls-cert and --tls-key"),
         (args.allow_plaintext_auth and not args.auth_file, "--allow-plaintext-auth needs --auth-file"),
         (args.relay_tls is not None and args.relay is None, "--relay-tls needs --relay"),
+        (args.unix_mode is not None and args.unix is None, "--unix-mode needs --unix"),
+        (args.proxy_from is not None and not args.proxy_protocol, "--proxy-from needs --proxy-protocol"),
         (args.relay_auth is not None and args.relay is None, "--relay-auth needs --relay"),
         (args.relay_auth is not None and args.relay is not None and args.relay_tls in (None, "none"),
          "--relay-auth needs --relay-tls (credentials would cross the network in plaintext)"),
@@ -417,6 +443,10 @@ def plan(args: argparse.Namespace) -> _Plan:
     }
     if args.hostname:
         settings["hostname"] = args.hostname
+    if args.unix_mode is not None:
+        settings["unix_mode"] = args.unix_mode
+    if args.proxy_from is not None:
+        settings["proxy_from"] = tuple(args.proxy_from)
     limits: dict[str, int] = {}
     if args.max_size is not None:
         limits["message_size"] = args.max_size

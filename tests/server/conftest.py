@@ -200,9 +200,11 @@ class ServerThread:
         host: str | None = "127.0.0.1",
         unix_path: str | None = None,
         config: ServerConfig | None = None,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
         **settings: Any,
     ) -> None:
         self.backend = backend if backend is not None else RecordingBackend()
+        self.loop_factory = loop_factory  # uvloop.new_event_loop, say
         if config is None:
             settings.setdefault("hostname", "mx.test")
         self.server = SMTPServer(self.backend, config, **settings)
@@ -233,7 +235,7 @@ class ServerThread:
         return self
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self.loop_factory()
         self.loop = loop
         loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
         try:

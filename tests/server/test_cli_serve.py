@@ -56,12 +56,12 @@ def stored(message: bytes = MSG, sender: str = "alice@example.org") -> bytes:
 class Serve:
     """One ``mailwire serve`` process, its stdout read line by line in a thread."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, umask: int = -1) -> None:
         self.args = args
         full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailwire", "serve", *args], cwd=cwd, env=full_env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", umask=umask,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._err: list[str] = []
@@ -137,8 +137,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     """``serve(*args, cwd=..., env=..., wait=True)``: a started process, killed at teardown."""
     started: list[Serve] = []
 
-    def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, wait: bool = True) -> Serve:
-        process = Serve(list(args), cwd or tmp_path, env)
+    def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, wait: bool = True,
+              umask: int = -1) -> Serve:
+        process = Serve(list(args), cwd or tmp_path, env, umask)
         started.append(process)
         return process.wait_banner() if wait else process
 

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ServerConfig
+from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
 from .session import Backend, FunctionBackend, Handler
 
@@ -71,12 +71,20 @@ class SMTPServer:
         )
         self._servers.append(server)
 
-    async def start_unix(self, path: str, **kwargs: Any) -> None:
-        """Listen on a Unix socket (LMTP's usual home)."""
+    async def start_unix(self, path: str, *, mode: int | None = None, **kwargs: Any) -> None:
+        """Listen on a Unix socket (LMTP's usual home) with permissions
+        ``mode`` (default ``config.unix_mode``, 0666)."""
         loop = asyncio.get_running_loop()
+        mode = check_unix_mode(self.config.unix_mode if mode is None else mode)
         if os.path.exists(path) and _is_stale_socket(path):
             os.unlink(path)
-        server = await loop.create_unix_server(lambda: SMTPConnection(self), path, ssl=self._ssl(), **kwargs)
+        sock = _bound_unix_socket(path, mode)
+        try:
+            server = await loop.create_unix_server(lambda: SMTPConnection(self), sock=sock, ssl=self._ssl(), **kwargs)
+        except BaseException:
+            sock.close()
+            _unlink(path)
+            raise
         self._servers.append(server)
         self._unix_paths.append(path)
 
@@ -100,6 +108,8 @@ class SMTPServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let open connections finish for ``grace`` s, then 421."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self._closing = True
         for server in self._servers:
             server.close()
@@ -112,20 +122,62 @@ class SMTPServer:
                 task.cancel()  # still mid-message after the grace: nothing is delivered
             if pending:
                 await asyncio.wait(pending, timeout=grace)
+        await self._finish_closing(max(deadline, loop.time() + min(grace, 1.0)))
         for server in self._servers:
             await server.wait_closed()
         for path in self._unix_paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink(path)
         self._servers.clear()
+
+    async def _finish_closing(self, until: float) -> None:
+        """The sessions are over but their transports may still be closing:
+        through TLS, asyncio waits up to 30 s for the client's close_notify,
+        which a client that just goes quiet never sends; and Python 3.12's
+        ``wait_closed`` waits for every connection. So: until ``until`` (the
+        grace's end, or a moment for the last 421s to go out), then abort."""
+        loop = asyncio.get_running_loop()
+        while self._connections and loop.time() < until:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.abort()
 
     async def __aenter__(self) -> "SMTPServer":
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _bound_unix_socket(path: str, mode: int) -> socket.socket:
+    """A socket bound at ``path`` with permissions ``mode``, not yet listening.
+
+    bind() creates the file with the umask's mode; the chmod comes before
+    listen() (create_unix_server's), and until listen() every connect() is
+    refused whatever the file's mode: so no client ever reaches the socket
+    under other permissions than ``mode``. (Changing the umask instead would
+    change it for every thread of the process.)
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        os.chmod(path, mode)
+    except BaseException:
+        sock.close()
+        _unlink(path)
+        raise
+    return sock
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _is_stale_socket(path: str) -> bool:

@@ -17,8 +17,10 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
+from .envelope import Address
+from .proxy_protocol import Network, proxy_networks, trusted_proxy
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "check_unix_mode"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,23 @@ class ServerConfig:
     # RFC 4954 4: AUTH over plaintext is refused (538) unless allowed.
     allow_plaintext_auth: bool = False
     proxy_protocol: bool = False
+    # Who may send a PROXY header (with proxy_protocol on): the networks of
+    # the proxies. Any other TCP peer is closed before a byte is read: the
+    # header rewrites the client's address, so from anyone else it is a lie
+    # waiting to be told (HAProxy's proxy-protocol.txt, section 1). Unix
+    # socket peers are local and always trusted.
+    proxy_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    _proxy_networks: tuple[Network, ...] = field(default=(), init=False, repr=False, compare=False)
     bare_line_endings: BareLineEndings = BareLineEndings.REFUSE
     chunking: bool = True
     dsn: bool = True
     smtputf8: bool = True
+    # The permissions of a Unix socket the server listens on (start_unix).
+    # A client needs write permission on the socket to connect, and an MTA's
+    # LMTP client runs as its own user (Postfix: postfix), so the default is
+    # Postfix's own for its sockets, 0666: access is controlled by the
+    # directory the socket is put in, not by the socket.
+    unix_mode: int = 0o666
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.auth_mechanisms if m.upper() not in SERVER_MECHANISMS]
@@ -46,6 +61,14 @@ class ServerConfig:
             raise ValueError(f"unknown AUTH mechanisms: {unknown}; known: {sorted(SERVER_MECHANISMS)}")
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
+        check_unix_mode(self.unix_mode)
+        networks = proxy_networks(self.proxy_from)
+        object.__setattr__(self, "proxy_from", tuple(str(n) for n in networks))
+        object.__setattr__(self, "_proxy_networks", networks)
+
+    def proxy_trusted(self, peer: Address | None) -> bool:
+        """May this peer send a PROXY header (see ``proxy_from``)?"""
+        return trusted_proxy(peer, self._proxy_networks)
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""
@@ -66,3 +89,10 @@ class ServerConfig:
             name, _, params = keyword.partition(" ")
             features[name.lower()] = params
         return Capabilities(self.hostname, features)
+
+
+def check_unix_mode(mode: int) -> int:
+    """``mode`` if it is a socket's permission bits (0 to 0o777), else ValueError."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ValueError(f"a Unix socket mode is permission bits 0 to 0o777, not {mode!r}")
+    return mode

@@ -105,6 +105,14 @@ class SMTPConnection(FlowControl, BufferedReading):
         # A cast, not an isinstance check: uvloop's transports have every
         # method of asyncio.Transport without deriving from it.
         transport = cast(asyncio.Transport, transport)
+        if self._proxy_buffer is not None and not self.config.proxy_trusted(transport.get_extra_info("peername")):
+            # A PROXY header would let this peer name any client it likes:
+            # closed unread and unanswered, as a connection with a bad header.
+            log.warning("closing a connection from %s: not a trusted PROXY protocol peer (proxy_from)",
+                        transport.get_extra_info("peername"))
+            transport.close()
+            self._lost = True
+            return
         if not self.server.admit(self):
             # Refused at accept (RFC 5321 3.8): say why, read nothing.
             transport.write(TOO_MANY_CONNECTIONS.wire)
@@ -141,14 +149,24 @@ class SMTPConnection(FlowControl, BufferedReading):
 
     def eof_received(self) -> bool:
         # The client closed its side; commands it sent before still get their
-        # replies (a half-close after QUIT is common), so keep the transport
-        # open for writing: the session closes it when it is done.
+        # replies (a half-close after QUIT is common), so over TCP the
+        # transport stays open for writing: the session closes it when it is
+        # done. Through TLS there is no half-close to keep: asyncio's SSL
+        # layer (uvloop's too) shuts the connection down after an EOF or a
+        # close_notify whatever we answer, and logs a warning if we answer
+        # True, so there the answer is False.
         if self._proxy_buffer is None:
             self.core.receive_data(b"")
         else:
             self._lost = True
         self._wakeup()
-        return True
+        return not self._through_tls()
+
+    def _through_tls(self) -> bool:
+        """Do our protocol callbacks come from the TLS layer? From the first
+        byte with implicit TLS; after STARTTLS, from the handshake on (before
+        ``start_tls`` returns, which is when ``core.tls`` is set)."""
+        return self.core.tls or self._after_handshake is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:
@@ -176,7 +194,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         """Until more bytes arrive (or the client leaves); _Timeout after ``timeout``."""
         if self._lost:
             raise _Gone
-        if self._shutting_down and not self.core.receiving_content:
+        if self._shutting_down and not self._mid_message():
             raise _ShuttingDown
         self._flush()
         if self._writable is not None:
@@ -190,6 +208,12 @@ class SMTPConnection(FlowControl, BufferedReading):
             await waiter
         finally:
             self._wake = None
+
+    def _mid_message(self) -> bool:
+        """Is a message's content arriving? In DATA, in a BDAT chunk, or
+        between BDAT chunks (the client has not sent LAST yet): a stopping
+        server lets it finish for its grace rather than cutting it off."""
+        return self.core.receiving_content or self.core.state is ServerState.CHUNKING
 
     async def _drained(self, timeout: float) -> None:
         """Until the client reads what we wrote. One that stops reading is
@@ -253,6 +277,14 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._reply(IDLE_TIMEOUT)  # a 421 may answer anything, any time
         except _ShuttingDown:
             self._reply(SHUTTING_DOWN)
+        except asyncio.CancelledError:
+            if self._shutting_down and self.core.state is not ServerState.CLOSED:
+                # The server's grace ran out mid-message (or in a backend
+                # step): the client hears why before the close, at once,
+                # whatever the session's clean-up below may take.
+                self._reply(SHUTTING_DOWN)
+                self._flush()
+            raise
         except (_Gone, ConnectionError):
             pass
         except Exception:
@@ -550,6 +582,11 @@ class SMTPConnection(FlowControl, BufferedReading):
         # From here on data_received only sees what comes through TLS: the
         # plaintext pipelined after STARTTLS was already dropped by the core.
         self._after_handshake = []
+        # No read until start_tls has put the TLS layer in our place (it
+        # resumes reading then): the client's ClientHello may come before
+        # start_tls runs (on uvloop it did, in one connection of two), and it
+        # would reach us instead of the TLS layer, which then waited for ever.
+        self.transport.pause_reading()
         try:
             transport = await asyncio.wait_for(
                 loop.start_tls(self.transport, self, context, server_side=True),

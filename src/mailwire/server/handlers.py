@@ -32,6 +32,7 @@ import logging
 import mailbox
 import os
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -171,6 +172,23 @@ class Printer:
 # -- storing backends -----------------------------------------------------------
 
 
+# The Maildir convention (cr.yp.to/proto/maildir.html): a file in tmp/ not
+# accessed for 36 hours is left over from a failed delivery.
+STALE_TMP_AGE = 36 * 3600.0
+
+
+def _fsync_directory(path: str) -> None:
+    """fsync a directory, so that entries made in it (a link, a new file)
+    are on disk. Where directories cannot be opened (Windows), nothing."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _return_path(envelope: Envelope, eol: bytes) -> bytes:
     """``Return-Path: <sender>`` (RFC 5321 4.4), ``<>`` for the null sender."""
     sender = envelope.mail_from.replace("\r", "").replace("\n", "")
@@ -213,11 +231,18 @@ class Maildir(_Store):
     Atomicity: ``mailbox.Maildir.add`` writes the message to ``tmp/``, fsyncs
     it, and only then links (or renames) it into ``new/``; if anything fails
     while writing, it removes the file from ``tmp/`` and re-raises. So a
-    message is in ``new/`` whole or not at all. (The directory itself is not
-    fsynced after the link: a power cut right after a 250 can still lose
-    the entry on file systems that do not order metadata.) A full disk or
-    quota is refused with ``452 4.3.1``; other failures reach the server,
-    which answers ``451 4.3.0``.
+    message is in ``new/`` whole or not at all. Durability: ``new/`` itself
+    is then fsynced, before ``data()`` returns and the sender hears 250, so
+    the new entry survives a power cut as the file's content does (a file
+    system need not write a directory entry to disk when the file is). A
+    full disk or quota is refused with ``452 4.3.1``; other failures reach
+    the server, which answers ``451 4.3.0``.
+
+    Clean-up: a process killed while writing leaves its file in ``tmp/``.
+    As the Maildir convention has it, files there that nobody has touched
+    for ``tmp_max_age`` seconds (36 hours; None: never) are removed when
+    the backend is made; younger ones may be another deliverer's, being
+    written, and are left alone.
 
     Writes run in worker threads; two threads that pick the same unique
     name (``mailbox`` names files by time, pid and a counter that is not
@@ -229,9 +254,37 @@ class Maildir(_Store):
     mailbox_class: ClassVar[type[mailbox.Maildir]] = mailbox.Maildir
     name_retries = 5
 
-    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], create: bool = True, *, tmp_max_age: float | None = STALE_TMP_AGE
+    ) -> None:
         self.path = os.fspath(path)
         self.mailbox = self.mailbox_class(self.path, create=create)
+        if tmp_max_age is not None:
+            self.remove_stale_tmp(tmp_max_age)
+
+    def remove_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> int:
+        """Remove the files in ``tmp/`` neither read nor written for
+        ``max_age`` seconds (the Maildir convention's 36 hours by default);
+        how many were removed. A younger file may be a delivery in progress,
+        ours or another program's."""
+        tmp = os.path.join(self.path, "tmp")
+        cutoff = time.time() - max_age
+        removed = 0
+        try:
+            entries = list(os.scandir(tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and max(info.st_atime, info.st_mtime) < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another process removed it first
+        if removed:
+            log.info("removed %d stale file(s) from %s (left by an interrupted delivery)", removed, tmp)
+        return removed
 
     def store(self, envelope: Envelope) -> None:
         content = envelope.content
@@ -245,6 +298,8 @@ class Maildir(_Store):
                 if attempt == self.name_retries - 1:
                     raise
                 continue
+            # The link is an entry in new/: on disk only once new/ is.
+            _fsync_directory(os.path.join(self.path, "new"))
             log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.path, key)
             return
 
@@ -264,6 +319,10 @@ class Mbox(_Store):
     ``flush()`` (fsync). ``lock()`` does not wait, so it is retried until
     ``lock_timeout`` seconds have passed; then the message is refused with
     ``450 4.2.0`` (mailbox busy) and the sender tries again later.
+
+    Durability: ``flush()`` fsyncs the file after each append, and the
+    file's directory is fsynced when the file is opened (or created), all
+    before the sender hears 250.
 
     Atomicity, as far as mbox allows: the append and the fsync happen under
     the lock, and if either fails the file is truncated back to its length
@@ -305,17 +364,21 @@ class Mbox(_Store):
     def _open(self) -> mailbox.mbox:
         if self._box is None:
             self._box = self.mailbox_class(self.path, create=self.create)
-            stat = os.stat(self.path)
-            self._identity = (stat.st_dev, stat.st_ino)
+            # The file may have just been made: its directory entry must be
+            # on disk before a 250 promises anything (appends are fsynced by
+            # flush()).
+            _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+            info = os.stat(self.path)
+            self._identity = (info.st_dev, info.st_ino)
         return self._box
 
     def _current(self) -> bool:
         """Is the open file still the one at ``path``?"""
         try:
-            stat = os.stat(self.path)
+            info = os.stat(self.path)
         except FileNotFoundError:
             return False
-        return (stat.st_dev, stat.st_ino) == self._identity
+        return (info.st_dev, info.st_ino) == self._identity
 
     def _discard(self) -> None:
         box, self._box = self._box, None
