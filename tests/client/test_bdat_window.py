@@ -32,7 +32,7 @@ from mailwire import (
 from mailwire.client.dialog import BDAT_WINDOW, CHUNK
 
 from helpers.minismtp import MiniSMTP, Received
-from helpers.scripted import ScriptedServer
+from helpers.scripted import Peer, ScriptedServer
 
 Start = Callable[..., ScriptedServer]
 Outcome = Union[SendResult, SMTPError]
@@ -383,3 +383,44 @@ def test_the_window_is_bounded(scripted: Start) -> None:
     # A round trip per half window after the first window.
     assert rounds <= 1 + (count - BDAT_WINDOW) // (BDAT_WINDOW // 2) + 1
     assert rounds > 1  # not all written before reading
+
+
+class _ClosingAfter(MiniSMTP):
+    """Says 421 and closes at the first MAIL after ``count`` messages."""
+
+    class Gone(Exception):
+        pass
+
+    def __init__(self, count: int, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.count = count
+
+    def __call__(self, peer: Peer) -> None:
+        try:
+            super().__call__(peer)
+        except self.Gone:
+            peer.close()
+
+    def _dispatch(self, peer: Peer, verb: str, text: str, txn: Received | None) -> Received | None:
+        if verb == "MAIL" and len(self.transactions) >= self.count:
+            peer.reply("421 4.3.2 Shutting down")
+            raise self.Gone
+        return super()._dispatch(peer, verb, text, txn)
+
+
+def test_a_pool_keeps_what_was_answered_when_the_connection_fails_mid_batch(scripted: Start) -> None:
+    # A pipelined batch has many transactions answered at any moment: when
+    # the connection fails, those are delivered and reported so, and only
+    # the rest get the error (they may be sent again without duplicates).
+    smtp = _ClosingAfter(7, extensions=PIPELINED)
+    server = scripted(smtp, connections=1)
+    items = _items(12)
+
+    async def main() -> list[object]:
+        async with SMTPPool(*server.address, size=1, batch=12, tls="none", timeout=5) as pool:
+            return await asyncio.gather(*(pool.send(*item) for item in items), return_exceptions=True)
+
+    sent = asyncio.run(asyncio.wait_for(main(), 30))
+    assert all(isinstance(o, SendResult) and o.ok for o in sent[:7]), sent
+    assert all(isinstance(o, SMTPError) and o.code == 421 for o in sent[7:]), sent
+    assert _delivered(smtp) == [_content(item) for item in items[:7]]

@@ -285,19 +285,18 @@ class SMTPPool:
         self._sending[id(txns)] = txns
         try:
             outcomes = await client.transact(txns)
-        except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            # The connection failed mid-batch: these outcomes are unknown.
-            _fail(ready, err)
-            return
+        except BaseException as err:
+            # The connection failed mid-batch (or the pool was closed): what
+            # was answered before keeps its outcome (a pipelined batch has
+            # many answered at any moment); the rest are unknown.
+            _settle(ready, [txn.settled for txn in txns])
+            if isinstance(err, (MailwireError, OSError, asyncio.TimeoutError)):
+                _fail(ready, err)
+                return
+            raise
         finally:
             del self._sending[id(txns)]
-        for job, outcome in zip(ready, outcomes):
-            if job.future.done():
-                continue
-            try:
-                job.future.set_result(outcome_or_raise(outcome))
-            except SMTPError as err:
-                job.future.set_exception(err)
+        _settle(ready, outcomes)
 
     # -- closing -----------------------------------------------------------------
 
@@ -328,6 +327,17 @@ class SMTPPool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _settle(jobs: list[_Job], outcomes: Sequence[SendResult | SMTPError | None]) -> None:
+    """Each job its outcome (None: not known, left as it is)."""
+    for job, outcome in zip(jobs, outcomes):
+        if job.future.done() or outcome is None:
+            continue
+        try:
+            job.future.set_result(outcome_or_raise(outcome))
+        except SMTPError as err:
+            job.future.set_exception(err)
 
 
 def _fail(jobs: list[_Job], err: BaseException) -> None:
