@@ -424,3 +424,17 @@ def test_a_pool_keeps_what_was_answered_when_the_connection_fails_mid_batch(scri
     assert all(isinstance(o, SendResult) and o.ok for o in sent[:7]), sent
     assert all(isinstance(o, SMTPError) and o.code == 421 for o in sent[7:]), sent
     assert _delivered(smtp) == [_content(item) for item in items[:7]]
+
+
+def test_what_sets_an_rset_in_front_is_the_mail_parameters_not_the_size(scripted: Start) -> None:
+    # SIZE differs from message to message and changes nothing; BODY does.
+    smtp = MiniSMTP(extensions=(*PIPELINED, "SIZE 1000000"))
+    server = scripted(smtp, connections=1)
+    items = _items(4)
+    items[2] = ("Subject: 2\r\n\r\ncaf\u00e9 2\r\n".encode(), "s@example.org", ["r2@example.net"])  # 8BITMIME
+    with SMTPClient(*server.address, tls="none", timeout=5) as client:
+        outcomes = client.send_many(items)
+    assert all(isinstance(o, SendResult) and o.ok for o in outcomes)
+    mails = [c for c in smtp.commands if c.startswith(("MAIL", "RSET"))]
+    assert [m.split(" ")[0] for m in mails] == ["MAIL", "MAIL", "RSET", "MAIL", "RSET", "MAIL"]
+    assert "BODY=8BITMIME" in mails[3] and all(" SIZE=" in m for m in mails if m.startswith("MAIL"))

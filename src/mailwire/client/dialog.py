@@ -38,7 +38,8 @@ import base64
 import binascii
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import BinaryIO, Literal, TypeVar, Union
 
 from ..errors import (
@@ -591,10 +592,13 @@ class _Output:
             yield Write(events)
 
 
-def _mail_line(txn: Transaction) -> tuple[str, MailOptions]:
+# Every MAIL parameter but SIZE, as a tuple: cheap enough for each message.
+_PARAMETERS = attrgetter(*(f.name for f in fields(MailOptions) if f.init and f.name != "size"))
+
+
+def _mail_line(txn: Transaction) -> tuple[str, object]:
     """What MAIL says, but for SIZE (see _pipelined_bdat)."""
-    options = txn.mail_options
-    return txn.mail_from, options if options.size is None else options.with_(size=None)
+    return txn.mail_from, _PARAMETERS(txn.mail_options)
 
 
 def _pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[bool]:
@@ -626,7 +630,7 @@ def _pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[bool]:
     out = _Output()
     inside = False  # the server may still be inside an earlier transaction
     reset_next = False  # the next transaction written starts with RSET
-    last_mail: tuple[str, MailOptions] | None = None
+    last_mail: tuple[str, object] | None = None
     resend: list[Transaction] = []  # delivered nothing: the server was stuck
     sent_again: set[int] = set()
     while queue or window.flights:
