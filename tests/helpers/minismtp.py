@@ -8,6 +8,15 @@ octet count, and lets a test choose each reply. It answers each command as soon
 as it has read it, so pipelined clients work, and it counts the commands that
 arrived before the previous one was answered (``sent_ahead``), which shows
 whether a client waited for each reply.
+
+After a refused BDAT (RFC 3030 2 leaves the state to the server) it acts as
+asked: by default a refused message (the reply to its LAST) ends the
+transaction, as Postfix and mailwire do, while a BDAT refused for want of a
+recipient leaves the MAIL in place and the next RCPTs join it (as Exim
+does); ``after_refused_bdat="stuck"`` keeps the failed transaction until
+RSET: MAIL, RCPT and DATA get 503, BDAT chunks are discarded;
+``"stuck-until-last"`` ends that at the next BDAT LAST too (Postfix after a
+refused chunk that is not the last).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .scripted import Peer
 
@@ -38,6 +48,11 @@ class Received:
     content: bytes = b""  # DATA: dot-unstuffed; BDAT: the chunks joined
     chunks: list[bytes] = field(default_factory=list)
     bdat_lines: list[str] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)  # the replies to its end (LMTP: one per recipient)
+
+    @property
+    def delivered(self) -> bool:
+        return any(reply.startswith("2") for reply in self.final)
 
     @property
     def mail_from(self) -> str:
@@ -56,6 +71,8 @@ def _address(line: str) -> str:
 
 RcptPolicy = Callable[[str], "str | None"]
 FinalPolicy = Callable[[Received, "str | None"], str]
+ChunkPolicy = Callable[[Received, bytes], "str | None"]  # a refusal for a chunk, or None
+AfterRefusedBdat = Literal["stuck", "stuck-until-last"] | None
 
 
 class MiniSMTP:
@@ -72,6 +89,8 @@ class MiniSMTP:
         rcpt_reply: RcptPolicy | None = None,
         data_reply: str = "354 End data with <CR><LF>.<CR><LF>",
         final_reply: FinalPolicy | None = None,
+        chunk_reply: ChunkPolicy | None = None,
+        after_refused_bdat: AfterRefusedBdat = None,
         starttls_reply: str = "220 2.0.0 Ready to start TLS",
         tls_context: ssl.SSLContext | None = None,
         credentials: tuple[str, str] | None = None,
@@ -84,6 +103,10 @@ class MiniSMTP:
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.final_reply = final_reply
+        self.chunk_reply = chunk_reply  # for chunks that are not the LAST
+        self.after_refused_bdat = after_refused_bdat
+        self.stuck = False  # inside a failed transaction (after_refused_bdat)
+        self.discarded: list[bytes] = []  # chunks thrown away while stuck
         self.starttls_reply = starttls_reply
         self.tls_context = tls_context
         self.credentials = credentials
@@ -96,6 +119,7 @@ class MiniSMTP:
 
     def __call__(self, peer: Peer) -> None:
         self.tls = False
+        self.stuck = False
         txn: Received | None = None
         peer.reply(self.greeting)
         while True:
@@ -111,6 +135,11 @@ class MiniSMTP:
             txn = self._dispatch(peer, verb, text, txn)
 
     def _dispatch(self, peer: Peer, verb: str, text: str, txn: Received | None) -> Received | None:
+        if self.stuck and verb in ("MAIL", "RCPT", "DATA", "BDAT"):
+            self._stuck(peer, verb, text)
+            return None
+        if verb in ("EHLO", "HELO", "LHLO", "RSET"):
+            self.stuck = False
         if verb in ("EHLO", "HELO", "LHLO"):
             self._hello(peer, verb)
             return None
@@ -137,6 +166,30 @@ class MiniSMTP:
         else:
             self._answer(peer, "500 5.5.2 Command not recognized")
         return txn
+
+    @property
+    def delivered(self) -> list[Received]:
+        """The transactions whose end was answered 2xx (one recipient's, over LMTP)."""
+        return [txn for txn in self.transactions if txn.delivered]
+
+    def _stuck(self, peer: Peer, verb: str, text: str) -> None:
+        """Inside a failed transaction: nothing but RSET gets out of it."""
+        if verb != "BDAT":
+            self._answer(peer, f"503 5.5.1 {verb} in a failed transaction: RSET first")
+            return
+        match = _BDAT.fullmatch(text)
+        if match is None:
+            self._answer(peer, "501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        self.discarded.append(peer.recv_exact(int(match[1])))
+        if match[2] is not None and self.after_refused_bdat == "stuck-until-last":
+            self.stuck = False
+        self._answer(peer, "551 5.0.0 Discarded after an earlier error")
+
+    def _refuse_bdat(self, peer: Peer, reply: str) -> None:
+        """Answer a refused BDAT; stuck from now on, if so asked."""
+        self.stuck = self.after_refused_bdat is not None
+        self._answer(peer, reply)
 
     def _answer(self, peer: Peer, *lines: str) -> None:
         if peer.buffered():
@@ -243,15 +296,24 @@ class MiniSMTP:
             return txn
         chunk = peer.recv_exact(int(match[1]))
         if txn is None or not txn.accepted:
+            if txn is not None and self.after_refused_bdat is not None:
+                self._refuse_bdat(peer, "554 5.5.1 No valid recipients")
+                return None
             self._answer(peer, "503 5.5.1 No valid recipients")
             return txn
         txn.via = "BDAT"
         txn.bdat_lines.append(text)
-        txn.chunks.append(chunk)
-        txn.content += chunk
         if match[2] is None:
+            refusal = self.chunk_reply(txn, chunk) if self.chunk_reply else None
+            if refusal is not None:
+                self._refuse_bdat(peer, refusal)
+                return None
+            txn.chunks.append(chunk)
+            txn.content += chunk
             self._answer(peer, f"250 2.0.0 {len(chunk)} octets received")
             return txn
+        txn.chunks.append(chunk)
+        txn.content += chunk
         self._finish(peer, txn)
         return None
 
@@ -259,10 +321,16 @@ class MiniSMTP:
         self.transactions.append(txn)
         policy = self.final_reply or (lambda _txn, _rcpt: "250 2.0.0 Message accepted")
         if not self.lmtp:
-            self._answer(peer, policy(txn, None))
+            reply = policy(txn, None)
+            txn.final.append(reply)
+            if txn.via == "BDAT" and not reply.startswith("2"):
+                self._refuse_bdat(peer, reply)
+                return
+            self._answer(peer, reply)
             return
         for rcpt in txn.accepted:
-            self._answer(peer, policy(txn, rcpt))
+            txn.final.append(policy(txn, rcpt))
+            self._answer(peer, txn.final[-1])
 
 
 def _b64(text: str) -> bytes:

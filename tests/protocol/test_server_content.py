@@ -231,6 +231,12 @@ BDAT_CASES: list[tuple[str, bytes, dict[str, object], list[object]]] = [
      [E, 250, SEQ, M, 250]),
     ("refused bdat last swallows its chunk", EHLO + MAIL + b"BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n", {},
      [E, 250, M, 250, SEQ, Noop(), 250]),
+    # RFC 3030 2 leaves the state open; ended, as Postfix does, a pipelined
+    # next transaction starts clean: its MAIL taken, its RCPTs its own.
+    ("a refused bdat ends the transaction it came in", EHLO + MAIL + b"BDAT 3 LAST\r\nabc" + MAIL + RCPT, {},
+     [E, 250, M, 250, SEQ, M, 250, R, 250]),
+    ("a refused bdat chunk ends it too", EHLO + MAIL + b"BDAT 3\r\nabcBDAT 2 LAST\r\nde" + MAIL, {},
+     [E, 250, M, 250, SEQ, SEQ, M, 250]),
     ("a transaction ends with the last chunk", START + b"BDAT 1 LAST\r\nxBDAT 1\r\ny" + RCPT, {},
      [*OPEN, Bdat(1, True), Content(b"x"), 250, SEQ, SEQ]),
     ("size counts every chunk", START + b"BDAT 6\r\n123456BDAT 6\r\n789012BDAT 2 LAST\r\nab" + RCPT + MAIL,

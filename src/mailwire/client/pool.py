@@ -2,10 +2,11 @@
 
 ``await pool.send(message)`` queues the message; up to ``size`` workers, each
 owning one connection, take what is queued. A worker takes its fair share of
-the messages waiting (the queue divided among the workers, at most ``batch``)
-and sends them in one pipelined run, so under load a connection spends about
-one round trip per message, a burst is spread over every connection, and a
-lone message is sent at once. A new worker (and connection)
+the messages waiting (the queue divided among the workers, at most two
+batches) and sends them in pipelined runs of at most ``batch``, so under load
+a connection spends a round trip per message at most (DATA) or per half
+window (BDAT), a burst is spread evenly over every connection, and a lone
+message is sent at once. A new worker (and connection)
 is started while more messages wait than workers are idle.
 The share is of the messages not yet answered (queued, or in a batch
 whose replies have not come), divided among all the workers, busy ones
@@ -44,6 +45,7 @@ from .result import SendResult
 __all__ = ["SMTPPool", "PoolClosed"]
 
 log = logging.getLogger("mailwire.client.pool")
+SHARE_RUNS = 2  # a worker's share of a burst: at most this many batches
 
 
 class PoolClosed(RuntimeError):
@@ -130,27 +132,36 @@ class SMTPPool:
         client: AsyncSMTPClient | None = None
         opened = 0.0
         try:
-            while (jobs := await self._take()) is not None:
-                unsent = len(jobs)
+            while (share := await self._take()) is not None:
+                # A share goes in runs of at most ``batch``; the part not yet
+                # sent stays counted in ``_unsent``, for the others' shares.
+                unsent = len(share)
                 try:
-                    if client is not None and self._worn_out(client, opened):
-                        await client.quit()
-                        client = None
-                    if client is None or not client.connected:
-                        client = None
-                        try:
-                            client, opened = await self._connection()
-                        except (MailwireError, OSError, asyncio.TimeoutError) as err:
-                            _fail(jobs, err)
-                            continue
-                    self._unsent -= unsent
-                    unsent = 0
-                    await self._deliver(client, jobs)
+                    while unsent:
+                        start = len(share) - unsent
+                        if start and self._closed:
+                            _fail(share[start:], PoolClosed("the pool was closed before this message was sent"))
+                            break
+                        if client is not None and self._worn_out(client, opened):
+                            await client.quit()
+                            client = None
+                        if client is None or not client.connected:
+                            client = None
+                            try:
+                                client, opened = await self._connection()
+                            except (MailwireError, OSError, asyncio.TimeoutError) as err:
+                                _fail(share[start:], err)
+                                break
+                        jobs = share[start:start + self.batch]
+                        self._unsent -= len(jobs)
+                        unsent -= len(jobs)
+                        await self._deliver(client, jobs)
                 except BaseException:
-                    # Cancelled (close() ran out of time) with a batch in hand:
+                    # Cancelled (close() ran out of time) with a share in hand:
                     # its senders must not wait forever. Whatever was answered
                     # is set already and keeps its outcome.
-                    _fail(jobs, ConnectionClosed(
+                    _fail(share[len(share) - unsent:], PoolClosed("the pool was closed before this message was sent"))
+                    _fail(share, ConnectionClosed(
                         "the pool was closed before this message's outcome was known (it may have been delivered)"
                     ))
                     raise
@@ -226,7 +237,14 @@ class SMTPPool:
         # settled) keeps the tail from going to whoever is free first.
         unanswered = sum(1 for txns in self._sending.values() for txn in txns if txn.settled is None)
         waiting = 1 + self._queue.qsize() + self._unsent + unanswered
-        share = min(self.batch, -(-waiting // max(len(self._workers), 1)))
+        # Up to SHARE_RUNS batches: a pipelined batch is answered a window at
+        # a time, in a few round trips, so a connection opened first (the
+        # others still connecting) got through its first batch before they
+        # began; capped at one, the rest of a burst went to it (500 over 4:
+        # 200 on one connection). A burst of up to SHARE_RUNS batches a
+        # connection is so split evenly up front; a larger one is shared out
+        # as workers come back, and a slow connection holds at most that.
+        share = min(SHARE_RUNS * self.batch, -(-waiting // max(len(self._workers), 1)))
         jobs = [first]
         while len(jobs) < share and not self._queue.empty():
             job = self._queue.get_nowait()
@@ -267,19 +285,18 @@ class SMTPPool:
         self._sending[id(txns)] = txns
         try:
             outcomes = await client.transact(txns)
-        except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            # The connection failed mid-batch: these outcomes are unknown.
-            _fail(ready, err)
-            return
+        except BaseException as err:
+            # The connection failed mid-batch (or the pool was closed): what
+            # was answered before keeps its outcome (a pipelined batch has
+            # many answered at any moment); the rest are unknown.
+            _settle(ready, [txn.settled for txn in txns])
+            if isinstance(err, (MailwireError, OSError, asyncio.TimeoutError)):
+                _fail(ready, err)
+                return
+            raise
         finally:
             del self._sending[id(txns)]
-        for job, outcome in zip(ready, outcomes):
-            if job.future.done():
-                continue
-            try:
-                job.future.set_result(outcome_or_raise(outcome))
-            except SMTPError as err:
-                job.future.set_exception(err)
+        _settle(ready, outcomes)
 
     # -- closing -----------------------------------------------------------------
 
@@ -310,6 +327,17 @@ class SMTPPool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _settle(jobs: list[_Job], outcomes: Sequence[SendResult | SMTPError | None]) -> None:
+    """Each job its outcome (None: not known, left as it is)."""
+    for job, outcome in zip(jobs, outcomes):
+        if job.future.done() or outcome is None:
+            continue
+        try:
+            job.future.set_result(outcome_or_raise(outcome))
+        except SMTPError as err:
+            job.future.set_exception(err)
 
 
 def _fail(jobs: list[_Job], err: BaseException) -> None:

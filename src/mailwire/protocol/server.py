@@ -40,7 +40,7 @@ from .events import (
 )
 from .state import (
     SEQUENCE_HINTS, SERVER_COMMANDS, SERVER_FOREIGN, SERVER_GUARDS, SERVER_IDLE, Greeting,
-    ServerFlag, ServerState,
+    RefusedChunk, ServerFlag, ServerState,
 )
 
 __all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent"]
@@ -368,7 +368,9 @@ class ServerConnection:
 
     def _end_of_chunk(self, chunk: _Chunk) -> _Answer:
         if chunk.refusal is not None:
-            return Rejected(chunk.refusal), 1, None
+            # Inside a transaction the refusal ends it (see RefusedChunk).
+            ends = RefusedChunk in SERVER_COMMANDS[self.state]
+            return Rejected(chunk.refusal), 1, RefusedChunk if ends else None
         # RFC 2033 4.2 / RFC 3030 4.2: LMTP answers the LAST chunk per recipient.
         key = EndOfData if chunk.last else Bdat
         copies = self.accepted_recipients if chunk.last and self.lmtp else 1

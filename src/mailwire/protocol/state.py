@@ -30,7 +30,7 @@ from .events import (
 
 __all__ = [
     "ClientState", "CLIENT_SEND", "CLIENT_REPLY",
-    "ServerState", "ServerFlag", "Greeting", "Move", "SERVER_COMMANDS", "SERVER_IDLE",
+    "ServerState", "ServerFlag", "Greeting", "RefusedChunk", "Move", "SERVER_COMMANDS", "SERVER_IDLE",
     "SERVER_GUARDS", "SERVER_FOREIGN", "SEQUENCE_HINTS",
 ]
 
@@ -129,6 +129,14 @@ class Greeting:
     """The pseudo-command that the server's first reply answers."""
 
 
+class RefusedChunk:
+    """The pseudo-command that the reply to a BDAT refused out of sequence
+    answers (its octets swallowed). RFC 3030 2 leaves the state after it to
+    the server; inside a transaction (MAIL taken, no RCPT yet) it ends it,
+    as Postfix does: a client pipelining whole transactions meets no "503
+    nested" on its next MAIL, and its next RCPTs cannot join this one."""
+
+
 class ServerFlag(Enum):
     """Facts about the session that some commands depend on."""
 
@@ -181,7 +189,7 @@ SERVER_COMMANDS: dict[ServerState, dict[type, Move]] = {
         # RFC 4954 4: 334 starts the exchange, 235 ends it in success.
         Auth: Move(T.READY, T.READY, more=T.AUTH),
     },
-    T.MAIL: {**_row(T.MAIL, True), Rcpt: Move(T.RCPT, T.MAIL)},
+    T.MAIL: {**_row(T.MAIL, True), Rcpt: Move(T.RCPT, T.MAIL), RefusedChunk: _END},
     T.RCPT: {
         **_row(T.RCPT, True),
         Rcpt: Move(T.RCPT, T.RCPT),
