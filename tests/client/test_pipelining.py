@@ -15,7 +15,7 @@ import pytest
 from mailwire import RecipientsRefused, SMTPClient, SendResult
 from mailwire.client import dialog
 from mailwire.errors import LocalProtocolError
-from mailwire.protocol.client import ClientConnection, PreparedWrite, prepare_write
+from mailwire.protocol.client import ClientConnection, prepare_write
 from mailwire.protocol.events import Data, Mail, Rcpt
 from mailwire.protocol.state import ClientState
 
@@ -182,16 +182,16 @@ def test_send_many_content_follows_each_354_however_the_group_arrives(
         _quit(peer)
 
     early: list[bool] = []  # for each content sent: on the bytes, before parsing?
-    judge = ClientConnection.send_prepared_when_allowed
+    judge = ClientConnection.content_allowed
 
-    def spy(self: ClientConnection, prepared: PreparedWrite) -> bytes | None:
+    def spy(self: ClientConnection) -> bool:
         unparsed = self.state is ClientState.DATA_WAIT
-        data = judge(self, prepared)
-        if data is not None:
+        allowed = judge(self)
+        if allowed:  # a driver sends the content it holds at once
             early.append(unparsed)
-        return data
+        return allowed
 
-    monkeypatch.setattr(ClientConnection, "send_prepared_when_allowed", spy)
+    monkeypatch.setattr(ClientConnection, "content_allowed", spy)
     server = scripted(script)
     with SMTPClient(*server.address, tls="none", timeout=2) as client:
         start = client.round_trips

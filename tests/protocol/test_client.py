@@ -558,7 +558,7 @@ def test_smtp_end_of_data_has_one_reply_however_many_recipients() -> None:
 
 
 # --------------------------------------------------------------------------
-# writes formatted ahead of time (prepare_write / send_prepared)
+# writes formatted ahead of time (prepare_write, then send)
 
 
 def _one_by_one(client: ClientConnection, events: list[object]) -> bytes:
@@ -571,7 +571,7 @@ def test_prepared_write_is_byte_for_byte_what_send_writes(content: bytes) -> Non
     events += [EndOfData(), Mail("a@x.org"), Rcpt("b@x.org"), Data()]
     prepared = prepare_write(events)
     by_send, by_prepared = in_content(), in_content()
-    assert by_prepared.send_prepared(prepared) == _one_by_one(by_send, events)
+    assert by_prepared.send(prepared) == _one_by_one(by_send, events)
     assert prepared.data == b"".join(prepared.parts)
     assert by_prepared.state is by_send.state is S.DATA_WAIT
     assert by_prepared.pending_replies == by_send.pending_replies == 4
@@ -601,10 +601,10 @@ def test_send_prepared_is_all_or_nothing() -> None:
     # The 354 has not come: the content is not legal yet, and nothing changes.
     prepared = prepare_write([MessageData(b"x\r\n"), EndOfData(), Mail("a@x.org")])
     with pytest.raises(LocalProtocolError):
-        client.send_prepared(prepared)
+        client.send(prepared)
     assert client.state is S.DATA_WAIT and client.pending_replies == 3
     replies(client, b"250 ok\r\n250 ok\r\n354 go\r\n")
-    assert client.send_prepared(prepared) == b"x\r\n.\r\nMAIL FROM:<a@x.org>\r\n"
+    assert client.send(prepared) == b"x\r\n.\r\nMAIL FROM:<a@x.org>\r\n"
     assert client.state is S.READY
 
 
@@ -612,7 +612,7 @@ def test_prepared_content_never_continues_a_message_begun_with_send() -> None:
     client = in_content()
     client.send(MessageData(b"first half, no newline"))
     with pytest.raises(LocalProtocolError):
-        client.send_prepared(prepare_write([EndOfData()]))
+        client.send(prepare_write([EndOfData()]))
     assert client.send(EndOfData()) == b"\r\n.\r\n"
 
 
@@ -620,7 +620,7 @@ def test_prepared_content_is_not_a_bdat_chunk() -> None:
     client = greeted()
     client.send(Bdat(3, True))
     with pytest.raises(LocalProtocolError):
-        client.send_prepared(prepare_write([MessageData(b"abc"), EndOfData()]))
+        client.send(prepare_write([MessageData(b"abc"), EndOfData()]))
     assert client.send(MessageData(b"abc")) == b"abc"
 
 
@@ -629,6 +629,6 @@ def test_lmtp_prepared_end_of_data_expects_a_reply_per_recipient() -> None:
     lmtp_transaction(client, 2)
     client.send(Data())
     replies(client, b"250-lmtp\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-    client.send_prepared(prepare_write([MessageData(b"hi\r\n"), EndOfData()]))
+    client.send(prepare_write([MessageData(b"hi\r\n"), EndOfData()]))
     assert [r.code for r in replies(client, b"250 r0\r\n452 r1\r\n")] == [250, 452]
     assert client.pending_replies == 0

@@ -1,12 +1,13 @@
-"""``ClientConnection.send_prepared_when_allowed``: the one judge of whether
-content may follow a group of replies, parsed or still unread; unread, it
-sends on the bytes of the group, before they are parsed.
+"""``ClientConnection.content_allowed``: the one judge of whether content may
+follow a group of replies, parsed or still unread; unread, it judges the bytes
+of the group, before they are parsed (``lookahead.judge``), and a driver sends
+the content formatted ahead (``send(prepared)``) at once.
 
-The promise is narrow and checked both ways: it sends only when parsing the
-same bytes and applying the RFC 2920 rule (all replies in, no 421, DATA got
-354, some RCPT accepted) would have sent too, and it leaves the connection in
-the very state ``next_event`` + ``send_prepared`` would; and for a group of
-plain one-line replies it never holds back what the rule allows.
+The promise is narrow and checked both ways: content goes only when parsing
+the same bytes and applying the RFC 2920 rule (all replies in, no 421, DATA
+got 354, some RCPT accepted) would have let it go too, and the connection is
+left in the very state ``next_event`` + ``send`` would leave; and for a group
+of plain one-line replies it never holds back what the rule allows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def replies(client: ClientConnection, wire: bytes = b"") -> list[Reply]:
     while isinstance(event := client.next_event(), Reply):
         out.append(event)
     return out
+
+
+def send_when_allowed(client: ClientConnection, prepared: PreparedWrite) -> bytes | None:
+    """What a driver does with content formatted ahead: send it once the
+    replies allow it."""
+    return client.send(prepared) if client.content_allowed() else None
 
 
 def greeted() -> ClientConnection:
@@ -64,7 +71,7 @@ def in_group(*, rcpts: int = 1, lmtp: bool = False, before: int = 1, limits: Lim
     client.send(Data())
     replies(client, b"250 ok\r\n" + b"250 ok\r\n" * (before if lmtp else 1) + b"354 go\r\n")
     assert client.state is S.CONTENT
-    client.send_prepared(prepare_write([MessageData(b"first\r\n"), EndOfData(), Mail("a@x.org"),
+    client.send(prepare_write([MessageData(b"first\r\n"), EndOfData(), Mail("a@x.org"),
                                         *[Rcpt(f"r{i}@x.org") for i in range(rcpts)], Data()]))
     assert client.state is S.DATA_WAIT
     return client
@@ -74,7 +81,7 @@ GROUP = b"250 2.0.0 queued\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"
 
 
 def _snapshot(client: ClientConnection) -> tuple[object, ...]:
-    return (client.state, client.pending_replies, list(client._pending), client._accepted)
+    return (client.state, client.pending_replies, list(client.pending), client.pending.accepted)
 
 
 # --------------------------------------------------------------------------
@@ -85,11 +92,11 @@ def test_a_plain_group_lets_the_content_go_before_any_reply_is_parsed() -> None:
     early, late = in_group(), in_group()
     prepared = _next_write(1)
     early.receive_data(GROUP)
-    assert early.send_prepared_when_allowed(prepared) == prepared.data
+    assert send_when_allowed(early, prepared) == prepared.data
     # As if the four replies had been taken and the write sent after them:
     late.receive_data(GROUP)
     taken_late = replies(late)
-    assert late.send_prepared(prepared) == prepared.data
+    assert late.send(prepared) == prepared.data
     taken_early = replies(early)
     assert taken_early == taken_late and [r.code for r in taken_early] == [250, 250, 250, 354]
     assert _snapshot(early) == _snapshot(late)
@@ -103,10 +110,10 @@ def test_only_part_of_the_group_is_not_enough() -> None:
     client = in_group()
     prepared = _next_write(1)
     client.receive_data(GROUP[:-5])
-    assert client.send_prepared_when_allowed(prepared) is None
+    assert send_when_allowed(client, prepared) is None
     assert [r.code for r in replies(client)] == [250, 250, 250]  # taken meanwhile: fine
     client.receive_data(GROUP[-5:])
-    assert client.send_prepared_when_allowed(prepared) == prepared.data
+    assert send_when_allowed(client, prepared) == prepared.data
     assert [r.code for r in replies(client)] == [354]
     assert client.state is S.DATA_WAIT and client.pending_replies == 4
 
@@ -115,14 +122,14 @@ def test_no_recipient_accepted_means_no_content() -> None:
     client = in_group(rcpts=2)
     client.receive_data(b"250 queued\r\n250 ok\r\n550 no\r\n450 later\r\n354 go\r\n")
     before = _snapshot(client)
-    assert client.send_prepared_when_allowed(_next_write(2)) is None
+    assert send_when_allowed(client, _next_write(2)) is None
     assert _snapshot(client) == before
 
 
 def test_one_recipient_of_several_is_enough() -> None:
     client = in_group(rcpts=3)
     client.receive_data(b"250 queued\r\n250 ok\r\n550 no\r\n251 forwarded\r\n450 later\r\n354 go\r\n")
-    assert client.send_prepared_when_allowed(_next_write(3)) is not None
+    assert send_when_allowed(client, _next_write(3)) is not None
 
 
 def test_a_refused_data_or_a_421_holds_the_content_back() -> None:
@@ -133,16 +140,16 @@ def test_a_refused_data_or_a_421_holds_the_content_back() -> None:
     ):
         client = in_group()
         client.receive_data(group)
-        assert client.send_prepared_when_allowed(_next_write(1)) is None, group
+        assert send_when_allowed(client, _next_write(1)) is None, group
 
 
 def test_a_multi_line_reply_is_left_to_next_event() -> None:
     client = in_group()
     client.receive_data(b"250 queued\r\n250-sender\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-    assert client.send_prepared_when_allowed(_next_write(1)) is None
+    assert send_when_allowed(client, _next_write(1)) is None
     assert [r.code for r in replies(client)] == [250, 250, 250, 354]
     assert client.state is S.CONTENT  # the driver judges and sends as usual
-    assert client.send_prepared(_next_write(1))
+    assert client.send(_next_write(1))
 
 
 def test_malformed_or_overlong_lines_are_left_to_next_event() -> None:
@@ -152,7 +159,7 @@ def test_malformed_or_overlong_lines_are_left_to_next_event() -> None:
     ):
         client = in_group(limits=limits)
         client.receive_data(group)
-        assert client.send_prepared_when_allowed(_next_write(1)) is None
+        assert send_when_allowed(client, _next_write(1)) is None
 
 
 def test_a_group_longer_than_one_line_may_be_is_judged_line_by_line() -> None:
@@ -160,7 +167,7 @@ def test_a_group_longer_than_one_line_may_be_is_judged_line_by_line() -> None:
     client = in_group(limits=Limits(reply_line=40))
     client.receive_data(GROUP)
     assert len(GROUP) > 40
-    assert client.send_prepared_when_allowed(_next_write(1)) is not None
+    assert send_when_allowed(client, _next_write(1)) is not None
 
 
 def test_the_shape_of_a_prepared_group_is_forgotten_once_commands_go_one_by_one() -> None:
@@ -172,7 +179,7 @@ def test_the_shape_of_a_prepared_group_is_forgotten_once_commands_go_one_by_one(
     for event in (Rset(), Mail("a@x.org"), Noop(), Data()):
         client.send(event)
     client.receive_data(b"250 reset\r\n250 ok\r\n250 noop\r\n354 go\r\n")
-    assert client.send_prepared_when_allowed(_next_write(1)) is None
+    assert send_when_allowed(client, _next_write(1)) is None
 
 
 def test_replies_already_parsed_are_judged_too() -> None:
@@ -184,7 +191,7 @@ def test_replies_already_parsed_are_judged_too() -> None:
         client = in_group()
         replies(client, group)
         assert client.state is S.CONTENT
-        sent = client.send_prepared_when_allowed(_next_write(1))
+        sent = send_when_allowed(client, _next_write(1))
         assert (sent is not None) == allowed, group
         assert client.state is (S.DATA_WAIT if allowed else S.CONTENT)
 
@@ -193,33 +200,36 @@ def test_content_allowed_but_not_what_was_prepared_is_an_error() -> None:
     client = in_group()
     replies(client, GROUP)
     with pytest.raises(LocalProtocolError):
-        client.send_prepared_when_allowed(prepare_write([Mail("a@x.org")]))
+        send_when_allowed(client, prepare_write([Mail("a@x.org")]))
     assert client.state is S.CONTENT  # nothing changed: the driver must not go on
 
 
 def test_only_from_a_data_wait_and_only_content() -> None:
     client = greeted()
     client.receive_data(b"250 ok\r\n")
-    assert client.send_prepared_when_allowed(_next_write(1)) is None  # nothing asked yet
+    assert send_when_allowed(client, _next_write(1)) is None  # nothing asked yet
     waiting = in_group()
     waiting.receive_data(GROUP)
-    assert waiting.send_prepared_when_allowed(prepare_write([Mail("a@x.org")])) is None
+    assert waiting.content_allowed()  # the group allows content, and only content:
+    with pytest.raises(LocalProtocolError):
+        waiting.send(prepare_write([Mail("a@x.org")]))
+    assert waiting.pending_replies == 4  # nothing was sent
 
 
 def test_not_after_the_server_closed() -> None:
     client = in_group()
     client.receive_data(GROUP)
     client.receive_data(b"")
-    assert client.send_prepared_when_allowed(_next_write(1)) is None
+    assert send_when_allowed(client, _next_write(1)) is None
 
 
 def test_lmtp_waits_for_a_reply_per_recipient_of_the_message_ended() -> None:
     client = in_group(lmtp=True, before=2)
     prepared = _next_write(1)
     client.receive_data(b"250 r0 delivered\r\n250 r1 delivered\r\n250 ok\r\n250 ok\r\n")
-    assert client.send_prepared_when_allowed(prepared) is None  # DATA's reply is still to come
+    assert send_when_allowed(client, prepared) is None  # DATA's reply is still to come
     client.receive_data(b"354 go\r\n")
-    assert client.send_prepared_when_allowed(prepared) == prepared.data
+    assert send_when_allowed(client, prepared) == prepared.data
     assert [r.code for r in replies(client)] == [250, 250, 250, 250, 354]
     assert client.state is S.DATA_WAIT and client.pending_replies == 4
 
@@ -276,7 +286,7 @@ def test_early_sends_exactly_when_parsing_first_would(case: tuple[bool, int, int
             continue  # b"" would say the server closed
         early.receive_data(wire[start:end])
         if sent is None:
-            sent = early.send_prepared_when_allowed(prepared)
+            sent = send_when_allowed(early, prepared)
     taken_early = replies(early)
 
     late.receive_data(wire)
@@ -286,10 +296,10 @@ def test_early_sends_exactly_when_parsing_first_would(case: tuple[bool, int, int
     assert taken_early == taken_late  # looking ahead changes no reply
     if sent is not None:
         assert allowed and sent == prepared.data
-        late.send_prepared(prepared)
+        late.send(prepared)
         assert _snapshot(early) == _snapshot(late)
     else:
         if all(lines == 1 for _, lines in group):
             assert not allowed  # plain one-line groups are never held back
         # Once parsed, the same judge gives the same answer as the rule.
-        assert (early.send_prepared_when_allowed(prepared) is not None) == allowed
+        assert (send_when_allowed(early, prepared) is not None) == allowed

@@ -104,17 +104,17 @@ class AsyncTransport(FlowControl, BufferedReading):
         left for the task, which meets them again reading the same replies."""
         if not self.open:
             return
+        core = self.core
         try:
-            data = self.core.send_prepared_when_allowed(armed.write)
-            if data is None:
+            if not core.content_allowed():
                 try:
                     if not self._collect(armed.replies, armed.count):
                         return
                 except (RemoteProtocolError, ConnectionClosed):
                     return
-                data = self.core.send_prepared_when_allowed(armed.write)
-                if data is None:
+                if not core.content_allowed():
                     return
+            data = core.send(armed.write)
         except LocalProtocolError as err:
             self.close(closing_reason(err))  # the task finds the connection closed, never desynced
             return
@@ -219,17 +219,16 @@ class AsyncTransport(FlowControl, BufferedReading):
         if armed is not None:
             if armed.written:
                 await self._drained(timeout)
-            elif len(replies) == count:  # the replies were in before we read
+            elif len(replies) == count and self.core.content_allowed():  # the replies were in before we read
                 try:
-                    data = self.core.send_prepared_when_allowed(armed.write)
+                    data = self.core.send(armed.write)
                 except LocalProtocolError as err:
                     self.close(closing_reason(err))  # the server awaits content we cannot send: never go on
                     raise
-                if data is not None:
-                    if log.isEnabledFor(logging.DEBUG):
-                        log_prepared(armed.write)
-                    await self._send(data, timeout)
-                    armed.written = True
+                if log.isEnabledFor(logging.DEBUG):
+                    log_prepared(armed.write)
+                await self._send(data, timeout)
+                armed.written = True
             self.then_written = armed.written
         return tuple(replies)
 
@@ -287,10 +286,10 @@ class AsyncTransport(FlowControl, BufferedReading):
             raise ConnectionClosed("the connection closed during the TLS handshake")
         self.transport = transport
         self._tls = True
+        self.core.tls_established()
         if self.core.discarded_after_starttls:
             log.warning("discarded %d bytes the server sent after its 220 to STARTTLS",
                         self.core.discarded_after_starttls)
-        self.core.tls_established()
 
     def _refused(self) -> None:
         self.close(closing_reason(LocalProtocolError()))

@@ -84,7 +84,7 @@ class Read:
 
     With ``then``, the group ends in DATA and ``then`` is the message content
     that follows it, formatted ahead: the driver writes it the moment the
-    core says the replies allow it (``send_prepared_when_allowed``), before
+    core says the replies allow it (``content_allowed``), before
     handing them back, so no dialog code runs between the 354 and the
     content going out; and sets ``written`` to say it did.
     """

@@ -127,7 +127,7 @@ def format_events(
     """
     debug = log.isEnabledFor(logging.DEBUG)
     if isinstance(events, PreparedWrite):
-        data = core.send_prepared(events)
+        data = core.send(events)
         if debug:
             log_prepared(events)
         return data
@@ -203,8 +203,8 @@ class SyncTransport:
         TimeoutError otherwise. The deadline is per reply, not per group.
 
         With ``then`` (content to follow the group's 354), it is written as
-        soon as the core says the replies allow it (``send_prepared_when_allowed``:
-        on their bytes when it can tell, else once they are parsed);
+        soon as the core says the replies allow it (``content_allowed``: on
+        their bytes when it can tell, else once they are parsed);
         ``then_written`` says whether it was.
         """
         if not self._waiting:
@@ -242,17 +242,19 @@ class SyncTransport:
         return tuple(replies)
 
     def _write_then(self, then: PreparedWrite) -> None:
+        core = self.core
+        if not core.content_allowed():
+            return
         try:
-            data = self.core.send_prepared_when_allowed(then)
+            data = core.send(then)
         except LocalProtocolError as err:
             # The server awaits content we cannot send: never go on.
             self.close(closing_reason(err))
             raise
-        if data is not None:
-            self.write_raw(data)
-            self.then_written = True
-            if log.isEnabledFor(logging.DEBUG):
-                log_prepared(then)
+        self.write_raw(data)
+        self.then_written = True
+        if log.isEnabledFor(logging.DEBUG):
+            log_prepared(then)
 
     def _fill(self, clock: _ReplyClock) -> None:
         if self.sock.fileno() < 0:
@@ -276,12 +278,12 @@ class SyncTransport:
         except (ssl.SSLError, OSError) as err:
             self.close(closing_reason(err))
             raise
+        self.core.tls_established()
         if self.core.discarded_after_starttls:
             log.warning(
                 "discarded %d bytes the server sent after its 220 to STARTTLS",
                 self.core.discarded_after_starttls,
             )
-        self.core.tls_established()
 
     def _refused(self) -> None:
         self.close(closing_reason(LocalProtocolError()))

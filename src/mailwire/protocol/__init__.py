@@ -6,16 +6,20 @@ Nothing in this package imports ``socket``, ``ssl``, ``asyncio`` or
 
 from __future__ import annotations
 
+from .buffer import LineTooLong
 from .capabilities import Capabilities
 from .client import ClientConnection
 from .data import BareLineEndings, DataReader, DotStuffer
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
+from .lookahead import PreparedWrite, prepare_write
 from .params import MailOptions, RcptOptions
+from .pending import PendingReplies, end_of_data_replies
 from .server import ServerConnection
 from .state import ClientState, ServerState
 
 __all__ = [
     "Capabilities", "ClientConnection", "ClientState", "BareLineEndings", "DataReader",
     "DotStuffer", "MailOptions", "RcptOptions", "ServerConnection", "ServerState", *_events_all,
+    "LineTooLong", "PendingReplies", "PreparedWrite", "end_of_data_replies", "prepare_write",
 ]

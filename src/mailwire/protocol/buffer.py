@@ -85,11 +85,15 @@ class ReceiveBuffer:
             pos = end + 2
         return lines
 
-    def fullmatch(self, pattern: re.Pattern[bytes], limit: int) -> bool:
-        """Whether the unread bytes, at most ``limit`` of them, all match
-        ``pattern``; reads nothing."""
+    def fullmatch(self, pattern: re.Pattern[bytes], limit: int, *, lines: int | None = None) -> bool:
+        """Whether the unread bytes, at most ``limit`` of them (and exactly
+        ``lines`` CRLF-ended lines, if given), all match ``pattern``; reads
+        nothing."""
         data, start = self._data, self._start
-        return len(data) - start <= limit and pattern.fullmatch(data, start) is not None
+        return (
+            len(data) - start <= limit and pattern.fullmatch(data, start) is not None
+            and (lines is None or data.count(b"\r\n", start) == lines)
+        )
 
     def skip_line(self) -> bool:
         """Drop bytes up to and including the next CRLF; True once it was found."""
