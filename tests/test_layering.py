@@ -171,3 +171,74 @@ def test_importing_the_core_loads_no_io_module() -> None:
     assert "mailwire.protocol.client" in loaded  # the import really happened here
     newly = {m for m in loaded if m.split(".")[0] in FORBIDDEN}
     assert newly == set(), f"importing mailwire.protocol loaded {sorted(newly)}"
+
+
+# -- the drop-ins are adapters: the core's public API only ----------------------
+#
+# ``mailwire.smtplib`` is built on the client and the core's public surface
+# (``mailwire.protocol.__all__``), never on the core's modules one by one: an
+# adapter that reaches into ``protocol/state.py`` or ``commands.py`` is a
+# second engine in the making.
+
+DROP_INS = [PACKAGE_ROOT / "smtplib.py"]
+
+
+def _protocol_imports(path: Path, package: str | None = None) -> list[tuple[str, int]]:
+    """What ``path`` (a module of ``package``, by default the one it is in)
+    imports from the core, as ``(what, line)``: a submodule
+    (``mailwire.protocol.state``) or a name (``mailwire.protocol:DotStuffer``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    if package is None:
+        package = _module_name(path).rpartition(".")[0]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("mailwire.protocol")]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module == "mailwire":
+                found += [(f"mailwire.{a.name}", node.lineno) for a in node.names if a.name == "protocol"]
+            elif module == "mailwire.protocol":
+                found += [(f"mailwire.protocol:{a.name}", node.lineno) for a in node.names]
+            elif module.startswith("mailwire.protocol."):
+                found.append((module, node.lineno))
+    return found
+
+
+def _internal(what: str) -> bool:
+    from mailwire import protocol
+
+    if ":" in what:
+        return what.partition(":")[2] not in protocol.__all__
+    return what != "mailwire.protocol"
+
+
+@pytest.mark.parametrize("path", DROP_INS, ids=lambda p: p.name)
+def test_the_drop_ins_use_only_the_cores_public_api(path: Path) -> None:
+    imports = _protocol_imports(path)
+    assert imports, "the drop-in uses the core"  # the check below has something to check
+    offences = [f"{path.name}:{line}: imports {what}" for what, line in imports if _internal(what)]
+    assert offences == []
+
+
+@pytest.mark.parametrize(
+    "source, internal",
+    [
+        ("from .protocol import DotStuffer", False),
+        ("from .protocol import ClientState, RawCommand", False),
+        ("from .protocol.state import CLIENT_SEND", True),
+        ("from .protocol.commands import format_command", True),
+        ("from .protocol import CLIENT_SEND", True),
+        ("import mailwire.protocol.state", True),
+        ("from mailwire.protocol.data import stuff", True),
+    ],
+)
+def test_the_drop_in_checker_catches_internals(tmp_path: Path, source: str, internal: bool) -> None:
+    fake = tmp_path / "dropin.py"
+    fake.write_text(source)
+    found = _protocol_imports(fake, package="mailwire")
+    assert found and any(_internal(what) for what, _ in found) is internal

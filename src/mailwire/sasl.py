@@ -38,6 +38,8 @@ __all__ = [
     "CramMD5",
     "XOAuth2",
     "choose_mechanism",
+    "plain_message",
+    "cram_md5_response",
     "Credentials",
     "Challenge",
     "ServerMechanism",
@@ -122,6 +124,20 @@ class ClientMechanism(Protocol):
     def respond(self, challenge: bytes) -> bytes: ...
 
 
+def plain_message(username: str, password: str, authzid: str = "") -> str:
+    """RFC 4616 2's message: ``authzid NUL authcid NUL passwd``. The one
+    spelling of it: ``Plain`` sends it as UTF-8, the smtplib drop-in's
+    ``auth_plain`` hands it to smtplib's ``auth``, which sends it as ASCII."""
+    return f"{authzid}\0{username}\0{password}"
+
+
+def cram_md5_response(username: str, password: bytes, challenge: bytes) -> str:
+    """RFC 2195 2's response: the username, a space, and the HMAC-MD5 of the
+    challenge keyed with the password, in lower-case hex. The one spelling
+    of it, for ``CramMD5`` and the smtplib drop-in's ``auth_cram_md5``."""
+    return f"{username} {_hmac_md5_hex(password, challenge)}"
+
+
 class Plain:
     """RFC 4616 PLAIN: ``authzid NUL username NUL password`` in one message."""
 
@@ -138,9 +154,9 @@ class Plain:
             raise LocalProtocolError("PLAIN username must not be empty")
         if not password:
             raise LocalProtocolError("PLAIN password must not be empty")
-        self._message = b"\0".join(
-            [_encode(authzid, "authzid"), _encode(username, "username"), _encode(password, "password")]
-        )
+        for what, value in (("authzid", authzid), ("username", username), ("password", password)):
+            _encode(value, what)  # refused here, naming the part, if it cannot be sent
+        self._message = plain_message(username, password, authzid).encode("utf-8")
         self._sent = False
 
     def __repr__(self) -> str:
@@ -204,7 +220,8 @@ class CramMD5:
         _refuse_line_breaks(username, "username")
         if not username:
             raise LocalProtocolError("CRAM-MD5 username must not be empty")
-        self._username = _encode(username, "username")
+        _encode(username, "username")
+        self._username = username
         self._password = _encode(password, "password")
         self._done = False
 
@@ -221,8 +238,7 @@ class CramMD5:
             # An empty challenge makes every response replayable.
             raise RemoteProtocolError("server sent an empty CRAM-MD5 challenge")
         self._done = True
-        digest = _hmac_md5_hex(self._password, challenge)
-        return self._username + b" " + digest.encode("ascii")
+        return cram_md5_response(self._username, self._password, challenge).encode("utf-8")
 
 
 def _check_xoauth2_token(token: str) -> None:

@@ -285,6 +285,16 @@ class SyncTransport:
                 self.core.discarded_after_starttls,
             )
 
+    def adopt(self, sock: socket.socket) -> None:
+        """Go on over ``sock``, swapped in by a program that runs the dialog
+        itself: smtplib lets one wrap its socket in TLS after its own
+        STARTTLS line. On a raw connection (``ClientConnection.send_raw``)
+        the core then forgets what the old socket left unread, as after
+        ``start_tls`` (RFC 3207 5)."""
+        self.sock = sock
+        if self.core.raw:
+            self.core.tls_established()
+
     def _refused(self) -> None:
         self.close(closing_reason(LocalProtocolError()))
 

@@ -89,6 +89,11 @@ class ClientConnection:
         return len(self.pending)
 
     @property
+    def raw(self) -> bool:
+        """A line went out with ``send_raw``: the program sequences the dialog."""
+        return self._raw
+
+    @property
     def closing(self) -> bool:
         """The server said 421 (RFC 5321 3.8): it is closing the connection,
         and no reply after that one will come."""
