@@ -15,7 +15,7 @@ import pytest
 from mailwire import (
     MailOptions, NotSupportedError, RecipientsRefused, SendResult, SMTPClient, SenderRefused,
 )
-from mailwire.client.dialog import CHUNK
+from mailwire.client.transaction import CHUNK
 
 from helpers.minismtp import MiniSMTP
 from helpers.scripted import ScriptedServer

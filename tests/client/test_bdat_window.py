@@ -29,7 +29,8 @@ from mailwire import (
     AsyncSMTPClient, DataRefused, LMTPClient, RecipientsRefused, SendResult, SenderRefused, SMTPClient,
     SMTPError, SMTPPool,
 )
-from mailwire.client.dialog import BDAT_WINDOW, CHUNK
+from mailwire.client.bdat import BDAT_WINDOW
+from mailwire.client.transaction import CHUNK
 
 from helpers.minismtp import MiniSMTP, Received
 from helpers.scripted import Peer, ScriptedServer

@@ -239,7 +239,7 @@ def test_lmtp_waits_for_a_reply_per_recipient_of_the_message_ended() -> None:
 
 
 def _allowed(got: list[Reply], dot_replies: int, rcpts: int) -> bool:
-    """The driver's rule on parsed replies (dialog.Read.ready)."""
+    """The rule of RFC 2920 3.1 on parsed replies."""
     count = dot_replies + 1 + rcpts + 1
     if len(got) < count or any(r.code == 421 for r in got[:count]):
         return False

@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import ConnectionClosed, MailwireError, SMTPError
 from ..protocol.params import MailOptions
 from .aio import AsyncLMTPClient, AsyncSMTPClient
-from .dialog import Transaction
+from .transaction import Transaction
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
 from .result import SendResult
 

@@ -19,7 +19,7 @@ from ..errors import NotSupportedError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
 from ..protocol.params import MailOptions, RcptOptions, mail_params_text, rcpt_params_text
-from .dialog import Transaction
+from .transaction import Transaction
 from .result import SendResult
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 

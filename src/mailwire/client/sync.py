@@ -6,9 +6,9 @@ error (never a silent downgrade), AUTH never crosses a plaintext channel unless
 ``allow_plaintext_auth`` says so. Fast by default too: PIPELINING and CHUNKING
 are used whenever the server offers them.
 
-The class only pumps the dialogs of ``dialog.py`` through a ``SyncTransport``;
-it holds no protocol logic itself. ``aio.AsyncSMTPClient`` pumps the same
-dialogs with asyncio.
+The class only pumps the dialogs of ``dialog.py`` (and the transaction paths
+it picks) through a ``SyncTransport``; it holds no protocol logic itself.
+``aio.AsyncSMTPClient`` pumps the same dialogs with asyncio.
 """
 
 from __future__ import annotations
