@@ -242,3 +242,24 @@ def test_the_drop_in_checker_catches_internals(tmp_path: Path, source: str, inte
     fake.write_text(source)
     found = _protocol_imports(fake, package="mailwire")
     assert found and any(_internal(what) for what, _ in found) is internal
+
+
+# -- values sit at the bottom ---------------------------------------------------
+#
+# The exceptions, ``Reply``, ``Limits`` and ``SendResult`` are values every
+# layer uses; they import nothing of mailwire above them (an error carrying a
+# ``SendResult`` imports it from ``result.py``, not from the client).
+
+VALUES = {"mailwire.errors", "mailwire.reply", "mailwire.limits", "mailwire.result"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_values_import_nothing_above_them(name: str) -> None:
+    path = _module_path(name)
+    assert path is not None
+    found = [
+        f"{name}:{line}: imports {imported}" for imported, line in _imports(path, runtime_only=False)
+        if imported.split(".")[0] == "mailwire" and imported not in VALUES
+        and imported.rpartition(".")[0] not in VALUES  # "from .reply import Reply" names mailwire.reply.Reply
+    ]
+    assert found == []

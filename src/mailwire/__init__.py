@@ -9,27 +9,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .client.result import SendResult
+from .client.transaction import Transaction
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
-    MalformedReply, NotSupportedError, ProtocolError, RecipientsRefused, RemoteProtocolError, SenderRefused,
-    SMTPError, TLSRequiredError,
+    MalformedReply, NotSupportedError, PoolClosed, ProtocolError, RecipientsRefused, RemoteProtocolError,
+    SenderRefused, SMTPError, TLSRequiredError,
 )
 from .limits import Limits
 from .protocol.params import MailOptions, RcptOptions
 from .reply import EnhancedStatus, Reply
+from .result import SendResult
 from .sasl import XOAuth2
 
 if TYPE_CHECKING:
     from .client.aio import AsyncLMTPClient, AsyncSMTPClient, send
-    from .client.pool import SMTPPool
+    from .client.pool import LMTPPool, SMTPPool
     from .client.sync import LMTPClient, SMTPClient
 
 __version__ = "0.1.0"
 
 _DRIVERS = {
     "SMTPClient": "sync", "LMTPClient": "sync",
-    "AsyncSMTPClient": "aio", "AsyncLMTPClient": "aio", "send": "aio", "SMTPPool": "pool",
+    "AsyncSMTPClient": "aio", "AsyncLMTPClient": "aio", "send": "aio", "SMTPPool": "pool", "LMTPPool": "pool",
 }
 
 
@@ -44,9 +45,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "AsyncLMTPClient", "AsyncSMTPClient", "SMTPPool", "send",
+    "AsyncLMTPClient", "AsyncSMTPClient", "LMTPPool", "SMTPPool", "send",
     "AuthenticationError", "ConnectionClosed", "LMTPClient", "NotSupportedError", "SMTPClient",
-    "SendResult", "DataRefused", "EnhancedStatus", "Limits",
+    "SendResult", "Transaction", "DataRefused", "EnhancedStatus", "Limits", "PoolClosed",
     "LocalProtocolError", "MailOptions", "MailwireError", "MalformedReply", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError", "XOAuth2",

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .client.aio import AsyncLMTPClient, AsyncSMTPClient
-from .client.pool import PoolClosed, SMTPPool
-from .client.result import SendResult
+from .client.pool import LMTPPool, PoolClosed, SMTPPool
+from .result import SendResult
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
     NotSupportedError, RecipientsRefused, RemoteProtocolError, SMTPError, TLSRequiredError,
@@ -283,9 +283,8 @@ class _Sender(Protocol):
 class _PoolSender:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.pool = SMTPPool(
-            plan.host, plan.port, size=plan.connections, batch=BATCH, lmtp=plan.lmtp, **plan.settings,
-        )
+        pool = LMTPPool if plan.lmtp else SMTPPool
+        self.pool = pool(plan.host, plan.port, size=plan.connections, batch=BATCH, **plan.settings)
 
     async def open(self) -> None:
         """The pool's first connection, opened now as the check that the

@@ -14,12 +14,8 @@ friends) and translates; these types are the native API's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .reply import EnhancedStatus, Reply
-
-if TYPE_CHECKING:
-    from .client.result import SendResult
+from .result import SendResult
 
 __all__ = [
     "MailwireError",
@@ -35,6 +31,7 @@ __all__ = [
     "TLSRequiredError",
     "AuthenticationError",
     "NotSupportedError",
+    "PoolClosed",
 ]
 
 
@@ -130,7 +127,7 @@ class RecipientsRefused(SMTPError):
     ``result`` holds each recipient's reply.
     """
 
-    def __init__(self, result: "SendResult") -> None:
+    def __init__(self, result: SendResult) -> None:
         first = next(iter(result.recipients.values()))
         super().__init__(first)
         self.result = result
@@ -144,7 +141,7 @@ class RecipientsRefused(SMTPError):
 class DataRefused(SMTPError):
     """The message content was refused after the recipients were accepted."""
 
-    def __init__(self, reply: Reply, result: "SendResult | None" = None) -> None:
+    def __init__(self, reply: Reply, result: SendResult | None = None) -> None:
         super().__init__(reply)
         self.result = result
 
@@ -160,3 +157,8 @@ class AuthenticationError(SMTPError):
 class NotSupportedError(MailwireError):
     """The message needs an extension the server did not advertise
     (SMTPUTF8 for non-ASCII addresses, DSN, BINARYMIME, REQUIRETLS ...)."""
+
+
+class PoolClosed(MailwireError, RuntimeError):
+    """The pool was closed before this message was handed to a connection:
+    it was not sent. (A ``RuntimeError`` too, as it was first.)"""

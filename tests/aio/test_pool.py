@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mailwire import (
-    AsyncSMTPClient, ConnectionClosed, DataRefused, LocalProtocolError, SendResult, SMTPError, SMTPPool,
+    AsyncSMTPClient, ConnectionClosed, DataRefused, LMTPPool, LocalProtocolError, SendResult, SMTPError, SMTPPool,
 )
 from mailwire.server import Envelope
 
@@ -24,10 +24,10 @@ pytestmark = pytest.mark.timeout(40)
 CONTENT = b"Subject: pool\r\n\r\nhello from the pool\r\n"
 
 
-def _pool(port: int, **options: object) -> SMTPPool:
+def _pool(port: int, cls: type[SMTPPool] = SMTPPool, **options: object) -> SMTPPool:
     options.setdefault("tls", "none")
     options.setdefault("timeout", 5)
-    return SMTPPool("127.0.0.1", port, **options)  # type: ignore[arg-type]
+    return cls("127.0.0.1", port, **options)  # type: ignore[arg-type]
 
 
 async def _burst(pool: SMTPPool, count: int) -> None:
@@ -443,7 +443,7 @@ def test_cancelled_queued_send_is_never_sent() -> None:
 
 
 def test_lmtp_pool_reports_each_recipient() -> None:
-    """With lmtp=True every connection speaks LMTP: one reply per recipient."""
+    """An LMTPPool's connections speak LMTP: one reply per recipient."""
     from mailwire.server import BaseSession, SessionInfo
 
     class Session(BaseSession):
@@ -457,7 +457,7 @@ def test_lmtp_pool_reports_each_recipient() -> None:
 
     async def main() -> list[SendResult]:
         async with mailwire_server(Backend(), lmtp=True) as server:
-            async with _pool(server.port, size=3, lmtp=True) as pool:
+            async with _pool(server.port, LMTPPool, size=3) as pool:
                 return await asyncio.gather(*(
                     pool.send(CONTENT, "a@example.com", ["b@example.com", "x@example.com"]) for _ in range(30)
                 ))

@@ -29,7 +29,7 @@ from .aio_transport import AsyncTransport, open_connection
 from .transport import closing_reason
 from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
-from .result import SendResult
+from ..result import SendResult
 from .base import ClientBase
 from .settings import local_name
 
@@ -167,7 +167,8 @@ class AsyncSMTPClient(ClientBase):
         return await self.transact(self._prepare_items(items))
 
     async def transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
-        """Send prepared transactions (see ``prepare``) in one pipelined run."""
+        """Send transactions made by ``prepare`` in one pipelined run; one
+        outcome each, as ``send_many``."""
         outcomes = await self._run(self._transactions(batch))
         self.messages_sent += len(batch)
         return outcomes

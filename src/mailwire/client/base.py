@@ -22,7 +22,7 @@ from ..reply import Reply
 from . import dialog
 from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, prepare, prepare_items
-from .result import SendResult
+from ..result import SendResult
 from .settings import ClientSettings
 
 __all__ = ["ClientBase"]

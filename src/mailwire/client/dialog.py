@@ -37,7 +37,7 @@ from ..sasl import ClientMechanism, choose_mechanism
 from .bdat import pipelined_bdat
 from .lockstep import one_by_one
 from .pipeline import pipelined_data
-from .result import SendResult
+from ..result import SendResult
 from .steps import (
     UPGRADE, Program, Read, Request, Write, checked_data_reply, command, leaves_connection_usable, read,
 )

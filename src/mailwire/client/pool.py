@@ -35,22 +35,17 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from ..errors import ConnectionClosed, MailwireError, SMTPError
+from ..errors import ConnectionClosed, MailwireError, PoolClosed, SMTPError
 from ..protocol.params import MailOptions
 from .aio import AsyncLMTPClient, AsyncSMTPClient
 from .transaction import Transaction
 from .prepare import MessageLike, RcptOptionsArg, outcome_or_raise
-from .result import SendResult
+from ..result import SendResult
 
-__all__ = ["SMTPPool", "PoolClosed"]
+__all__ = ["SMTPPool", "LMTPPool", "PoolClosed"]
 
 log = logging.getLogger("mailwire.client.pool")
 SHARE_RUNS = 2  # a worker's share of a burst: at most this many batches
-
-
-class PoolClosed(RuntimeError):
-    """The pool was closed before this message was handed to a connection:
-    it was not sent."""
 
 
 @dataclass(slots=True)
@@ -64,10 +59,16 @@ class _Job:
 
 
 class SMTPPool:
+    """Up to ``size`` ``AsyncSMTPClient`` connections to one server, sharing
+    the messages handed to ``send`` (see the module docstring). The other
+    keywords are the clients' (``tls``, ``auth``, ``timeout`` ...)."""
+
+    client_class: type[AsyncSMTPClient] = AsyncSMTPClient
+
     def __init__(
         self, host: str = "localhost", port: int | None = None, *, size: int = 10,
         batch: int = 100, max_messages: int | None = None, max_age: float | None = None,
-        min_backoff: float = 0.1, max_backoff: float = 30.0, lmtp: bool = False, **settings: Any,
+        min_backoff: float = 0.1, max_backoff: float = 30.0, **settings: Any,
     ) -> None:
         if size < 1 or batch < 1:
             raise ValueError("size and batch must be at least 1")
@@ -76,9 +77,7 @@ class SMTPPool:
         self.max_messages, self.max_age = max_messages, max_age
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.settings = settings
-        # LMTP connections (RFC 2033) report one reply per recipient.
-        self._client_class = AsyncLMTPClient if lmtp else AsyncSMTPClient
-        self._client_class(host, port, **settings)  # a bad setting fails here, not in a worker
+        self.client_class(host, port, **settings)  # a bad setting fails here, not in a worker
         # Jobs, and one None per worker when the pool closes.
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._workers: set[asyncio.Task[None]] = set()
@@ -105,7 +104,7 @@ class SMTPPool:
         caller that wants to know the server takes its session before it
         queues anything, without a connection beyond ``size`` to find out."""
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise PoolClosed("the pool is closed")
         self._ready.append((await self._open(), time.monotonic()))
 
     async def send(
@@ -115,7 +114,7 @@ class SMTPPool:
     ) -> SendResult:
         """Send one message on some connection; raises as ``SMTPClient.send``."""
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise PoolClosed("the pool is closed")
         job = _Job(message, mail_from, rcpt_to, mail_options, rcpt_options)
         self._queue.put_nowait(job)
         if not self._workers or (
@@ -200,7 +199,7 @@ class SMTPPool:
         return await self._attempt()  # the attempt we queued behind succeeded: go together
 
     async def _attempt(self) -> AsyncSMTPClient:
-        client = self._client_class(self.host, self.port, auto_reconnect=False, **self.settings)
+        client = self.client_class(self.host, self.port, auto_reconnect=False, **self.settings)
         level = self._backoff
         try:
             await client.connect()
@@ -344,3 +343,10 @@ def _fail(jobs: list[_Job], err: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(err)
+
+
+class LMTPPool(SMTPPool):
+    """A pool of ``AsyncLMTPClient`` connections (RFC 2033): one reply per
+    recipient, as ``LMTPClient`` is to ``SMTPClient``."""
+
+    client_class = AsyncLMTPClient

@@ -20,7 +20,7 @@ from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
 from ..protocol.params import MailOptions, RcptOptions, mail_params_text, rcpt_params_text
 from .transaction import Transaction
-from .result import SendResult
+from ..result import SendResult
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 
 __all__ = ["MessageLike", "RcptOptionsArg", "Item", "prepare", "prepare_items", "outcome_or_raise"]

@@ -24,7 +24,7 @@ from ..reply import Reply
 from . import dialog
 from .dialog import AuthArg, Program, TLSMode, Transaction
 from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
-from .result import SendResult
+from ..result import SendResult
 from .base import ClientBase
 from .settings import local_name
 from .transport import SyncTransport, open_socket
@@ -151,7 +151,7 @@ class SMTPClient(ClientBase):
         others were accepted are in ``result.refused``.
         """
         txn = self.prepare(message, mail_from, rcpt_to, mail_options=mail_options, rcpt_options=rcpt_options)
-        return outcome_or_raise(self._transact([txn])[0])
+        return outcome_or_raise(self.transact([txn])[0])
 
     def send_many(self, items: Iterable[Item]) -> list[SendResult | SMTPError]:
         """Send many messages pipelined across transactions.
@@ -159,9 +159,11 @@ class SMTPClient(ClientBase):
         Items are messages or ``(message, mail_from, rcpt_to)``; the outcome of
         each is its result or the error that refused it.
         """
-        return self._transact(self._prepare_items(items))
+        return self.transact(self._prepare_items(items))
 
-    def _transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
+    def transact(self, batch: list[Transaction]) -> list[SendResult | SMTPError]:
+        """Send transactions made by ``prepare`` in one pipelined run; one
+        outcome each, as ``send_many``."""
         return self._run(self._transactions(batch))
 
     # -- other commands --------------------------------------------------

@@ -24,7 +24,7 @@ from ..protocol.events import Mail, MessageData, Rcpt
 from ..protocol.params import MailOptions, RcptOptions
 from ..protocol.pending import end_of_data_replies
 from ..reply import Reply
-from .result import SendResult
+from ..result import SendResult
 from .steps import Program, Write, read_many
 
 __all__ = ["Transaction", "CHUNK", "write_content", "read_final"]
