@@ -85,7 +85,7 @@ class ReceiveBuffer:
             pos = end + 2
         return lines
 
-    def fullmatch(self, pattern: re.Pattern[bytes], limit: int, *, lines: int | None = None) -> bool:
+    def fullmatch(self, pattern: re.Pattern[bytes], limit: int, lines: int | None = None) -> bool:
         """Whether the unread bytes, at most ``limit`` of them (and exactly
         ``lines`` CRLF-ended lines, if given), all match ``pattern``; reads
         nothing."""

@@ -37,10 +37,17 @@ from .commands import format_command
 from .data import DotStuffer
 from .events import NEED_DATA, Bdat, Closed, Ehlo, EndOfData, Helo, Lhlo, MessageData, NeedData, RawCommand
 from .lookahead import PreparedWrite, Sendable, judge, prepare_write
-from .pending import UNSOLICITED, PendingReplies
+from .pending import PendingReplies
 from .state import CLIENT_REPLY, CLIENT_SEND, ClientState
 
 __all__ = ["ClientConnection", "ClientState", "Sendable", "PreparedWrite", "prepare_write"]
+
+# The states the hot paths test, bound once: an enum member looked up on its
+# class is a descriptor call, paid on every send and every read otherwise.
+_READY, _CONTENT, _DATA_WAIT, _BDAT_CONTENT, _TLS_HANDSHAKE = (
+    ClientState.READY, ClientState.CONTENT, ClientState.DATA_WAIT, ClientState.BDAT_CONTENT,
+    ClientState.TLS_HANDSHAKE,
+)
 
 # The memo of one-line replies: lines up to this long, this many of them.
 _MEMO_LINE = 80
@@ -110,17 +117,26 @@ class ClientConnection:
         """
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
-        if type(event) is PreparedWrite:
-            return self._send_group(event)
         kind = type(event)
+        if kind is PreparedWrite:
+            assert isinstance(event, PreparedWrite)
+            if self.state is not event.start:
+                raise LocalProtocolError(f"cannot send {type(event.events[0]).__name__} while {self.state.value}")
+            if event.start is _CONTENT and self._stuffer is not None:
+                raise LocalProtocolError("prepared content must start a message sent with DATA")
+            self.state = event.end
+            self.pending.extend(event.expect)
+            # Over LMTP an end of data is owed a reply per recipient: no plain group.
+            self._plain = 0 if self.lmtp else event.plain
+            return event.data
         next_state = CLIENT_SEND[self.state].get(kind)
         if next_state is None:
             raise LocalProtocolError(f"cannot send {kind.__name__} while {self.state.value}")
         self._plain = 0
         if isinstance(event, MessageData):
             data = self._content(event.data)
-            if self.state is ClientState.BDAT_CONTENT and self._bdat_remaining == 0:
-                next_state = ClientState.READY
+            if self.state is _BDAT_CONTENT and self._bdat_remaining == 0:
+                next_state = _READY
         elif isinstance(event, EndOfData):
             # No MessageData at all is the empty message: just the terminator.
             data = (self._stuffer or DotStuffer()).end()
@@ -134,22 +150,10 @@ class ClientConnection:
                 self._bdat_remaining = event.size
                 ends_message = event.last
                 if not event.size:
-                    next_state = ClientState.READY
+                    next_state = _READY
             self.pending.expect((kind, ends_message))
         self.state = next_state
         return data
-
-    def _send_group(self, prepared: PreparedWrite) -> bytes:
-        if self.state is not prepared.start:
-            kind = type(prepared.events[0]).__name__
-            raise LocalProtocolError(f"cannot send {kind} while {self.state.value}")
-        if prepared.start is ClientState.CONTENT and self._stuffer is not None:
-            raise LocalProtocolError("prepared content must start a message sent with DATA")
-        self.state = prepared.end
-        self.pending.expect_all(prepared.expect)
-        # Over LMTP an end of data is owed a reply per recipient: no plain group.
-        self._plain = 0 if self.lmtp else prepared.plain
-        return prepared.data
 
     def send_raw(self, command: RawCommand) -> bytes:
         """The escape hatch: ``command`` as a line, outside the state table.
@@ -187,18 +191,18 @@ class ClientConnection:
         """
         if self._closing or self._broken is not None:
             return False
-        if self.state is ClientState.CONTENT:
+        if self.state is _CONTENT:
             # Replies still expected here were judged before they were taken.
             return bool(self.pending) or self.pending.accepted > 0
-        if self.state is not ClientState.DATA_WAIT or self._lines or self._peer_closed:
+        if self.state is not _DATA_WAIT or self._lines or self._peer_closed:
             return False
         if not judge(self.pending, self._plain, self._one_line_cap, self._one_line_code):
             return False
-        self.state = ClientState.CONTENT
+        self.state = _CONTENT
         return True
 
     def _content(self, chunk: bytes) -> bytes:
-        if self.state is ClientState.BDAT_CONTENT:
+        if self.state is _BDAT_CONTENT:
             if len(chunk) > self._bdat_remaining:
                 raise LocalProtocolError(
                     f"BDAT chunk overrun: {len(chunk)} bytes given, {self._bdat_remaining} announced"
@@ -214,8 +218,8 @@ class ClientConnection:
         3207 4.2), and forget anything received before it (5). Legal after
         the 220 to STARTTLS, and on a raw connection whenever the program
         says so (see ``send_raw``)."""
-        if self.state is ClientState.TLS_HANDSHAKE:
-            self.state = ClientState.READY
+        if self.state is _TLS_HANDSHAKE:
+            self.state = _READY
         elif not self._raw:
             raise LocalProtocolError(f"no TLS handshake expected while {self.state.value}")
         self.capabilities = None
@@ -228,7 +232,7 @@ class ClientConnection:
         """Feed bytes read from the server; ``b""`` means it closed the connection."""
         if not data:
             self._peer_closed = True
-        elif self.state is ClientState.TLS_HANDSHAKE:
+        elif self.state is _TLS_HANDSHAKE:
             self.discarded_after_starttls += len(data)
         else:
             self._buffer.feed(data)
@@ -315,14 +319,15 @@ class ClientConnection:
     def _answered(self, reply: Reply) -> None:
         if reply.code == 421:
             self._closing = True
-        command = self.pending.answer(reply.code)
-        if command is UNSOLICITED:
-            return  # e.g. 421 before closing: the driver decides
-        if not self.pending:
+        pending = self.pending
+        if not pending:
+            return  # unsolicited (e.g. 421 before closing): the driver decides
+        command = pending.answer(reply.code)
+        if not pending:
             next_state = CLIENT_REPLY.get((self.state, reply.code)) or CLIENT_REPLY.get((self.state, None))
             if next_state is not None:
                 self.state = next_state
-            if self.state is ClientState.TLS_HANDSHAKE:
+            if self.state is _TLS_HANDSHAKE:
                 self.discarded_after_starttls += len(self._buffer)
                 self._buffer.clear()
         if reply.code == 250 and command in (Ehlo, Lhlo, Helo):

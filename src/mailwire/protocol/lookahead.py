@@ -118,7 +118,7 @@ def judge(pending: PendingReplies, plain: int, cap: int, one_line_code: Callable
     line: its code if it is a whole one-line reply, else None.
     """
     unread = pending.unread
-    if plain and len(pending) == plain and unread.fullmatch(_PLAIN_GROUP, cap, lines=plain):
+    if plain and len(pending) == plain and unread.fullmatch(_PLAIN_GROUP, cap, plain):
         # The replies to a prepared group whose RCPT came last before DATA,
         # all plain 2xx lines but DATA's 354 (so that RCPT was accepted), no
         # longer in all than one line may be, so no line is too long.

@@ -19,7 +19,7 @@ replaying on a copy the very accounting (``answer``) that taking them applies.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Optional
 
 from .buffer import ReceiveBuffer
@@ -53,43 +53,35 @@ def end_of_data_replies(accepted: int, lmtp: bool) -> int:
     return accepted if lmtp and accepted else 1
 
 
-class PendingReplies:
-    """What the replies still expected answer, in order, and the recipients
-    the open transaction got accepted so far (see the module docstring)."""
+class PendingReplies(deque[Expected]):
+    """What the replies still expected answer, in order (the entries of this
+    deque, first to be answered first), and the recipients the open
+    transaction got accepted so far (see the module docstring).
 
-    __slots__ = ("lmtp", "accepted", "unread", "_queue", "_owed")
+    A deque, so that what the connection asks of it on every reply (is
+    anything expected? how much?) costs no Python call. It is the
+    connection's to change (``expect``, ``answer``); anyone else reads it.
+    """
+
+    __slots__ = ("lmtp", "accepted", "unread", "_owed")
 
     def __init__(self, unread: ReceiveBuffer, *, lmtp: bool = False) -> None:
+        super().__init__([(None, False)])  # the greeting
         self.lmtp = lmtp
         self.accepted = 0  # RCPTs of the open transaction answered 2xx/3xx
         self.unread = unread  # bytes received, not parsed yet: read it, never take from it
-        self._queue: deque[Expected] = deque([(None, False)])  # the greeting
         self._owed = 0  # replies still owed to the first entry, once its first came
 
-    def __len__(self) -> int:
-        """Replies still expected (an LMTP end of data counts once)."""
-        return len(self._queue)
-
-    def __bool__(self) -> bool:
-        return bool(self._queue)
-
-    def __iter__(self) -> Iterator[Expected]:
-        return iter(self._queue)
-
-    def expect(self, entry: Expected) -> None:
-        self._queue.append(entry)
-
-    def expect_all(self, entries: Iterable[Expected]) -> None:
-        self._queue.extend(entries)
+    expect = deque.append
+    expect_all = deque.extend
 
     def answer(self, code: int) -> type | None | _Unsolicited:
         """Account for the next reply, of ``code``: the command it answers
         (None for the greeting), or ``UNSOLICITED``. The entry stays first
         while an LMTP end of data is owed more replies."""
-        queue = self._queue
-        if not queue:
+        if not self:
             return UNSOLICITED
-        command, ends_message = queue[0]
+        command, ends_message = self[0]
         if command in _RESETS:
             self.accepted = 0
         elif command is Rcpt and code < 400:
@@ -100,7 +92,7 @@ class PendingReplies:
             if self._owed:
                 return command  # more replies to come for this message
             self.accepted = 0  # its transaction is over
-        queue.popleft()
+        self.popleft()
         return command
 
     def replay(self, codes: Iterator[int | None]) -> tuple[int, int] | None:
@@ -109,10 +101,11 @@ class PendingReplies:
         then). None if ``codes`` runs out first, or yields None (a reply that
         cannot be judged). For looking ahead; this account is left as it is."""
         copy = PendingReplies(self.unread, lmtp=self.lmtp)
-        copy._queue = deque(self._queue)
+        copy.clear()
+        copy.extend(self)
         copy.accepted, copy._owed = self.accepted, self._owed
         code: int | None = 0
-        while copy._queue:
+        while copy:
             code = next(codes, None)
             if code is None:
                 return None
