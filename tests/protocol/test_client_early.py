@@ -72,7 +72,7 @@ def in_group(*, rcpts: int = 1, lmtp: bool = False, before: int = 1, limits: Lim
     replies(client, b"250 ok\r\n" + b"250 ok\r\n" * (before if lmtp else 1) + b"354 go\r\n")
     assert client.state is S.CONTENT
     client.send(prepare_write([MessageData(b"first\r\n"), EndOfData(), Mail("a@x.org"),
-                                        *[Rcpt(f"r{i}@x.org") for i in range(rcpts)], Data()]))
+                               *[Rcpt(f"r{i}@x.org") for i in range(rcpts)], Data()]))
     assert client.state is S.DATA_WAIT
     return client
 

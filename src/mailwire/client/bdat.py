@@ -253,7 +253,7 @@ def _read_flight(flight: _Flight, lmtp: bool) -> Program[None]:
         if flight.held is not None:
             return
     refused = txn.data_reply
-    finals = yield from read_many(end_of_data_replies(len(txn.accepted), lmtp))
+    finals = yield from read_many(txn.replies_to_end(lmtp))
     txn.take_final_replies(finals, lmtp)
     flight.delivered = any(reply.is_positive for reply in finals)
     flight.acted = flight.acted or flight.delivered

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from ..errors import LocalProtocolError
 from ..protocol.client import PreparedWrite, Sendable, prepare_write
 from ..protocol.events import Data, EndOfData, MessageData, Rset
-from ..protocol.pending import end_of_data_replies
 from .steps import Program, Read, Write, checked_data_reply, read_group
 from .transaction import CHUNK, Transaction, write_content
 
@@ -75,7 +74,7 @@ def pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
             yield Write([EndOfData(), *following])
         after = _opening(batch, i + 2)
         ahead = _ahead(batch[i + 1], after) if following else None
-        finals = end_of_data_replies(len(txn.accepted), lmtp)
+        finals = txn.replies_to_end(lmtp)
         request = Read(finals + len(following), ahead)
         replies = yield from read_group(request)
         sent = request.written

@@ -127,6 +127,11 @@ class Transaction:
         self.mail_reply = replies[0]
         self.rcpt_replies.update(zip(self.rcpt_to, replies[1:]))
 
+    def replies_to_end(self, lmtp: bool) -> int:
+        """How many replies its end of data gets (``end_of_data_replies``):
+        its recipients are counted only over LMTP, where they matter."""
+        return end_of_data_replies(len(self.accepted) if lmtp else 0, lmtp)
+
     def take_final_replies(self, replies: Sequence[Reply], lmtp: bool) -> None:
         """The replies to the end of the data: LMTP gives one per accepted
         recipient (``end_of_data_replies`` counts them)."""
@@ -158,5 +163,4 @@ def write_content(txn: Transaction, after: list[Sendable]) -> Program[None]:
 
 def read_final(txn: Transaction, lmtp: bool) -> Program[None]:
     """The replies to the end of the data, as many as it gets."""
-    count = end_of_data_replies(len(txn.accepted), lmtp)
-    txn.take_final_replies((yield from read_many(count)), lmtp)
+    txn.take_final_replies((yield from read_many(txn.replies_to_end(lmtp))), lmtp)

@@ -74,10 +74,6 @@ class ClientConnection:
         self._reply_size = 0
         self._peer_closed = False
         self._broken: RemoteProtocolError | None = None
-        # The reply count of the last prepared group if its usual replies
-        # are plain enough to judge in one match (see lookahead.judge), kept
-        # until a command goes out on its own.
-        self._plain = 0
         # The server said 421: it is closing, and no content may follow.
         self._closing = False
         # A line went out with send_raw: the program sequences the dialog.
@@ -117,22 +113,18 @@ class ClientConnection:
         """
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
-        kind = type(event)
-        if kind is PreparedWrite:
-            assert isinstance(event, PreparedWrite)
+        if isinstance(event, PreparedWrite):
             if self.state is not event.start:
                 raise LocalProtocolError(f"cannot send {type(event.events[0]).__name__} while {self.state.value}")
             if event.start is _CONTENT and self._stuffer is not None:
                 raise LocalProtocolError("prepared content must start a message sent with DATA")
             self.state = event.end
             self.pending.extend(event.expect)
-            # Over LMTP an end of data is owed a reply per recipient: no plain group.
-            self._plain = 0 if self.lmtp else event.plain
             return event.data
+        kind = type(event)
         next_state = CLIENT_SEND[self.state].get(kind)
         if next_state is None:
             raise LocalProtocolError(f"cannot send {kind.__name__} while {self.state.value}")
-        self._plain = 0
         if isinstance(event, MessageData):
             data = self._content(event.data)
             if self.state is _BDAT_CONTENT and self._bdat_remaining == 0:
@@ -143,7 +135,6 @@ class ClientConnection:
             self._stuffer = None
             self.pending.expect((EndOfData, True))
         else:
-            assert not isinstance(event, PreparedWrite)
             data = format_command(event)
             ends_message = False
             if isinstance(event, Bdat):
@@ -171,7 +162,6 @@ class ClientConnection:
         if self._broken is not None:
             raise LocalProtocolError(f"connection is broken: {self._broken}")
         data = format_command(command)
-        self._plain = 0
         self._raw = True
         self.pending.expect((RawCommand, False))
         return data
@@ -196,7 +186,7 @@ class ClientConnection:
             return bool(self.pending) or self.pending.accepted > 0
         if self.state is not _DATA_WAIT or self._lines or self._peer_closed:
             return False
-        if not judge(self.pending, self._plain, self._one_line_cap, self._one_line_code):
+        if not judge(self.pending, self._one_line_cap, self._one_line_code):
             return False
         self.state = _CONTENT
         return True

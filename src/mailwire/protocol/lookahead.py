@@ -53,9 +53,6 @@ class PreparedWrite:
     start: ClientState  # the state the group is sent from
     end: ClientState  # and the state it leaves
     expect: tuple[Expected, ...]  # the replies it asks for
-    # A group ending in RCPT, DATA: how many replies it asks for, which are
-    # usually plain enough to judge on their bytes at once; 0 otherwise.
-    plain: int = 0
 
 
 # Where a prepared group may start, by its first event: content only after a
@@ -102,24 +99,26 @@ def prepare_write(events: Iterable[Sendable]) -> PreparedWrite:
         state = next_state
     if stuffer is not None:
         raise LocalProtocolError("prepared content must end with EndOfData")
-    plain = len(expect) if len(expect) > 1 and expect[-1][0] is Data and expect[-2][0] is Rcpt else 0
-    return PreparedWrite(kept, tuple(parts), b"".join(parts), start, state, tuple(expect), plain)
+    return PreparedWrite(kept, tuple(parts), b"".join(parts), start, state, tuple(expect))
 
 
-def judge(pending: PendingReplies, plain: int, cap: int, one_line_code: Callable[[bytes], int | None]) -> bool:
+def judge(pending: PendingReplies, cap: int, one_line_code: Callable[[bytes], int | None]) -> bool:
     """Whether the replies ``pending`` still expects, all of them unread,
     allow content once taken: each a complete one-line reply, no 421, the
     last DATA's 354, some RCPT of its transaction accepted.
 
-    ``plain`` is the reply count of the last prepared group when it ended in
-    RCPT, DATA (see ``PreparedWrite``): then the usual case is one pattern
-    match over the unread bytes. ``cap`` is the longest a one-line reply may
-    be, CRLF included; ``one_line_code`` the connection's reading of one
-    line: its code if it is a whole one-line reply, else None.
+    ``cap`` is the longest a one-line reply may be, CRLF included;
+    ``one_line_code`` the connection's reading of one line: its code if it
+    is a whole one-line reply, else None.
     """
     unread = pending.unread
-    if plain and len(pending) == plain and unread.fullmatch(_PLAIN_GROUP, cap, plain):
-        # The replies to a prepared group whose RCPT came last before DATA,
+    count = len(pending)
+    if (
+        count > 1 and not pending.lmtp and pending[-1][0] is Data and pending[-2][0] is Rcpt
+        and unread.fullmatch(_PLAIN_GROUP, cap, count)
+    ):
+        # The usual group, judged in one C call: RCPT came last before DATA,
+        # and the replies are one a command (no LMTP end of data is pending),
         # all plain 2xx lines but DATA's 354 (so that RCPT was accepted), no
         # longer in all than one line may be, so no line is too long.
         return True

@@ -100,10 +100,9 @@ class PendingReplies(deque[Expected]):
         nothing more is expected: (the last code, the recipients accepted
         then). None if ``codes`` runs out first, or yields None (a reply that
         cannot be judged). For looking ahead; this account is left as it is."""
-        copy = PendingReplies(self.unread, lmtp=self.lmtp)
-        copy.clear()
-        copy.extend(self)
-        copy.accepted, copy._owed = self.accepted, self._owed
+        copy = PendingReplies.__new__(PendingReplies)
+        deque.__init__(copy, self)
+        copy.lmtp, copy.unread, copy.accepted, copy._owed = self.lmtp, self.unread, self.accepted, self._owed
         code: int | None = 0
         while copy:
             code = next(codes, None)
