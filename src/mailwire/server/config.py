@@ -17,6 +17,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
+from .clients import parse_networks
 
 __all__ = ["ServerConfig"]
 
@@ -39,6 +40,10 @@ class ServerConfig:
     chunking: bool = True
     dsn: bool = True
     smtputf8: bool = True
+    # Clients the per-address limits (Limits.connections_per_client, the AUTH
+    # failure budget) do not apply to: loopback, as Postfix exempts
+    # $mynetworks; see server/clients.py. () applies them to every client.
+    client_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.auth_mechanisms if m.upper() not in SERVER_MECHANISMS]
@@ -46,6 +51,7 @@ class ServerConfig:
             raise ValueError(f"unknown AUTH mechanisms: {unknown}; known: {sorted(SERVER_MECHANISMS)}")
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
+        parse_networks(self.client_limit_exempt)  # ValueError for a bad one, now
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""
