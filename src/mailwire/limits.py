@@ -79,7 +79,7 @@ class Limits:
     junk_commands: int = 100
     # Our own: commands answered for one connection before the event loop
     # turns to the others, so one client's pipelined flood cannot starve them.
-    commands_per_turn: int = 64
+    commands_per_turn: int = 16
     # Our own: octets of replies held for a client that does not read them
     # (unsent, in our buffer and the transport's) before its commands stop
     # being read; it is dropped if it still does not read after the idle timeout.

@@ -295,6 +295,11 @@ class SMTPConnection(FlowControl, BufferedReading):
         if self._writable is not None:
             await self._drained(self._timeout())
         elif turn_over:
+            # Read no more until what was read is answered (the next wait
+            # for input resumes reading), so a backlog cannot pile up.
+            if not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
             await asyncio.sleep(0)
 
     async def _drained(self, timeout: float) -> None:
@@ -506,6 +511,11 @@ class SMTPConnection(FlowControl, BufferedReading):
             event = core.next_event()
             if event is NEED_DATA:
                 self._flush()
+                if self._writable is not None:
+                    # That filled the client's unread replies: reading is
+                    # paused, and the task waits for the client to drain them.
+                    waiter.set_result(None)
+                    return True
                 self._next_deadline()
                 return True
             assert not isinstance(event, NeedData)
@@ -544,10 +554,18 @@ class SMTPConnection(FlowControl, BufferedReading):
         transport = self.transport
         if transport is None or self._lost:
             return
-        if not self._paused and not transport.is_closing():
-            transport.resume_reading()
-        if not self._answer_inline():
-            self._wakeup()
+        if self._answer_inline():
+            if self._yielding:
+                return  # another turn, reading still paused
+            waiter = self._wake
+            if waiter is not None and not waiter.done():
+                # Answered up to the end of what was read: read more.
+                if not self._paused and not transport.is_closing():
+                    transport.resume_reading()
+                return
+        # The task takes over: reading stays paused until it waits for input.
+        self._paused = True
+        self._wakeup()
 
     def _inline_kinds(self) -> frozenset[type]:
         """The events this session's methods let us answer without the task
