@@ -503,3 +503,25 @@ def test_connections_hold_no_dict_of_their_own(server_factory: Factory) -> None:
     connection = connections[0]
     assert not hasattr(connection, "__dict__")
     assert not hasattr(ServerConnection(), "__dict__")
+
+
+def test_a_closed_connection_whose_client_never_reads_is_let_go(server_factory: Factory) -> None:
+    """close() waits for the client to read what is left; one that never
+    reads must not hold its slot for ever: it is aborted after the timeout."""
+    from mailwire.errors import SMTPError
+
+    class Refusing:
+        async def new_session(self, info: SessionInfo) -> BaseSession:
+            raise SMTPError(554, "5.3.2", "x" * 4_000_000)  # more than any socket buffer holds
+
+    server = server_factory(Refusing(), limits=Limits(server_idle_timeout=1.0))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(server.address)
+        assert wait_for(lambda: server.connections == 1, timeout=5)
+        started = time.monotonic()
+        assert wait_for(lambda: server.connections == 0, timeout=15), "the slot is still held"
+        assert time.monotonic() - started >= 0.5
+    finally:
+        sock.close()

@@ -200,6 +200,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         if self.transport is None:
             return  # refused at accept: never admitted
         self._lost = True
+        self._deadline.cancel()
         self._release_waiters()
         self.server.release(self)
 
@@ -316,6 +317,10 @@ class SMTPConnection(FlowControl, BufferedReading):
             raise _Gone from None
 
     def _expired(self) -> None:
+        transport = self.transport
+        if transport is not None and transport.is_closing():
+            transport.abort()  # closed, and the client never read the last replies
+            return
         waiter = self._wake
         if waiter is not None and not waiter.done():
             waiter.set_exception(_Timeout())
@@ -416,8 +421,8 @@ class SMTPConnection(FlowControl, BufferedReading):
             transport.close()
             if transport.get_write_buffer_size():
                 # close() waits for the client to read what is left; one that
-                # never reads must not hold its slot for ever.
-                asyncio.get_running_loop().call_later(self._timeout(), transport.abort)
+                # never reads must not hold its slot for ever (see _expired).
+                self._arm(self._timeout())
 
     async def _read_proxy_header(self) -> None:
         loop = asyncio.get_running_loop()
