@@ -410,11 +410,15 @@ def measure_slowloris(server: Server, count: int, observe: float, source: str) -
 
 def _honest(tries: list[tuple[float, bytes]]) -> str:
     got = [t for t, code in tries if code == b"220"]
-    if not got:
-        return f"refused throughout ({len(tries)} tries)"
     if len(got) == len(tries):
         return "220 at once"
-    return f"refused until {got[0]:.0f} s, then 220"
+    refused = sum(code == b"421" for _, code in tries)
+    unanswered = len(tries) - len(got) - refused
+    how = ", ".join(part for part in (f"{refused} x 421" if refused else "",
+                                      f"{unanswered} x no answer in 2 s" if unanswered else "") if part)
+    if not got:
+        return f"no 220 in {len(tries)} tries ({how})"
+    return f"no 220 until {got[0]:.0f} s ({how}), then 220"
 
 
 # -- the run ---------------------------------------------------------------------------------------------
