@@ -302,13 +302,22 @@ def measure_unread(server: Server, count: int, command: bytes) -> str:
     block = command * (65536 // len(command))
     stalled = [0.0] * count
     started = time.monotonic()
-    while time.monotonic() - started < 60 and not all(s and time.monotonic() - s > 3.0 for s in stalled):
+    peak, steady_since = server.rss_kib(), time.monotonic()
+    # Until no client has been able to send for 3 s and the server's memory
+    # has not grown for 3 s: it stopped reading every one of them (at most 90 s).
+    while time.monotonic() - started < 90:
         for i, sock in enumerate(socks):
             try:
                 sock.send(block)
                 stalled[i] = 0.0
             except (BlockingIOError, OSError):
                 stalled[i] = stalled[i] or time.monotonic()
+        rss = server.rss_kib()
+        if rss > peak + 64:
+            peak, steady_since = rss, time.monotonic()
+        now = time.monotonic()
+        if all(s and now - s > 3.0 for s in stalled) and now - steady_since > 3.0:
+            break
         time.sleep(0.01)
     grown = server.rss_kib() - base
     open_now = sum(1 for sock in socks if _still_open(sock))
