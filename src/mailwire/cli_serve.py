@@ -40,6 +40,7 @@ from .limits import DEFAULT_LIMITS
 from .protocol.params import MailOptions, RcptOptions
 from .sasl import Credentials
 from .server.aio import SMTPServer
+from .server.clients import parse_networks
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
@@ -133,6 +134,69 @@ def _network(text: str) -> str:
         ) from None
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0: no limit), not {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """``CIDR[,CIDR...]`` or ``none``."""
+    if text.strip().lower() == "none":
+        return ()
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        parse_networks(networks)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (expected CIDR[,CIDR...] or none)") from None
+    return networks
+
+
+def _add_limit_options(serve: argparse.ArgumentParser) -> None:
+    """How much one client may take (see server/clients.py and Limits)."""
+    limits = serve.add_argument_group("limits (421 beyond each)")
+    limits.add_argument("--max-connections", type=_positive, metavar="N",
+                        help=f"connections at once (default {DEFAULT_LIMITS.connections})")
+    limits.add_argument("--max-per-client", type=_count, metavar="N",
+                        help=f"connections at once from one client address, a /64 for IPv6 (default "
+                             f"{DEFAULT_LIMITS.connections_per_client}; 0: no cap); not applied to "
+                             f"--client-limit-exempt")
+    limits.add_argument("--client-limit-exempt", type=_networks, metavar="CIDR,...",
+                        help="clients --max-per-client and the AUTH failure budget do not apply to "
+                             "(default: loopback, 127.0.0.0/8,::1, so local load tests are not capped; "
+                             "none: every client)")
+    limits.add_argument("--command-timeout", type=_timeout, metavar="SECONDS",
+                        help=f"time for a whole command line, trickled or not (default "
+                             f"{DEFAULT_LIMITS.server_idle_timeout:g}, RFC 5321 4.5.3.2.7)")
+    limits.add_argument("--data-timeout", type=_timeout, metavar="SECONDS",
+                        help=f"time a message's content starts with; it earns more at "
+                             f"{DEFAULT_LIMITS.min_data_rate} octets/s (default "
+                             f"{DEFAULT_LIMITS.server_data_timeout:g})")
+    limits.add_argument("--auth-delay", type=_seconds, metavar="SECONDS",
+                        help=f"a failed AUTH is answered after this times the client's failures so far "
+                             f"(default {DEFAULT_LIMITS.auth_failure_delay:g}; 0: at once)")
+
+
+_LIMIT_OPTIONS = {
+    "max_connections": "connections", "max_per_client": "connections_per_client",
+    "command_timeout": "server_idle_timeout", "data_timeout": "server_data_timeout",
+    "auth_delay": "auth_failure_delay",
+}
+
+
 def configure_parser(serve: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to its (sub)parser."""
     net = serve.add_argument_group("listening")
@@ -182,6 +246,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                        "(the default); certificates are verified")
     where.add_argument("--relay-auth", type=_user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
+    _add_limit_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -259,7 +324,9 @@ class ServeBackend:
         # taken does not say which names exist.
         good = credentials.check_password(stored if stored is not None else "\0unknown")
         if stored is None or not good or credentials.authzid not in ("", credentials.username):
-            log.warning("AUTH %s refused for %r", credentials.mechanism, credentials.username)
+            # Debug only: the server logs one line per client and window, not
+            # one per failure (a brute force made thousands).
+            log.debug("AUTH %s refused for %r", credentials.mechanism, credentials.username)
             raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
 
     def delivered(self, envelope: Envelope, recipients: Sequence[str]) -> None:
@@ -443,11 +510,15 @@ def plan(args: argparse.Namespace) -> _Plan:
     }
     if args.hostname:
         settings["hostname"] = args.hostname
+    limits: dict[str, int | float] = {
+        field: getattr(args, option) for option, field in _LIMIT_OPTIONS.items() if getattr(args, option) is not None
+    }
+    if args.client_limit_exempt is not None:
+        settings["client_limit_exempt"] = args.client_limit_exempt
     if args.unix_mode is not None:
         settings["unix_mode"] = args.unix_mode
     if args.proxy_from is not None:
         settings["proxy_from"] = tuple(args.proxy_from)
-    limits: dict[str, int] = {}
     if args.max_size is not None:
         limits["message_size"] = args.max_size
     if args.max_line is not None:

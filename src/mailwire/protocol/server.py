@@ -26,6 +26,7 @@ The DATA path touches each octet only in C (``bytes.find``/``replace``/
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Union
 
 from ..errors import LocalProtocolError
@@ -35,8 +36,8 @@ from .buffer import LineTooLong, ReceiveBuffer
 from .commands import parse_auth_response, parse_command
 from .data import BareLineEndings, DataReader, LineLengthCheck
 from .events import (
-    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo, Lhlo,
-    Mail, MessageData, NeedData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset,
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Expn, Helo, Help, Lhlo,
+    Mail, MessageData, NeedData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, Vrfy,
 )
 from .state import (
     SEQUENCE_HINTS, SERVER_COMMANDS, SERVER_FOREIGN, SERVER_GUARDS, SERVER_IDLE, Greeting,
@@ -54,6 +55,11 @@ BARE_LINE_ENDINGS = Reply.of(550, "5.5.2", "Message contains bare CR or LF (RFC 
 TOO_BIG = Reply.of(552, "5.3.4", "Message too big")
 SIZE_PARAM_TOO_BIG = Reply.of(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 6.1
 TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10
+
+# Commands that move no transaction forward (Postfix's smtpd_junk_command_limit
+# names NOOP, VRFY, ETRN and RSET; HELP, EXPN and the greetings do no more):
+# past limits.junk_commands without a delivery, each is an error.
+JUNK_COMMANDS = frozenset({Noop, Rset, Vrfy, Expn, Help, Ehlo, Helo, Lhlo})
 
 _S = ServerState
 _END_OF_DATA = b"\r\n.\r\n"
@@ -100,6 +106,20 @@ class _Chunk:
         self.refusal = refusal
 
 
+@lru_cache(maxsize=16)
+def _line_too_long(limit: int) -> Reply:
+    """One reply object per limit, not one per connection."""
+    return Reply.of(550, "5.6.0", f"Message has a line longer than {limit} octets (RFC 5321 4.5.3.1.6)")
+
+
+def _too_many_errors(hostname: str) -> Reply:
+    return Reply.of(421, "4.7.0", f"{hostname} Too many errors")
+
+
+_NO_VERBS: frozenset[str] = frozenset()
+_NO_FLAGS: frozenset[ServerFlag] = frozenset()
+
+
 class ServerConnection:
     """Sans-I/O SMTP (or LMTP) server.
 
@@ -130,12 +150,25 @@ class ServerConnection:
       raises) until ``tls_started()``; then EHLO is required again.
     * ``421`` may be sent at any moment and closes; after ``221`` to ``Quit``
       or a peer close, ``next_event`` keeps returning ``Closed``.
+    * Errors (``bad_commands``): a malformed or unknown line, a junk command
+      past ``limits.junk_commands`` since the last delivery, and an AUTH
+      exchange answered 5xx by the driver (a failed AUTH: RFC 4954 gives
+      no budget, so it counts as an error, as in Postfix). Past
+      ``limits.bad_commands`` the next event is a ``Rejected`` 421 that closes.
 
     ``extra_verbs``: verbs (beyond RFC 5321 and its extensions we parse) that
     the driver implements; they reach it as ``RawCommand``, any other unknown
     verb gets ``500 5.5.1`` from the core. ``tls=True`` says the connection is
     already encrypted (implicit TLS, RFC 8314), so STARTTLS is out of sequence.
     """
+
+    # A server holds one of these per client, thousands at once: no __dict__.
+    __slots__ = (
+        "limits", "lmtp", "hostname", "bare_line_endings", "extra_verbs", "state", "flags",
+        "accepted_recipients", "message_size", "bad_commands", "junk_commands", "discarded_after_starttls",
+        "_buffer", "_hello", "_peer_closed", "_skipping", "_reader", "_refusal", "_chunk", "_chunk_lines",
+        "_pending", "_copies", "_copy_key", "_due", "_answer", "_event",
+    )
 
     def __init__(
         self,
@@ -151,14 +184,16 @@ class ServerConnection:
         self.lmtp = lmtp
         self.hostname = hostname
         self.bare_line_endings = bare_line_endings
-        self.extra_verbs = frozenset(verb.upper() for verb in extra_verbs)
+        self.extra_verbs = frozenset(verb.upper() for verb in extra_verbs) if extra_verbs else _NO_VERBS
         self.state = ServerState.GREETING
-        self.flags: set[ServerFlag] = {ServerFlag.TLS} if tls else set()
+        # Replaced, never changed in place: most sessions share the empty one.
+        self.flags: frozenset[ServerFlag] = frozenset({ServerFlag.TLS}) if tls else _NO_FLAGS
         # Positive replies to RCPT in this transaction (LMTP: replies owed at its end).
         self.accepted_recipients = 0
         # Content octets of the current message so far (all BDAT chunks together).
         self.message_size = 0
         self.bad_commands = 0
+        self.junk_commands = 0  # since the last message delivered
         self.discarded_after_starttls = 0
         self._buffer = ReceiveBuffer()
         self._hello = "LHLO" if lmtp else "EHLO/HELO"
@@ -169,9 +204,6 @@ class ServerConnection:
         self._chunk: _Chunk | None = None
         # Line lengths across the BDAT chunks of a text (not BINARYMIME) message.
         self._chunk_lines: LineLengthCheck | None = None
-        self._line_too_long = Reply.of(
-            550, "5.6.0", f"Message has a line longer than {limits.text_line} octets (RFC 5321 4.5.3.1.6)"
-        )
         self._pending: _Answer | None = None  # decided, handed out by the next call
         self._copies = 0  # LMTP: further copies of a content refusal still owed
         self._copy_key: type | None = None
@@ -284,12 +316,15 @@ class ServerConnection:
             return self._bad(TOO_LONG)
         return self._command(_parse(line))
 
+    def _error(self) -> bool:
+        """Count an error; True once there are too many (the session must end)."""
+        self.bad_commands += 1
+        return self.bad_commands > self.limits.bad_commands
+
     def _bad(self, reply: Reply) -> ServerEvent:
         """A line refused as malformed: counted, and too many end the session."""
-        self.bad_commands += 1
-        if self.bad_commands > self.limits.bad_commands:
-            closing = Reply.of(421, "4.7.0", f"{self.hostname} Too many errors")
-            return self._hand_out(Rejected(closing, close=True), 1, None)
+        if self._error():
+            return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
         # A malformed answer to a 334 aborts the AUTH exchange (RFC 4954 4).
         answer = AuthResponse if self.state is ServerState.AUTH else None
         return self._hand_out(Rejected(reply), 1, answer)
@@ -302,6 +337,11 @@ class ServerConnection:
             isinstance(event, RawCommand) and event.verb not in self.extra_verbs
         ):
             return self._bad(UNRECOGNIZED)
+        if kind in JUNK_COMMANDS:
+            self.junk_commands += 1
+            junk = self.limits.junk_commands
+            if junk and self.junk_commands > junk and self._error():
+                return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
         refusal = self._refusal_for(event)
         if isinstance(event, Bdat):
             return self._start_chunk(event, refusal)
@@ -352,7 +392,7 @@ class ServerConnection:
             lines.feed(piece)
             if lines.exceeded:
                 # Swallow the rest of the chunk; its reply refuses the message.
-                self._refusal = self._line_too_long
+                self._refusal = _line_too_long(self.limits.text_line)
                 taken = False
         emit = bool(piece) and taken
         if emit:
@@ -397,7 +437,7 @@ class ServerConnection:
             elif reader.bare_line_endings and reader.policy is BareLineEndings.REFUSE:
                 self._refusal = BARE_LINE_ENDINGS
             elif reader.lines.exceeded:
-                self._refusal = self._line_too_long
+                self._refusal = _line_too_long(self.limits.text_line)
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
@@ -463,9 +503,17 @@ class ServerConnection:
                 self.accepted_recipients += 1
             elif key is Mail:
                 if isinstance(event, Mail) and event.options.body == "BINARYMIME":
-                    self.flags.add(ServerFlag.BINARYMIME)
+                    self.flags = self.flags | {ServerFlag.BINARYMIME}
             elif key is Auth or key is AuthResponse:
-                self.flags.add(ServerFlag.AUTHENTICATED)
+                self.flags = self.flags | {ServerFlag.AUTHENTICATED}
+            elif key is EndOfData:
+                self.junk_commands = 0  # Postfix: reset after mail is delivered
+        elif (
+            reply.code >= 500 and (key is Auth or key is AuthResponse)
+            and not isinstance(event, Rejected) and self._error()
+        ):
+            # A failed AUTH is an error; past the limit the next event closes.
+            self._pending = (Rejected(_too_many_errors(self.hostname), close=True), 1, None)
         if target is not None:
             self._enter(target)
         if self._copies:
@@ -478,7 +526,8 @@ class ServerConnection:
         if state in SERVER_IDLE:
             self.accepted_recipients = 0
             self.message_size = 0
-            self.flags.discard(ServerFlag.BINARYMIME)
+            if ServerFlag.BINARYMIME in self.flags:
+                self.flags = self.flags - {ServerFlag.BINARYMIME}
             self._reader = None
             self._refusal = None
             self._chunk_lines = None
@@ -502,7 +551,6 @@ class ServerConnection:
         """
         if self.state is not ServerState.TLS_HANDSHAKE:
             raise LocalProtocolError(f"no TLS handshake expected while {self.state.value}")
-        self.flags.discard(ServerFlag.AUTHENTICATED)
-        self.flags.add(ServerFlag.TLS)
+        self.flags = (self.flags - {ServerFlag.AUTHENTICATED}) | {ServerFlag.TLS}
         self._buffer.clear()
         self._enter(ServerState.FRESH)

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from .clients import ClientTable
 from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
 from .session import Backend, FunctionBackend, Handler
@@ -40,19 +41,36 @@ class SMTPServer:
         self._connections: set[SMTPConnection] = set()
         self._unix_paths: list[str] = []
         self._closing = False
+        # Per client address, across connections: see clients.py.
+        self.clients = ClientTable(self.config.limits, self.config.client_limit_exempt)
 
     # -- connections ---------------------------------------------------------------
 
     def admit(self, connection: SMTPConnection) -> bool:
         if self._closing or len(self._connections) >= self.config.limits.connections:
-            log.warning("refusing a connection: %d open (limit %d)", len(self._connections),
-                        self.config.limits.connections)
+            if self.clients.refusal_log("*"):  # a flood of refusals is one line a minute
+                log.warning("refusing connections: %d open (limit %d)", len(self._connections),
+                            self.config.limits.connections)
             return False
         self._connections.add(connection)
         return True
 
+    def admit_client(self, connection: SMTPConnection, key: str | None) -> bool:
+        """Count ``connection`` against its client's share (``key``, from
+        ``clients.key``); False if that client holds all it may."""
+        if self.clients.connect(key):
+            connection.client_key = key
+            return True
+        assert key is not None
+        if self.clients.refusal_log(key):
+            log.warning("refusing connections from %s: %d open (limit %d per client)", key,
+                        self.clients.connections(key), self.config.limits.connections_per_client)
+        return False
+
     def release(self, connection: SMTPConnection) -> None:
         self._connections.discard(connection)
+        self.clients.disconnect(connection.client_key)
+        connection.client_key = None
 
     @property
     def connections(self) -> int:

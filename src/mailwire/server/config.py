@@ -19,6 +19,7 @@ from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
 from .envelope import Address
 from .proxy_protocol import Network, proxy_networks, trusted_proxy
+from .clients import parse_networks
 
 __all__ = ["ServerConfig", "check_unix_mode"]
 
@@ -54,6 +55,10 @@ class ServerConfig:
     # Postfix's own for its sockets, 0666: access is controlled by the
     # directory the socket is put in, not by the socket.
     unix_mode: int = 0o666
+    # Clients the per-address limits (Limits.connections_per_client, the AUTH
+    # failure budget) do not apply to: loopback, as Postfix exempts
+    # $mynetworks; see server/clients.py. () applies them to every client.
+    client_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.auth_mechanisms if m.upper() not in SERVER_MECHANISMS]
@@ -69,6 +74,7 @@ class ServerConfig:
     def proxy_trusted(self, peer: Address | None) -> bool:
         """May this peer send a PROXY header (see ``proxy_from``)?"""
         return trusted_proxy(peer, self._proxy_networks)
+        parse_networks(self.client_limit_exempt)  # ValueError for a bad one, now
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""

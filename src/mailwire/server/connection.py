@@ -8,11 +8,23 @@ collected and written together when the core needs more input, so a client
 pipelining a whole transaction gets its replies in one segment.
 
 The connection never holds unbounded memory: reading pauses while the core has
-more than ``limits.receive_buffer`` octets unread, and event processing waits
-while the transport's write buffer is full (a client that never reads its
-replies stops being read). Every wait has a timeout that ends in 421.
-Exceptions from the backend other than ``SMTPError`` become ``451 4.3.0``, are
-logged, and the session goes on.
+more than ``limits.receive_buffer`` octets unread, and once the replies a
+client has not read pass ``limits.reply_buffer`` (ours and the transport's),
+reading stops until it reads them; if it does not within the timeout it is
+dropped. Exceptions from the backend other than ``SMTPError`` become
+``451 4.3.0``, are logged, and the session goes on.
+
+A slot cannot be held for free. Timeouts are deadlines, not idle timers: a
+command line must be complete ``server_idle_timeout`` after the server was
+ready for it, and a message's content (DATA, or every BDAT chunk of one
+message) starts with ``server_data_timeout`` and earns more only at
+``min_data_rate`` octets a second (Postfix's per-request deadline), so a
+trickle of bytes re-arms nothing; a deadline passed is a 421. One
+connection answers at most ``commands_per_turn`` commands before the event
+loop serves the others (in ``data_received``: stop reading, resume with
+``call_soon``). A failed AUTH is answered only after a delay that grows with
+the client's failures (``asyncio.sleep``, so the loop never blocks, and the
+commands pipelined behind it wait their turn).
 """
 
 from __future__ import annotations
@@ -39,7 +51,8 @@ from ..reply import (
     AUTH_CANCELLED, AUTH_OK, BYE, CANNOT_VRFY, ENCRYPTION_REQUIRED, HELP, IDLE_TIMEOUT, LOCAL_ERROR,
     MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, READY_FOR_TLS, RECIPIENT_OK, SENDER_OK, SHUTTING_DOWN,
     START_DATA, chunk_accepted, greeting, helo_accepted,
-    SESSION_UNAVAILABLE, TLS_NOT_AVAILABLE, TOO_MANY_CONNECTIONS, UNKNOWN_MECHANISM, Reply,
+    SESSION_UNAVAILABLE, TLS_NOT_AVAILABLE, TOO_MANY_AUTH_FAILURES, TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT,
+    UNKNOWN_MECHANISM, Reply,
 )
 from ..sasl import Challenge, ServerMechanism, server_mechanism
 from .envelope import Envelope, SessionInfo, TLSInfo
@@ -68,6 +81,16 @@ class _Gone(Exception):
 
 
 class SMTPConnection(FlowControl, BufferedReading):
+    # A server holds thousands of these: no __dict__ (an attribute added
+    # here must be named here; _wake and _writable are FlowControl's).
+    __slots__ = (
+        "server", "config", "limits", "core", "info", "transport", "session", "task", "client_key",
+        "_out", "_out_size", "_paused", "_lost", "_proxy_buffer", "_envelope",
+        "_chunks", "_bdat_last", "_sasl", "_shutting_down", "_deadline", "_late", "_progressed",
+        "_content", "_yielding", "_auth_failures", "_stash", "_inline_events", "_after_handshake",
+        "_can_auth", "_caps_cache",
+    )
+
     def __init__(self, server: "SMTPServer") -> None:
         self.server = server
         config = server.config
@@ -81,7 +104,10 @@ class SMTPConnection(FlowControl, BufferedReading):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None
+        # The client's address as ServerConnection.clients counts it (None: not counted).
+        self.client_key: str | None = None
         self._out: list[bytes] = []
+        self._out_size = 0  # octets in _out
         self._wake: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
@@ -93,6 +119,11 @@ class SMTPConnection(FlowControl, BufferedReading):
         self._sasl: ServerMechanism | None = None
         self._shutting_down = False
         self._deadline = Deadline(self._expired)
+        self._late = False  # the deadline passed while the task was not waiting
+        self._progressed = True  # a whole command handled since the last wait
+        self._content = False  # inside a message's content: its deadline runs
+        self._yielding = False  # the inline path gave the loop a turn (reading paused)
+        self._auth_failures = 0
         self._stash: ServerEvent | None = None  # an event taken inline, for the task
         self._inline_events: frozenset[type] = frozenset()
         self._after_handshake: list[bytes] | None = None
@@ -121,7 +152,18 @@ class SMTPConnection(FlowControl, BufferedReading):
             return
         self.transport = transport
         self.info.peer = transport.get_extra_info("peername")
+        if not self.config.proxy_protocol and not self.server.admit_client(
+            self, self.server.clients.key(self.info.peer)
+        ):
+            # Behind a PROXY header the peer is the proxy: counted in _run, once
+            # the header has named the client.
+            transport.write(TOO_MANY_FROM_CLIENT.wire)
+            transport.close()
+            self._lost = True
+            return
         self.info.local = transport.get_extra_info("sockname")
+        # Replies a client has not read: past this, pause_writing stops reading it.
+        transport.set_write_buffer_limits(high=self.limits.reply_buffer)
         if self.config.implicit_tls:
             self._note_tls(implicit=True)
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -137,6 +179,10 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
+            if self._content:
+                self._earn(len(data))
+            if self._yielding:
+                return  # the next turn answers it
             if self._inline_events and self._answer_inline():
                 # Consumed up to the last whole line, or up to an event handed
                 # to the task; what is left is at most this one read.
@@ -172,42 +218,108 @@ class SMTPConnection(FlowControl, BufferedReading):
         if self.transport is None:
             return  # refused at accept: never admitted
         self._lost = True
+        self._deadline.cancel()
         self._release_waiters()
         self.server.release(self)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its commands
+        # too, until it does (_wait resumes once the transport has drained).
+        super().pause_writing()
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            if not self._yielding:
+                self.transport.pause_reading()
 
     # -- I/O helpers --------------------------------------------------------------
 
     def _reply(self, reply: Reply) -> None:
-        self._out.append(self.core.send(reply))
+        wire = self.core.send(reply)
+        self._out.append(wire)
+        self._out_size += len(wire)
 
     def _flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
         self._out.clear()
+        self._out_size = 0
 
     def shut_down(self) -> None:
         """The server is stopping: 421 at the next wait outside a message."""
         self._shutting_down = True
         self._wakeup()
 
-    async def _wait(self, timeout: float) -> None:
-        """Until more bytes arrive (or the client leaves); _Timeout after ``timeout``."""
+    def _wait(self, timeout: float | None = None) -> Awaitable[None]:
+        """Await it: until more bytes arrive (or the client leaves); _Timeout
+        once the deadline passes, the current one (see _next_deadline) or,
+        if given, ``timeout`` from now. Usually a bare future: no coroutine
+        frame is kept per waiting connection."""
         if self._lost:
             raise _Gone
         if self._shutting_down and not self._mid_message():
             raise _ShuttingDown
         self._flush()
         if self._writable is not None:
-            await self._drained(timeout)
+            return self._wait_drained(timeout)
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+        if timeout is None:
+            self._next_deadline()
+            if self._late:
+                raise _Timeout
+        else:
+            self._arm(timeout)
+        # Not cleared after: whoever resolves it checks done() first.
         self._wake = waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    async def _wait_drained(self, timeout: float | None) -> None:
+        await self._drained(self._timeout())
+        await self._wait(timeout)
+
+    def _arm(self, timeout: float) -> None:
+        self._late = False
         self._deadline.arm(timeout)
-        try:
-            await waiter
-        finally:
-            self._wake = None
+
+    def _next_deadline(self) -> None:
+        """Before each wait for the client. The deadline moves for progress
+        only: a command handled (the next line gets the idle timeout whole),
+        the start of a message's content (the data timeout), octets of
+        content (``_earn``). Partial lines and junk bytes move nothing."""
+        if self._progressed:
+            self._progressed = False
+            if not self._content:
+                self._arm(self.limits.server_idle_timeout)
+        if not self._content and self.core.receiving_content:
+            self._start_content()  # the octets of a refused BDAT chunk, swallowed
+
+    def _start_content(self) -> None:
+        """A message's content begins (354 to DATA, its first BDAT)."""
+        if not self._content:
+            self._content = True
+            self._arm(self.limits.server_data_timeout)
+
+    def _earn(self, octets: int) -> None:
+        """Content read: Postfix's smtpd_min_data_rate credit, capped at the
+        data timeout from now (min_data_rate 0: every read re-arms it)."""
+        rate = self.limits.min_data_rate
+        limit = self.limits.server_data_timeout
+        self._deadline.extend(octets / rate if rate else limit, limit)
+
+    async def _breathe(self, turn_over: bool) -> None:
+        """Between pipelined commands: send what is due; wait while the client
+        does not read it; give other connections the loop after a turn."""
+        self._flush()
+        if self._writable is not None:
+            await self._drained(self._timeout())
+        elif turn_over:
+            # Read no more until what was read is answered (the next wait
+            # for input resumes reading), so a backlog cannot pile up.
+            if not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            await asyncio.sleep(0)
 
     def _mid_message(self) -> bool:
         """Is a message's content arriving? In DATA, in a BDAT chunk, or
@@ -229,10 +341,17 @@ class SMTPConnection(FlowControl, BufferedReading):
             raise _Gone from None
 
     def _expired(self) -> None:
+        transport = self.transport
+        if transport is not None and transport.is_closing():
+            transport.abort()  # closed, and the client never read the last replies
+            return
         waiter = self._wake
         if waiter is not None and not waiter.done():
             waiter.set_exception(_Timeout())
-        # Not waiting for the client right now: the next wait sets a new deadline.
+        else:
+            # Not waiting for the client right now: the next wait times out
+            # unless the client has made progress since.
+            self._late = True
 
     async def _call(self, step: Awaitable[Any]) -> Reply | None:
         """Run a backend step: None if it went through, else the reply refusing it."""
@@ -248,31 +367,35 @@ class SMTPConnection(FlowControl, BufferedReading):
     # -- the session --------------------------------------------------------------
 
     async def _run(self) -> None:
-        try:
-            if self._proxy_buffer is not None:
-                await self._read_proxy_header()
-            self.session = await self.server.backend.new_session(self.info)
-            self._can_auth = isinstance(self.session, AuthSession)
-            self._inline_events = self._inline_kinds()
-        except SMTPError as err:
-            self._out.append(err.reply.wire)
-            self._close()
+        """The connection's task: from the greeting to the close. The loop
+        over the core's events is written out here rather than in a
+        coroutine of its own, so that an idle connection is this one frame
+        awaiting a future (thousands of them are held at once)."""
+        if not await self._open():
             return
-        except (_Gone, _Timeout, ProxyHeaderError) as err:
-            if isinstance(err, ProxyHeaderError):
-                log.warning("bad PROXY header from %s: %s", self.info.peer, err)
-            self._close()
-            return
-        except Exception:
-            # A backend that cannot make a session: say so rather than leave
-            # the client waiting for a greeting that never comes.
-            log.exception("backend could not start a session for %s", self.info.peer)
-            self._out.append(SESSION_UNAVAILABLE.wire)
-            self._close()
-            return
+        assert self.session is not None
+        core = self.core
+        limits = self.limits
         try:
             self._reply(greeting(self.config.hostname, self.config.greeting))
-            await self._pump()
+            turn = 0  # events handled since the task last gave the loop away
+            while True:
+                event: ServerEvent | NeedData
+                if self._stash is not None:
+                    event, self._stash = self._stash, None  # taken by _answer_inline
+                else:
+                    event = core.next_event()
+                if event is NEED_DATA:
+                    turn = 0
+                    await self._wait()
+                    continue
+                assert not isinstance(event, NeedData)
+                if not await self._step(event):
+                    break
+                turn += 1
+                if turn >= limits.commands_per_turn or self._out_size > limits.reply_buffer:
+                    await self._breathe(turn >= limits.commands_per_turn)
+                    turn = 0
         except _Timeout:
             self._reply(IDLE_TIMEOUT)  # a 421 may answer anything, any time
         except _ShuttingDown:
@@ -295,11 +418,48 @@ class SMTPConnection(FlowControl, BufferedReading):
             await self._call(self.session.close())
             self._close()
 
+    async def _open(self) -> bool:
+        """The PROXY header if expected, then the backend's session; False
+        (the connection closed, with a reply if one is due) if none."""
+        try:
+            if self._proxy_buffer is not None:
+                await self._read_proxy_header()
+                if not self.server.admit_client(self, self.server.clients.key(self.info.peer)):
+                    self._out.append(TOO_MANY_FROM_CLIENT.wire)
+                    self._close()
+                    return False
+            self.session = await self.server.backend.new_session(self.info)
+            self._can_auth = isinstance(self.session, AuthSession)
+            self._inline_events = self._inline_kinds()
+            return True
+        except SMTPError as err:
+            self._out.append(err.reply.wire)
+        except (_Gone, _Timeout, ProxyHeaderError) as err:
+            if isinstance(err, ProxyHeaderError):
+                log.warning("bad PROXY header from %s: %s", self.info.peer, err)
+        except Exception:
+            # A backend that cannot make a session: say so rather than leave
+            # the client waiting for a greeting that never comes.
+            log.exception("backend could not start a session for %s", self.info.peer)
+            self._out.append(SESSION_UNAVAILABLE.wire)
+        self._close()
+        return False
+
     def _close(self) -> None:
         self._deadline.cancel()
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self._lost or transport.is_closing():
+            # Gone or closing already: asyncio's TLS transport must not be
+            # asked anything (it breaks with AttributeError once its
+            # connection is lost or it was closed).
+            return
+        unread = transport.get_write_buffer_size()
+        transport.close()
+        if unread:
+            # close() waits for the client to read what is left; one that
+            # never reads must not hold its slot for ever (see _expired).
+            self._arm(self._timeout())
 
     async def _read_proxy_header(self) -> None:
         loop = asyncio.get_running_loop()
@@ -328,21 +488,6 @@ class SMTPConnection(FlowControl, BufferedReading):
         if self._lost:
             self.core.receive_data(b"")
 
-    async def _pump(self) -> None:
-        core = self.core
-        while True:
-            event: ServerEvent | NeedData
-            if self._stash is not None:
-                event, self._stash = self._stash, None  # taken by _answer_inline
-            else:
-                event = core.next_event()
-            if event is NEED_DATA:
-                await self._wait(self._timeout())
-                continue
-            assert not isinstance(event, NeedData)
-            if not await self._step(event):
-                return
-
     def _timeout(self) -> float:
         limits = self.limits
         return limits.server_data_timeout if self.core.receiving_content else limits.server_idle_timeout
@@ -354,6 +499,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             return True
         if isinstance(event, Closed):
             return False
+        self._progressed = True
         await self._dispatch(event)
         if self._abandoned():
             assert self.session is not None
@@ -367,6 +513,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             return False
         self._envelope = None
         self._chunks.clear()
+        self._content = False
         return True
 
     def _step_inline(self, event: ServerEvent) -> bool:
@@ -375,6 +522,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         if type(event) is MessageData:
             self._chunks.append(event.data)
             return True
+        self._progressed = True
         _complete(_HANDLERS[type(event)](self, event))
         if self._abandoned():
             assert self.session is not None
@@ -399,11 +547,18 @@ class SMTPConnection(FlowControl, BufferedReading):
         ):
             return False
         core = self.core
+        limits = self.limits
+        turn = limits.commands_per_turn
         while True:
             event = core.next_event()
             if event is NEED_DATA:
                 self._flush()
-                self._deadline.arm(self._timeout())
+                if self._writable is not None:
+                    # That filled the client's unread replies: reading is
+                    # paused, and the task waits for the client to drain them.
+                    waiter.set_result(None)
+                    return True
+                self._next_deadline()
                 return True
             assert not isinstance(event, NeedData)
             if type(event) not in self._inline_events:
@@ -411,28 +566,66 @@ class SMTPConnection(FlowControl, BufferedReading):
                 waiter.set_result(None)
                 return True
             try:
-                if self._step_inline(event):
-                    continue
+                if not self._step_inline(event):
+                    waiter.set_result(None)  # the session is over: the task closes it
+                    return True
             except BaseException as err:
                 waiter.set_exception(err)  # raised in the task, where it waits
                 return True
-            waiter.set_result(None)  # the session is over: the task closes it
-            return True
+            turn -= 1
+            if turn <= 0 or self._out_size > limits.reply_buffer:
+                self._flush()
+                if self._writable is not None:
+                    waiter.set_result(None)  # the client is not reading: the task waits for it
+                    return True
+                if turn <= 0:
+                    self._yield_turn()
+                    return True
+
+    def _yield_turn(self) -> None:
+        """Give the other connections the loop: stop reading this one and
+        answer the rest of what it sent on the loop's next turn."""
+        self._yielding = True
+        assert self.transport is not None
+        if not self._paused:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._yielding = False
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._answer_inline():
+            if self._yielding:
+                return  # another turn, reading still paused
+            waiter = self._wake
+            if waiter is not None and not waiter.done():
+                # Answered up to the end of what was read: read more.
+                if not self._paused and not transport.is_closing():
+                    transport.resume_reading()
+                return
+        # The task takes over: reading stays paused until it waits for input.
+        self._paused = True
+        self._wakeup()
 
     def _inline_kinds(self) -> frozenset[type]:
-        """The events this session's methods let us answer without the task."""
+        """The events this session's methods let us answer without the task
+        (one shared set per answer: a connection keeps no copy of its own)."""
         kinds = {Ehlo, Helo, Lhlo, Data, Bdat, Noop, Help, Expn, RawCommand, MessageData, Rejected, Rset}
         if getattr(self.session, "runs_inline", False) and not self.config.lmtp:
             # The session says its methods never wait (BaseSession.runs_inline).
-            return frozenset({*kinds, Mail, Rcpt, EndOfData})
-        inherited = inherited_steps(self.session)
-        if "reset" not in inherited:
-            return frozenset()
-        if "mail" in inherited:
-            kinds.add(Mail)
-            if "rcpt" in inherited:
-                kinds.add(Rcpt)
-        return frozenset(kinds)
+            kinds |= {Mail, Rcpt, EndOfData}
+        else:
+            inherited = inherited_steps(self.session)
+            if "reset" not in inherited:
+                return _NO_KINDS
+            if "mail" in inherited:
+                kinds.add(Mail)
+                if "rcpt" in inherited:
+                    kinds.add(Rcpt)
+        found = frozenset(kinds)
+        return _INLINE_KINDS.setdefault(found, found)
 
     async def _dispatch(self, event: ServerEvent) -> None:
         handler = _HANDLERS.get(type(event))
@@ -489,13 +682,18 @@ class SMTPConnection(FlowControl, BufferedReading):
 
     async def _data(self, event: Data) -> None:
         self._bdat_last = True
+        self._start_content()
         self._reply(START_DATA)
 
     async def _bdat(self, event: Bdat) -> None:
         # No reply yet: the chunk's octets come first, then EndOfData or Rejected.
+        # All the chunks of one message are one content phase, one deadline.
         self._bdat_last = event.last
+        self._start_content()
 
     async def _end_of_data(self, event: EndOfData) -> None:
+        if self._bdat_last:
+            self._content = False  # the message is whole: commands again
         if not self._bdat_last:
             size = sum(len(c) for c in self._chunks)
             self._reply(chunk_accepted(size))
@@ -534,8 +732,9 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._reply(reply)
 
     async def _rejected(self, event: Rejected) -> None:
-        # The core decided the reply; if it ended the transaction, _pump
+        # The core decided the reply; if it ended the transaction, _step
         # forgets the envelope and its content.
+        self._content = False
         self._reply(event.reply)
 
     async def _rset(self, event: Rset) -> None:
@@ -545,7 +744,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         self._reply(OK)
 
     async def _quit(self, event: Quit) -> None:
-        self._reply(BYE)  # the core is now closed: _pump stops
+        self._reply(BYE)  # the core is now closed: _run stops
 
     async def _vrfy(self, event: Vrfy) -> None:
         session = self.session
@@ -598,6 +797,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         if transport is None:
             raise _Gone
         self.transport = transport
+        transport.set_write_buffer_limits(high=self.limits.reply_buffer)
         self.core.tls_started()
         early, self._after_handshake = self._after_handshake, None
         for data in early:
@@ -624,6 +824,12 @@ class SMTPConnection(FlowControl, BufferedReading):
             return
         if not (self.core.tls or self.config.allow_plaintext_auth):
             self._reply(ENCRYPTION_REQUIRED)
+            return
+        if self.server.clients.auth_refused(self.client_key):
+            # This address spent its failure budget: no more guesses until
+            # its window ends (the 421 closes the connection).
+            log.debug("AUTH from %s refused: too many failures", self.info.peer)
+            self._reply(TOO_MANY_AUTH_FAILURES)
             return
         offered = [m.upper() for m in self.config.auth_mechanisms]
         mechanism = server_mechanism(event.mechanism, self.config.hostname) if event.mechanism in offered else None
@@ -660,7 +866,41 @@ class SMTPConnection(FlowControl, BufferedReading):
             self.info.auth_identity = step.username
             self.info.auth_mechanism = step.mechanism
             log.info("%s authenticated as %s (%s)", self.info.peer, step.username, step.mechanism)
+        elif refusal.code >= 500:
+            await self._auth_failed(step.username)
         self._reply(refusal or AUTH_OK)
+
+    async def _auth_failed(self, username: str) -> None:
+        """The credentials were refused: count it for this connection and the
+        client's address, and answer only after a delay that grows with the
+        count (a sleep: the loop serves everyone else meanwhile, and what the
+        client pipelined behind waits its turn)."""
+        self._auth_failures += 1
+        clients = self.server.clients
+        failures = max(self._auth_failures, clients.auth_failed(self.client_key))
+        host = self.client_key or _host(self.info.peer)
+        if clients.auth_log(host):
+            budget = self.limits.auth_failures if self.client_key is not None else 0
+            log.warning(
+                "AUTH refused for %r from %s; its failures in the next %gs are counted, not logged%s",
+                username, host, self.limits.auth_failure_window,
+                f" (past {budget}, AUTH from there is refused)" if budget else "",
+            )
+        else:
+            log.debug("AUTH refused for %r from %s (failure %d)", username, host, failures)
+        delay = failures * self.limits.auth_failure_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _host(peer: object) -> str:
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer) if peer else "local"
+
+
+_NO_KINDS: frozenset[type] = frozenset()
+_INLINE_KINDS: dict[frozenset[type], frozenset[type]] = {}
 
 
 def _complete(step: Coroutine[Any, Any, T]) -> T:
