@@ -40,11 +40,10 @@ from .limits import DEFAULT_LIMITS
 from .protocol.params import MailOptions, RcptOptions
 from .sasl import Credentials
 from .server.aio import SMTPServer
-from .server.clients import parse_networks
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.proxy_protocol import proxy_networks
+from .server.networks import parse_networks
 from .server.session import BaseSession, Backend, LMTPSession, Session, inherited_steps
 
 __all__ = [
@@ -127,7 +126,7 @@ def _unix_mode(text: str) -> int:
 
 def _network(text: str) -> str:
     try:
-        return str(proxy_networks([text])[0])
+        return str(parse_networks([text])[0])
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1, not {text!r}"

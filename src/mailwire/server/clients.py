@@ -31,24 +31,11 @@ import time
 from collections.abc import Iterable
 
 from ..limits import Limits
+from .networks import in_networks, parse_networks, peer_ip
 
 __all__ = ["ClientTable", "LogThrottle"]
 
 log = logging.getLogger("mailwire.server")
-
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(networks: Iterable[str]) -> tuple[_Network, ...]:
-    """CIDR blocks (a bare address is a block of one); ValueError names a bad one."""
-    parsed = []
-    for text in networks:
-        try:
-            parsed.append(ipaddress.ip_network(text.strip().strip("[]"), strict=False))
-        except ValueError:
-            raise ValueError(f"not a network or address: {text!r}") from None
-    return tuple(parsed)
-
 
 class LogThrottle:
     """Says whether to log about ``key`` now: once per key per ``interval``."""
@@ -95,15 +82,8 @@ class ClientTable:
     def key(self, peer: object) -> str | None:
         """The name a peer is counted under, or None: not counted (an exempt
         network, a Unix socket, anything that is not an IP address)."""
-        if not isinstance(peer, tuple) or not peer:
-            return None
-        try:
-            ip = ipaddress.ip_address(str(peer[0]).partition("%")[0])  # without an IPv6 zone
-        except ValueError:
-            return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
-        if any(ip in network for network in self.exempt):
+        ip = peer_ip(peer)
+        if ip is None or in_networks(ip, self.exempt):
             return None
         if isinstance(ip, ipaddress.IPv6Address):
             return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"

@@ -18,8 +18,8 @@ from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
 from ..sasl import SERVER_MECHANISMS
 from .envelope import Address
-from .proxy_protocol import Network, proxy_networks, trusted_proxy
-from .clients import parse_networks
+from .networks import Network, parse_networks
+from .proxy_protocol import trusted_proxy
 
 __all__ = ["ServerConfig", "check_unix_mode"]
 
@@ -67,14 +67,14 @@ class ServerConfig:
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
         check_unix_mode(self.unix_mode)
-        networks = proxy_networks(self.proxy_from)
+        networks = parse_networks(self.proxy_from)
         object.__setattr__(self, "proxy_from", tuple(str(n) for n in networks))
         object.__setattr__(self, "_proxy_networks", networks)
+        parse_networks(self.client_limit_exempt)  # ValueError for a bad one, now
 
     def proxy_trusted(self, peer: Address | None) -> bool:
         """May this peer send a PROXY header (see ``proxy_from``)?"""
         return trusted_proxy(peer, self._proxy_networks)
-        parse_networks(self.client_limit_exempt)  # ValueError for a bad one, now
 
     def keywords(self, *, tls: bool, auth: bool) -> list[str]:
         """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""
