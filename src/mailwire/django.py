@@ -1,0 +1,643 @@
+"""A Django email backend on mailwire: ``EMAIL_BACKEND = "mailwire.django.EmailBackend"``.
+
+Django's own SMTP backend calls ``smtplib``'s ``sendmail`` once per message:
+four round trips a message (MAIL, RCPT, DATA, the content), one after
+another. This backend hands the whole list of ``send_messages`` to
+``SMTPClient.send_many`` on one connection: one round trip a message over
+DATA, a window of messages a round trip over BDAT (CHUNKING). With
+``pool_size`` above 1 the list is shared out over that many connections
+(``SMTPPool``, on an event loop of the backend's own: no thread).
+
+Everything else is meant to be Django's, so that swapping the setting changes
+nothing but the speed and the safety. The settings (``EMAIL_HOST`` ...) and
+the constructor's arguments (``host``, ``use_tls`` ...; on Django 6.1 the
+same names in a ``MAILERS`` entry's ``OPTIONS``) mean what they mean to
+Django's backend, with its defaults and its errors for contradictions. The
+envelope is made by Django's own address rules (``prep_address`` on 6.x,
+``sanitize_address`` and smtplib's ``quoteaddr`` on 5.2) and the content is
+the bytes Django's backend would send. ``send_messages`` returns the count
+of messages sent; refusals are the standard library's ``smtplib`` exceptions
+(a program's ``except smtplib.SMTPException`` keeps working), raised where
+Django's would be: every recipient refused is ``SMTPRecipientsRefused``,
+some refused is a message sent (logged here, silent in Django), and
+``fail_silently`` swallows exactly what Django's swallows.
+
+On purpose it differs where Django's backend is unsafe or unbounded:
+certificates are always verified (also with ``EMAIL_SSL_CERTFILE``, where
+Django's context trusts no CA), credentials never cross a plaintext
+connection unless ``allow_plaintext_auth``, ``EMAIL_TIMEOUT = None`` means
+mailwire's 60 s deadline per reply rather than none, and a whole list is
+sent before the first failure in it is raised (Django stops at it).
+
+Django 6.1 has no asynchronous mail API (no ``asend_mail`` or
+``asend_messages`` in ``django.core.mail``); for async code this backend
+adds ``asend_messages``, ``aopen``, ``aclose`` and ``async with``, served by
+an ``SMTPPool`` (or an ``AsyncLMTPClient``) on the caller's event loop.
+
+This is the only mailwire module that imports Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+import logging
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Union
+
+from django.conf import settings  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.core.mail.backends.base import BaseEmailBackend  # type: ignore[import-untyped]
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend  # type: ignore[import-untyped]
+from django.core.mail.utils import DNS_NAME  # type: ignore[import-untyped]
+
+from . import (
+    AsyncLMTPClient, AuthenticationError, ConnectionClosed, DataRefused, LMTPClient, MailwireError,
+    NotSupportedError, RecipientsRefused, RemoteProtocolError, SenderRefused, SendResult, SMTPClient,
+    SMTPError, SMTPPool, TLSRequiredError,
+)
+
+__all__ = ["EmailBackend"]
+
+log = logging.getLogger("mailwire.django")
+
+TLS_MODES = ("starttls", "opportunistic", "implicit", "none")
+# Settings-mode defaults for mailwire's own options (Django 5.2, or 6.x without MAILERS).
+OPTIONS_SETTING = "MAILWIRE_EMAIL_OPTIONS"
+EXTRA_OPTIONS = frozenset({
+    "tls", "pool_size", "lmtp", "ssl_context", "ssl_cafile", "allow_plaintext_auth", "local_hostname",
+})
+# Django 6.x builds the envelope with its backend's prep_address; 5.2 with sanitize_address.
+_PREP_ADDRESS = getattr(DjangoSMTPBackend, "prep_address", None)
+
+Outcome = Union[SendResult, BaseException]
+# What leaves a connection (and so every message still in flight on it)
+# unusable, rather than refusing one message.
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ConnectionClosed, RemoteProtocolError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One message as it goes on the wire: content and envelope, Django's way."""
+
+    content: bytes
+    mail_from: str
+    rcpt_to: list[str]
+
+
+class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no types
+    """Django's SMTP backend contract, sent pipelined (see the module docstring).
+
+    The first ten parameters are Django's SMTP backend's, in its order, with
+    its meanings; the keyword-only ones are mailwire's (also accepted in a
+    ``MAILERS`` entry's ``OPTIONS``, or, without ``MAILERS``, in the
+    ``MAILWIRE_EMAIL_OPTIONS`` setting):
+
+    - ``tls``: ``"starttls"`` (required, what ``use_tls`` means),
+      ``"implicit"`` (``use_ssl``), ``"opportunistic"`` (STARTTLS when the
+      server offers it, still verified) or ``"none"`` (the default when
+      neither ``use_tls`` nor ``use_ssl`` is set, as in Django).
+    - ``pool_size``: connections a list is shared out over (default 1).
+    - ``lmtp``: speak LMTP (RFC 2033); ``host`` may be a Unix socket path.
+    - ``ssl_context`` / ``ssl_cafile``: the TLS context to use, or a CA file
+      to trust besides the system's (a private CA).
+    - ``allow_plaintext_auth``: send credentials without TLS (Django does).
+    - ``local_hostname``: the EHLO name (default: Django's ``DNS_NAME``).
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        fail_silently: bool = False,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        alias = kwargs.get("alias")
+        extra = {name: kwargs.pop(name) for name in EXTRA_OPTIONS & set(kwargs)}
+        # Django 6.1's base reports unknown OPTIONS of a MAILERS entry (and
+        # takes ``alias``); 5.2's ignores what it does not know, as its
+        # SMTP backend does.
+        super().__init__(**kwargs)
+        self.fail_silently = fail_silently
+        self.connection: SMTPClient | None = None
+        self._lock = threading.RLock()
+        self._pool: _LoopPool | None = None  # pool_size > 1, opened by open()
+        self._async: SMTPPool | AsyncLMTPClient | None = None  # opened by aopen()
+        if alias is None:
+            self._from_settings(host, port, username, password, use_tls, use_ssl, timeout, ssl_keyfile, ssl_certfile)
+            extra = {**_settings_options(), **extra}
+        else:
+            self._from_options(alias, host, port, username, password, use_tls, use_ssl, timeout,
+                               ssl_keyfile, ssl_certfile)
+        self._extra_options(**extra)
+
+    # -- what the settings mean ------------------------------------------------------
+
+    def _from_settings(
+        self, host: str | None, port: int | None, username: str | None, password: str | None,
+        use_tls: bool | None, use_ssl: bool | None, timeout: float | None, ssl_keyfile: str | None,
+        ssl_certfile: str | None,
+    ) -> None:
+        """Django's EMAIL_* settings fill what the arguments leave out, exactly
+        as in its SMTP backend (``or`` for host and port, ``is None`` for the rest)."""
+        self.host = host or settings.EMAIL_HOST
+        self.port = port or settings.EMAIL_PORT
+        self.username = settings.EMAIL_HOST_USER if username is None else username
+        self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
+        self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
+        self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+        self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
+        self.ssl_keyfile = settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+        self.ssl_certfile = settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
+        if self.use_ssl and self.use_tls:
+            raise ValueError(
+                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
+                "one of those settings to True."
+            )
+
+    def _from_options(
+        self, alias: str, host: str | None, port: int | None, username: str | None, password: str | None,
+        use_tls: bool | None, use_ssl: bool | None, timeout: float | None, ssl_keyfile: str | None,
+        ssl_certfile: str | None,
+    ) -> None:
+        """A Django 6.1 MAILERS entry: OPTIONS only, never the EMAIL_* settings
+        (Django refuses to read them once MAILERS is defined), and Django's
+        InvalidMailer for what its own backend would refuse."""
+        from django.core.mail import InvalidMailer  # type: ignore[import-untyped]  # 6.1+
+
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.use_tls, self.use_ssl = bool(use_tls), bool(use_ssl)
+        self.timeout = timeout
+        self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
+        if self.host is None:
+            raise InvalidMailer("OPTIONS must define 'host'.", alias=alias)
+        if self.use_ssl and self.use_tls:
+            raise InvalidMailer(
+                "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. Set at most one of them to True.",
+                alias=alias,
+            )
+        if self.port is None:
+            self.port = 465 if self.use_ssl else 587 if self.use_tls else 25
+
+    def _extra_options(
+        self, tls: str | None = None, pool_size: int = 1, lmtp: bool = False,
+        ssl_context: ssl.SSLContext | None = None, ssl_cafile: str | None = None,
+        allow_plaintext_auth: bool = False, local_hostname: str | None = None,
+    ) -> None:
+        """mailwire's own options, each checked here: a contradiction is a
+        ValueError at construction, never a surprise at the first send."""
+        implied = "implicit" if self.use_ssl else "starttls" if self.use_tls else None
+        if tls is not None and tls not in TLS_MODES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, not {tls!r}")
+        if tls is not None and implied is not None and tls != implied:
+            raise ValueError(
+                f"tls={tls!r} contradicts {'use_ssl' if self.use_ssl else 'use_tls'}=True "
+                f"(which means tls={implied!r}); set one of them"
+            )
+        self.tls: str = tls or implied or "none"
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a whole number of at least 1, not {pool_size!r}")
+        if lmtp and pool_size > 1:
+            raise ValueError("pooled LMTP is not offered: use pool_size=1 with lmtp=True")
+        if ssl_context is not None and (ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError(
+                "give ssl_context, or ssl_cafile/ssl_certfile/ssl_keyfile to build one; not both"
+            )
+        self.pool_size, self.lmtp = pool_size, bool(lmtp)
+        self.ssl_cafile = ssl_cafile
+        self.allow_plaintext_auth = bool(allow_plaintext_auth)
+        self.local_hostname = local_hostname
+        self._ssl_context = ssl_context
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context every TLS connection uses: the one given, or one that
+        verifies against the system's CAs (plus ``ssl_cafile``) and presents
+        ``ssl_certfile``/``ssl_keyfile`` as a client certificate. Django's
+        builds a bare ``PROTOCOL_TLS_CLIENT`` context for a client
+        certificate, which trusts no CA at all; this one still verifies."""
+        if self._ssl_context is None:
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile or self.ssl_keyfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            self._ssl_context = context
+        return self._ssl_context
+
+    def _client_settings(self) -> dict[str, Any]:
+        """The keywords every mailwire client of this backend is made with."""
+        auth = (str(self.username), str(self.password)) if self.username and self.password else None
+        options: dict[str, Any] = {
+            "tls": self.tls, "auth": auth, "allow_plaintext_auth": self.allow_plaintext_auth,
+            # Django's backend says EHLO with its cached FQDN; so do we.
+            "local_hostname": self.local_hostname or DNS_NAME.get_fqdn(),
+        }
+        if self.tls != "none":
+            options["ssl_context"] = self.ssl_context
+        if self.timeout is not None:  # else mailwire's deadline per reply (60 s), never none
+            options["timeout"] = self.timeout
+        return options
+
+    def _port(self) -> int | None:
+        return int(self.port) if self.port is not None else None
+
+    # -- the blocking contract -------------------------------------------------------
+
+    def open(self) -> bool | None:
+        """Ensure a connection (or, with ``pool_size`` > 1, a pool whose first
+        connection is up). True if one was opened, False if one was open
+        already, None if opening failed and ``fail_silently`` hid why."""
+        if self.connection is not None or self._pool is not None:
+            return False
+        try:
+            if self.pool_size > 1:
+                self._pool = _LoopPool.open(self)
+            else:
+                client_class = LMTPClient if self.lmtp else SMTPClient
+                self.connection = client_class(self.host, self._port(), **self._client_settings())
+        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+            error = _smtplib_error(err, opening=True)
+            # Django's open() hides OSError, which smtplib's exceptions are.
+            if self.fail_silently and isinstance(error, OSError):
+                return None
+            if error is err:
+                raise
+            raise error from err
+        return True
+
+    def close(self) -> None:
+        """QUIT and close; a connection the server already dropped is no error."""
+        connection, self.connection = self.connection, None
+        pool, self._pool = self._pool, None
+        if connection is not None:
+            connection.quit()
+        if pool is not None:
+            pool.close(self.timeout)
+
+    def send_messages(self, email_messages: Sequence[Any]) -> int:
+        """Send every message of the list in one pipelined run; the count sent.
+
+        As in Django's backend: a message without recipients is skipped, a
+        connection opened here is closed here (kept when ``open()`` or the
+        ``with`` block opened it), and the first failure in the list is
+        raised unless ``fail_silently``. Unlike it, the messages after that
+        one have been sent too: the list went out in one run.
+        """
+        if not email_messages:
+            return 0
+        with self._lock:
+            new_conn_created = self.open()
+            if (self.connection is None and self._pool is None) or new_conn_created is None:
+                return 0  # failed silently in open()
+            try:
+                items, invalid = self._items(email_messages)
+                if self._pool is not None:
+                    outcomes = self._pool.send(items)
+                else:
+                    assert self.connection is not None
+                    outcomes = _send_many(self.connection, items)
+                return self._tally(items, outcomes, invalid)
+            finally:
+                if new_conn_created:
+                    self.close()
+
+    # -- the asynchronous extension --------------------------------------------------
+
+    async def aopen(self) -> bool | None:
+        """``open()`` for async code: an ``SMTPPool`` of ``pool_size``
+        connections (an ``AsyncLMTPClient`` for LMTP) on the running loop,
+        its first connection opened now. Use it, ``asend_messages`` and
+        ``aclose`` on one event loop."""
+        if self._async is not None:
+            return False
+        sender = await self._open_async()
+        if sender is None:
+            return None
+        if self._async is not None:  # another task opened one meanwhile: keep that
+            await _aclose(sender, self.timeout)
+            return False
+        self._async = sender
+        return True
+
+    async def aclose(self) -> None:
+        sender, self._async = self._async, None
+        if sender is not None:
+            await _aclose(sender, self.timeout)
+
+    async def asend_messages(self, email_messages: Sequence[Any]) -> int:
+        """``send_messages`` for async code, with the same answers. Without
+        ``aopen`` (or ``async with``) it opens a pool of its own for this
+        call, so concurrent calls never close each other's connections."""
+        if not email_messages:
+            return 0
+        sender, owned = self._async, False
+        if sender is None:
+            sender, owned = await self._open_async(), True
+            if sender is None:
+                return 0  # failed silently
+        try:
+            items, invalid = self._items(email_messages)
+            if isinstance(sender, SMTPPool):
+                outcomes = await _pool_send(sender, items)
+            else:
+                outcomes = await _asend_many(sender, items)
+            return self._tally(items, outcomes, invalid)
+        finally:
+            if owned:
+                await _aclose(sender, self.timeout)
+
+    async def _open_async(self) -> SMTPPool | AsyncLMTPClient | None:
+        """A connected async sender; None if that failed and ``fail_silently``."""
+        try:
+            return await self._async_sender()
+        except (MailwireError, OSError, asyncio.TimeoutError) as err:
+            error = _smtplib_error(err, opening=True)
+            if self.fail_silently and isinstance(error, OSError):
+                return None
+            if error is err:
+                raise
+            raise error from err
+
+    async def _async_sender(self) -> SMTPPool | AsyncLMTPClient:
+        if self.lmtp:
+            client = AsyncLMTPClient(self.host, self._port(), **self._client_settings())
+            await client.connect()
+            return client
+        pool = SMTPPool(self.host, self._port(), size=self.pool_size, **self._client_settings())
+        try:
+            await pool.connect()
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def __aenter__(self) -> "EmailBackend":
+        try:
+            await self.aopen()
+        except Exception:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- messages in, counts out -----------------------------------------------------
+
+    def _items(self, email_messages: Sequence[Any]) -> tuple[list[_Item], ValueError | None]:
+        """The wire form of each message up to the first Django refuses to
+        address (a ValueError, raised once those before it are sent, as in
+        Django, where they went out one by one before it)."""
+        items: list[_Item] = []
+        for message in email_messages:
+            try:
+                item = self._item(message)
+            except ValueError as err:
+                return items, err
+            if item is not None:
+                items.append(item)
+        return items, None
+
+    def _item(self, message: Any) -> _Item | None:
+        """What Django's SMTP backend's ``_send`` hands ``sendmail``; None
+        for a message without recipients, which it skips."""
+        recipients = message.recipients()
+        if not recipients:
+            return None
+        if _PREP_ADDRESS is not None:  # Django 6.x
+            mail_from = _PREP_ADDRESS(self, message.from_email)
+            rcpt_to = [_PREP_ADDRESS(self, address) for address in recipients]
+            content = message.message(policy=email.policy.SMTP).as_bytes()
+        else:  # Django 5.2, whose addresses then pass through smtplib's quoteaddr
+            from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
+
+            encoding = message.encoding or settings.DEFAULT_CHARSET
+            mail_from = _addr_spec(sanitize_address(message.from_email, encoding))
+            rcpt_to = [_addr_spec(sanitize_address(address, encoding)) for address in recipients]
+            content = message.message().as_bytes(linesep="\r\n")
+        return _Item(content, mail_from, rcpt_to)
+
+    def _tally(self, items: list[_Item], outcomes: Sequence[Outcome], invalid: ValueError | None) -> int:
+        """Count what was sent; raise the first failure as Django would."""
+        sent = 0
+        for item, outcome in zip(items, outcomes):
+            if isinstance(outcome, SendResult):
+                sent += 1
+                if outcome.refused:
+                    # smtplib returns these and Django drops them; a log line
+                    # is the least a refused recipient deserves.
+                    log.warning(
+                        "message from %s sent, but refused for %s", item.mail_from,
+                        "; ".join(f"{rcpt}: {reply}" for rcpt, reply in outcome.refused.items()),
+                    )
+                continue
+            error = _smtplib_error(outcome)
+            if self.fail_silently and isinstance(error, smtplib.SMTPException):
+                continue
+            if error is outcome:
+                raise error
+            raise error from outcome
+        if invalid is not None:
+            raise invalid
+        return sent
+
+
+# -- sending on one connection -----------------------------------------------------------
+
+
+def _send_many(client: SMTPClient, items: list[_Item]) -> list[Outcome]:
+    """One outcome per item, from one pipelined run on ``client``.
+
+    A connection the server dropped since the last run is opened again
+    first. When the connection fails mid-run, ``send_many`` cannot say which
+    messages got through, so each carries the error (it is raised, and
+    ``fail_silently`` counts none of them as sent). When it refuses the run
+    before a byte was sent (a message too big for the server's SIZE), each
+    message is sent on its own, so that one is refused and not the others.
+    """
+    if not items:
+        return []
+    try:
+        if not client.connected:
+            client.connect()
+    except (MailwireError, OSError, asyncio.TimeoutError) as err:
+        return [err] * len(items)
+    before = client.round_trips
+    try:
+        return list(client.send_many([(item.content, item.mail_from, item.rcpt_to) for item in items]))
+    except _CONNECTION_ERRORS as err:
+        return [err] * len(items)
+    except (MailwireError, ValueError) as err:
+        if client.round_trips != before or not client.connected:
+            return [err] * len(items)
+    outcomes: list[Outcome] = []
+    for i, item in enumerate(items):
+        try:
+            outcomes.append(client.send(item.content, item.mail_from, item.rcpt_to))
+        except _CONNECTION_ERRORS as err:
+            return outcomes + [err] * (len(items) - i)
+        except (MailwireError, ValueError) as err:
+            outcomes.append(err)
+    return outcomes
+
+
+async def _asend_many(client: AsyncLMTPClient, items: list[_Item]) -> list[Outcome]:
+    """``_send_many`` for the asyncio LMTP client."""
+    if not items:
+        return []
+    before = client.round_trips
+    try:
+        return list(await client.send_many([(item.content, item.mail_from, item.rcpt_to) for item in items]))
+    except _CONNECTION_ERRORS as err:
+        return [err] * len(items)
+    except (MailwireError, ValueError) as err:
+        if client.round_trips != before or not client.connected:
+            return [err] * len(items)
+    outcomes: list[Outcome] = []
+    for i, item in enumerate(items):
+        try:
+            outcomes.append(await client.send(item.content, item.mail_from, item.rcpt_to))
+        except _CONNECTION_ERRORS as err:
+            return outcomes + [err] * (len(items) - i)
+        except (MailwireError, ValueError) as err:
+            outcomes.append(err)
+    return outcomes
+
+
+async def _pool_send(pool: SMTPPool, items: list[_Item]) -> list[Outcome]:
+    """Every item through the pool at once; the pool keeps each message's own
+    outcome, those answered before a connection failed included."""
+    return list(await asyncio.gather(
+        *(pool.send(item.content, item.mail_from, item.rcpt_to) for item in items), return_exceptions=True,
+    ))
+
+
+async def _aclose(sender: SMTPPool | AsyncLMTPClient, timeout: float | None) -> None:
+    if isinstance(sender, SMTPPool):
+        await sender.close(timeout if timeout is not None else 30.0)
+    else:
+        await sender.quit()
+
+
+class _LoopPool:
+    """An ``SMTPPool`` on an event loop of its own, driven from blocking code.
+
+    ``send_messages`` is blocking and may run in any thread; a pool is
+    asyncio. Rather than a thread to host a loop, the backend owns a loop and
+    runs it in the caller's thread for the length of each call (under the
+    backend's lock, so one thread at a time). A thread that is already
+    running a loop cannot run another: there ``asend_messages`` is the way.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: SMTPPool) -> None:
+        self.loop, self.pool = loop, pool
+
+    @classmethod
+    def open(cls, backend: EmailBackend) -> "_LoopPool":
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "pool_size > 1 runs its own event loop, and this thread is running one: "
+                "use 'await backend.asend_messages(...)' here (or sync_to_async)"
+            )
+        loop = asyncio.new_event_loop()
+        try:
+            pool = loop.run_until_complete(backend._async_sender())
+        except BaseException:
+            loop.close()
+            raise
+        assert isinstance(pool, SMTPPool)
+        return cls(loop, pool)
+
+    def send(self, items: list[_Item]) -> list[Outcome]:
+        return self.loop.run_until_complete(_pool_send(self.pool, items))
+
+    def close(self, timeout: float | None) -> None:
+        try:
+            self.loop.run_until_complete(_aclose(self.pool, timeout))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+
+# -- Django's and smtplib's ways, mirrored -------------------------------------------------
+
+
+def _settings_options() -> dict[str, Any]:
+    """``MAILWIRE_EMAIL_OPTIONS``: mailwire's options where there is no
+    MAILERS entry to hold them (Django 5.2's EMAIL_BACKEND takes no options)."""
+    options = getattr(settings, OPTIONS_SETTING, None) or {}
+    if not isinstance(options, dict):
+        raise ImproperlyConfigured(f"{OPTIONS_SETTING} must be a dict, not {type(options).__name__}")
+    unknown = set(options) - EXTRA_OPTIONS
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{OPTIONS_SETTING}: unknown options {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(EXTRA_OPTIONS))})"
+        )
+    return dict(options)
+
+
+def _addr_spec(address: str) -> str:
+    """The address smtplib's ``quoteaddr`` puts in MAIL/RCPT, without its
+    brackets: what Django 5.2's ``sanitize_address`` output becomes on the wire."""
+    if address.strip() == "<>":
+        return ""
+    name, addr = email.utils.parseaddr(address)
+    if (name, addr) == ("", ""):
+        return address.strip()
+    return addr
+
+
+def _smtplib_error(err: BaseException, *, opening: bool = False) -> BaseException:
+    """The exception Django's backend (smtplib) raises where mailwire raised ``err``.
+
+    A refusal keeps the server's code and text (smtplib's ``smtp_error`` is
+    the reply's bytes). Socket and TLS errors while opening are raised as they
+    are, as smtplib raises them; once sending, smtplib turns them into
+    ``SMTPServerDisconnected``, and so does this. Anything else (a
+    ValueError for an address, a bug) is left alone.
+    """
+    if isinstance(err, SenderRefused):
+        return smtplib.SMTPSenderRefused(err.code, err.reply.message, err.sender)
+    if isinstance(err, RecipientsRefused):
+        return smtplib.SMTPRecipientsRefused(
+            {rcpt: (reply.code, reply.message) for rcpt, reply in err.result.recipients.items()}
+        )
+    if isinstance(err, DataRefused):
+        return smtplib.SMTPDataError(err.code, err.reply.message)
+    if isinstance(err, AuthenticationError):
+        return smtplib.SMTPAuthenticationError(err.code, err.reply.message)
+    if isinstance(err, (TLSRequiredError, NotSupportedError)):
+        return smtplib.SMTPNotSupportedError(str(err))
+    if isinstance(err, SMTPError):
+        if err.code == 421:  # the server is closing the connection
+            return smtplib.SMTPServerDisconnected(str(err))
+        if opening:
+            return smtplib.SMTPConnectError(err.code, err.reply.message)
+        return smtplib.SMTPResponseException(err.code, err.reply.message)
+    if isinstance(err, (ConnectionClosed, RemoteProtocolError)):
+        return smtplib.SMTPServerDisconnected(str(err) or type(err).__name__)
+    if isinstance(err, (OSError, asyncio.TimeoutError)) and not opening:
+        return smtplib.SMTPServerDisconnected(f"connection lost: {err or type(err).__name__}")
+    if isinstance(err, RuntimeError) and not opening:  # the pool closed before it was sent
+        return smtplib.SMTPServerDisconnected(str(err))
+    return err
