@@ -44,7 +44,8 @@ DJANGO_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 @contextmanager
 def mail_settings(
     mode: str, host: str, port: int, *, use_tls: bool = False, use_ssl: bool = False, username: str = "",
-    password: str = "", timeout: float = TIMEOUT, backend: str = BACKEND, **options: Any,
+    password: str = "", timeout: float = TIMEOUT, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+    backend: str = BACKEND, **options: Any,
 ) -> Iterator[None]:
     """Django configured to send through ``backend`` at ``host:port``;
     ``options`` are mailwire's (MAILWIRE_EMAIL_OPTIONS, or in OPTIONS)."""
@@ -52,12 +53,14 @@ def mail_settings(
         overrides: dict[str, Any] = dict(
             EMAIL_BACKEND=backend, EMAIL_HOST=host, EMAIL_PORT=port, EMAIL_USE_TLS=use_tls,
             EMAIL_USE_SSL=use_ssl, EMAIL_HOST_USER=username, EMAIL_HOST_PASSWORD=password,
-            EMAIL_TIMEOUT=timeout, MAILWIRE_EMAIL_OPTIONS=options,
+            EMAIL_TIMEOUT=timeout, EMAIL_SSL_CERTFILE=ssl_certfile, EMAIL_SSL_KEYFILE=ssl_keyfile,
+            MAILWIRE_EMAIL_OPTIONS=options,
         )
     else:
         overrides = dict(MAILERS={"default": {"BACKEND": backend, "OPTIONS": {
             "host": host, "port": port, "use_tls": use_tls, "use_ssl": use_ssl, "username": username,
-            "password": password, "timeout": timeout, **options,
+            "password": password, "timeout": timeout, "ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile,
+            **options,
         }}})
     with override_settings(**overrides):
         yield
