@@ -14,6 +14,7 @@ import email
 import email.policy
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -71,6 +72,14 @@ def backend(mode: str, **kwargs: Any) -> Any:
     if mode == "mailers" and not kwargs:
         return mail.mailers["default"]
     return mail.get_connection(**kwargs)
+
+
+@contextmanager
+def unused_port() -> Iterator[int]:
+    """A loopback port bound but not listening: a connection there is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        yield probe.getsockname()[1]
 
 
 def admins(*addresses: str) -> list[Any]:

@@ -12,7 +12,6 @@ docstring) the other tests say so.
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from django.core import mail
 
 from mailwire.testing import ServerThread, run_server
 
-from .support import BACKEND, DJANGO_BACKEND, MODES, QUIET, RefusingBackend, mail_settings
+from .support import BACKEND, DJANGO_BACKEND, MODES, QUIET, RefusingBackend, mail_settings, unused_port
 
 pytestmark = [QUIET, pytest.mark.parametrize("mode", MODES)]
 FIXED = {"Date": "Tue, 01 Dec 2026 10:00:00 +0000", "Message-ID": "<fixed@example.com>"}
@@ -103,10 +102,8 @@ def test_some_recipients_refused_counts_as_sent_in_both(mode: str, server: Serve
 
 @pytest.mark.parametrize("fail_silently", [False, True])
 def test_nobody_listening(mode: str, fail_silently: bool) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        outcomes = []
+    outcomes = []
+    with unused_port() as port:
         for name in (DJANGO_BACKEND, BACKEND):
             with mail_settings(mode, "127.0.0.1", port, backend=name):
                 try:
