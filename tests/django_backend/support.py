@@ -134,7 +134,7 @@ def dropping_script(accept: int) -> Any:
 class Serve:
     """``python -m mailwire serve ARGS --port 0``; the port from its banner."""
 
-    BANNER = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+    BANNER = re.compile(r"listening on .*127\.0\.0\.1:(\d+)")
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.proc = subprocess.Popen(
