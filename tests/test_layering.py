@@ -171,3 +171,46 @@ def test_importing_the_core_loads_no_io_module() -> None:
     assert "mailwire.protocol.client" in loaded  # the import really happened here
     newly = {m for m in loaded if m.split(".")[0] in FORBIDDEN}
     assert newly == set(), f"importing mailwire.protocol loaded {sorted(newly)}"
+
+
+# -- Django stays optional ---------------------------------------------------------
+
+
+def test_only_mailwire_django_imports_django() -> None:
+    """Django is an optional extra (``mailwire[django]``): one module may
+    import it, and nothing in mailwire may import that module."""
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for name, line in _imports(path, runtime_only=False):
+            where = f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+            if name.split(".")[0] == "django" and path != PACKAGE_ROOT / "django.py":
+                offences.append(f"{where}: imports {name}")
+            if name == "mailwire.django" and path != PACKAGE_ROOT / "django.py":
+                offences.append(f"{where}: imports mailwire.django")
+    assert offences == []
+
+
+def test_mailwire_imports_without_django() -> None:
+    # A fresh interpreter where ``import django`` fails: every other module loads.
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        sys.modules["django"] = None  # an ImportError for anyone who tries
+        import mailwire
+        names = [m.name for m in pkgutil.walk_packages(mailwire.__path__, "mailwire.")
+                 if m.name not in ("mailwire.django", "mailwire.__main__")]
+        for name in names:
+            importlib.import_module(name)
+        for name in ("SMTPClient", "AsyncSMTPClient", "SMTPPool", "LMTPClient"):
+            getattr(mailwire, name)
+        try:
+            import mailwire.django
+        except ImportError as err:
+            print(len(names), "ok;", err)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert " ok; " in result.stdout and int(result.stdout.split()[0]) > 20
