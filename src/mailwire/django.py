@@ -41,15 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
-import email.utils
 import logging
 import smtplib
 import ssl
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
@@ -57,10 +55,9 @@ from django.core.mail.backends.base import BaseEmailBackend  # type: ignore[impo
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend  # type: ignore[import-untyped]
 from django.core.mail.utils import DNS_NAME  # type: ignore[import-untyped]
 
-from . import (
-    AsyncLMTPClient, AuthenticationError, ConnectionClosed, DataRefused, LMTPClient, MailwireError,
-    NotSupportedError, RecipientsRefused, RemoteProtocolError, SenderRefused, SendResult, SMTPClient,
-    SMTPError, SMTPPool, TLSRequiredError,
+from . import AsyncLMTPClient, LMTPClient, MailwireError, SendResult, SMTPClient, SMTPPool
+from .django_sending import (
+    Item, LoopPool, Outcome, addr_spec, asend_many, close_sender, pool_send, send_many, smtplib_error,
 )
 
 __all__ = ["EmailBackend"]
@@ -75,20 +72,6 @@ EXTRA_OPTIONS = frozenset({
 })
 # Django 6.x builds the envelope with its backend's prep_address; 5.2 with sanitize_address.
 _PREP_ADDRESS = getattr(DjangoSMTPBackend, "prep_address", None)
-
-Outcome = Union[SendResult, BaseException]
-# What leaves a connection (and so every message still in flight on it)
-# unusable, rather than refusing one message.
-_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ConnectionClosed, RemoteProtocolError)
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One message as it goes on the wire: content and envelope, Django's way."""
-
-    content: bytes
-    mail_from: str
-    rcpt_to: list[str]
 
 
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no types
@@ -134,7 +117,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
         self.fail_silently = fail_silently
         self.connection: SMTPClient | None = None
         self._lock = threading.RLock()
-        self._pool: _LoopPool | None = None  # pool_size > 1, opened by open()
+        self._pool: LoopPool | None = None  # pool_size > 1, opened by open()
         self._async: SMTPPool | AsyncLMTPClient | None = None  # opened by aopen()
         if alias is None:
             self._from_settings(host, port, username, password, use_tls, use_ssl, timeout, ssl_keyfile, ssl_certfile)
@@ -264,12 +247,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             return False
         try:
             if self.pool_size > 1:
-                self._pool = _LoopPool.open(self)
+                self._pool = LoopPool.open(self._open_pool)
             else:
                 client_class = LMTPClient if self.lmtp else SMTPClient
                 self.connection = client_class(self.host, self._port(), **self._client_settings())
         except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            error = _smtplib_error(err, opening=True)
+            error = smtplib_error(err, opening=True)
             # Django's open() hides OSError, which smtplib's exceptions are.
             if self.fail_silently and isinstance(error, OSError):
                 return None
@@ -308,7 +291,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
                     outcomes = self._pool.send(items)
                 else:
                     assert self.connection is not None
-                    outcomes = _send_many(self.connection, items)
+                    outcomes = send_many(self.connection, items)
                 return self._tally(items, outcomes, invalid)
             finally:
                 if new_conn_created:
@@ -327,7 +310,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
         if sender is None:
             return None
         if self._async is not None:  # another task opened one meanwhile: keep that
-            await _aclose(sender, self.timeout)
+            await close_sender(sender, self.timeout)
             return False
         self._async = sender
         return True
@@ -335,7 +318,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
     async def aclose(self) -> None:
         sender, self._async = self._async, None
         if sender is not None:
-            await _aclose(sender, self.timeout)
+            await close_sender(sender, self.timeout)
 
     async def asend_messages(self, email_messages: Sequence[Any]) -> int:
         """``send_messages`` for async code, with the same answers. Without
@@ -351,31 +334,27 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
         try:
             items, invalid = self._items(email_messages)
             if isinstance(sender, SMTPPool):
-                outcomes = await _pool_send(sender, items)
+                outcomes = await pool_send(sender, items)
             else:
-                outcomes = await _asend_many(sender, items)
+                outcomes = await asend_many(sender, items)
             return self._tally(items, outcomes, invalid)
         finally:
             if owned:
-                await _aclose(sender, self.timeout)
+                await close_sender(sender, self.timeout)
 
     async def _open_async(self) -> SMTPPool | AsyncLMTPClient | None:
         """A connected async sender; None if that failed and ``fail_silently``."""
         try:
             return await self._async_sender()
         except (MailwireError, OSError, asyncio.TimeoutError) as err:
-            error = _smtplib_error(err, opening=True)
+            error = smtplib_error(err, opening=True)
             if self.fail_silently and isinstance(error, OSError):
                 return None
             if error is err:
                 raise
             raise error from err
 
-    async def _async_sender(self) -> SMTPPool | AsyncLMTPClient:
-        if self.lmtp:
-            client = AsyncLMTPClient(self.host, self._port(), **self._client_settings())
-            await client.connect()
-            return client
+    async def _open_pool(self) -> SMTPPool:
         pool = SMTPPool(self.host, self._port(), size=self.pool_size, **self._client_settings())
         try:
             await pool.connect()
@@ -383,6 +362,13 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             await pool.close()
             raise
         return pool
+
+    async def _async_sender(self) -> SMTPPool | AsyncLMTPClient:
+        if self.lmtp:
+            client = AsyncLMTPClient(self.host, self._port(), **self._client_settings())
+            await client.connect()
+            return client
+        return await self._open_pool()
 
     async def __aenter__(self) -> "EmailBackend":
         try:
@@ -399,11 +385,11 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
 
     # -- messages in, counts out -----------------------------------------------------
 
-    def _items(self, email_messages: Sequence[Any]) -> tuple[list[_Item], ValueError | None]:
+    def _items(self, email_messages: Sequence[Any]) -> tuple[list[Item], ValueError | None]:
         """The wire form of each message up to the first Django refuses to
         address (a ValueError, raised once those before it are sent, as in
         Django, where they went out one by one before it)."""
-        items: list[_Item] = []
+        items: list[Item] = []
         for message in email_messages:
             try:
                 item = self._item(message)
@@ -413,7 +399,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
                 items.append(item)
         return items, None
 
-    def _item(self, message: Any) -> _Item | None:
+    def _item(self, message: Any) -> Item | None:
         """What Django's SMTP backend's ``_send`` hands ``sendmail``; None
         for a message without recipients, which it skips."""
         recipients = message.recipients()
@@ -427,12 +413,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
 
             encoding = message.encoding or settings.DEFAULT_CHARSET
-            mail_from = _addr_spec(sanitize_address(message.from_email, encoding))
-            rcpt_to = [_addr_spec(sanitize_address(address, encoding)) for address in recipients]
+            mail_from = addr_spec(sanitize_address(message.from_email, encoding))
+            rcpt_to = [addr_spec(sanitize_address(address, encoding)) for address in recipients]
             content = message.message().as_bytes(linesep="\r\n")
-        return _Item(content, mail_from, rcpt_to)
+        return Item(content, mail_from, rcpt_to)
 
-    def _tally(self, items: list[_Item], outcomes: Sequence[Outcome], invalid: ValueError | None) -> int:
+    def _tally(self, items: list[Item], outcomes: Sequence[Outcome], invalid: ValueError | None) -> int:
         """Count what was sent; raise the first failure as Django would."""
         sent = 0
         for item, outcome in zip(items, outcomes):
@@ -446,7 +432,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
                         "; ".join(f"{rcpt}: {reply}" for rcpt, reply in outcome.refused.items()),
                     )
                 continue
-            error = _smtplib_error(outcome)
+            error = smtplib_error(outcome)
             if self.fail_silently and isinstance(error, smtplib.SMTPException):
                 continue
             if error is outcome:
@@ -455,127 +441,6 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
         if invalid is not None:
             raise invalid
         return sent
-
-
-# -- sending on one connection -----------------------------------------------------------
-
-
-def _send_many(client: SMTPClient, items: list[_Item]) -> list[Outcome]:
-    """One outcome per item, from one pipelined run on ``client``.
-
-    A connection the server dropped since the last run is opened again
-    first. When the connection fails mid-run, ``send_many`` cannot say which
-    messages got through, so each carries the error (it is raised, and
-    ``fail_silently`` counts none of them as sent). When it refuses the run
-    before a byte was sent (a message too big for the server's SIZE), each
-    message is sent on its own, so that one is refused and not the others.
-    """
-    if not items:
-        return []
-    try:
-        if not client.connected:
-            client.connect()
-    except (MailwireError, OSError, asyncio.TimeoutError) as err:
-        return [err] * len(items)
-    before = client.round_trips
-    try:
-        return list(client.send_many([(item.content, item.mail_from, item.rcpt_to) for item in items]))
-    except _CONNECTION_ERRORS as err:
-        return [err] * len(items)
-    except (MailwireError, ValueError) as err:
-        if client.round_trips != before or not client.connected:
-            return [err] * len(items)
-    outcomes: list[Outcome] = []
-    for i, item in enumerate(items):
-        try:
-            outcomes.append(client.send(item.content, item.mail_from, item.rcpt_to))
-        except _CONNECTION_ERRORS as err:
-            return outcomes + [err] * (len(items) - i)
-        except (MailwireError, ValueError) as err:
-            outcomes.append(err)
-    return outcomes
-
-
-async def _asend_many(client: AsyncLMTPClient, items: list[_Item]) -> list[Outcome]:
-    """``_send_many`` for the asyncio LMTP client."""
-    if not items:
-        return []
-    before = client.round_trips
-    try:
-        return list(await client.send_many([(item.content, item.mail_from, item.rcpt_to) for item in items]))
-    except _CONNECTION_ERRORS as err:
-        return [err] * len(items)
-    except (MailwireError, ValueError) as err:
-        if client.round_trips != before or not client.connected:
-            return [err] * len(items)
-    outcomes: list[Outcome] = []
-    for i, item in enumerate(items):
-        try:
-            outcomes.append(await client.send(item.content, item.mail_from, item.rcpt_to))
-        except _CONNECTION_ERRORS as err:
-            return outcomes + [err] * (len(items) - i)
-        except (MailwireError, ValueError) as err:
-            outcomes.append(err)
-    return outcomes
-
-
-async def _pool_send(pool: SMTPPool, items: list[_Item]) -> list[Outcome]:
-    """Every item through the pool at once; the pool keeps each message's own
-    outcome, those answered before a connection failed included."""
-    return list(await asyncio.gather(
-        *(pool.send(item.content, item.mail_from, item.rcpt_to) for item in items), return_exceptions=True,
-    ))
-
-
-async def _aclose(sender: SMTPPool | AsyncLMTPClient, timeout: float | None) -> None:
-    if isinstance(sender, SMTPPool):
-        await sender.close(timeout if timeout is not None else 30.0)
-    else:
-        await sender.quit()
-
-
-class _LoopPool:
-    """An ``SMTPPool`` on an event loop of its own, driven from blocking code.
-
-    ``send_messages`` is blocking and may run in any thread; a pool is
-    asyncio. Rather than a thread to host a loop, the backend owns a loop and
-    runs it in the caller's thread for the length of each call (under the
-    backend's lock, so one thread at a time). A thread that is already
-    running a loop cannot run another: there ``asend_messages`` is the way.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: SMTPPool) -> None:
-        self.loop, self.pool = loop, pool
-
-    @classmethod
-    def open(cls, backend: EmailBackend) -> "_LoopPool":
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                "pool_size > 1 runs its own event loop, and this thread is running one: "
-                "use 'await backend.asend_messages(...)' here (or sync_to_async)"
-            )
-        loop = asyncio.new_event_loop()
-        try:
-            pool = loop.run_until_complete(backend._async_sender())
-        except BaseException:
-            loop.close()
-            raise
-        assert isinstance(pool, SMTPPool)
-        return cls(loop, pool)
-
-    def send(self, items: list[_Item]) -> list[Outcome]:
-        return self.loop.run_until_complete(_pool_send(self.pool, items))
-
-    def close(self, timeout: float | None) -> None:
-        try:
-            self.loop.run_until_complete(_aclose(self.pool, timeout))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        finally:
-            self.loop.close()
 
 
 # -- Django's and smtplib's ways, mirrored -------------------------------------------------
@@ -596,48 +461,3 @@ def _settings_options() -> dict[str, Any]:
     return dict(options)
 
 
-def _addr_spec(address: str) -> str:
-    """The address smtplib's ``quoteaddr`` puts in MAIL/RCPT, without its
-    brackets: what Django 5.2's ``sanitize_address`` output becomes on the wire."""
-    if address.strip() == "<>":
-        return ""
-    name, addr = email.utils.parseaddr(address)
-    if (name, addr) == ("", ""):
-        return address.strip()
-    return addr
-
-
-def _smtplib_error(err: BaseException, *, opening: bool = False) -> BaseException:
-    """The exception Django's backend (smtplib) raises where mailwire raised ``err``.
-
-    A refusal keeps the server's code and text (smtplib's ``smtp_error`` is
-    the reply's bytes). Socket and TLS errors while opening are raised as they
-    are, as smtplib raises them; once sending, smtplib turns them into
-    ``SMTPServerDisconnected``, and so does this. Anything else (a
-    ValueError for an address, a bug) is left alone.
-    """
-    if isinstance(err, SenderRefused):
-        return smtplib.SMTPSenderRefused(err.code, err.reply.message, err.sender)
-    if isinstance(err, RecipientsRefused):
-        return smtplib.SMTPRecipientsRefused(
-            {rcpt: (reply.code, reply.message) for rcpt, reply in err.result.recipients.items()}
-        )
-    if isinstance(err, DataRefused):
-        return smtplib.SMTPDataError(err.code, err.reply.message)
-    if isinstance(err, AuthenticationError):
-        return smtplib.SMTPAuthenticationError(err.code, err.reply.message)
-    if isinstance(err, (TLSRequiredError, NotSupportedError)):
-        return smtplib.SMTPNotSupportedError(str(err))
-    if isinstance(err, SMTPError):
-        if err.code == 421:  # the server is closing the connection
-            return smtplib.SMTPServerDisconnected(str(err))
-        if opening:
-            return smtplib.SMTPConnectError(err.code, err.reply.message)
-        return smtplib.SMTPResponseException(err.code, err.reply.message)
-    if isinstance(err, (ConnectionClosed, RemoteProtocolError)):
-        return smtplib.SMTPServerDisconnected(str(err) or type(err).__name__)
-    if isinstance(err, (OSError, asyncio.TimeoutError)) and not opening:
-        return smtplib.SMTPServerDisconnected(f"connection lost: {err or type(err).__name__}")
-    if isinstance(err, RuntimeError) and not opening:  # the pool closed before it was sent
-        return smtplib.SMTPServerDisconnected(str(err))
-    return err
