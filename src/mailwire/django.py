@@ -45,7 +45,7 @@ import logging
 import smtplib
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -286,11 +286,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             if (self.connection is None and self._pool is None) or new_conn_created is None:
                 return 0  # failed silently in open()
             try:
-                items, invalid = self._items(email_messages)
+                invalid: list[ValueError] = []
                 if self._pool is not None:
-                    outcomes = self._pool.send(items)
+                    items, outcomes = self._pool.send(self._items(email_messages, invalid))
                 else:
                     assert self.connection is not None
+                    items = list(self._items(email_messages, invalid))
                     outcomes = send_many(self.connection, items)
                 return self._tally(items, outcomes, invalid)
             finally:
@@ -332,10 +333,11 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             if sender is None:
                 return 0  # failed silently
         try:
-            items, invalid = self._items(email_messages)
+            invalid: list[ValueError] = []
             if isinstance(sender, SMTPPool):
-                outcomes = await pool_send(sender, items)
+                items, outcomes = await pool_send(sender, self._items(email_messages, invalid))
             else:
+                items = list(self._items(email_messages, invalid))
                 outcomes = await asend_many(sender, items)
             return self._tally(items, outcomes, invalid)
         finally:
@@ -385,19 +387,19 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
 
     # -- messages in, counts out -----------------------------------------------------
 
-    def _items(self, email_messages: Sequence[Any]) -> tuple[list[Item], ValueError | None]:
-        """The wire form of each message up to the first Django refuses to
-        address (a ValueError, raised once those before it are sent, as in
-        Django, where they went out one by one before it)."""
-        items: list[Item] = []
+    def _items(self, email_messages: Iterable[Any], invalid: list[ValueError]) -> Iterator[Item]:
+        """The wire form of each message, made as it is taken, up to the first
+        Django refuses to address: that ValueError goes in ``invalid``, to be
+        raised once those before it are sent, as in Django, where they went
+        out one by one before it."""
         for message in email_messages:
             try:
                 item = self._item(message)
             except ValueError as err:
-                return items, err
+                invalid.append(err)
+                return
             if item is not None:
-                items.append(item)
-        return items, None
+                yield item
 
     def _item(self, message: Any) -> Item | None:
         """What Django's SMTP backend's ``_send`` hands ``sendmail``; None
@@ -418,7 +420,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             content = message.message().as_bytes(linesep="\r\n")
         return Item(content, mail_from, rcpt_to)
 
-    def _tally(self, items: list[Item], outcomes: Sequence[Outcome], invalid: ValueError | None) -> int:
+    def _tally(self, items: list[Item], outcomes: Sequence[Outcome], invalid: list[ValueError]) -> int:
         """Count what was sent; raise the first failure as Django would."""
         sent = 0
         for item, outcome in zip(items, outcomes):
@@ -438,8 +440,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
             if error is outcome:
                 raise error
             raise error from outcome
-        if invalid is not None:
-            raise invalid
+        if invalid:
+            raise invalid[0]
         return sent
 
 
