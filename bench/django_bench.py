@@ -81,8 +81,12 @@ def datatuple(count: int) -> list[tuple[str, str, str, list[str]]]:
 
 
 def rendered(count: int) -> list[bytes]:
-    """The same messages as Django renders them, for the reference row."""
-    return [mail.EmailMessage(*fields).message().as_bytes(linesep="\r\n") for fields in datatuple(count)]
+    """The same messages as Django's backends send them (5.2's and 6.1's ways), for the
+    reference row and the delivery check."""
+    from mailwire.django import EmailBackend
+
+    messages = [mail.EmailMessage(*fields) for fields in datatuple(count)]
+    return [item.content for item in EmailBackend(host=HOST)._items(messages, [])]
 
 
 # -- servers -----------------------------------------------------------------------------------

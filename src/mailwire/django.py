@@ -392,33 +392,51 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
         Django refuses to address: that ValueError goes in ``invalid``, to be
         raised once those before it are sent, as in Django, where they went
         out one by one before it."""
+        envelope: dict[tuple[str, str], str] = {}  # this list's addresses, made once each
         for message in email_messages:
             try:
-                item = self._item(message)
+                item = self._item(message, envelope)
             except ValueError as err:
                 invalid.append(err)
                 return
             if item is not None:
                 yield item
 
-    def _item(self, message: Any) -> Item | None:
+    def _item(self, message: Any, envelope: dict[tuple[str, str], str]) -> Item | None:
         """What Django's SMTP backend's ``_send`` hands ``sendmail``; None
         for a message without recipients, which it skips."""
         recipients = message.recipients()
         if not recipients:
             return None
+        # In Django's order (the addresses, then the message), so a message
+        # wrong in both fails with the same error.
+        encoding = "" if _PREP_ADDRESS is not None else message.encoding or settings.DEFAULT_CHARSET
+        mail_from = self._address(message.from_email, encoding, envelope)
+        rcpt_to = [self._address(address, encoding, envelope) for address in recipients]
         if _PREP_ADDRESS is not None:  # Django 6.x
-            mail_from = _PREP_ADDRESS(self, message.from_email)
-            rcpt_to = [_PREP_ADDRESS(self, address) for address in recipients]
             content = message.message(policy=email.policy.SMTP).as_bytes()
-        else:  # Django 5.2, whose addresses then pass through smtplib's quoteaddr
-            from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
-
-            encoding = message.encoding or settings.DEFAULT_CHARSET
-            mail_from = addr_spec(sanitize_address(message.from_email, encoding))
-            rcpt_to = [addr_spec(sanitize_address(address, encoding)) for address in recipients]
+        else:  # Django 5.2
             content = message.message().as_bytes(linesep="\r\n")
         return Item(content, mail_from, rcpt_to)
+
+    def _address(self, address: Any, encoding: str, envelope: dict[tuple[str, str], str]) -> str:
+        """An envelope address by Django's rules: its backend's ``prep_address``
+        on 6.x; on 5.2 ``sanitize_address`` and then smtplib's ``quoteaddr``,
+        which its ``sendmail`` applies. A pure function of the address (and
+        5.2's charset), remembered for the list: a newsletter's one sender is
+        parsed once, not once a message (Django's parser is slow)."""
+        key = (address, encoding) if isinstance(address, str) else None
+        if key is not None and key in envelope:
+            return envelope[key]
+        if _PREP_ADDRESS is not None:
+            made: str = _PREP_ADDRESS(self, address)
+        else:
+            from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
+
+            made = addr_spec(sanitize_address(address, encoding))
+        if key is not None:
+            envelope[key] = made
+        return made
 
     def _tally(self, items: list[Item], outcomes: Sequence[Outcome], invalid: list[ValueError]) -> int:
         """Count what was sent; raise the first failure as Django would."""
