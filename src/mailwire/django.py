@@ -77,10 +77,10 @@ _PREP_ADDRESS = getattr(DjangoSMTPBackend, "prep_address", None)
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no types
     """Django's SMTP backend contract, sent pipelined (see the module docstring).
 
-    The first ten parameters are Django's SMTP backend's, in its order, with
-    its meanings; the keyword-only ones are mailwire's (also accepted in a
+    The ten parameters are Django's SMTP backend's, in its order, with its
+    meanings; mailwire's own come as further keyword arguments (or in a
     ``MAILERS`` entry's ``OPTIONS``, or, without ``MAILERS``, in the
-    ``MAILWIRE_EMAIL_OPTIONS`` setting):
+    ``MAILWIRE_EMAIL_OPTIONS`` setting), each checked here:
 
     - ``tls``: ``"starttls"`` (required, what ``use_tls`` means),
       ``"implicit"`` (``use_ssl``), ``"opportunistic"`` (STARTTLS when the
