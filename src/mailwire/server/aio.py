@@ -20,6 +20,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from ..protocol.commands import CommandCache
 from .clients import ClientTable
 from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
@@ -43,6 +44,8 @@ class SMTPServer:
         self._closing = False
         # Per client address, across connections: see clients.py.
         self.clients = ClientTable(self.config.limits, self.config.client_limit_exempt)
+        # The command lines its connections parsed (see CommandCache).
+        self.commands = CommandCache()
 
     # -- connections ---------------------------------------------------------------
 
@@ -81,8 +84,12 @@ class SMTPServer:
     def _ssl(self) -> Any:
         return self.config.tls_context if self.config.implicit_tls else None
 
-    async def start(self, host: str | Sequence[str] | None = "127.0.0.1", port: int = 8025, **kwargs: Any) -> None:
-        """Listen on TCP; port 0 picks a free one (see ``addresses``)."""
+    async def start(
+        self, host: str | Sequence[str] | None = "127.0.0.1", port: int | None = 8025, **kwargs: Any
+    ) -> None:
+        """Listen on TCP; port 0 picks a free one (see ``addresses``). With
+        ``sock=`` (a listening socket, closed when the server stops), host
+        and port are None."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: SMTPConnection(self), host, port, ssl=self._ssl(), reuse_address=True, **kwargs
