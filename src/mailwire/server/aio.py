@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..protocol.commands import CommandCache
+from ..reply import TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT
 from .clients import ClientTable
 from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
@@ -48,6 +49,33 @@ class SMTPServer:
         self.commands = CommandCache()
 
     # -- connections ---------------------------------------------------------------
+
+    def accept(self, connection: SMTPConnection, transport: asyncio.Transport) -> bool:
+        """Whether to serve a new connection; if not, it is closed unread.
+
+        A peer that may not send a PROXY header (``proxy_from``) is closed
+        unanswered: the header would let it name any client it likes. Past
+        ``limits.connections``, or past the client's share, it hears why
+        first (RFC 5321 3.8). Behind a PROXY header the peer is the proxy:
+        the client is counted once the header has named it.
+        """
+        config = self.config
+        peer = transport.get_extra_info("peername")
+        if config.proxy_protocol and not config.proxy_trusted(peer):
+            log.warning("closing a connection from %s: not a trusted PROXY protocol peer (proxy_from)", peer)
+            transport.close()
+            return False
+        refusal = None
+        if not self.admit(connection):
+            refusal = TOO_MANY_CONNECTIONS
+        elif not config.proxy_protocol and not self.admit_client(connection, self.clients.key(peer)):
+            refusal = TOO_MANY_FROM_CLIENT
+            self.release(connection)
+        if refusal is not None:
+            transport.write(refusal.wire)
+            transport.close()
+            return False
+        return True
 
     def admit(self, connection: SMTPConnection) -> bool:
         if self._closing or len(self._connections) >= self.config.limits.connections:

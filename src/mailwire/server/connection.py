@@ -24,15 +24,10 @@ client has not read pass ``limits.reply_buffer`` (ours and the transport's),
 reading stops until it reads them; if it does not within the timeout it is
 dropped.
 
-A slot cannot be held for free. Timeouts are deadlines, not idle timers: a
-command line must be complete ``server_idle_timeout`` after the server was
-ready for it, and a message's content (DATA, or every BDAT chunk of one
-message) starts with ``server_data_timeout`` and earns more only at
-``min_data_rate`` octets a second (Postfix's per-request deadline), so a
-trickle of bytes re-arms nothing; a deadline passed is a 421. One
-connection answers at most ``commands_per_turn`` commands before the event
-loop serves the others (in ``data_received``: stop reading, resume with
-``call_soon``).
+A slot cannot be held for free: the deadlines are ``clock.py``'s, and a
+deadline passed is a 421. One connection answers at most
+``commands_per_turn`` commands before the event loop serves the others (in
+``data_received``: stop reading, resume with ``call_soon``).
 """
 
 from __future__ import annotations
@@ -43,20 +38,16 @@ import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
-from ..deadline import Deadline
 from ..errors import SMTPError
 from ..flow import FlowControl
 from ..protocol.events import NEED_DATA, Closed, MessageData, NeedData
 from ..protocol.server import ServerConnection, ServerEvent, ServerState
 from ..reading import BufferedReading
-from ..reply import (
-    IDLE_TIMEOUT, READY_FOR_TLS, SESSION_UNAVAILABLE, SHUTTING_DOWN, TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT,
-    Reply, greeting,
-)
-from .envelope import SessionInfo, TLSInfo
+from ..reply import IDLE_TIMEOUT, READY_FOR_TLS, SESSION_UNAVAILABLE, SHUTTING_DOWN, TOO_MANY_FROM_CLIENT, Reply, greeting
+from .clock import SessionClock
+from .envelope import SessionInfo
 from .policy import Pending, SessionPolicy, Wait
 from .proxy_protocol import ProxyHeaderError, parse_proxy_header
-from .session import AuthSession
 
 if TYPE_CHECKING:
     from .aio import SMTPServer
@@ -83,8 +74,8 @@ class SMTPConnection(FlowControl, BufferedReading):
     # here must be named here; _wake and _writable are FlowControl's).
     __slots__ = (
         "server", "config", "limits", "core", "info", "policy", "transport", "task", "client_key",
-        "_out", "_out_size", "_paused", "_lost", "_proxy_buffer", "_shutting_down", "_deadline", "_late",
-        "_progressed", "_content", "_yielding", "_stash", "_after_handshake",
+        "_out", "_out_size", "_paused", "_lost", "_proxy_buffer", "_shutting_down", "_clock", "_yielding",
+        "_stash", "_after_handshake",
     )
 
     def __init__(self, server: SMTPServer) -> None:
@@ -111,10 +102,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         self._lost = False
         self._proxy_buffer: bytearray | None = bytearray() if config.proxy_protocol else None
         self._shutting_down = False
-        self._deadline = Deadline(self._expired)
-        self._late = False  # the deadline passed while the task was not waiting
-        self._progressed = True  # a whole command handled since the last wait
-        self._content = False  # inside a message's content: its deadline runs
+        self._clock = SessionClock(self.limits, self._expired)
         self._yielding = False  # data_received gave the loop a turn (reading paused)
         self._stash: Wait | None = None  # left by data_received for the task
         self._after_handshake: list[bytes] | None = None
@@ -125,36 +113,16 @@ class SMTPConnection(FlowControl, BufferedReading):
         # A cast, not an isinstance check: uvloop's transports have every
         # method of asyncio.Transport without deriving from it.
         transport = cast(asyncio.Transport, transport)
-        if self._proxy_buffer is not None and not self.config.proxy_trusted(transport.get_extra_info("peername")):
-            # A PROXY header would let this peer name any client it likes:
-            # closed unread and unanswered, as a connection with a bad header.
-            log.warning("closing a connection from %s: not a trusted PROXY protocol peer (proxy_from)",
-                        transport.get_extra_info("peername"))
-            transport.close()
-            self._lost = True
-            return
-        if not self.server.admit(self):
-            # Refused at accept (RFC 5321 3.8): say why, read nothing.
-            transport.write(TOO_MANY_CONNECTIONS.wire)
-            transport.close()
-            self._lost = True
+        if not self.server.accept(self, transport):
+            self._lost = True  # refused (and closed) at accept: never served
             return
         self.transport = transport
         self.info.peer = transport.get_extra_info("peername")
-        if not self.config.proxy_protocol and not self.server.admit_client(
-            self, self.server.clients.key(self.info.peer)
-        ):
-            # Behind a PROXY header the peer is the proxy: counted in _run, once
-            # the header has named the client.
-            transport.write(TOO_MANY_FROM_CLIENT.wire)
-            transport.close()
-            self._lost = True
-            return
         self.info.local = transport.get_extra_info("sockname")
         # Replies a client has not read: past this, pause_writing stops reading it.
         transport.set_write_buffer_limits(high=self.limits.reply_buffer)
         if self.config.implicit_tls:
-            self._note_tls(implicit=True)
+            self.policy.secured(transport.get_extra_info("ssl_object"), implicit=True)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
@@ -168,8 +136,9 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
-            if self._content:
-                self._earn(len(data))
+            clock = self._clock
+            if clock.content:
+                clock.earn(len(data))
             if self._yielding:
                 return  # the next turn answers it
             if self._answer_inline():
@@ -207,7 +176,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         if self.transport is None:
             return  # refused at accept: never admitted
         self._lost = True
-        self._deadline.cancel()
+        self._clock.cancel()
         self._release_waiters()
         self.server.release(self)
 
@@ -241,7 +210,7 @@ class SMTPConnection(FlowControl, BufferedReading):
 
     def _wait(self, timeout: float | None = None) -> Awaitable[None]:
         """Await it: until more bytes arrive (or the client leaves); _Timeout
-        once the deadline passes, the current one (see _next_deadline) or,
+        once the deadline passes, the current one (see SessionClock) or,
         if given, ``timeout`` from now. Usually a bare future: no coroutine
         frame is kept per waiting connection."""
         if self._lost:
@@ -255,11 +224,11 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._paused = False
             self.transport.resume_reading()
         if timeout is None:
-            self._next_deadline()
-            if self._late:
+            self._clock.before_wait(self._mid_message())
+            if self._clock.late:
                 raise _Timeout
         else:
-            self._arm(timeout)
+            self._clock.arm(timeout)
         # Not cleared after: whoever resolves it checks done() first.
         self._wake = waiter = asyncio.get_running_loop().create_future()
         return waiter
@@ -267,40 +236,6 @@ class SMTPConnection(FlowControl, BufferedReading):
     async def _wait_drained(self, timeout: float | None) -> None:
         await self._drained(self._timeout())
         await self._wait(timeout)
-
-    def _arm(self, timeout: float) -> None:
-        self._late = False
-        self._deadline.arm(timeout)
-
-    def _next_deadline(self) -> None:
-        """Before each wait for the client. The deadline moves for progress
-        only: a command handled (the next line gets the idle timeout whole),
-        the start of a message's content (the data timeout), octets of
-        content (``_earn``). Partial lines and junk bytes move nothing."""
-        if self._progressed:
-            self._progressed = False
-            if not self._content:
-                self._arm(self.limits.server_idle_timeout)
-        if not self._content:
-            self._track_content()  # the octets of a refused BDAT chunk, swallowed
-
-    def _track_content(self) -> None:
-        """After each event: has a message's content begun (354 to DATA, its
-        first BDAT: the data timeout starts) or ended (whole, refused, or
-        abandoned: commands again)? All the chunks of one message are one
-        content phase, one deadline."""
-        content = self._mid_message()
-        if content is not self._content:
-            self._content = content
-            if content:
-                self._arm(self.limits.server_data_timeout)
-
-    def _earn(self, octets: int) -> None:
-        """Content read: Postfix's smtpd_min_data_rate credit, capped at the
-        data timeout from now (min_data_rate 0: every read re-arms it)."""
-        rate = self.limits.min_data_rate
-        limit = self.limits.server_data_timeout
-        self._deadline.extend(octets / rate if rate else limit, limit)
 
     async def _breathe(self, turn_over: bool) -> None:
         """Between pipelined commands: send what is due; wait while the client
@@ -346,7 +281,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         else:
             # Not waiting for the client right now: the next wait times out
             # unless the client has made progress since.
-            self._late = True
+            self._clock.late = True
 
     def _timeout(self) -> float:
         limits = self.limits
@@ -418,7 +353,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             return None
         if type(event) is Closed:
             return None  # the core is closed: the connection ends
-        self._progressed = True
+        self._clock.progressed = True
         pending = self.policy.handle(event)
         if pending is not None:
             return pending
@@ -427,7 +362,7 @@ class SMTPConnection(FlowControl, BufferedReading):
     def _settle(self) -> Pending:
         """After an event is answered: the content deadline, and the reset
         of a transaction that ended undelivered."""
-        self._track_content()
+        self._clock.track(self._mid_message())
         return self.policy.abandon()
 
     async def _complete(self, pending: Wait) -> None:
@@ -447,12 +382,7 @@ class SMTPConnection(FlowControl, BufferedReading):
                     self._out.append(TOO_MANY_FROM_CLIENT.wire)
                     self._close()
                     return False
-            session = await self.server.backend.new_session(self.info)
-            self.policy.session = session
-            # What the core offers now that the session is known: AUTH if
-            # something can check credentials.
-            can_auth = self.config.authenticator is not None or isinstance(session, AuthSession)
-            self.core.advertise(self.config.extensions(auth=can_auth))
+            await self.policy.open(self.server.backend)
             return True
         except SMTPError as err:
             self._out.append(err.reply.wire)
@@ -468,7 +398,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         return False
 
     def _close(self) -> None:
-        self._deadline.cancel()
+        self._clock.cancel()
         self._flush()
         transport = self.transport
         if transport is None or self._lost or transport.is_closing():
@@ -481,7 +411,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         if unread:
             # close() waits for the client to read what is left; one that
             # never reads must not hold its slot for ever (see _expired).
-            self._arm(self._timeout())
+            self._clock.arm(self._timeout())
 
     async def _read_proxy_header(self) -> None:
         loop = asyncio.get_running_loop()
@@ -532,7 +462,7 @@ class SMTPConnection(FlowControl, BufferedReading):
                     # paused, and the task waits for the client to drain them.
                     waiter.set_result(None)
                     return True
-                self._next_deadline()
+                self._clock.before_wait(self._mid_message())
                 return True
             assert not isinstance(event, NeedData)
             try:
@@ -619,18 +549,4 @@ class SMTPConnection(FlowControl, BufferedReading):
         early, self._after_handshake = self._after_handshake, None
         for data in early:
             self.core.receive_data(data)
-        self._note_tls(implicit=False)
-        self.info.helo_name = None
-        self.info.auth_identity = self.info.auth_mechanism = None
-
-    def _note_tls(self, *, implicit: bool) -> None:
-        assert self.transport is not None
-        obj = self.transport.get_extra_info("ssl_object")
-        if obj is None:
-            return
-        cipher = obj.cipher()
-        self.info.tls = TLSInfo(
-            version=obj.version() or "", cipher=cipher[0] if cipher else "",
-            bits=cipher[2] if cipher else 0, peer_certificate=obj.getpeercert() or None,
-            implicit=implicit,
-        )
+        self.policy.secured(transport.get_extra_info("ssl_object"), implicit=False)

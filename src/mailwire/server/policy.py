@@ -39,8 +39,8 @@ from ..reply import (
     START_DATA, Reply, chunk_accepted,
 )
 from .auth import judge
-from .envelope import Envelope
-from .session import LMTPSession, Session, VerifySession
+from .envelope import Envelope, TLSInfo
+from .session import AuthSession, Backend, LMTPSession, Session, VerifySession
 
 if TYPE_CHECKING:
     from .connection import SMTPConnection
@@ -119,6 +119,23 @@ class SessionPolicy:
 
     def reply(self, reply: Reply) -> None:
         self.conn.reply(reply)
+
+    def secured(self, ssl_object: Any, *, implicit: bool) -> None:
+        """The connection is encrypted now; after STARTTLS the session starts
+        afresh (RFC 3207 4.2): no greeting, no authentication."""
+        if ssl_object is not None:
+            self.info.tls = TLSInfo.of(ssl_object, implicit=implicit)
+        if not implicit:
+            self.info.helo_name = None
+            self.info.auth_identity = self.info.auth_mechanism = None
+
+    async def open(self, backend: Backend) -> None:
+        """The backend's session for this connection (SMTPError refuses it),
+        and so what the core offers: AUTH if something can check credentials
+        (the server's authenticator, or the session itself)."""
+        session = self.session = await backend.new_session(self.info)
+        can_auth = self.config.authenticator is not None or isinstance(session, AuthSession)
+        self.core.advertise(self.config.extensions(auth=can_auth))
 
     def handle(self, event: ServerEvent) -> Pending:
         """Answer ``event`` (not MessageData nor Closed, which the connection
