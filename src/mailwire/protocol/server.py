@@ -1,37 +1,24 @@
 """The server role of the SMTP core: bytes in, events out; replies in, bytes out.
 
-``ServerConnection`` never touches a socket. A driver feeds what it reads to
-``receive_data``, takes events from ``next_event`` and writes what
-``send(reply)`` returns. The conversation strictly alternates: once
-``next_event`` has handed out something that needs an answer (a command, the
-end of a message or chunk, credentials, a ``Rejected``), the driver must
-``send`` that reply before another event comes out. That is all PIPELINING
-needs: the commands wait in the buffer and are answered in order. Which
-command is legal when, and where each reply leads, is looked up in
-``state.py``.
+``ServerConnection`` never touches a socket: a driver feeds it what it reads,
+takes events out and writes what ``send(reply)`` returns (the contract is on
+the class). The conversation strictly alternates, which is all PIPELINING
+needs: commands wait in the buffer and are answered in order. Which command
+is legal when, and where each reply leads, is looked up in ``state.py``.
 
 The core is built with what the server offers (``ServerExtensions``) and
-refuses on its own everything the protocol decides: unknown verbs, syntax,
-sequence, line and size limits, parameters of extensions not offered, AUTH
-where it is not offered, STARTTLS where no handshake can follow. Each
-command's rules are one method here (``_check_mail``, ``_check_rcpt``,
-``_start_auth``, ``_start_chunk`` ...). It runs the SASL exchanges itself
-(``sasl.py``'s server halves) and hands the driver only the ``Credentials``
-to judge. Everything else is the driver's: the backend's answers, which are
-policy.
-
-Message content is a stream: after the 354 to ``Data``, or after a ``Bdat``
-event, come ``MessageData`` pieces and then ``EndOfChunk`` (a BDAT chunk that
-is not the last: a reply is due, the message goes on), ``EndOfMessage`` (the
-message is whole: deliver it and reply) or ``Rejected`` (the content is
-refused: throw away what came). Only ``<CRLF>.<CRLF>`` ends DATA
-(``DataReader`` cannot be fooled by bare CR or LF); a BDAT chunk is counted
-off the buffer and never parsed, even when the BDAT itself is refused. After
-the 220 to STARTTLS, whatever the client pipelined is thrown away unread
-(RFC 3207 5).
-
-The DATA path touches each octet only in C (``bytes.find``/``replace``/
+refuses by itself everything the protocol decides: syntax, sequence, limits,
+parameters of extensions not offered, AUTH and STARTTLS where they are not.
+Each command's rules are one method here (``_check_mail``, ``_check_rcpt``,
+``_start_auth``, ``_start_chunk``); it runs the SASL exchanges itself and
+hands the driver only ``Credentials`` to judge. The rest is policy: the
+driver's. Only ``<CRLF>.<CRLF>`` ends DATA; a BDAT chunk is counted off the
+buffer and never parsed; whatever follows STARTTLS is dropped unread (RFC 3207
+5). The DATA path touches each octet only in C (``bytes.find``/``replace``/
 ``count``): no Python loop and no regex runs per content line.
+
+One class, over 500 lines: its fields are one state machine, which would
+only be scattered by a split.
 """
 
 from __future__ import annotations
