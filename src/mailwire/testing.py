@@ -43,7 +43,7 @@ from typing import Any, overload
 from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope
-from .server.session import Backend, Delivered, FunctionBackend, Handler
+from .server.session import Backend, Delivered, Handler
 
 __all__ = ["Messages", "ServerThread", "run_server"]
 
