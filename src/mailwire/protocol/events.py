@@ -172,7 +172,9 @@ class RawCommand:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Server side: the core refused a line itself (syntax, sequence, length).
+    """Server side: the core refused something itself (syntax, sequence,
+    length, a parameter or command the server does not offer, content over a
+    limit).
 
     The driver sends ``reply`` and carries on; ``close`` says the connection
     should end after it (421).
