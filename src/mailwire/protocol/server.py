@@ -72,6 +72,7 @@ JUNK_COMMANDS = frozenset({Noop, Rset, Vrfy, Expn, Help, Ehlo, Helo, Lhlo})
 _S = ServerState
 _END_OF_DATA = b"\r\n.\r\n"
 _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
+_CONTENT = frozenset({_S.CHUNKING, _S.DATA})
 _TRANSACTION_FLAGS = frozenset({ServerFlag.BINARYMIME, ServerFlag.SMTPUTF8})
 # Answers that end an AUTH exchange: a 5xx to one of them is a failed AUTH.
 _AUTH_EXCHANGE = frozenset({Auth, AuthResponse, Credentials})
@@ -228,6 +229,13 @@ class ServerConnection:
         """Inside a message's content (DATA, or a BDAT chunk's octets): a driver
         waits for more with its data timeout rather than its idle timeout."""
         return self.state is ServerState.DATA or self._chunk is not None
+
+    @property
+    def in_message(self) -> bool:
+        """From a message's first octet to the reply that ends it: in DATA,
+        in a BDAT chunk, or between the chunks of one message (the client
+        has not sent LAST yet)."""
+        return self.state in _CONTENT or self._chunk is not None
 
     @property
     def buffered(self) -> int:
@@ -610,7 +618,7 @@ class ServerConnection:
             if key is Rcpt:
                 self.accepted_recipients += 1
             elif key is Mail:
-                if isinstance(event, Mail):
+                if isinstance(event, Mail) and (event.options.body or event.options.smtputf8):
                     self._transaction_flags(event)
             elif key is Credentials:
                 self.flags = self.flags | {ServerFlag.AUTHENTICATED}

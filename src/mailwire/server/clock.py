@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ..deadline import Deadline
 from ..limits import Limits
+from ..protocol.server import ServerConnection
 
 __all__ = ["SessionClock"]
 
@@ -46,7 +47,7 @@ class SessionClock:
     def cancel(self) -> None:
         self._deadline.cancel()
 
-    def before_wait(self, mid_message: bool) -> None:
+    def before_wait(self, core: ServerConnection) -> None:
         """Before each wait for the client: a command handled since the
         last one gives the next line the idle timeout whole."""
         if self.progressed:
@@ -54,15 +55,16 @@ class SessionClock:
             if not self.content:
                 self.arm(self.limits.server_idle_timeout)
         if not self.content:
-            self.track(mid_message)  # the octets of a refused BDAT chunk, swallowed
+            self.track(core)  # the octets of a refused BDAT chunk, swallowed
 
-    def track(self, mid_message: bool) -> None:
+    def track(self, core: ServerConnection) -> None:
         """After each event: has a message's content begun (354 to DATA, its
         first BDAT: the data timeout starts) or ended (whole, refused, or
         abandoned: commands again)?"""
-        if mid_message is not self.content:
-            self.content = mid_message
-            if mid_message:
+        in_message = core.in_message
+        if in_message is not self.content:
+            self.content = in_message
+            if in_message:
                 self.arm(self.limits.server_data_timeout)
 
     def earn(self, octets: int) -> None:

@@ -215,7 +215,9 @@ class SMTPConnection(FlowControl, BufferedReading):
         frame is kept per waiting connection."""
         if self._lost:
             raise _Gone
-        if self._shutting_down and not self._mid_message():
+        if self._shutting_down and not self.core.in_message:
+            # A stopping server lets a message finish for its grace rather
+            # than cutting it off.
             raise _ShuttingDown
         self._flush()
         if self._writable is not None:
@@ -224,7 +226,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._paused = False
             self.transport.resume_reading()
         if timeout is None:
-            self._clock.before_wait(self._mid_message())
+            self._clock.before_wait(self.core)
             if self._clock.late:
                 raise _Timeout
         else:
@@ -250,12 +252,6 @@ class SMTPConnection(FlowControl, BufferedReading):
                 self._paused = True
                 self.transport.pause_reading()
             await asyncio.sleep(0)
-
-    def _mid_message(self) -> bool:
-        """Is a message's content arriving? In DATA, in a BDAT chunk, or
-        between BDAT chunks (the client has not sent LAST yet): a stopping
-        server lets it finish for its grace rather than cutting it off."""
-        return self.core.receiving_content or self.core.state is ServerState.CHUNKING
 
     async def _drained(self, timeout: float) -> None:
         """Until the client reads what we wrote. One that stops reading is
@@ -357,12 +353,13 @@ class SMTPConnection(FlowControl, BufferedReading):
         pending = self.policy.handle(event)
         if pending is not None:
             return pending
-        return self._settle()
+        self._clock.track(self.core)  # as _settle, written out: every event passes here
+        return self.policy.abandon()
 
     def _settle(self) -> Pending:
         """After an event is answered: the content deadline, and the reset
         of a transaction that ended undelivered."""
-        self._clock.track(self._mid_message())
+        self._clock.track(self.core)
         return self.policy.abandon()
 
     async def _complete(self, pending: Wait) -> None:
@@ -462,7 +459,7 @@ class SMTPConnection(FlowControl, BufferedReading):
                     # paused, and the task waits for the client to drain them.
                     waiter.set_result(None)
                     return True
-                self._clock.before_wait(self._mid_message())
+                self._clock.before_wait(self.core)
                 return True
             assert not isinstance(event, NeedData)
             try:

@@ -104,10 +104,12 @@ class SessionPolicy:
     """One connection's session, and the answers it gives."""
 
     # One per connection, thousands at once: no __dict__.
-    __slots__ = ("conn", "core", "config", "info", "session", "envelope", "chunks", "auth_failures")
+    __slots__ = ("conn", "core", "config", "info", "reply", "session", "envelope", "chunks", "auth_failures")
 
     def __init__(self, conn: SMTPConnection) -> None:
         self.conn = conn
+        # Answers what the core handed out (the connection writes it).
+        self.reply: Callable[[Reply], None] = conn.reply
         self.core = conn.core
         self.config = conn.config
         self.info = conn.info
@@ -116,9 +118,6 @@ class SessionPolicy:
         self.envelope: Envelope | None = None
         self.chunks: list[bytes] = []
         self.auth_failures = 0  # this connection's, for auth.py
-
-    def reply(self, reply: Reply) -> None:
-        self.conn.reply(reply)
 
     def secured(self, ssl_object: Any, *, implicit: bool) -> None:
         """The connection is encrypted now; after STARTTLS the session starts
@@ -140,11 +139,7 @@ class SessionPolicy:
     def handle(self, event: ServerEvent) -> Pending:
         """Answer ``event`` (not MessageData nor Closed, which the connection
         keeps or ends on): None once answered, or the Wait to complete."""
-        handler = _HANDLERS.get(type(event))
-        if handler is None:
-            self.reply(NOT_IMPLEMENTED)
-            return None
-        return handler(self, event)
+        return _HANDLERS.get(type(event), SessionPolicy._not_implemented)(self, event)
 
     # -- asking the backend -------------------------------------------------------
 
@@ -256,7 +251,7 @@ class SessionPolicy:
         return self.ask(self._delivered, envelope, session.data, envelope)
 
     def _delivered(self, envelope: Envelope, refusal: Reply | None) -> Pending:
-        if refusal is None:
+        if refusal is None and self.config.on_delivered is not None:
             self._notify(envelope, envelope.rcpt_to)
         # LMTP (RFC 2033 4.2): one reply per accepted recipient, here all alike.
         for _ in range(len(envelope.rcpt_to) if self.core.lmtp else 1):
