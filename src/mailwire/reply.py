@@ -228,6 +228,7 @@ AUTH_CANCELLED = Reply.of(501, "5.0.0", "Authentication cancelled")
 UNKNOWN_MECHANISM = Reply.of(504, "5.5.4", "Unrecognized authentication mechanism")
 AUTH_FAILED = Reply.of(535, "5.7.8", "Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply.of(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_REQUIRED = Reply.of(530, "5.7.0", "Authentication required")  # RFC 4954 6
 NEEDS_SMTPUTF8 = Reply.of(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531)")
 REQUIRETLS_NEEDS_TLS = Reply.of(530, "5.7.10", "REQUIRETLS needs a TLS session (RFC 8689)")
 PARAMETER_NOT_IMPLEMENTED = Reply.of(555, "5.5.4", "Parameter not recognized or not implemented")

@@ -16,7 +16,10 @@ import base64
 import pytest
 
 from mailwire.limits import Limits
-from mailwire.protocol.events import Auth, AuthResponse, Ehlo, Expn, Help, Noop, Quit, Rejected, Rset, Vrfy
+from mailwire.protocol.events import (
+    AuthChallenge, Credentials, Ehlo, Expn, Help, Noop, Quit, Rejected, Rset, Vrfy,
+)
+from mailwire.protocol.extensions import ServerExtensions
 from mailwire.protocol.server import JUNK_COMMANDS, ServerConnection
 from mailwire.protocol.state import ServerState
 from mailwire.reply import Reply
@@ -26,6 +29,7 @@ from server_harness import Content, Refused, converse_every_way
 EHLO, E = b"EHLO c.example\r\n", Ehlo("c.example")
 MESSAGE = b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\nhi\r\n.\r\n"
 TOO_MANY = Refused(421, "4.7.0")
+AUTH = ServerExtensions(auth_mechanisms=("PLAIN", "LOGIN"), plaintext_auth=True)
 
 
 def b64(data: bytes) -> bytes:
@@ -72,27 +76,28 @@ def test_failed_auth_counts_as_an_error_and_ends_at_the_limit() -> None:
     right = b"AUTH PLAIN " + b64(b"\0user\0secret") + b"\r\n"
     driver = converse_every_way(EHLO + wrong * 2000 + right, limits=Limits(bad_commands=3),
                                 hostname="mx.example")
-    auth = Auth("PLAIN", b"\0user\0wrong")
+    auth = Credentials("PLAIN", "", "user", password="wrong")
     assert driver.log == [E, 250, *[auth, 535] * 4, TOO_MANY]
     assert driver.conn.state is ServerState.CLOSED
     assert not driver.conn.authenticated
 
 
 def test_failed_auth_after_a_challenge_counts_too() -> None:
-    wire = EHLO + (b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n") * 3
+    wire = EHLO + (b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"wrong") + b"\r\n") * 3
     driver = converse_every_way(wire, limits=Limits(bad_commands=1))
-    assert driver.log == [E, 250, Auth("LOGIN", None), 334, AuthResponse(b"user"), 535,
-                          Auth("LOGIN", None), 334, AuthResponse(b"user"), 535, TOO_MANY]
+    wrong = Credentials("LOGIN", "", "user", password="wrong")
+    assert driver.log == [E, 250, 334, 334, wrong, 535, 334, 334, wrong, 535, TOO_MANY]
 
 
 def test_a_malformed_auth_response_is_counted_once() -> None:
-    conn = ServerConnection(limits=Limits(bad_commands=5))
+    conn = ServerConnection(limits=Limits(bad_commands=5), extensions=AUTH)
     conn.send(Reply.of(220, None, "hi"))
     conn.receive_data(EHLO + b"AUTH PLAIN\r\n!!notbase64!!\r\n")
     assert conn.next_event() == E
     conn.send(Reply.of(250, None, "hi"))
-    assert isinstance(conn.next_event(), Auth)
-    conn.send(Reply.of(334, None, ""))
+    challenge = conn.next_event()
+    assert isinstance(challenge, AuthChallenge) and challenge.reply.code == 334
+    conn.send(challenge.reply)
     refused = conn.next_event()
     assert isinstance(refused, Rejected) and refused.reply.code == 501
     conn.send(refused.reply)
@@ -101,12 +106,13 @@ def test_a_malformed_auth_response_is_counted_once() -> None:
 
 def test_a_successful_or_temporary_auth_answer_is_no_error() -> None:
     for reply in (Reply.of(235, "2.7.0", "ok"), Reply.of(454, "4.7.0", "try later")):
-        conn = ServerConnection(limits=Limits(bad_commands=0))
+        conn = ServerConnection(limits=Limits(bad_commands=0), extensions=AUTH)
         conn.send(Reply.of(220, None, "hi"))
         conn.receive_data(EHLO + b"AUTH PLAIN " + b64(b"\0u\0p") + b"\r\nNOOP\r\n")
         conn.next_event()
         conn.send(Reply.of(250, None, "hi"))
-        conn.next_event()
+        assert isinstance(conn.next_event(), Credentials)
         conn.send(reply)
         assert conn.bad_commands == 0
+        assert conn.authenticated is (reply.code == 235)
         assert conn.next_event() == Noop()

@@ -163,11 +163,11 @@ def test_failures_log_one_line_per_client_and_window(
     server_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`mailwire serve`'s own backend included: it logged a WARNING per failure."""
-    from mailwire.cli_serve import ServeBackend
+    from mailwire.cli_serve import Users
 
-    backend = ServeBackend(Sink(), users={"alice": PASSWORD}, report=False)
     server = server_factory(
-        backend, allow_plaintext_auth=True, client_limit_exempt=(),
+        Sink(), authenticator=Users({"alice": PASSWORD}), require_auth=True,
+        allow_plaintext_auth=True, client_limit_exempt=(),
         limits=Limits(auth_failure_delay=0.001, auth_failures=1000, bad_commands=1000),
     )
     caplog.set_level(logging.DEBUG, logger="mailwire")
@@ -394,15 +394,22 @@ def test_unread_replies_are_bounded_per_connection(server_factory: Factory) -> N
 
 
 class _TickRecordingSession(BaseSession):
-    """Notes the event loop's turn at each RCPT it is asked about."""
+    """Notes the event loop's turn at each RCPT it is asked about, in a step
+    that is a coroutine function: it runs on the connection's task."""
 
-    def __init__(self, info: SessionInfo, turns: list[int], ticks: list[int], inline: bool) -> None:
+    def __init__(self, info: SessionInfo, turns: list[int], ticks: list[int]) -> None:
         super().__init__(info)
-        self.runs_inline = inline
         self._turns = turns
         self._ticks = ticks
 
     async def rcpt(self, address: str, options: RcptOptions) -> None:
+        self._turns.append(self._ticks[0])
+
+
+class _InlineTickRecordingSession(_TickRecordingSession):
+    """The same in a plain function: answered inside data_received."""
+
+    def rcpt(self, address: str, options: RcptOptions) -> None:  # type: ignore[override]
         self._turns.append(self._ticks[0])
 
 
@@ -413,7 +420,8 @@ class _TickBackend:
         self.inline = inline
 
     async def new_session(self, info: SessionInfo) -> BaseSession:
-        return _TickRecordingSession(info, self.turns, self.ticks, self.inline)
+        kind = _InlineTickRecordingSession if self.inline else _TickRecordingSession
+        return kind(info, self.turns, self.ticks)
 
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "task"])

@@ -11,11 +11,13 @@ from .client import ClientConnection
 from .data import BareLineEndings, DataReader, DotStuffer
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
+from .extensions import ServerExtensions
 from .params import MailOptions, RcptOptions
 from .server import ServerConnection
 from .state import ClientState, ServerState
 
 __all__ = [
     "Capabilities", "ClientConnection", "ClientState", "BareLineEndings", "DataReader",
-    "DotStuffer", "MailOptions", "RcptOptions", "ServerConnection", "ServerState", *_events_all,
+    "DotStuffer", "MailOptions", "RcptOptions", "ServerConnection", "ServerExtensions", "ServerState",
+    *_events_all,
 ]
