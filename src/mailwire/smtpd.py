@@ -30,6 +30,11 @@ Differences from ``smtpd``, on purpose or by necessity:
   ``MailmanProxy`` (gone from smtpd in 3.11). ``__all__`` is smtpd's without
   ``SMTPChannel``; ``loop``, ``run_in_thread`` and ``LoopThread`` are
   imported by name.
+* EHLO offers SIZE only with a ``data_size_limit``, as smtpd did (mailwire
+  on its own says ``SIZE 0`` for "no limit"), so clients that send SIZE
+  only when offered (smtplib) hand ``process_message`` the same
+  ``mail_options`` as under smtpd; a SIZE parameter is still accepted
+  unoffered, as smtpd accepted it.
 * The protocol is RFC 5321 as mailwire speaks it: PIPELINING, 8BITMIME and
   ENHANCEDSTATUSCODES are offered in every mode (so ``BODY=8BITMIME`` is
   accepted with ``decode_data=True`` too, where smtpd answered 555), and
@@ -72,6 +77,7 @@ from typing import Any, cast
 
 from .errors import MailwireError, RecipientsRefused, SMTPError
 from .limits import DEFAULT_LIMITS
+from .protocol.capabilities import Capabilities
 from .protocol.data import BareLineEndings
 from .protocol.params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
 from .reply import LOCAL_ERROR, Reply
@@ -185,8 +191,9 @@ class SMTPServer:
     def make_config(self) -> ServerConfig:
         """The settings of the mailwire server behind this one: smtpd's
         greeting, SIZE and SMTPUTF8; no DSN, no CHUNKING, and no limit on
-        the length of a message's lines (smtpd had none)."""
-        return ServerConfig(
+        the length of a message's lines (smtpd had none). SIZE is offered
+        only with a limit, as smtpd offered it."""
+        return _SmtpdConfig(
             greeting=__version__,
             limits=DEFAULT_LIMITS.with_(message_size=self.data_size_limit or 0, text_line=0),
             smtputf8=self.enable_SMTPUTF8,
@@ -210,6 +217,30 @@ class SMTPServer:
         upper-case parameters, e.g. ``['SIZE=1234', 'BODY=8BITMIME']``.
         """
         raise NotImplementedError
+
+
+class _SmtpdConfig(ServerConfig):
+    """smtpd's EHLO: SIZE offered only when there is a limit.
+
+    mailwire offers ``SIZE 0`` for "no limit" (RFC 1870), and smtplib then
+    sends ``SIZE=n``, which ``process_message`` would see in
+    ``mail_options`` where smtpd's (without ``-s``) saw none. What is
+    enforced stays the unfiltered set: a SIZE parameter is accepted
+    unoffered, as smtpd accepted it.
+    """
+
+    def keywords(self, *, tls: bool, auth: bool) -> list[str]:
+        words = super().keywords(tls=tls, auth=auth)
+        if self.limits.message_size:
+            return words
+        return [word for word in words if word.partition(" ")[0] != "SIZE"]
+
+    def capabilities(self, *, tls: bool, auth: bool) -> Capabilities:
+        features: dict[str, str] = {}
+        for keyword in ServerConfig.keywords(self, tls=tls, auth=auth):
+            name, _, params = keyword.partition(" ")
+            features[name.lower()] = params
+        return Capabilities(self.hostname, features)
 
 
 class DebuggingServer(SMTPServer):
