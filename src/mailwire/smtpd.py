@@ -41,10 +41,12 @@ Differences from ``smtpd``, on purpose or by necessity:
   ``mailwire.server.SMTPServer`` (``BaseSession.mail``/``rcpt`` raising
   ``SMTPError``, ``AuthSession.authenticate``). The other ``asyncore``
   hooks (``handle_error``, ``readable``, ...) are never called either.
-* The command line (``usage``, ``parseargs``, ``Options``; ``mailwire
-  serve`` replaces it) and ``MailmanProxy`` (gone from smtpd in 3.11) are
-  not provided. ``loop``, ``run_in_thread`` and ``LoopThread`` are imported
-  by name.
+* The command line, ``python -m mailwire.smtpd [options] [localhost:port
+  [remotehost:port]]``, is smtpd's: its options, defaults, usage text and
+  exit codes (``mailwire.smtpd_cli`` has it, ``usage``, ``parseargs`` and
+  ``Options`` included, and says where it differs). ``MailmanProxy`` (gone
+  from smtpd in 3.11) is not provided. ``loop``, ``run_in_thread`` and
+  ``LoopThread`` are imported by name.
 * EHLO offers SIZE only with a ``data_size_limit``, as smtpd did (mailwire
   on its own says ``SIZE 0`` for "no limit"), so clients that send SIZE
   only when offered (smtplib) hand ``process_message`` the same
@@ -724,3 +726,11 @@ def run_in_thread(
         raise ValueError("no server to run: create an SMTPServer first")
     return LoopThread(chosen, grace=grace, start_timeout=start_timeout).start()
 
+
+if __name__ == "__main__":
+    # ``python -m mailwire.smtpd`` runs this file as __main__, a second copy of
+    # the module; the command line works with the real mailwire.smtpd (the one
+    # a user's ``-c module.Class`` subclasses), so it lives in a module of its own.
+    from mailwire.smtpd_cli import main
+
+    sys.exit(main())
