@@ -24,12 +24,34 @@ the other connections meanwhile.
 
 Differences from ``smtpd``, on purpose or by necessity:
 
-* ``SMTPChannel`` (and ``SMTPServer.channel_class``) is not provided: the
-  protocol is mailwire's, not a channel to subclass. Nor are the command line
-  (``usage``, ``parseargs``, ``Options``; ``mailwire serve`` replaces it) and
-  ``MailmanProxy`` (gone from smtpd in 3.11). ``__all__`` is smtpd's without
-  ``SMTPChannel``; ``loop``, ``run_in_thread`` and ``LoopThread`` are
-  imported by name.
+* ``SMTPChannel`` cannot be subclassed, nor ``SMTPServer.channel_class``
+  set to another class, nor ``handle_accept``/``handle_accepted``
+  overridden: the SMTP dialogue is mailwire's server, so no ``smtp_*``
+  handler, ``push`` or channel attribute of a subclass would ever run, and
+  an override silently ignored is worse than none. Each raises
+  ``ChannelNotSupported`` (a ``TypeError``) at once: where the subclass is
+  defined (at import), or ``channel_class`` set (in a class body; on the
+  class later, at construction before anything binds; on an instance, at
+  the assignment). Real programs subclassed the channel to add AUTH or
+  STARTTLS to ``smtp_EHLO``, to refuse in ``smtp_MAIL`` or ``smtp_RCPT``,
+  or to end the loop in ``smtp_QUIT``; the supported ways, which the error
+  names: ``process_message`` (its return value is the reply to DATA),
+  ``make_config`` (STARTTLS with a ``tls_context``, limits), and for
+  refusing senders or recipients as they come, or AUTH, a session of
+  ``mailwire.server.SMTPServer`` (``BaseSession.mail``/``rcpt`` raising
+  ``SMTPError``, ``AuthSession.authenticate``). The other ``asyncore``
+  hooks (``handle_error``, ``readable``, ...) are never called either.
+* The command line, ``python -m mailwire.smtpd [options] [localhost:port
+  [remotehost:port]]``, is smtpd's: its options, defaults, usage text and
+  exit codes (``mailwire.smtpd_cli`` has it, ``usage``, ``parseargs`` and
+  ``Options`` included, and says where it differs). ``MailmanProxy`` (gone
+  from smtpd in 3.11) is not provided. ``loop``, ``run_in_thread`` and
+  ``LoopThread`` are imported by name.
+* EHLO offers SIZE only with a ``data_size_limit``, as smtpd did (mailwire
+  on its own says ``SIZE 0`` for "no limit"), so clients that send SIZE
+  only when offered (smtplib) hand ``process_message`` the same
+  ``mail_options`` as under smtpd; a SIZE parameter is still accepted
+  unoffered, as smtpd accepted it.
 * The protocol is RFC 5321 as mailwire speaks it: PIPELINING, 8BITMIME and
   ENHANCEDSTATUSCODES are offered in every mode (so ``BODY=8BITMIME`` is
   accepted with ``decode_data=True`` too, where smtpd answered 555), and
@@ -66,20 +88,22 @@ import threading
 import time
 from collections.abc import Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from .errors import MailwireError, RecipientsRefused, SMTPError
 from .limits import DEFAULT_LIMITS
-from .protocol.data import BareLineEndings
-from .protocol.params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
+from .protocol import (
+    BareLineEndings, MailOptions, RcptOptions, ServerExtensions, format_mail_options, format_rcpt_options,
+)
 from .reply import LOCAL_ERROR, Reply
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.session import BaseSession, Session
 from .testing import ServerThread
 
-__all__ = ["SMTPServer", "DebuggingServer", "PureProxy"]
+__all__ = ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
 
 log = logging.getLogger("mailwire.smtpd")
 
@@ -113,6 +137,75 @@ def _debug(*args: object) -> None:
     print(*args, file=DEBUGSTREAM)
 
 
+# -- the channel that is not there ------------------------------------------------
+
+
+class ChannelNotSupported(TypeError):
+    """A channel subclass or override that ``mailwire.smtpd`` would never run.
+
+    Raised when it is defined or set, so a program learns at start-up what
+    smtpd would have done differently, not from mail that went unchecked.
+    """
+
+
+_ALTERNATIVES = (
+    "mailwire.smtpd speaks SMTP with mailwire's own server, not an asynchat channel. Instead: "
+    "handle each message, and choose the reply to DATA, in SMTPServer.process_message; "
+    "offer STARTTLS or change limits by overriding SMTPServer.make_config (a mailwire.server.ServerConfig); "
+    "to refuse senders or recipients as they come, or to offer AUTH, write a session for "
+    "mailwire.server.SMTPServer (BaseSession.mail/rcpt raising mailwire.SMTPError, AuthSession.authenticate)"
+)
+
+
+def _refusal(what: str) -> ChannelNotSupported:
+    return ChannelNotSupported(f"{what}. {_ALTERNATIVES}.")
+
+
+def _overrides(cls: type) -> str:
+    names = sorted(name for name in vars(cls) if not (name.startswith("__") and name.endswith("__")))
+    return f" (it defines {', '.join(names)})" if names else ""
+
+
+class SMTPChannel:
+    """The name ``smtpd.SMTPChannel``, so that code written for it fails with
+    an explanation: a subclass raises ``ChannelNotSupported`` when defined,
+    and making one (as ``handle_accept`` overrides did) raises it too."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise _refusal(
+            f"{cls.__qualname__} subclasses SMTPChannel{_overrides(cls)}, which would never run")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise _refusal("SMTPChannel cannot be made: connections are not channels here")
+
+
+class _ChannelClass:
+    """``SMTPServer.channel_class``: reads as ``SMTPChannel``; setting another
+    class on a server raises (a class body setting it is refused by
+    ``SMTPServer.__init_subclass__``)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> type[SMTPChannel]:
+        return SMTPChannel
+
+    def __set__(self, obj: object, value: object) -> None:
+        if value is not SMTPChannel:
+            raise _refusal(f"{type(obj).__qualname__}.channel_class = {_name(value)} would never be used")
+
+
+def _name(value: object) -> str:
+    return str(getattr(value, "__qualname__", None) or repr(value))
+
+
+def _check_server_class(cls: type) -> None:
+    """ChannelNotSupported if ``cls`` sets a channel class or accepts connections itself."""
+    channel = cls.channel_class  # type: ignore[attr-defined]
+    if channel is not SMTPChannel:
+        raise _refusal(f"{cls.__qualname__}.channel_class = {_name(channel)} would never be used")
+    for hook in ("handle_accept", "handle_accepted"):
+        if any(hook in vars(klass) for klass in cls.__mro__):
+            raise _refusal(f"{cls.__qualname__}.{hook} would never be called: mailwire's server accepts the connections")
+
+
 # -- the servers ------------------------------------------------------------------
 
 
@@ -124,7 +217,14 @@ class SMTPServer:
     ``localaddr`` asked for port 0). ``close()`` (or leaving a ``with``
     block) releases the port and forgets the server. Override
     ``make_config`` to change what mailwire's server is told (TLS, limits).
+    ``channel_class`` is always ``SMTPChannel`` (see ``ChannelNotSupported``).
     """
+
+    channel_class = _ChannelClass()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_server_class(cls)
 
     def __init__(
         self,
@@ -135,6 +235,7 @@ class SMTPServer:
         enable_SMTPUTF8: bool = False,
         decode_data: bool = False,
     ) -> None:
+        _check_server_class(type(self))  # a channel_class set on the class after its definition
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
         self.data_size_limit = data_size_limit
@@ -184,8 +285,9 @@ class SMTPServer:
     def make_config(self) -> ServerConfig:
         """The settings of the mailwire server behind this one: smtpd's
         greeting, SIZE and SMTPUTF8; no DSN, no CHUNKING, and no limit on
-        the length of a message's lines (smtpd had none)."""
-        return ServerConfig(
+        the length of a message's lines (smtpd had none). SIZE is offered
+        only with a limit, as smtpd offered it."""
+        return _SmtpdConfig(
             greeting=__version__,
             limits=DEFAULT_LIMITS.with_(message_size=self.data_size_limit or 0, text_line=0),
             smtputf8=self.enable_SMTPUTF8,
@@ -209,6 +311,19 @@ class SMTPServer:
         upper-case parameters, e.g. ``['SIZE=1234', 'BODY=8BITMIME']``.
         """
         raise NotImplementedError
+
+
+class _SmtpdConfig(ServerConfig):
+    """smtpd's EHLO: SIZE offered only when there is a limit.
+
+    mailwire offers ``SIZE 0`` for "no limit" (RFC 1870), and smtplib then
+    sends ``SIZE=n``, which ``process_message`` would see in
+    ``mail_options`` where smtpd's (without ``-s``) saw none. A SIZE
+    parameter is still accepted unoffered, as smtpd accepted it.
+    """
+
+    def extensions(self, *, auth: bool) -> ServerExtensions:
+        return replace(super().extensions(auth=auth), size_without_limit=False)
 
 
 class DebuggingServer(SMTPServer):
@@ -540,3 +655,12 @@ def run_in_thread(
     if not chosen:
         raise ValueError("no server to run: create an SMTPServer first")
     return LoopThread(chosen, grace=grace, start_timeout=start_timeout).start()
+
+
+if __name__ == "__main__":
+    # ``python -m mailwire.smtpd`` runs this file as __main__, a second copy of
+    # the module; the command line works with the real mailwire.smtpd (the one
+    # a user's ``-c module.Class`` subclasses), so it lives in a module of its own.
+    from mailwire.smtpd_cli import main
+
+    sys.exit(main())

@@ -12,12 +12,12 @@ from .data import BareLineEndings, DataReader, DotStuffer
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .extensions import ServerExtensions
-from .params import MailOptions, RcptOptions
+from .params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
 from .server import ServerConnection
 from .state import ClientState, ServerState
 
 __all__ = [
     "Capabilities", "ClientConnection", "ClientState", "BareLineEndings", "DataReader",
     "DotStuffer", "MailOptions", "RcptOptions", "ServerConnection", "ServerExtensions", "ServerState",
-    *_events_all,
+    "format_mail_options", "format_rcpt_options", *_events_all,
 ]

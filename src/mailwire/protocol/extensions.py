@@ -42,6 +42,10 @@ class ServerExtensions:
     auth_mechanisms: tuple[str, ...] = ()  # RFC 4954
     plaintext_auth: bool = False
     auth_required: bool = False
+    # With no size limit, SIZE is advertised as ``SIZE 0`` (RFC 1870 4);
+    # False leaves it out then, as smtpd's EHLO did. A SIZE parameter is
+    # accepted either way: the core always implements it.
+    size_without_limit: bool = True
 
     def __post_init__(self) -> None:
         mechanisms = tuple(m.upper() for m in self.auth_mechanisms)
@@ -57,7 +61,10 @@ class ServerExtensions:
     def keywords(self, *, max_size: int, tls: bool) -> list[str]:
         """The EHLO keywords in this TLS state (RFC 5321 4.1.1.1 and the
         extensions' RFCs), in the order mailwire has always sent them."""
-        keywords = ["PIPELINING", "8BITMIME", f"SIZE {max_size}", "ENHANCEDSTATUSCODES"]
+        keywords = ["PIPELINING", "8BITMIME"]
+        if max_size or self.size_without_limit:
+            keywords.append(f"SIZE {max_size}")
+        keywords.append("ENHANCEDSTATUSCODES")
         if self.smtputf8:
             keywords.append("SMTPUTF8")
         if self.chunking:
