@@ -121,6 +121,14 @@ def bare_spec() -> ServerSpec:
     )
 
 
+def compare_spec(cli: str) -> ServerSpec:
+    """Another mailwire's ``serve --sink`` (another checkout's virtualenv, say the commit before a
+    change), in the same run, so that before and after are a ratio taken under the same load."""
+    args = ["serve", "--sink", "-q", "--hostname", "localhost", "--host", HOST]
+    return ServerSpec("mailwire@compare", lambda port: [cli, *args, "--port", str(port)],
+                      f"{cli} {' '.join(args[:-2])}")  # fmt: skip
+
+
 def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
     """``mailwire serve --sink`` if the CLI has it, else the same server from serve_sink.py."""
     script = Path(sys.executable).with_name("mailwire")
@@ -351,6 +359,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smaller run, about 30 s")
     parser.add_argument("--launcher", action="store_true", help="run mailwire from serve_sink.py "
                         "even when the CLI has `serve --sink`")  # fmt: skip
+    parser.add_argument("--compare", metavar="MAILWIRE", help="also run this `mailwire` executable's "
+                        "`serve --sink` (e.g. another checkout's .venv/bin/mailwire), as mailwire@compare")
     return parser.parse_args(argv)
 
 
@@ -387,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     specs = [smtp_sink_spec(), aiosmtpd_spec(), smtpd_spec(), bare_spec(), mailwire_spec(not args.launcher)]
+    if args.compare:
+        specs.append(compare_spec(args.compare))
     print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "
           f"{counts[SIZES[0]]} msgs/run of 1 KB, {counts[SIZES[1]]} of 100 KB; "
           f"median of {repeat}", flush=True)  # fmt: skip

@@ -263,3 +263,124 @@ def test_values_import_nothing_above_them(name: str) -> None:
         and imported.rpartition(".")[0] not in VALUES  # "from .reply import Reply" names mailwire.reply.Reply
     ]
     assert found == []
+
+
+# -- Django stays optional ---------------------------------------------------------
+
+
+def test_only_mailwire_django_imports_django() -> None:
+    """Django is an optional extra (``mailwire[django]``): one module may
+    import it, and nothing in mailwire may import that module."""
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for name, line in _imports(path, runtime_only=False):
+            where = f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+            if name.split(".")[0] == "django" and path != PACKAGE_ROOT / "django.py":
+                offences.append(f"{where}: imports {name}")
+            if name == "mailwire.django" and path != PACKAGE_ROOT / "django.py":
+                offences.append(f"{where}: imports mailwire.django")
+    assert offences == []
+
+
+def test_mailwire_imports_without_django() -> None:
+    # A fresh interpreter where ``import django`` fails: every other module loads.
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        sys.modules["django"] = None  # an ImportError for anyone who tries
+        import mailwire
+        names = [m.name for m in pkgutil.walk_packages(mailwire.__path__, "mailwire.")
+                 if m.name not in ("mailwire.django", "mailwire.__main__")]
+        for name in names:
+            importlib.import_module(name)
+        for name in ("SMTPClient", "AsyncSMTPClient", "SMTPPool", "LMTPClient"):
+            getattr(mailwire, name)
+        try:
+            import mailwire.django
+        except ImportError as err:
+            print(len(names), "ok;", err)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert " ok; " in result.stdout and int(result.stdout.split()[0]) > 20
+
+
+# -- reply codes: protocol, or a backend's own policy -------------------------------------------
+#
+# The rule. A reply code written as a literal (``Reply(550, ...)``,
+# ``Reply.of(550, ...)``, ``Reply.parse("550 ...")``, ``SMTPError(550, ...)``,
+# ``RemoteProtocolError(..., Reply.of(...))``) is a protocol decision, and the
+# protocol's decisions live in one place: ``protocol/``, ``reply.py`` (the
+# standard replies, by name, for drivers to use) and the two value modules the
+# core builds on, ``sasl.py`` (the SASL exchanges the core runs) and
+# ``errors.py`` (the default reply of a RemoteProtocolError). Everywhere else a
+# reply is one of reply.py's names or a Reply handed along, except in a
+# backend: a module implementing the Backend contract refuses with its own
+# codes (``SMTPError(550, "5.1.1", "No such user")``, design rule 4), which
+# is policy, not protocol. The sanctioned backends are the shipped ones
+# (``server/handlers.py``) and the smtpd drop-in's (``smtpd.py``). A server
+# driver (connection, policy, auth) or the CLI never writes a code.
+
+PROTOCOL_HOMES = {"protocol", "reply.py", "sasl.py", "errors.py"}
+BACKENDS = {"server/handlers.py", "smtpd.py"}
+# The client half of issue 11 rewrites these (a client-side 552 in
+# prepare.py; smtplib.py builds a Reply to parse an EHLO). Listed so that
+# their owner removes them, and so that a code anywhere else still fails.
+CLIENT_SIDE_PENDING = {"client/prepare.py", "smtplib.py"}
+_REPLY_MAKERS = {"Reply", "SMTPError", "RemoteProtocolError", "Reply.of", "Reply.parse", "Reply.from_lines"}
+
+
+def _callee(func: ast.expr) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return f"{func.value.id}.{func.attr}"
+    return ""
+
+
+def _literal_codes(source: str) -> list[int]:
+    """Lines where a reply is made from a literal code."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or _callee(node.func) not in _REPLY_MAKERS or not node.args:
+            continue
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and (
+            isinstance(first.value, int) and not isinstance(first.value, bool)
+            or isinstance(first.value, str) and first.value[:3].isdigit()
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def test_reply_codes_are_written_only_where_the_protocol_or_a_backend_decides() -> None:
+    offences = []
+    checked = 0
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        name = path.relative_to(PACKAGE_ROOT).as_posix()
+        if name.split("/")[0] in PROTOCOL_HOMES or name in BACKENDS | CLIENT_SIDE_PENDING:
+            continue
+        checked += 1
+        offences += [f"{name}:{line}" for line in _literal_codes(path.read_text(encoding="utf-8"))]
+    assert checked > 20  # the server side, the CLI, the clients: not an empty walk
+    assert offences == [], "reply codes outside protocol/ and reply.py (see the rule above)"
+
+
+def test_the_protocol_homes_and_backends_do_write_codes() -> None:
+    """The exemptions are real: each home of the rule holds literal codes."""
+    for name in ("protocol/server.py", "reply.py", "server/handlers.py", "smtpd.py"):
+        assert _literal_codes((PACKAGE_ROOT / name).read_text(encoding="utf-8")), name
+
+
+@pytest.mark.parametrize("source", [
+    "Reply.of(530, '5.7.0', 'Authentication required')",
+    "raise SMTPError(535, '5.7.8', 'no')",
+    "Reply(250, ('ok',))",
+    "Reply.parse('550 5.1.1 No such user')",
+])
+def test_the_reply_code_checker_catches_offences(source: str) -> None:
+    assert _literal_codes(source) == [1]
+    assert _literal_codes("raise SMTPError(AUTH_FAILED)\nReply.of(code, None, text)") == []

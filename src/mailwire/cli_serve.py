@@ -2,9 +2,10 @@
 
 The command is a thin shell over the public server API: it turns options into
 a ``ServerConfig`` and one of the shipped backends (``Maildir`` by default,
-``Printer``, ``Sink`` or ``Relay``), wraps that backend in ``ServeBackend``
-(which adds AUTH against a ``user:password`` file and one summary line per
-delivered message on stdout), starts ``SMTPServer`` and waits for SIGINT or
+``Printer``, ``Sink`` or ``Relay``), with the server's two hooks: ``Users``
+checks AUTH against a ``user:password`` file (and AUTH is then required
+before MAIL), ``Reporter`` prints one summary line per delivered message on
+stdout. It starts ``SMTPServer`` with them and waits for SIGINT or
 SIGTERM, then calls ``stop(grace)``: messages being received get ``grace``
 seconds to end, and a message is only ever handed to the backend whole, so a
 shutdown never stores half of one. A second signal stops at once.
@@ -37,17 +38,17 @@ from typing import Any
 from .client.sync import TLSMode
 from .errors import SMTPError
 from .limits import DEFAULT_LIMITS
-from .protocol.params import MailOptions, RcptOptions
+from .reply import AUTH_FAILED
 from .sasl import Credentials
 from .server.aio import SMTPServer
 from .server.config import ServerConfig
-from .server.envelope import Envelope, SessionInfo
+from .server.envelope import Envelope
 from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.proxy_protocol import proxy_networks
-from .server.session import BaseSession, Backend, LMTPSession, Session, inherited_steps
+from .server.networks import parse_networks
+from .server.session import Backend
 
 __all__ = [
-    "configure_parser", "run", "plan", "serve", "ServeBackend", "UsageError", "RuntimeFailure",
+    "configure_parser", "run", "plan", "serve", "Users", "Reporter", "UsageError", "RuntimeFailure",
     "read_auth_file", "summary_line",
 ]
 
@@ -126,11 +127,74 @@ def _unix_mode(text: str) -> int:
 
 def _network(text: str) -> str:
     try:
-        return str(proxy_networks([text])[0])
+        return str(parse_networks([text])[0])
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1, not {text!r}"
         ) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0: no limit), not {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """``CIDR[,CIDR...]`` or ``none``."""
+    if text.strip().lower() == "none":
+        return ()
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        parse_networks(networks)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (expected CIDR[,CIDR...] or none)") from None
+    return networks
+
+
+def _add_limit_options(serve: argparse.ArgumentParser) -> None:
+    """How much one client may take (see server/clients.py and Limits)."""
+    limits = serve.add_argument_group("limits (421 beyond each)")
+    limits.add_argument("--max-connections", type=_positive, metavar="N",
+                        help=f"connections at once (default {DEFAULT_LIMITS.connections})")
+    limits.add_argument("--max-per-client", type=_count, metavar="N",
+                        help=f"connections at once from one client address, a /64 for IPv6 (default "
+                             f"{DEFAULT_LIMITS.connections_per_client}; 0: no cap); not applied to "
+                             f"--client-limit-exempt")
+    limits.add_argument("--client-limit-exempt", type=_networks, metavar="CIDR,...",
+                        help="clients --max-per-client and the AUTH failure budget do not apply to "
+                             "(default: loopback, 127.0.0.0/8,::1, so local load tests are not capped; "
+                             "none: every client)")
+    limits.add_argument("--command-timeout", type=_timeout, metavar="SECONDS",
+                        help=f"time for a whole command line, trickled or not (default "
+                             f"{DEFAULT_LIMITS.server_idle_timeout:g}, RFC 5321 4.5.3.2.7)")
+    limits.add_argument("--data-timeout", type=_timeout, metavar="SECONDS",
+                        help=f"time a message's content starts with; it earns more at "
+                             f"{DEFAULT_LIMITS.min_data_rate} octets/s (default "
+                             f"{DEFAULT_LIMITS.server_data_timeout:g})")
+    limits.add_argument("--auth-delay", type=_seconds, metavar="SECONDS",
+                        help=f"a failed AUTH is answered after this times the client's failures so far "
+                             f"(default {DEFAULT_LIMITS.auth_failure_delay:g}; 0: at once)")
+
+
+_LIMIT_OPTIONS = {
+    "max_connections": "connections", "max_per_client": "connections_per_client",
+    "command_timeout": "server_idle_timeout", "data_timeout": "server_data_timeout",
+    "auth_delay": "auth_failure_delay",
+}
 
 
 def configure_parser(serve: argparse.ArgumentParser) -> None:
@@ -182,6 +246,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                        "(the default); certificates are verified")
     where.add_argument("--relay-auth", type=_user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
+    _add_limit_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -232,121 +297,39 @@ def summary_line(envelope: Envelope, recipients: Sequence[str]) -> str:
     return f"from=<{envelope.mail_from}> to={to} subject={subject} size={len(envelope.content)}"
 
 
-class ServeBackend:
-    """Wraps a backend: AUTH against ``users`` (required before MAIL when
-    given) and, if ``report``, one summary line on stdout per delivered message."""
+class Users:
+    """``--auth-file``'s users as the server's authenticator
+    (``ServerConfig.authenticator``): a plain function, answered at once."""
 
-    def __init__(self, inner: Backend, *, users: dict[str, str] | None = None, report: bool = True) -> None:
-        self.inner = inner
+    def __init__(self, users: dict[str, str]) -> None:
         self.users = users
-        self.report = report
-        self._report_failed = False
 
-    async def new_session(self, info: SessionInfo) -> Session:
-        inner = await self.inner.new_session(info)
-        lmtp = isinstance(inner, LMTPSession)
-        if self.users is None and not lmtp and inherited_steps(inner) == {"mail", "rcpt", "reset"}:
-            # Nothing to add before the data: a wrapper that leaves MAIL, RCPT
-            # and RSET to BaseSession lets the server answer them on the spot.
-            return _DataSession(inner, info, self)
-        cls = _SESSIONS[(self.users is not None, lmtp)]
-        return cls(inner, info, self)
-
-    def check(self, credentials: Credentials) -> None:
-        assert self.users is not None
+    def __call__(self, credentials: Credentials) -> None:
         stored = self.users.get(credentials.username)
         # Compare against something even for an unknown user, so the time
         # taken does not say which names exist.
         good = credentials.check_password(stored if stored is not None else "\0unknown")
         if stored is None or not good or credentials.authzid not in ("", credentials.username):
-            log.warning("AUTH %s refused for %r", credentials.mechanism, credentials.username)
-            raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
+            # Debug only: the server logs one line per client and window, not
+            # one per failure (a brute force made thousands).
+            log.debug("AUTH %s refused for %r", credentials.mechanism, credentials.username)
+            raise SMTPError(AUTH_FAILED)
 
-    def delivered(self, envelope: Envelope, recipients: Sequence[str]) -> None:
-        if not self.report or not recipients:
-            return
+
+class Reporter:
+    """One summary line on stdout per delivered message (``ServerConfig.on_delivered``)."""
+
+    def __init__(self) -> None:
+        self._failed = False
+
+    def __call__(self, envelope: Envelope, recipients: Sequence[str]) -> None:
         try:
             sys.stdout.write(summary_line(envelope, recipients) + "\n")
             sys.stdout.flush()
         except (OSError, ValueError) as err:  # stdout gone: the message is stored all the same
-            if not self._report_failed:
-                self._report_failed = True
+            if not self._failed:
+                self._failed = True
                 log.warning("cannot write to stdout (%s); messages are still accepted", err)
-
-
-class _Session:
-    __slots__ = ("_inner", "_info", "_backend")
-
-    def __init__(self, inner: Session, info: SessionInfo, backend: ServeBackend) -> None:
-        self._inner = inner
-        self._info = info
-        self._backend = backend
-
-    async def mail(self, address: str, options: MailOptions) -> None:
-        if self._backend.users is not None and self._info.auth_identity is None:
-            raise SMTPError(530, "5.7.0", "Authentication required")
-        await self._inner.mail(address, options)
-
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
-        await self._inner.rcpt(address, options)
-
-    async def data(self, envelope: Envelope) -> None:
-        await self._inner.data(envelope)
-        self._backend.delivered(envelope, envelope.rcpt_to)
-
-    async def reset(self) -> None:
-        await self._inner.reset()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class _DataSession(BaseSession):
-    """The wrapper for a session that only acts on the message (Sink,
-    Maildir, Printer ...): reports it, and otherwise stays out of the way."""
-
-    def __init__(self, inner: Session, info: SessionInfo, backend: ServeBackend) -> None:
-        super().__init__(info)
-        self._inner = inner
-        self._backend = backend
-        # Reporting writes one line to stdout at most, as the Printer does.
-        self.runs_inline = getattr(inner, "runs_inline", False) and not backend.report
-
-    async def data(self, envelope: Envelope) -> None:
-        await self._inner.data(envelope)
-        self._backend.delivered(envelope, envelope.rcpt_to)
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class _AuthSession(_Session):
-    __slots__ = ()
-
-    async def authenticate(self, credentials: Credentials) -> None:
-        self._backend.check(credentials)
-
-
-class _LMTPSession(_Session):
-    __slots__ = ()
-
-    async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
-        inner = self._inner
-        assert isinstance(inner, LMTPSession)
-        outcomes = await inner.deliver(envelope)
-        self._backend.delivered(envelope, [r for r, o in zip(envelope.rcpt_to, outcomes) if o is None])
-        return outcomes
-
-
-class _AuthLMTPSession(_AuthSession, _LMTPSession):
-    __slots__ = ()
-
-
-# (AUTH from a file?, the inner session reports per recipient?) -> class
-_SESSIONS: dict[tuple[bool, bool], type[_Session]] = {
-    (False, False): _Session, (True, False): _AuthSession,
-    (False, True): _LMTPSession, (True, True): _AuthLMTPSession,
-}
 
 
 # -- from options to a server ------------------------------------------------------------
@@ -354,7 +337,7 @@ _SESSIONS: dict[tuple[bool, bool], type[_Session]] = {
 
 @dataclass
 class _Plan:
-    backend: ServeBackend
+    backend: Backend
     config: ServerConfig
     tcp: tuple[str, int] | None
     unix: str | None
@@ -443,26 +426,33 @@ def plan(args: argparse.Namespace) -> _Plan:
     }
     if args.hostname:
         settings["hostname"] = args.hostname
+    limits: dict[str, int | float] = {
+        field: getattr(args, option) for option, field in _LIMIT_OPTIONS.items() if getattr(args, option) is not None
+    }
+    if args.client_limit_exempt is not None:
+        settings["client_limit_exempt"] = args.client_limit_exempt
     if args.unix_mode is not None:
         settings["unix_mode"] = args.unix_mode
     if args.proxy_from is not None:
         settings["proxy_from"] = tuple(args.proxy_from)
-    limits: dict[str, int] = {}
     if args.max_size is not None:
         limits["message_size"] = args.max_size
     if args.max_line is not None:
         limits["text_line"] = args.max_line
     if limits:
         settings["limits"] = DEFAULT_LIMITS.with_(**limits)
+    backend, storing, report = _delivery(args)
+    if users is not None:
+        settings.update(authenticator=Users(users), require_auth=True)
+    if report:
+        settings["on_delivered"] = Reporter()
     config = ServerConfig(**settings)
-    inner, storing, report = _delivery(args)
     tcp = None
     if args.unix is None or args.host is not None or args.port is not None:
         tcp = (args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port)
     if users is not None and context is None and not args.allow_plaintext_auth:
         log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
                     "send; add --tls-cert or --allow-plaintext-auth")
-    backend = ServeBackend(inner, users=users, report=report)
     return _Plan(backend, config, tcp, args.unix, args.grace, storing)
 
 
@@ -480,7 +470,7 @@ def _banner(server: SMTPServer, plan: _Plan) -> str:
     features = ["LMTP"] if plan.config.lmtp else []
     if plan.config.tls_context is not None:
         features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
-    if plan.backend.users is not None:
+    if plan.config.authenticator is not None:
         features.append("AUTH")
     if plan.config.proxy_protocol:
         features.append("PROXY")

@@ -39,6 +39,20 @@ class Deadline:
         if timer is None:
             self._timer = loop.call_at(deadline, self._fire)
 
+    def extend(self, seconds: float, limit: float) -> None:
+        """Move the deadline ``seconds`` later, but not beyond ``limit`` from
+        now (nor earlier than it stands): credit earned by progress, as a
+        server grants a client for the octets of a message it receives."""
+        loop = self._loop
+        if loop is None:
+            return
+        cap = loop.time() + limit
+        deadline = self._deadline + seconds
+        if deadline > cap:
+            deadline = cap
+        if deadline > self._deadline:
+            self._deadline = deadline
+
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

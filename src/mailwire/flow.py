@@ -15,6 +15,9 @@ __all__ = ["FlowControl"]
 
 
 class FlowControl:
+    # Slots, so that a subclass with __slots__ (a server holds thousands of
+    # connections) has no __dict__.
+    __slots__ = ("_wake", "_writable")
     _wake: asyncio.Future[None] | None
     _writable: asyncio.Future[None] | None
 

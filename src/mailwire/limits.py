@@ -47,10 +47,11 @@ class Limits:
     data_init_timeout: float = 120.0  # 4.5.3.2.4 DATA initiation: 2 minutes
     data_block_timeout: float = 180.0  # 4.5.3.2.5 data block: 3 minutes
     data_end_timeout: float = 600.0  # 4.5.3.2.6 DATA termination: 10 minutes
-    # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for a command.
+    # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for a
+    # command: the whole line, from when the server is ready for it.
     server_idle_timeout: float = 300.0
     # Our own, mirroring the client's data block timeout (RFC 5321 4.5.3.2.5):
-    # how long a server waits for the next piece of a message.
+    # the deadline a message's content starts with (see min_data_rate).
     server_data_timeout: float = 180.0
     # Our own: concurrent connections a server accepts (421 4.7.0 beyond).
     connections: int = 1000
@@ -60,6 +61,40 @@ class Limits:
     # (flow control, so a client that pipelines without reading replies, or
     # sends faster than the backend stores, cannot grow our memory).
     receive_buffer: int = 1 << 20
+    # Postfix smtpd_client_connection_count_limit (default 50): connections
+    # one client address may hold at once (421 4.7.0 at accept beyond; 0: no
+    # cap). IPv6 addresses count by /64. ServerConfig.client_limit_exempt
+    # names the networks it does not apply to (loopback by default).
+    connections_per_client: int = 50
+    # Postfix smtpd_min_data_rate (default 500): octets per second a client
+    # sending a message (DATA, or all the BDAT chunks of one) must keep up.
+    # The content's deadline starts at server_data_timeout and each octet
+    # read moves it 1/min_data_rate s later, never beyond server_data_timeout
+    # from now; a command line gets server_idle_timeout whole (Postfix
+    # smtpd_per_request_deadline). A trickle of bytes re-arms neither.
+    min_data_rate: int = 500
+    # Postfix smtpd_junk_command_limit (default 100): NOOP, RSET, VRFY, EXPN,
+    # HELP, EHLO/HELO/LHLO a session may send without delivering a message;
+    # beyond, each one counts toward bad_commands (0: no limit).
+    junk_commands: int = 100
+    # Our own: commands answered for one connection before the event loop
+    # turns to the others, so one client's pipelined flood cannot starve them.
+    commands_per_turn: int = 16
+    # Our own: octets of replies held for a client that does not read them
+    # (unsent, in our buffer and the transport's) before its commands stop
+    # being read; it is dropped if it still does not read after the idle timeout.
+    reply_buffer: int = 16384
+    # Failed AUTH (RFC 4954 4; Postfix smtpd_error_sleep_time, 1 s, grown by
+    # one step per error as Postfix 2.0 did): the n-th failure of a client
+    # in the window is answered after n * auth_failure_delay seconds, and
+    # each counts toward bad_commands. Failures are counted per client
+    # address across its connections for auth_failure_window seconds from
+    # the first; past auth_failures in one window, AUTH from that address is
+    # answered 421 4.7.0 without looking at the credentials until the window
+    # ends (0: no such budget).
+    auth_failure_delay: float = 1.0
+    auth_failures: int = 30
+    auth_failure_window: float = 600.0
 
     def with_(self, **changes: int | float) -> "Limits":
         """A copy with some fields changed (``Limits`` itself never changes)."""

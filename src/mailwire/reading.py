@@ -38,6 +38,8 @@ def _buffer() -> memoryview:
 class BufferedReading(asyncio.BufferedProtocol):
     """Mix in before a protocol class that implements ``data_received``."""
 
+    __slots__ = ()
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return _buffer()
 

@@ -9,8 +9,8 @@ return value is still the reply.
 
 The strategy is an adapter, not a second server. Constructing an
 ``SMTPServer`` binds and listens at once, as ``smtpd`` did, and records the
-server in a map (``asyncore.socket_map``'s stand-in). ``loop()`` then runs
-every recorded server on one event loop with mailwire's asyncio server, whose
+server in a map (``asyncore.socket_map``'s stand-in). ``loop()`` then serves
+every recorded server with mailwire's asyncio server (``testing.ServerThread``), whose
 backend turns each complete ``Envelope`` into ``smtpd``'s arguments: ``data``
 with LF line endings and without the final one, ``bytes`` (or ``str`` with
 ``decode_data=True``); the null sender as ``'<>'``; and, in bytes mode,
@@ -24,12 +24,34 @@ the other connections meanwhile.
 
 Differences from ``smtpd``, on purpose or by necessity:
 
-* ``SMTPChannel`` (and ``SMTPServer.channel_class``) is not provided: the
-  protocol is mailwire's, not a channel to subclass. Nor are the command line
-  (``usage``, ``parseargs``, ``Options``; ``mailwire serve`` replaces it) and
-  ``MailmanProxy`` (gone from smtpd in 3.11). ``__all__`` is smtpd's without
-  ``SMTPChannel``; ``loop``, ``run_in_thread`` and ``LoopThread`` are
-  imported by name.
+* ``SMTPChannel`` cannot be subclassed, nor ``SMTPServer.channel_class``
+  set to another class, nor ``handle_accept``/``handle_accepted``
+  overridden: the SMTP dialogue is mailwire's server, so no ``smtp_*``
+  handler, ``push`` or channel attribute of a subclass would ever run, and
+  an override silently ignored is worse than none. Each raises
+  ``ChannelNotSupported`` (a ``TypeError``) at once: where the subclass is
+  defined (at import), or ``channel_class`` set (in a class body; on the
+  class later, at construction before anything binds; on an instance, at
+  the assignment). Real programs subclassed the channel to add AUTH or
+  STARTTLS to ``smtp_EHLO``, to refuse in ``smtp_MAIL`` or ``smtp_RCPT``,
+  or to end the loop in ``smtp_QUIT``; the supported ways, which the error
+  names: ``process_message`` (its return value is the reply to DATA),
+  ``make_config`` (STARTTLS with a ``tls_context``, limits), and for
+  refusing senders or recipients as they come, or AUTH, a session of
+  ``mailwire.server.SMTPServer`` (``BaseSession.mail``/``rcpt`` raising
+  ``SMTPError``, ``AuthSession.authenticate``). The other ``asyncore``
+  hooks (``handle_error``, ``readable``, ...) are never called either.
+* The command line, ``python -m mailwire.smtpd [options] [localhost:port
+  [remotehost:port]]``, is smtpd's: its options, defaults, usage text and
+  exit codes (``mailwire.smtpd_cli`` has it, ``usage``, ``parseargs`` and
+  ``Options`` included, and says where it differs). ``MailmanProxy`` (gone
+  from smtpd in 3.11) is not provided. ``loop``, ``run_in_thread`` and
+  ``LoopThread`` are imported by name.
+* EHLO offers SIZE only with a ``data_size_limit``, as smtpd did (mailwire
+  on its own says ``SIZE 0`` for "no limit"), so clients that send SIZE
+  only when offered (smtplib) hand ``process_message`` the same
+  ``mail_options`` as under smtpd; a SIZE parameter is still accepted
+  unoffered, as smtpd accepted it.
 * The protocol is RFC 5321 as mailwire speaks it: PIPELINING, 8BITMIME and
   ENHANCEDSTATUSCODES are offered in every mode (so ``BODY=8BITMIME`` is
   accepted with ``decode_data=True`` too, where smtpd answered 555), and
@@ -60,27 +82,28 @@ import asyncio
 import functools
 import logging
 import re
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from .errors import MailwireError, RecipientsRefused, SMTPError
 from .limits import DEFAULT_LIMITS
-from .protocol.data import BareLineEndings
-from .protocol.params import MailOptions, RcptOptions, format_mail_options, format_rcpt_options
+from .protocol import (
+    BareLineEndings, MailOptions, RcptOptions, ServerExtensions, format_mail_options, format_rcpt_options,
+)
 from .reply import LOCAL_ERROR, Reply
-from .server.aio import SMTPServer as _AioServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope, SessionInfo
 from .server.session import BaseSession, Session
+from .testing import ServerThread
 
-__all__ = ["SMTPServer", "DebuggingServer", "PureProxy"]
+__all__ = ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
 
 log = logging.getLogger("mailwire.smtpd")
 
@@ -114,6 +137,75 @@ def _debug(*args: object) -> None:
     print(*args, file=DEBUGSTREAM)
 
 
+# -- the channel that is not there ------------------------------------------------
+
+
+class ChannelNotSupported(TypeError):
+    """A channel subclass or override that ``mailwire.smtpd`` would never run.
+
+    Raised when it is defined or set, so a program learns at start-up what
+    smtpd would have done differently, not from mail that went unchecked.
+    """
+
+
+_ALTERNATIVES = (
+    "mailwire.smtpd speaks SMTP with mailwire's own server, not an asynchat channel. Instead: "
+    "handle each message, and choose the reply to DATA, in SMTPServer.process_message; "
+    "offer STARTTLS or change limits by overriding SMTPServer.make_config (a mailwire.server.ServerConfig); "
+    "to refuse senders or recipients as they come, or to offer AUTH, write a session for "
+    "mailwire.server.SMTPServer (BaseSession.mail/rcpt raising mailwire.SMTPError, AuthSession.authenticate)"
+)
+
+
+def _refusal(what: str) -> ChannelNotSupported:
+    return ChannelNotSupported(f"{what}. {_ALTERNATIVES}.")
+
+
+def _overrides(cls: type) -> str:
+    names = sorted(name for name in vars(cls) if not (name.startswith("__") and name.endswith("__")))
+    return f" (it defines {', '.join(names)})" if names else ""
+
+
+class SMTPChannel:
+    """The name ``smtpd.SMTPChannel``, so that code written for it fails with
+    an explanation: a subclass raises ``ChannelNotSupported`` when defined,
+    and making one (as ``handle_accept`` overrides did) raises it too."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise _refusal(
+            f"{cls.__qualname__} subclasses SMTPChannel{_overrides(cls)}, which would never run")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise _refusal("SMTPChannel cannot be made: connections are not channels here")
+
+
+class _ChannelClass:
+    """``SMTPServer.channel_class``: reads as ``SMTPChannel``; setting another
+    class on a server raises (a class body setting it is refused by
+    ``SMTPServer.__init_subclass__``)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> type[SMTPChannel]:
+        return SMTPChannel
+
+    def __set__(self, obj: object, value: object) -> None:
+        if value is not SMTPChannel:
+            raise _refusal(f"{type(obj).__qualname__}.channel_class = {_name(value)} would never be used")
+
+
+def _name(value: object) -> str:
+    return str(getattr(value, "__qualname__", None) or repr(value))
+
+
+def _check_server_class(cls: type) -> None:
+    """ChannelNotSupported if ``cls`` sets a channel class or accepts connections itself."""
+    channel = cls.channel_class  # type: ignore[attr-defined]
+    if channel is not SMTPChannel:
+        raise _refusal(f"{cls.__qualname__}.channel_class = {_name(channel)} would never be used")
+    for hook in ("handle_accept", "handle_accepted"):
+        if any(hook in vars(klass) for klass in cls.__mro__):
+            raise _refusal(f"{cls.__qualname__}.{hook} would never be called: mailwire's server accepts the connections")
+
+
 # -- the servers ------------------------------------------------------------------
 
 
@@ -125,7 +217,14 @@ class SMTPServer:
     ``localaddr`` asked for port 0). ``close()`` (or leaving a ``with``
     block) releases the port and forgets the server. Override
     ``make_config`` to change what mailwire's server is told (TLS, limits).
+    ``channel_class`` is always ``SMTPChannel`` (see ``ChannelNotSupported``).
     """
+
+    channel_class = _ChannelClass()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_server_class(cls)
 
     def __init__(
         self,
@@ -136,6 +235,7 @@ class SMTPServer:
         enable_SMTPUTF8: bool = False,
         decode_data: bool = False,
     ) -> None:
+        _check_server_class(type(self))  # a channel_class set on the class after its definition
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
         self.data_size_limit = data_size_limit
@@ -185,8 +285,9 @@ class SMTPServer:
     def make_config(self) -> ServerConfig:
         """The settings of the mailwire server behind this one: smtpd's
         greeting, SIZE and SMTPUTF8; no DSN, no CHUNKING, and no limit on
-        the length of a message's lines (smtpd had none)."""
-        return ServerConfig(
+        the length of a message's lines (smtpd had none). SIZE is offered
+        only with a limit, as smtpd offered it."""
+        return _SmtpdConfig(
             greeting=__version__,
             limits=DEFAULT_LIMITS.with_(message_size=self.data_size_limit or 0, text_line=0),
             smtputf8=self.enable_SMTPUTF8,
@@ -210,6 +311,19 @@ class SMTPServer:
         upper-case parameters, e.g. ``['SIZE=1234', 'BODY=8BITMIME']``.
         """
         raise NotImplementedError
+
+
+class _SmtpdConfig(ServerConfig):
+    """smtpd's EHLO: SIZE offered only when there is a limit.
+
+    mailwire offers ``SIZE 0`` for "no limit" (RFC 1870), and smtplib then
+    sends ``SIZE=n``, which ``process_message`` would see in
+    ``mail_options`` where smtpd's (without ``-s``) saw none. A SIZE
+    parameter is still accepted unoffered, as smtpd accepted it.
+    """
+
+    def extensions(self, *, auth: bool) -> ServerExtensions:
+        return replace(super().extensions(auth=auth), size_without_limit=False)
 
 
 class DebuggingServer(SMTPServer):
@@ -383,15 +497,15 @@ class _Session(BaseSession):
         self._executor = executor
         self._rcpttos: list[str] = []
 
-    async def mail(self, address: str, options: MailOptions) -> None:
+    def mail(self, address: str, options: MailOptions) -> None:
         self._rcpttos = []
         _debug("sender:", address or "<>")
 
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
+    def rcpt(self, address: str, options: RcptOptions) -> None:
         self._rcpttos.append(address)
         _debug("recips:", self._rcpttos)
 
-    async def reset(self) -> None:
+    def reset(self) -> None:
         self._rcpttos = []
 
     async def data(self, envelope: Envelope) -> None:
@@ -415,7 +529,7 @@ class _Session(BaseSession):
         except ValueError as err:
             log.error("%s.process_message returned a malformed reply (%s); answering 451 4.3.0",
                       type(server).__name__, err)
-            raise SMTPError(451, "4.3.0", "Error processing the message, try again later") from None
+            raise SMTPError(LOCAL_ERROR) from None
         if reply is not None:
             raise SMTPError(reply)  # 2xx too: the connection sends it as the answer
 
@@ -439,141 +553,54 @@ def _servers(map: MutableMapping[int, Any] | None) -> list[SMTPServer]:
     return [s for s in list(source.values()) if isinstance(s, SMTPServer) and s.socket is not None]
 
 
-class _Run:
-    """One run of some servers on the running event loop, until stopped."""
+class LoopThread:
+    """The servers served from background threads (a ``testing.ServerThread``
+    each), all handing their messages to one worker thread, so that
+    ``process_message`` calls never overlap, as under asyncore. ``stop()``
+    ends them and joins the threads; the servers stay bound for later."""
 
-    def __init__(self, servers: Iterable[SMTPServer], grace: float) -> None:
+    def __init__(self, servers: Iterable[SMTPServer], *, grace: float = 1.0, start_timeout: float = 10.0) -> None:
         self.servers = list(servers)
         self.grace = grace
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self.start_timeout = start_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._threads: list[ServerThread] = []
 
-    async def run(
-        self, timeout: float | None, ready: threading.Event | None = None, *, sigint: bool = False
-    ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        if sigint:
-            self._catch_sigint()
-        # One worker: process_message calls never overlap, as under asyncore.
-        executor = ThreadPoolExecutor(1, thread_name_prefix="mailwire-smtpd")
-        running: list[_AioServer] = []
+    def start(self) -> LoopThread:
+        if self._executor is not None:
+            raise RuntimeError("already started")
+        self._executor = executor = ThreadPoolExecutor(1, thread_name_prefix="mailwire-smtpd")
         try:
             for server in self.servers:
                 if server.socket is None:
                     raise OSError(f"{server!r} is closed")
-                aio = _AioServer(_Backend(server, executor), server.make_config())
-                running.append(aio)
                 # A duplicate of the listening socket: asyncio closes it when
                 # it stops, the server's own stays bound for another loop().
-                # (start() takes sock= with host and port None.)
-                await aio.start(None, cast(int, None), sock=server.socket.dup())
-            if ready is not None:
-                ready.set()
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        finally:
-            if running:
-                await asyncio.gather(*(aio.stop(self.grace) for aio in running))
-            executor.shutdown(wait=True)
-            if sigint:
-                self._release_sigint()
-
-    def _catch_sigint(self) -> None:
-        # Ctrl-C stops gracefully, on every Python: without this, 3.10 raises
-        # KeyboardInterrupt inside whichever task runs. A second Ctrl-C
-        # (the handler is gone by then) interrupts the graceful stop.
-        assert self._loop is not None
-        try:
-            self._loop.add_signal_handler(signal.SIGINT, self._interrupted)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread, or no signal support: KeyboardInterrupt it is
-
-    def _interrupted(self) -> None:
-        self._release_sigint()
-        self.stop()
-
-    def _release_sigint(self) -> None:
-        if self._loop is not None:
-            try:
-                self._loop.remove_signal_handler(signal.SIGINT)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-    def stop(self) -> None:
-        """Stop the run (from any thread)."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop closed in between
-                pass
-
-
-def loop(
-    timeout: float | None = None, *, map: MutableMapping[int, Any] | None = None, grace: float = STOP_GRACE
-) -> None:
-    """Serve every server created so far (those in ``map``, if given) until
-    interrupted (Ctrl-C ends it quietly) or for ``timeout`` seconds.
-
-    Returns at once when there is no server, as ``asyncore.loop`` did. On
-    the way out, connections in the middle of a message get ``grace`` seconds
-    to finish it; the others hear ``421``.
-    """
-    servers = _servers(map)
-    if not servers:
-        return
-    try:
-        asyncio.run(_Run(servers, grace).run(timeout, sigint=True))
-    except KeyboardInterrupt:
-        pass
-
-
-class LoopThread:
-    """``loop()`` in a background thread; ``stop()`` ends it and joins the thread."""
-
-    def __init__(self, servers: Iterable[SMTPServer], *, grace: float = 1.0, start_timeout: float = 10.0) -> None:
-        self._run = _Run(servers, grace)
-        self.servers = self._run.servers
-        self.start_timeout = start_timeout
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> LoopThread:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(ready,), name="mailwire-smtpd-loop", daemon=True)
-        self._thread.start()
-        if not ready.wait(self.start_timeout):
+                thread = ServerThread(
+                    _Backend(server, executor), config=server.make_config(), host=None,
+                    sock=server.socket.dup(), grace=self.grace, start_timeout=self.start_timeout,
+                    record=False, name="mailwire-smtpd-loop",
+                )
+                self._threads.append(thread)
+                thread.start()
+        except BaseException:
             self.stop()
-            raise RuntimeError("the smtpd loop did not start in time")
-        if self._error is not None:
-            self._thread.join(self.start_timeout)
-            raise self._error
+            raise
         return self
 
-    def _main(self, ready: threading.Event) -> None:
-        try:
-            asyncio.run(self._run.run(None, ready))
-        except BaseException as err:  # reported to start()
-            self._error = err
-            ready.set()
-
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop serving and wait for the thread (at most ``timeout`` s)."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._run.stop()
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError("the smtpd loop thread did not stop")
+        """Stop serving and wait for the threads (at most ``timeout`` s each)."""
+        threads, self._threads = self._threads, []
+        try:
+            for thread in threads:
+                thread.stop(timeout)
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     def __enter__(self) -> LoopThread:
         return self
@@ -584,6 +611,34 @@ class LoopThread:
         self.stop()
 
 
+def loop(
+    timeout: float | None = None, *, map: MutableMapping[int, Any] | None = None, grace: float = STOP_GRACE
+) -> None:
+    """Serve every server created so far (those in ``map``, if given) until
+    interrupted (Ctrl-C ends it quietly) or for ``timeout`` seconds.
+
+    Returns at once when there is no server, as ``asyncore.loop`` did. On
+    the way out, connections in the middle of a message get ``grace`` seconds
+    to finish it; the others hear ``421``. (The servers run in background
+    threads; this one waits, so Ctrl-C reaches it; a second Ctrl-C stops
+    waiting for the grace.)
+    """
+    servers = _servers(map)
+    if not servers:
+        return
+    running = LoopThread(servers, grace=grace)
+    try:
+        running.start()
+        threading.Event().wait(timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            running.stop()
+        except KeyboardInterrupt:
+            pass
+
+
 def run_in_thread(
     *servers: SMTPServer,
     map: MutableMapping[int, Any] | None = None,
@@ -591,12 +646,21 @@ def run_in_thread(
     start_timeout: float = 10.0,
 ) -> LoopThread:
     """Serve ``servers`` (default: every server created so far, or those in
-    ``map``) in a background thread; returns once they are being served.
+    ``map``) in the background; returns once they are being served.
 
-    ``with smtpd.run_in_thread(): ...`` stops and joins the thread on exit;
+    ``with smtpd.run_in_thread(): ...`` stops and joins the threads on exit;
     so does ``.stop()``. The servers stay bound for a later ``loop()``.
     """
     chosen = list(servers) if servers else _servers(map)
     if not chosen:
         raise ValueError("no server to run: create an SMTPServer first")
     return LoopThread(chosen, grace=grace, start_timeout=start_timeout).start()
+
+
+if __name__ == "__main__":
+    # ``python -m mailwire.smtpd`` runs this file as __main__, a second copy of
+    # the module; the command line works with the real mailwire.smtpd (the one
+    # a user's ``-c module.Class`` subclasses), so it lives in a module of its own.
+    from mailwire.smtpd_cli import main
+
+    sys.exit(main())

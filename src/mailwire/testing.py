@@ -10,39 +10,40 @@ backend accepted::
         (envelope,) = server.wait_for(1)
 
 The handler is whatever ``SMTPServer`` takes: None (accept everything), an
-``async def handle(envelope)``, or a ``Backend``. Recording wraps it: a
-message is recorded once the handler returned without raising (for an
-``LMTPSession``, once at least one recipient was delivered), so a refused
-message is never in ``messages``. The wrapper keeps the session's optional
-abilities (``AuthSession``, ``LMTPSession``, ``VerifySession``) exactly.
+``async def handle(envelope)``, or a ``Backend``. The server is given the
+handler itself, unwrapped, so its sessions keep exactly their abilities
+(``AuthSession``, ``LMTPSession``, ``VerifySession``); messages are recorded
+through the server's ``on_delivered`` hook, which the server calls once a
+session accepted a message (for LMTP, once it was delivered to at least one
+recipient). So a refused message is never in ``messages``.
 
 ``messages`` is live and thread-safe: the server thread appends, the test
 reads, waits (``wait_for``) or empties it (``clear``). Leaving the ``with``
 block stops the server (open connections get ``grace`` seconds, then 421),
 ends the event loop, joins the thread and so releases the port.
 
-The pytest fixtures ``smtp_server`` and ``smtp_messages`` (``mailwire.pytest_plugin``)
-are this, one server per test.
+``ServerThread`` is the one "server in a thread" of mailwire: the pytest
+fixtures ``smtp_server`` and ``smtp_messages`` (``mailwire.pytest_plugin``)
+are this, one server per test; ``mailwire.smtpd.run_in_thread`` and
+``loop`` serve the drop-in's servers with it; the test suite's own servers
+are it too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, overload
 
-from .errors import SMTPError
-from .protocol.params import MailOptions, RcptOptions
-from .reply import Reply
-from .sasl import Credentials
 from .server.aio import SMTPServer
-from .server.envelope import Envelope, SessionInfo
-from .server.session import (
-    AuthSession, Backend, FunctionBackend, Handler, LMTPSession, Session, VerifySession,
-)
+from .server.config import ServerConfig
+from .server.envelope import Envelope
+from .server.session import Backend, Delivered, Handler
 
 __all__ = ["Messages", "ServerThread", "run_server"]
 
@@ -62,6 +63,10 @@ class Messages(Sequence[Envelope]):
         with self._changed:
             self._items.append(envelope)
             self._changed.notify_all()
+
+    def record(self, envelope: Envelope, recipients: Sequence[str]) -> None:
+        """A server's ``on_delivered`` hook: keep the envelope."""
+        self.append(envelope)
 
     def clear(self) -> None:
         with self._changed:
@@ -109,141 +114,87 @@ class Messages(Sequence[Envelope]):
         return f"Messages({self.snapshot()!r})"
 
 
-# -- recording what the backend accepted -------------------------------------------
-
-Record = Callable[[Envelope], None]
-
-
-class _Recording:
-    """A session wrapper that records each message its session accepted."""
-
-    def __init__(self, inner: Session, record: Record) -> None:
-        self._inner = inner
-        self._record = record
-
-    async def mail(self, address: str, options: MailOptions) -> None:
-        await self._inner.mail(address, options)
-
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
-        await self._inner.rcpt(address, options)
-
-    async def data(self, envelope: Envelope) -> None:
-        await self._inner.data(envelope)
-        self._record(envelope)
-
-    async def reset(self) -> None:
-        await self._inner.reset()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class _RecordingAuth(_Recording):
-    async def authenticate(self, credentials: Credentials) -> None:
-        assert isinstance(self._inner, AuthSession)
-        await self._inner.authenticate(credentials)
-
-
-class _RecordingLMTP(_Recording):
-    async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
-        assert isinstance(self._inner, LMTPSession)
-        outcomes = await self._inner.deliver(envelope)
-        if any(outcome is None for outcome in outcomes):
-            self._record(envelope)
-        return outcomes
-
-
-class _RecordingVerify(_Recording):
-    async def verify(self, argument: str) -> Reply:
-        assert isinstance(self._inner, VerifySession)
-        return await self._inner.verify(argument)
-
-
-def _wrapper_classes() -> dict[tuple[bool, bool, bool], type[_Recording]]:
-    # One class per combination, so each wrapper has exactly the optional
-    # methods its session has: the server tells abilities by isinstance.
-    classes: dict[tuple[bool, bool, bool], type[_Recording]] = {}
-    for auth in (False, True):
-        for lmtp in (False, True):
-            for verify in (False, True):
-                parts = [cls for cls, on in ((_RecordingAuth, auth), (_RecordingLMTP, lmtp),
-                                             (_RecordingVerify, verify)) if on]
-                classes[auth, lmtp, verify] = type("RecordingSession", tuple(parts) or (_Recording,), {})
-    return classes
-
-
-_WRAPPERS = _wrapper_classes()
-
-
-class _RecordingBackend:
-    def __init__(self, inner: Backend, record: Record) -> None:
-        self._inner = inner
-        self._record = record
-
-    async def new_session(self, info: SessionInfo) -> Session:
-        session = await self._inner.new_session(info)
-        key = (isinstance(session, AuthSession), isinstance(session, LMTPSession),
-               isinstance(session, VerifySession))
-        return _WRAPPERS[key](session, self._record)
-
-
-def _recording(handler: Backend | Handler | None, record: Record) -> Backend:
-    if handler is None:
-        async def accept(envelope: Envelope) -> None:
-            record(envelope)
-
-        return FunctionBackend(accept)
-    if isinstance(handler, Backend):
-        return _RecordingBackend(handler, record)
-    handle = handler
-
-    async def handle_and_record(envelope: Envelope) -> None:
-        await handle(envelope)
-        record(envelope)
-
-    return FunctionBackend(handle_and_record)
-
-
 # -- the thread -----------------------------------------------------------------------
 
 
+def _accept(envelope: Envelope) -> None:
+    """The handler of a server given none: accept every message."""
+
+
+def _both(first: Delivered, then: Delivered) -> Delivered:
+    def delivered(envelope: Envelope, recipients: Sequence[str]) -> None:
+        first(envelope, recipients)
+        then(envelope, recipients)
+
+    return delivered
+
+
 class ServerThread:
-    """An ``SMTPServer`` served from a background thread.
+    """An ``SMTPServer`` served from an event loop of its own in a background thread.
 
     ``ServerThread(handler, host="127.0.0.1", port=0, **config)`` where
     ``config`` is ServerConfig fields (or ``config=ServerConfig(...)``);
-    ``hostname`` defaults to ``"localhost"`` here, sparing a DNS lookup.
-    ``start()``/``stop()`` or ``with``. After ``start``, ``port`` is the
-    bound port.
+    ``hostname`` defaults to ``"localhost"`` here, sparing a DNS lookup. It
+    listens on TCP at ``host`` (None: not on TCP), on the Unix socket
+    ``unix_path`` if given, and on the listening socket ``sock`` if given
+    (closed when the server stops). ``record=False`` keeps no ``messages``
+    (a long-running server must not collect them). ``loop_factory`` makes
+    the event loop (``uvloop.new_event_loop``, say). ``start()``/``stop()``
+    or ``with``. After ``start``, ``port`` is the bound TCP port.
+
+    What the loop reports (an exception nobody retrieved) is logged as
+    usual and kept in ``loop_errors``; ``call(fn)`` runs ``fn`` on the loop.
     """
 
     def __init__(
         self,
         handler: Backend | Handler | None = None,
         *,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
         port: int = 0,
+        unix_path: str | None = None,
+        sock: socket.socket | None = None,
         grace: float = 1.0,
         start_timeout: float = 10.0,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        record: bool = True,
+        name: str = "mailwire-test-server",
         **config: Any,
     ) -> None:
-        if "config" not in config:
-            config.setdefault("hostname", "localhost")
+        given: ServerConfig | None = config.pop("config", None)
+        if given is not None and config:
+            raise TypeError("give either a ServerConfig or settings, not both")
+        settings = given if given is not None else ServerConfig(**{"hostname": "localhost", **config})
         self.messages = Messages()
-        self.server = SMTPServer(_recording(handler, self.messages.append), **config)
+        if record:
+            hook = self.messages.record
+            settings = replace(settings, on_delivered=hook if settings.on_delivered is None
+                               else _both(settings.on_delivered, hook))
+        self.server = SMTPServer(_accept if handler is None else handler, settings)
         self.host = host
         self.port = port
+        self.unix_path = unix_path
         self.grace = grace
         self.start_timeout = start_timeout
+        self.loop_factory = loop_factory
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_errors: list[dict[str, Any]] = []
+        self._sock = sock
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._stopping = threading.Event()
 
     @property
     def address(self) -> tuple[str, int]:
+        assert self.host is not None, "not listening on TCP"
         return self.host, self.port
+
+    @property
+    def connections(self) -> int:
+        """The server's open connections, counted on its loop."""
+        return int(self.call(lambda: self.server.connections))
 
     def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Envelope]:
         """Until ``count`` messages were received (see ``Messages.wait_for``)."""
@@ -256,7 +207,7 @@ class ServerThread:
         if self._thread is not None:
             raise RuntimeError("already started")
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(ready,), name="mailwire-test-server", daemon=True)
+        self._thread = threading.Thread(target=self._main, args=(ready,), name=self.name, daemon=True)
         self._thread.start()
         if not ready.wait(self.start_timeout):
             self.stop()
@@ -265,35 +216,65 @@ class ServerThread:
             self._thread.join(self.start_timeout)
             self._thread = None
             raise self._error
-        self.port = self.server.port
+        if self.host is not None:
+            self.port = self.server.port
         return self
 
     def _main(self, ready: threading.Event) -> None:
+        loop = self.loop_factory()
+        self.loop = loop
+        loop.set_exception_handler(self._loop_error)
         try:
-            asyncio.run(self._serve(ready))
+            loop.run_until_complete(self._serve(ready))
         except BaseException as err:  # reported to start()
             self._error = err
         finally:
             ready.set()
+            try:
+                _cancel_all(loop)
+            finally:
+                loop.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.loop_errors.append(context)
+        loop.default_exception_handler(context)
 
     async def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
         self._stop = stop = asyncio.Event()
         try:
-            await self.server.start(self.host, self.port)
+            if self.host is not None:
+                await self.server.start(self.host, self.port)
+            if self.unix_path is not None:
+                await self.server.start_unix(self.unix_path)
+            if self._sock is not None:
+                sock, self._sock = self._sock, None
+                await self.server.start(None, None, sock=sock)
             ready.set()
             if not self._stopping.is_set():  # else stop() came before the loop was known
                 await stop.wait()
         finally:
             await self.server.stop(self.grace)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server, end the loop, join the thread (``timeout`` s at most)."""
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the server's loop and return its result."""
+        assert self.loop is not None
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def stop(self, timeout: float = 30.0, *, grace: float | None = None) -> None:
+        """Stop the server (open connections get ``grace`` seconds, by
+        default the thread's), end the loop, join the thread (``timeout`` s
+        at most)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        if grace is not None:
+            self.grace = grace
         self._stopping.set()
-        loop, stop = self._loop, self._stop
+        loop, stop = self.loop, self._stop
         if loop is not None and stop is not None:
             try:
                 loop.call_soon_threadsafe(stop.set)
@@ -303,6 +284,9 @@ class ServerThread:
         if thread.is_alive():
             raise RuntimeError("the server thread did not stop")
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def __enter__(self) -> ServerThread:
         return self if self._thread is not None else self.start()
 
@@ -310,6 +294,16 @@ class ServerThread:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.run does on its way out: cancel what is left, wait for it."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 @contextlib.contextmanager

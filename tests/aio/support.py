@@ -86,7 +86,9 @@ class CountingSession(BaseSession):
             await self.backend.on_data(envelope)
         self.messages += 1
         self.backend.envelopes.append(envelope)
-        await self.sink.data(envelope)
+        step = self.sink.data(envelope)  # a plain step (Sink's never waits) or an async one
+        if step is not None:
+            await step
 
     async def close(self) -> None:
         self.closed = True

@@ -176,16 +176,24 @@ def test_a_hook_that_rewrites_commands_is_obeyed() -> None:
 
 
 def test_djangos_email_msg_uses_crlf(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Django 5.2's ``test_email_msg_uses_crlf``, with its backend on the drop-in.
+    """Django's ``test_email_msg_uses_crlf``, with its backend on the drop-in.
 
     Django's test patches ``SMTP.send`` on the class, sends a message with its
     SMTP backend, takes the ``send()`` after the one starting ``data`` as the
     message, and checks that every line ends with CRLF. Here ``smtplib`` in
     Django's backend is ``mailwire.smtplib``, as in a program that swapped it.
+
+    Django 6.1 (on Python 3.12+) still sends with ``smtplib``'s ``sendmail``,
+    so the premise holds; what changed is how a backend is had: 6.1
+    deprecates ``get_connection(backend, **options)`` for a ``MAILERS`` entry,
+    so on 6.1 the backend comes from ``mail.mailers`` (the form its own test
+    now uses), on 5.2 from ``get_connection``.
     """
+    import django
     from django.conf import settings
     from django.core import mail
     from django.core.mail.backends import smtp as django_smtp
+    from django.test.utils import override_settings
 
     if not settings.configured:
         settings.configure()
@@ -198,9 +206,15 @@ def test_djangos_email_msg_uses_crlf(monkeypatch: pytest.MonkeyPatch) -> None:
         return send(self, s)
 
     monkeypatch.setattr(mw.SMTP, "send", mock_send)
+    backend = "django.core.mail.backends.smtp.EmailBackend"
     with recording_server() as srv:
         email = mail.EmailMessage("Subject", "Content\nwith a bare LF", "from@example.com", ["to@example.com"])
-        connection = mail.get_connection("django.core.mail.backends.smtp.EmailBackend", host=srv.host, port=srv.port)
+        if django.VERSION >= (6, 1):
+            options = {"host": srv.host, "port": srv.port}
+            with override_settings(MAILERS={"default": {"BACKEND": backend, "OPTIONS": options}}):
+                connection = mail.mailers["default"]
+        else:
+            connection = mail.get_connection(backend, host=srv.host, port=srv.port)
         assert connection.send_messages([email]) == 1
         wire = srv.received()
     msg = None

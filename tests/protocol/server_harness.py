@@ -7,9 +7,13 @@ inside a content stream, a reply exactly when one is due), so every test run
 through it checks the contract too.
 
 The transcript is a list of: command events as they came; ``Content(bytes)``
-where a content stream ended with ``EndOfData`` (the octets since the stream,
-or the chunk, began); ``Refused(code, enhanced)`` for a ``Rejected``; reply
-codes (ints) for the replies the driver chose; ``Closed()``.
+where a content stream ended with ``EndOfChunk`` or ``EndOfMessage`` (the
+octets since the stream, or the chunk, began); ``Refused(code, enhanced)`` for
+a ``Rejected``; ``Credentials`` as they came; reply codes (ints) for the
+replies the driver chose and for the core's SASL challenges (334); ``Closed()``.
+
+Unless told otherwise the core offers STARTTLS and AUTH (PLAIN, LOGIN,
+CRAM-MD5, over plaintext too), so that their dialogs can be driven here.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailwire.protocol.events import (
-    Auth, AuthResponse, Bdat, Closed, Data, EndOfData, Mail, MessageData, NeedData,
+    AuthChallenge, Bdat, Closed, Credentials, Data, EndOfChunk, EndOfMessage, Mail, MessageData, NeedData,
     Quit, Rcpt, Rejected, StartTLS,
 )
+from mailwire.protocol.extensions import ServerExtensions
 from mailwire.protocol.server import ServerConnection, ServerEvent
 from mailwire.protocol.state import ServerState
 from mailwire.reply import Reply
 
 GREETING = Reply.of(220, None, "mx.example ESMTP")
+OFFER_ALL = ServerExtensions(starttls=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5"), plaintext_auth=True)
 
 
 @dataclass(frozen=True)
@@ -53,28 +59,20 @@ def default_policy(event: ServerEvent, index: int) -> Reply:
         return Reply.of(250, "2.1.5", "Recipient OK")
     if isinstance(event, Data):
         return Reply.of(354, None, "End data with <CR><LF>.<CR><LF>")
-    if isinstance(event, EndOfData):
+    if isinstance(event, EndOfMessage):
         return Reply.of(250, "2.0.0", f"Queued {index}")
     if isinstance(event, Quit):
         return Reply.of(221, "2.0.0", "Bye")
     if isinstance(event, StartTLS):
         return Reply.of(220, "2.0.0", "Ready to start TLS")
-    if isinstance(event, Auth):
-        if event.initial is None:
-            return Reply.of(334, None, "")
-        return _judge(event.initial)
-    if isinstance(event, AuthResponse):
-        if event.data is None:
-            return Reply.of(501, "5.7.0", "Authentication cancelled")
-        return _judge(event.data)
+    if isinstance(event, Credentials):
+        return _judge(event)
     return Reply.of(250, "2.0.0", "OK")
 
 
-def _judge(credentials: bytes) -> Reply:
-    if credentials == b"\0user\0secret":
+def _judge(credentials: Credentials) -> Reply:
+    if credentials.username == "user" and credentials.check_password("secret"):
         return Reply.of(235, "2.7.0", "Authentication successful")
-    if credentials == b"more":
-        return Reply.of(334, None, "bW9yZQ==")
     return Reply.of(535, "5.7.8", "Authentication credentials invalid")
 
 
@@ -87,6 +85,7 @@ class Driver:
         greeting: Reply = GREETING,
         **kwargs: object,
     ) -> None:
+        kwargs.setdefault("extensions", OFFER_ALL)
         self.conn = conn if conn is not None else ServerConnection(**kwargs)  # type: ignore[arg-type]
         self.policy = policy
         self.log: list[Entry] = []
@@ -125,7 +124,8 @@ class Driver:
                 assert conn.state is ServerState.CLOSED
                 return
             for index in range(conn.reply_due):
-                reply = event.reply if isinstance(event, Rejected) else self.policy(event, index)
+                decided = isinstance(event, (Rejected, AuthChallenge))
+                reply = event.reply if decided else self.policy(event, index)
                 self.out += conn.send(reply)
                 if not isinstance(event, Rejected):
                     self.log.append(reply.code)
@@ -141,8 +141,10 @@ class Driver:
             assert event.data, "empty MessageData"
             self.content += event.data
             return
-        if isinstance(event, EndOfData):
-            assert self.in_content, "EndOfData outside a content stream"
+        if isinstance(event, AuthChallenge):
+            return  # its 334 is logged as it is sent
+        if isinstance(event, (EndOfChunk, EndOfMessage)):
+            assert self.in_content, f"{event!r} outside a content stream"
             self.log.append(Content(bytes(self.content)))
             self._end_stream()
         elif isinstance(event, Rejected):

@@ -15,9 +15,11 @@ import pytest
 from mailwire.errors import LocalProtocolError
 from mailwire.limits import Limits
 from mailwire.protocol.events import (
-    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Data, Ehlo, EndOfData, Expn, Helo, Help,
-    Lhlo, Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
+    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Credentials, Data, Ehlo, EndOfChunk, EndOfMessage, Expn,
+    Helo, Help, Lhlo, Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
 )
+from mailwire.protocol.extensions import ServerExtensions
+from mailwire.protocol.commands import CommandCache
 from mailwire.protocol.params import MailOptions
 from mailwire.protocol.server import ServerConnection, ServerEvent
 from mailwire.protocol.state import (
@@ -37,6 +39,7 @@ RCPT, R = b"RCPT TO:<b@y.example>\r\n", Rcpt("b@y.example")
 BAD_RCPT, BR = b"RCPT TO:<bad@y.example>\r\n", Rcpt("bad@y.example")
 SEQ = Refused(503, "5.5.1")
 PLAIN = base64.b64encode(b"\0user\0secret")
+USER = Credentials("PLAIN", "", "user", password="secret")
 
 
 def b64(data: bytes) -> bytes:
@@ -137,7 +140,7 @@ def test_transitions_are_data() -> None:
     assert set(SERVER_COMMANDS) == set(ServerState)
     legal = {kind for row in SERVER_COMMANDS.values() for kind in row}
     for kind in (Ehlo, Helo, Lhlo, Mail, Rcpt, Data, Bdat, Rset, Noop, Quit, Vrfy, Expn, Help,
-                 StartTLS, Auth, AuthResponse, RawCommand, EndOfData, Greeting):
+                 StartTLS, Auth, AuthResponse, RawCommand, EndOfChunk, EndOfMessage, Credentials, Greeting):
         assert kind in legal
     assert set(SERVER_GUARDS) == {StartTLS, Auth, Data}
 
@@ -188,20 +191,22 @@ def test_pipelined_transactions_back_to_back() -> None:
 # AUTH (RFC 4954)
 
 AUTH_CASES: list[tuple[str, bytes, list[object], bool]] = [
-    ("initial response", b"AUTH PLAIN " + PLAIN + b"\r\n", [Auth("PLAIN", b"\0user\0secret"), 235], True),
-    ("challenge then response", b"AUTH PLAIN\r\n" + PLAIN + b"\r\n",
-     [Auth("PLAIN"), 334, AuthResponse(b"\0user\0secret"), 235], True),
-    ("empty initial response", b"AUTH PLAIN =\r\n", [Auth("PLAIN", b""), 535], False),
-    ("two challenges", b"AUTH X\r\n" + b64(b"more") + b"\r\n" + PLAIN + b"\r\n",
-     [Auth("X"), 334, AuthResponse(b"more"), 334, AuthResponse(b"\0user\0secret"), 235], True),
-    ("cancel", b"AUTH LOGIN\r\n*\r\n", [Auth("LOGIN"), 334, AuthResponse(None), 501], False),
+    ("initial response", b"AUTH PLAIN " + PLAIN + b"\r\n", [USER, 235], True),
+    ("challenge then response", b"AUTH PLAIN\r\n" + PLAIN + b"\r\n", [334, USER, 235], True),
+    ("a mechanism named in lower case", b"auth plain " + PLAIN + b"\r\n", [USER, 235], True),
+    ("empty initial response", b"AUTH PLAIN =\r\n", [Refused(501, "5.5.2")], False),
+    ("two challenges", b"AUTH LOGIN\r\n" + b64(b"user") + b"\r\n" + b64(b"secret") + b"\r\n",
+     [334, 334, Credentials("LOGIN", "", "user", password="secret"), 235], True),
+    ("username in the initial response", b"AUTH LOGIN " + b64(b"user") + b"\r\n" + b64(b"secret") + b"\r\n",
+     [334, Credentials("LOGIN", "", "user", password="secret"), 235], True),
+    ("cancel", b"AUTH LOGIN\r\n*\r\n", [334, Refused(501, "5.0.0")], False),
     ("wrong credentials", b"AUTH PLAIN\r\n" + b64(b"\0user\0wrong") + b"\r\n",
-     [Auth("PLAIN"), 334, AuthResponse(b"\0user\0wrong"), 535], False),
-    ("undecodable response aborts", b"AUTH PLAIN\r\n!!!\r\n",
-     [Auth("PLAIN"), 334, Refused(501, "5.5.2")], False),
+     [334, Credentials("PLAIN", "", "user", password="wrong"), 535], False),
+    ("undecodable response aborts", b"AUTH PLAIN\r\n!!!\r\n", [334, Refused(501, "5.5.2")], False),
+    ("a mechanism not offered", b"AUTH XOAUTH2\r\n", [Refused(504, "5.5.4")], False),
+    ("an unknown mechanism", b"AUTH X\r\n", [Refused(504, "5.5.4")], False),
     # During the exchange a line is an answer, never a command.
-    ("a response that looks like QUIT", b"AUTH PLAIN\r\nQUIT\r\n",
-     [Auth("PLAIN"), 334, AuthResponse(base64.b64decode(b"QUIT")), 535], False),
+    ("a response that looks like QUIT", b"AUTH PLAIN\r\nQUIT\r\n", [334, Refused(501, "5.5.2")], False),
 ]
 
 
@@ -212,29 +217,64 @@ def test_auth(wire: bytes, expected: list[object], authenticated: bool) -> None:
     assert driver.log == [E, 250, *expected, Noop(), 250]
     assert driver.conn.authenticated is authenticated
     assert driver.conn.state is S.READY
+    # A failed exchange is an error (RFC 4954 gives no budget); a success is not.
+    assert driver.conn.bad_commands == (0 if authenticated else 1)
+
+
+def test_auth_where_it_is_not_offered() -> None:
+    none = converse_every_way(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n", extensions=ServerExtensions())
+    assert none.log == [E, 250, Refused(502, "5.5.1")]
+    plaintext = ServerExtensions(auth_mechanisms=("PLAIN",))
+    refused = converse_every_way(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n" + MAIL, extensions=plaintext)
+    assert refused.log == [E, 250, Refused(538, "5.7.11"), M, 250]
+    over_tls = converse_every_way(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n", extensions=plaintext, tls=True)
+    assert over_tls.log == [E, 250, USER, 235]
+    # What EHLO says is what is enforced: AUTH listed exactly where it is accepted.
+    for driver, listed in ((none, False), (refused, False), (over_tls, True)):
+        keywords = driver.conn.hello_reply(E).lines[1:]
+        assert any(k.startswith("AUTH ") for k in keywords) is listed
+
+
+def test_cram_md5_runs_in_the_core() -> None:
+    driver = converse(EHLO + b"AUTH CRAM-MD5\r\n")
+    challenge = base64.b64decode(driver.out.split(b"334 ")[-1].split(b"\r\n")[0])
+    assert challenge.startswith(b"<") and challenge.endswith(b"@localhost>")
+    import hmac
+    digest = hmac.new(b"secret", challenge, "md5").hexdigest()
+    driver.feed(b64(b"user " + digest.encode()) + b"\r\n")
+    (credentials,) = [e for e in driver.events if isinstance(e, Credentials)]
+    assert credentials.mechanism == "CRAM-MD5" and credentials.check_password("secret")
+    assert driver.log[-1] == 235 and driver.conn.authenticated
 
 
 def test_auth_twice_is_a_sequence_error_but_retry_after_failure_is_fine() -> None:
     wire = EHLO + b"AUTH PLAIN\r\n*\r\nAUTH PLAIN " + PLAIN + b"\r\nAUTH PLAIN " + PLAIN + b"\r\n"
     driver = converse_every_way(wire)
-    assert driver.log == [E, 250, Auth("PLAIN"), 334, AuthResponse(None), 501,
-                          Auth("PLAIN", b"\0user\0secret"), 235, SEQ]
+    assert driver.log == [E, 250, 334, Refused(501, "5.0.0"), USER, 235, SEQ]
     rejected = [e for e in driver.events if isinstance(e, Rejected)]
-    assert rejected[0].reply.text == "Bad sequence of commands: already authenticated (RFC 4954 4)"
+    assert rejected[-1].reply.text == "Bad sequence of commands: already authenticated (RFC 4954 4)"
 
 
 def test_auth_lines_may_be_longer_than_commands() -> None:
     token = b64(b"\0user\0" + b"t" * 3000)
     driver = converse_every_way(EHLO + b"AUTH PLAIN " + token + b"\r\nAUTH PLAIN\r\n" + token + b"\r\n")
-    assert driver.log == [E, 250, Auth("PLAIN", b"\0user\0" + b"t" * 3000), 535,
-                          Auth("PLAIN"), 334, AuthResponse(b"\0user\0" + b"t" * 3000), 535]
+    long = Credentials("PLAIN", "", "user", password="t" * 3000)
+    assert driver.log == [E, 250, long, 535, 334, long, 535]
 
 
 def test_overlong_auth_response_aborts_the_exchange() -> None:
     limits = Limits(auth_line=100)
     driver = converse_every_way(EHLO + b"AUTH PLAIN\r\n" + b"A" * 200 + b"\r\nNOOP\r\n", limits=limits)
-    assert driver.log == [E, 250, Auth("PLAIN"), 334, Refused(500, "5.5.6"), Noop(), 250]
+    assert driver.log == [E, 250, 334, Refused(500, "5.5.6"), Noop(), 250]
     assert driver.conn.state is S.READY and not driver.conn.authenticated
+
+
+def test_failed_auth_counts_toward_the_error_limit() -> None:
+    wire = EHLO + (b"AUTH PLAIN " + b64(b"\0user\0wrong") + b"\r\n") * 3 + b"NOOP\r\n"
+    driver = converse_every_way(wire, limits=Limits(bad_commands=2))
+    wrong = Credentials("PLAIN", "", "user", password="wrong")
+    # The third failure is answered, then the session ends.
+    assert driver.log == [E, 250, wrong, 535, wrong, 535, wrong, 535, Refused(421, "4.7.0")]
 
 
 # --------------------------------------------------------------------------
@@ -280,13 +320,19 @@ def test_refused_starttls_goes_on_in_plaintext() -> None:
     assert driver.conn.discarded_after_starttls == 0 and not driver.conn.tls
 
 
+def test_starttls_where_no_handshake_can_follow_is_454() -> None:
+    driver = converse_every_way(EHLO + b"STARTTLS\r\n" + MAIL, extensions=ServerExtensions())
+    assert driver.log == [E, 250, Refused(454, "4.7.0"), M, 250]
+    assert "STARTTLS" not in driver.conn.hello_reply(E).lines
+
+
 def test_tls_forgets_authentication() -> None:
     driver = converse(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\nSTARTTLS\r\n")
     assert driver.conn.state is S.TLS_HANDSHAKE and driver.conn.authenticated
     driver.conn.tls_started()
     assert not driver.conn.authenticated
     driver.feed(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n")
-    assert driver.log[-3:] == [250, Auth("PLAIN", b"\0user\0secret"), 235]
+    assert driver.log[-3:] == [250, USER, 235]
 
 
 def test_tls_started_only_after_220() -> None:
@@ -366,7 +412,7 @@ def test_lmtp_reply_count_is_enforced() -> None:
     for reply in (250, 250, 250, 250, 354):
         conn.next_event()
         conn.send(Reply.of(reply, "2.0.0" if reply == 250 else None, "ok"))
-    assert conn.next_event() == EndOfData()
+    assert conn.next_event() == EndOfMessage()
     assert conn.reply_due == 2
     conn.send(Reply.of(250, "2.0.0", "one"))
     with pytest.raises(LocalProtocolError):
@@ -514,28 +560,24 @@ def test_flags_and_properties() -> None:
 
 def test_remembered_commands_parse_the_same_every_time() -> None:
     wire = EHLO + MAIL + RCPT + b"DATA\r\nhi\r\n.\r\n"
-    first = converse(wire)
-    again = converse(wire)
+    cache = CommandCache()  # one server's, shared by its connections
+    first = converse(wire, commands=cache)
+    again = converse(wire, commands=cache)
     assert again.log == first.log and again.out == first.out
     assert again.events[1] is first.events[1]  # the same immutable Mail, parsed once
 
 
 def test_auth_lines_and_junk_are_never_remembered() -> None:
-    from mailwire.protocol import server as core
-
-    core._PARSED.clear()
+    cache = CommandCache()
     secret = b"AUTH PLAIN " + PLAIN + b"\r\n"
-    converse(EHLO + secret + b"XYZZY plugh\r\n" + b"MAIL FROM:<bad address>\r\n", tls=True)
-    remembered = b"".join(core._PARSED)
-    assert PLAIN not in remembered and b"XYZZY" not in remembered and b"bad address" not in remembered
-    assert remembered == b"EHLO c.example"
+    converse(EHLO + secret + b"XYZZY plugh\r\n" + b"MAIL FROM:<bad address>\r\n", tls=True, commands=cache)
+    assert b"EHLO c.example" in cache and len(cache) == 1
+    for line in (secret[:-2], b"XYZZY plugh", b"MAIL FROM:<bad address>"):
+        assert line not in cache
 
 
 def test_the_memo_stays_bounded() -> None:
-    from mailwire.protocol import server as core
-
-    wire = EHLO + b"".join(
-        b"MAIL FROM:<s%d@x.example>\r\nRSET\r\n" % i for i in range(3 * core._MEMO_SIZE)
-    )
-    converse(wire)
-    assert len(core._PARSED) <= core._MEMO_SIZE
+    cache = CommandCache(size=64)
+    wire = EHLO + b"".join(b"MAIL FROM:<s%d@x.example>\r\nRSET\r\n" % i for i in range(3 * 64))
+    converse(wire, commands=cache)
+    assert 0 < len(cache) <= 64

@@ -1,7 +1,7 @@
 """ServerConnection message content: DATA framing, smuggling, bare line endings, BDAT, sizes.
 
 Only <CRLF>.<CRLF> ends DATA; a BDAT chunk is counted, never parsed; content
-refused by the core ends its stream with ``Rejected`` instead of ``EndOfData``.
+refused by the core ends its stream with ``Rejected`` instead of ``EndOfMessage``.
 Every property holds however the bytes are cut into reads.
 """
 
@@ -17,7 +17,7 @@ from mailwire.errors import LocalProtocolError
 from mailwire.limits import Limits
 from mailwire.protocol.data import BareLineEndings, stuff
 from mailwire.protocol.events import (
-    NEED_DATA, Bdat, Closed, Data, Ehlo, EndOfData, Mail, MessageData, Noop, Rcpt, Rejected, Rset,
+    NEED_DATA, Bdat, Closed, Data, Ehlo, EndOfChunk, EndOfMessage, Mail, MessageData, Noop, Rcpt, Rejected, Rset,
 )
 from mailwire.protocol.server import ServerConnection, ServerEvent
 from mailwire.protocol.state import ServerState
@@ -70,7 +70,7 @@ def test_data_events() -> None:
     conn.receive_data(b"Subject: hi\r\n\r\n..leading dot\r\n.\r\nNOOP\r\n")
     assert conn.next_event() == MessageData(b"Subject: hi\r\n\r\n.leading dot\r\n")
     assert conn.reply_due == 0
-    assert conn.next_event() == EndOfData()
+    assert conn.next_event() == EndOfMessage()
     assert conn.reply_due == 1
     with pytest.raises(LocalProtocolError):
         conn.next_event()
@@ -102,7 +102,7 @@ def test_data_closed_in_the_middle() -> None:
     # The CR may begin the terminator: it waits for what follows, the rest goes on.
     assert conn.next_event() == MessageData(b"half a mess")
     conn.receive_data(b"")
-    # The stream ends with Closed, not EndOfData: the driver delivers nothing.
+    # The stream ends with Closed, not EndOfMessage: the driver delivers nothing.
     assert conn.next_event() == Closed()
     assert conn.state is S.CLOSED and conn.next_event() == Closed()
 
@@ -275,7 +275,7 @@ def test_bdat_events_and_the_reply_after_the_chunk() -> None:
     assert conn.next_event() is NEED_DATA
     conn.receive_data(b"\r\n.\r\nNOOP\r\n")
     assert conn.next_event() == MessageData(b"\r\n.\r\n")
-    assert conn.next_event() == EndOfData()
+    assert conn.next_event() == EndOfMessage()
     assert conn.reply_due == 1
     conn.send(Reply.of(250, "2.0.0", "Message accepted"))
     assert conn.state is S.READY and conn.message_size == 0
@@ -284,7 +284,7 @@ def test_bdat_events_and_the_reply_after_the_chunk() -> None:
 
 def test_bdat_chunk_refused_by_the_driver_fails_the_transaction() -> None:
     def refuse_second(event: ServerEvent, index: int) -> Reply:
-        if isinstance(event, EndOfData) and driver.conn.message_size > 3:
+        if isinstance(event, (EndOfChunk, EndOfMessage)) and driver.conn.message_size > 3:
             return Reply.of(554, "5.6.0", "Content refused")
         return Reply.of(250, "2.0.0", "OK")
 
@@ -374,7 +374,7 @@ def test_one_message_data_per_read_not_per_line() -> None:
     conn.receive_data(b".\r\n")
     while isinstance(event := conn.next_event(), MessageData):
         total += len(event.data)
-    assert event == EndOfData()
+    assert event == EndOfMessage()
     assert total == len(block) * 20
     assert events <= 20
 

@@ -1,11 +1,12 @@
 """Fixtures for the server suite: a real SMTPServer in a thread, raw sockets.
 
-``ServerThread`` runs ``mailwire.server.aio.SMTPServer`` on its own event loop
-in a background thread (TCP on 127.0.0.1 or ::1, optionally a Unix socket too)
-with a ``RecordingBackend`` that keeps every session, every delivered
-``Envelope`` and every backend call, so a test can say exactly what reached the
-backend and what did not. ``stop()`` stops the server gracefully and joins the
-thread; a server thread that dies or hangs fails the test instead of leaking.
+``ServerThread`` is ``mailwire.testing.ServerThread`` (the one server in a
+thread) with this suite's defaults: a ``RecordingBackend`` that keeps every
+session, every delivered ``Envelope`` and every backend call, so a test can
+say exactly what reached the backend and what did not; the hostname
+``mx.test``; and raw clients. ``stop()`` stops the server gracefully and
+joins the thread; a server thread that dies or hangs fails the test instead
+of leaking.
 
 ``RawClient`` is a plain socket with a reply parser: tests whose point is the
 bytes on the wire (smuggling, pipelining, limits) write them by hand with it.
@@ -38,10 +39,10 @@ if _TESTS not in sys.path:  # helpers/ lives next to this directory
 
 from helpers.fixtures import *  # noqa: E402,F401,F403
 
+from mailwire import testing  # noqa: E402
 from mailwire.errors import SMTPError  # noqa: E402
 from mailwire.protocol.params import MailOptions, RcptOptions  # noqa: E402
 from mailwire.sasl import Credentials  # noqa: E402
-from mailwire.server.aio import SMTPServer  # noqa: E402
 from mailwire.server.config import ServerConfig  # noqa: E402
 from mailwire.server.envelope import Envelope, SessionInfo  # noqa: E402
 
@@ -68,7 +69,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float = IO_TIMEOUT, interva
 
 
 class RecordingSession:
-    """A session that accepts everything and records every call.
+    """A session that accepts everything and records every call. Its steps
+    are coroutine functions: they run on the connection's task.
 
     Behaviour is steered by the backend's hooks (each may raise SMTPError or
     anything else): ``on_mail(address, options)``, ``on_rcpt(address,
@@ -109,16 +111,6 @@ class RecordingSession:
         self.closed.set()
 
 
-class AuthRecordingSession(RecordingSession):
-    """Also an ``AuthSession``: checks credentials against ``backend.users``."""
-
-    async def authenticate(self, credentials: Credentials) -> None:
-        self._note("authenticate", (credentials.mechanism, credentials.username))
-        stored = self.backend.users.get(credentials.username)
-        if stored is None or not credentials.check_password(stored):
-            raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
-
-
 class LMTPRecordingSession(RecordingSession):
     """Also an ``LMTPSession``: ``backend.lmtp_outcome(address)`` per recipient."""
 
@@ -128,10 +120,6 @@ class LMTPRecordingSession(RecordingSession):
                     for rcpt in envelope.rcpt_to]
         self.backend.messages.append(envelope)
         return outcomes
-
-
-class LMTPAuthRecordingSession(LMTPRecordingSession, AuthRecordingSession):
-    pass
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -144,8 +132,9 @@ async def _maybe_await(value: Any) -> Any:
 class RecordingBackend:
     """A ``Backend`` that keeps every session and every delivered envelope.
 
-    ``auth``: sessions implement ``AuthSession`` (users in ``users``);
-    ``lmtp_sessions``: sessions implement ``LMTPSession``.
+    ``auth``: the server checks credentials with ``authenticate`` (users in
+    ``users``), as its ``ServerConfig.authenticator``; ``lmtp_sessions``:
+    sessions implement ``LMTPSession``.
     """
 
     auth: bool = False
@@ -163,14 +152,16 @@ class RecordingBackend:
     async def new_session(self, info: SessionInfo) -> RecordingSession:
         if self.on_new_session is not None:
             await _maybe_await(self.on_new_session(info))
-        cls: type[RecordingSession]
-        if self.lmtp_sessions:
-            cls = LMTPAuthRecordingSession if self.auth else LMTPRecordingSession
-        else:
-            cls = AuthRecordingSession if self.auth else RecordingSession
+        cls = LMTPRecordingSession if self.lmtp_sessions else RecordingSession
         session = cls(self, info)
         self.sessions.append(session)
         return session
+
+    async def authenticate(self, credentials: Credentials) -> None:
+        self.log.append(("authenticate", (credentials.mechanism, credentials.username)))
+        stored = self.users.get(credentials.username)
+        if stored is None or not credentials.check_password(stored):
+            raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
 
     def calls(self, name: str) -> list[Any]:
         return [value for call, value in list(self.log) if call == name]
@@ -186,11 +177,12 @@ class RecordingBackend:
 # -- the server in a thread -------------------------------------------------------
 
 
-class ServerThread:
-    """An SMTPServer on its own event loop in a daemon thread.
+class ServerThread(testing.ServerThread):
+    """``mailwire.testing.ServerThread`` with this suite's defaults, and raw clients.
 
     ``host``: "127.0.0.1" or "::1" (None: no TCP listener); ``unix_path``: also
-    listen there. ``config`` or ServerConfig fields as keywords.
+    listen there. ``config`` or ServerConfig fields as keywords. A
+    ``RecordingBackend(auth=True)`` is the server's authenticator.
     """
 
     def __init__(
@@ -204,88 +196,17 @@ class ServerThread:
         **settings: Any,
     ) -> None:
         self.backend = backend if backend is not None else RecordingBackend()
-        self.loop_factory = loop_factory  # uvloop.new_event_loop, say
         if config is None:
             settings.setdefault("hostname", "mx.test")
-        self.server = SMTPServer(self.backend, config, **settings)
-        self.host = host
-        self.unix_path = unix_path
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.loop_errors: list[dict[str, Any]] = []
+            if isinstance(self.backend, RecordingBackend) and self.backend.auth:
+                settings.setdefault("authenticator", self.backend.authenticate)
+        else:
+            settings["config"] = config
+        super().__init__(self.backend, host=host, unix_path=unix_path, loop_factory=loop_factory,
+                         start_timeout=IO_TIMEOUT, **settings)
 
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self.host is not None
-        return self.host, self.port
-
-    def start(self) -> "ServerThread":
-        self._thread = threading.Thread(target=self._run, name="mailwire-test-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(IO_TIMEOUT):
-            raise RuntimeError("the server thread did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _run(self) -> None:
-        loop = self.loop_factory()
-        self.loop = loop
-        loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
-        try:
-            if self.host is not None:
-                loop.run_until_complete(self.server.start(self.host, 0))
-            if self.unix_path is not None:
-                loop.run_until_complete(self.server.start_unix(self.unix_path))
-        except BaseException as err:  # noqa: BLE001 - reported to start()
-            self._error = err
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=IO_TIMEOUT))
-            loop.close()
-
-    def call(self, fn: Callable[[], Any], timeout: float = IO_TIMEOUT) -> Any:
-        """Run ``fn`` on the server's loop and return its result."""
-        assert self.loop is not None
-        done: list[Any] = []
-
-        async def run() -> None:
-            done.append(fn())
-
-        asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-        return done[0]
-
-    @property
-    def connections(self) -> int:
-        return int(self.call(lambda: self.server.connections))
-
-    def stop(self, grace: float = 1.0) -> None:
-        if self._thread is None or self.loop is None:
-            return
-        thread, loop, self._thread = self._thread, self.loop, None
-        if not loop.is_closed():
-            try:
-                asyncio.run_coroutine_threadsafe(self.server.stop(grace), loop).result(grace * 3 + IO_TIMEOUT)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-        thread.join(IO_TIMEOUT * 2)
-        if thread.is_alive():
-            raise RuntimeError("the server thread did not stop")
+    def stop(self, timeout: float = IO_TIMEOUT * 2, *, grace: float | None = None) -> None:
+        super().stop(timeout if grace is None else grace * 3 + timeout, grace=grace)
 
     def raw(self, *, family: int | None = None, timeout: float = IO_TIMEOUT, greeting: bool = True) -> "RawClient":
         """A raw socket to the TCP listener (the greeting read unless told not to)."""
@@ -303,12 +224,6 @@ class ServerThread:
         if greeting:
             client.expect(220)
         return client
-
-    def __enter__(self) -> "ServerThread":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- a raw client ---------------------------------------------------------------------

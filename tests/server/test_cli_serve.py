@@ -229,7 +229,8 @@ def test_defaults_listen_on_8025_and_store_in_mail(tmp_path: Path, monkeypatch: 
     assert made.tcp == ("127.0.0.1", 8025) and made.unix is None
     assert made.storing == "storing in ./mail (Maildir)"
     assert (tmp_path / "mail" / "new").is_dir()
-    assert made.backend.users is None and made.config.tls_context is None and not made.config.lmtp
+    assert made.config.authenticator is None and not made.config.require_auth
+    assert made.config.tls_context is None and not made.config.lmtp
 
 
 def test_unix_alone_does_not_listen_on_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

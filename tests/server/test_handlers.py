@@ -72,18 +72,25 @@ def envelope(
     return Envelope(mail_from, MailOptions(), list(rcpt_to), [RcptOptions() for _ in rcpt_to], content)
 
 
+async def step(result: Awaitable[None] | None) -> None:
+    """A session step as the server takes it: a plain one is done already,
+    an async one is awaited."""
+    if result is not None:
+        await result
+
+
 async def transact(backend: Backend, env: Envelope, info: SessionInfo | None = None) -> Session:
     """One transaction through a new session, as the server would drive it."""
     info = info or SessionInfo(peer=PEER)
     env.session = info
     session = await backend.new_session(info)
-    await session.mail(env.mail_from, env.mail_options)
+    await step(session.mail(env.mail_from, env.mail_options))
     for rcpt, options in zip(env.rcpt_to, env.rcpt_options):
-        await session.rcpt(rcpt, options)
+        await step(session.rcpt(rcpt, options))
     try:
-        await session.data(env)
+        await step(session.data(env))
     finally:
-        await session.close()
+        await step(session.close())
     return session
 
 

@@ -1,10 +1,11 @@
 """Commands answered in data_received, and backends that still run in a task.
 
-The server answers on the spot what needs no backend call (or only a
-session's BaseSession no-ops, or a session that declares ``runs_inline``);
-everything else goes to the connection's task. These tests pin both halves:
-the fast path delivers exactly, and a backend that needs a running task
-(``asyncio.timeout``, ``asyncio.current_task``) gets one.
+The server answers on the spot what needs no backend call, or only steps
+that are plain functions (a session declares a step that never waits by
+writing it as ``def``); an ``async def`` step runs in the connection's task.
+These tests pin both halves: the fast path delivers exactly, and a backend
+that needs a running task (``asyncio.timeout``, ``asyncio.current_task``)
+gets one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import smtplib
 
 from mailwire import SMTPError
 from mailwire.server import BaseSession, Envelope, SessionInfo, SMTPServer, Sink
-from mailwire.protocol.params import RcptOptions
+from mailwire.protocol.params import MailOptions, RcptOptions
 
 
 def _send_many(port: int, count: int) -> list[dict[str, tuple[int, bytes]]]:
@@ -85,19 +86,53 @@ def test_backends_that_need_a_task_get_one() -> None:
     assert seen == ["hi\r\n"]
 
 
-def test_which_steps_a_session_leaves_to_base_session() -> None:
-    from mailwire.server.session import inherited_steps
+class _MixedSession(BaseSession):
+    """Plain steps (answered on the spot) beside an async one, each refusing
+    as the contract says: SMTPError for a refusal, anything else a 451."""
 
-    class Checks(BaseSession):
-        async def rcpt(self, address: str, options: RcptOptions) -> None:
+    def __init__(self, info: SessionInfo, seen: list[str]) -> None:
+        super().__init__(info)
+        self.seen = seen
+
+    def mail(self, address: str, options: MailOptions) -> None:
+        if address.startswith("crash"):
+            raise RuntimeError("a bug in a plain step")
+
+    def rcpt(self, address: str, options: RcptOptions) -> None:
+        if address.startswith("nobody"):
             raise SMTPError(550, "5.1.1", "No such user")
 
-    class ChecksToo(Checks):
-        async def data(self, envelope: Envelope) -> None:
-            return None
+    async def data(self, envelope: Envelope) -> None:
+        assert asyncio.current_task() is not None
+        await asyncio.sleep(0)
+        self.seen.append(envelope.content.decode())
 
-    info = SessionInfo(peer=("127.0.0.1", 1))
-    assert inherited_steps(BaseSession(info)) == {"mail", "rcpt", "reset"}
-    assert inherited_steps(Checks(info)) == {"mail", "reset"}
-    assert inherited_steps(ChecksToo(info)) == {"mail", "reset"}  # inherited from a subclass: not BaseSession's
-    assert inherited_steps(object()) == frozenset()  # not a BaseSession at all
+
+def test_plain_and_async_steps_in_one_session() -> None:
+    seen: list[str] = []
+
+    class Backend:
+        async def new_session(self, info: SessionInfo) -> BaseSession:
+            return _MixedSession(info, seen)
+
+    async def main() -> tuple[dict[str, tuple[int, bytes]], tuple[int, bytes], tuple[int, bytes]]:
+        server = SMTPServer(Backend(), hostname="mx.test")
+        await server.start("127.0.0.1", 0)
+
+        def client() -> tuple[dict[str, tuple[int, bytes]], tuple[int, bytes], tuple[int, bytes]]:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+                refused = smtp.sendmail("a@example.com", ["b@example.com", "nobody@example.com"], "hi\r\n")
+                crashed = smtp.mail("crash@example.com")
+                smtp.rset()
+                return refused, crashed, smtp.noop()
+
+        try:
+            return await asyncio.to_thread(client)
+        finally:
+            await server.stop(grace=1.0)
+
+    refused, crashed, noop = asyncio.run(main())
+    assert refused == {"nobody@example.com": (550, b"5.1.1 No such user")}
+    assert crashed == (451, b"4.3.0 Error processing the message, try again later")
+    assert noop[0] == 250  # the session goes on
+    assert seen == ["hi\r\n"]

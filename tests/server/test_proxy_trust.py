@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from mailwire.server.config import ServerConfig
-from mailwire.server.proxy_protocol import proxy_networks, trusted_proxy
+from mailwire.server.networks import parse_networks
+from mailwire.server.proxy_protocol import trusted_proxy
 
 from .conftest import RawClient, ServerThread
 from .test_cli_serve import Raw, Serve, serve  # noqa: F401 - the fixture
@@ -90,7 +91,7 @@ def test_unix_socket_peers_are_local(server_factory: Factory, short_tmp: Path) -
 
 
 def test_trusted_proxy_rules() -> None:
-    loopback = proxy_networks(["127.0.0.0/8", "::1"])
+    loopback = parse_networks(["127.0.0.0/8", "::1"])
     assert trusted_proxy(("127.0.0.1", 1), loopback)
     assert trusted_proxy(("::ffff:127.0.0.1", 1, 0, 0), loopback)  # IPv4 on a dual-stack socket
     assert trusted_proxy(("::1", 1, 0, 0), loopback)

@@ -259,7 +259,8 @@ def test_client_that_never_reads_cannot_grow_server_memory(server_factory: Facto
     stop reading (so the client's sends block after a few MiB of kernel
     buffers), hold bounded memory, and answer every NOOP once the client reads."""
     receive_buffer = 64 * 1024
-    server = limited(server_factory, receive_buffer=receive_buffer)
+    # junk_commands=0: NOOPs without limit, so that flow control alone is tested.
+    server = limited(server_factory, receive_buffer=receive_buffer, junk_commands=0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
@@ -334,7 +335,7 @@ def test_huge_message_streams_without_buffering_it_twice(server_factory: Factory
 
 
 def test_client_that_never_reads_is_timed_out(server_factory: Factory) -> None:
-    server = limited(server_factory, receive_buffer=64 * 1024, server_idle_timeout=0.5)
+    server = limited(server_factory, receive_buffer=64 * 1024, server_idle_timeout=0.5, junk_commands=0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     try:

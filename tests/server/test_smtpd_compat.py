@@ -401,17 +401,16 @@ def test_constructor_checks_as_smtpd_did() -> None:
 
 
 def test_public_names() -> None:
-    assert msmtpd.__all__ == ["SMTPServer", "DebuggingServer", "PureProxy"]
+    assert msmtpd.__all__ == ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
     for name in msmtpd.__all__:
         assert isinstance(getattr(msmtpd, name), type)
-    assert not hasattr(msmtpd, "SMTPChannel")
     assert msmtpd.DATA_SIZE_DEFAULT == 33554432 and msmtpd.NEWLINE == "\n" and msmtpd.COMMASPACE == ", "
     assert isinstance(msmtpd.DEBUGSTREAM, msmtpd.Devnull)  # silent unless assigned
 
 
-def test_public_names_are_cpythons_minus_smtpchannel() -> None:
+def test_public_names_are_cpythons() -> None:
     std_smtpd, _ = _stdlib()
-    assert set(msmtpd.__all__) == set(std_smtpd.__all__) - {"SMTPChannel", "MailmanProxy"}  # MailmanProxy: gone in 3.11
+    assert set(msmtpd.__all__) == set(std_smtpd.__all__) - {"MailmanProxy"}  # MailmanProxy: gone in 3.11
 
 
 def test_data_size_limit_is_advertised_and_enforced() -> None:
@@ -427,11 +426,30 @@ def test_data_size_limit_is_advertised_and_enforced() -> None:
     assert len(server.calls) == 1
 
 
-def test_no_data_size_limit() -> None:
-    with ours_running(recorder(msmtpd.SMTPServer), data_size_limit=None) as server:
+@pytest.mark.parametrize("limit", [None, 0])
+def test_no_data_size_limit(limit: int | None) -> None:
+    """Without a limit EHLO offers no SIZE, as smtpd's did, so smtplib sends
+    none and mail_options is smtpd's; a SIZE sent anyway is taken, as smtpd took it."""
+    with ours_running(recorder(msmtpd.SMTPServer), data_size_limit=limit) as server:
         with smtplib.SMTP("127.0.0.1", port_of(server), timeout=TIMEOUT) as client:
+            client.ehlo()
+            assert not client.has_extn("size")
             assert client.sendmail("s@example.com", ["r@example.com"], b"x" * 100_000) == {}
+            assert client.mail("s@example.com", ["SIZE=100000"])[0] == 250
+            client.rset()
     assert len(server.calls[0][3]) == 100_000
+    assert server.calls[0][4]["mail_options"] == []
+
+
+def test_no_data_size_limit_as_smtpd() -> None:
+    std_smtpd, _ = _stdlib()
+    with stdlib_running(recorder(std_smtpd.SMTPServer), data_size_limit=None) as server:
+        with smtplib.SMTP("127.0.0.1", port_of(server), timeout=TIMEOUT) as client:
+            client.ehlo()
+            assert not client.has_extn("size")
+            assert client.sendmail("s@example.com", ["r@example.com"], b"x" * 100) == {}
+            assert client.mail("s@example.com", ["SIZE=100000"])[0] == 250
+    assert server.calls[0][4]["mail_options"] == []
 
 
 def test_debugstream_gets_the_conversation(monkeypatch: pytest.MonkeyPatch) -> None:

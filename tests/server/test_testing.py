@@ -29,7 +29,7 @@ from mailwire.sasl import Credentials
 from mailwire.server.aio import SMTPServer
 from mailwire.server.envelope import Envelope, SessionInfo
 from mailwire.server.session import AuthSession, BaseSession, LMTPSession, Session, VerifySession
-from mailwire.testing import Messages, ServerThread, _recording, run_server
+from mailwire.testing import Messages, ServerThread, run_server
 
 pytest_plugins = ["pytester"]
 
@@ -183,10 +183,14 @@ def test_a_plain_backend_gains_no_abilities() -> None:
             client.ehlo()
             assert not client.has_extn("auth")
             assert client.verify("alice")[0] == 252
-    # The wrappers the server gets have exactly their session's abilities.
+    # The server gets the backend itself, not a wrapper: its sessions have
+    # exactly their abilities.
     info = SessionInfo(peer=("127.0.0.1", 1))
-    full = asyncio.run(_recording(Backend(FullSession), lambda e: None).new_session(info))
-    plain = asyncio.run(_recording(Backend(PlainSession), lambda e: None).new_session(info))
+    for backend in (Backend(FullSession), Backend(PlainSession)):
+        with run_server(backend) as server:
+            assert server.server.backend is backend
+    full = asyncio.run(Backend(FullSession).new_session(info))
+    plain = asyncio.run(Backend(PlainSession).new_session(info))
     assert isinstance(full, AuthSession) and isinstance(full, LMTPSession) and isinstance(full, VerifySession)
     assert not isinstance(plain, (AuthSession, LMTPSession, VerifySession))
 

@@ -25,7 +25,7 @@ class ReceiveBuffer:
     def __init__(self) -> None:
         # A bytes object straight from feed() while nothing else is buffered
         # (so a large read is handed on without a copy), else a bytearray.
-        self._data: bytes | bytearray = bytearray()
+        self._data: bytes | bytearray = b""
         self._start = 0
         self._scanned = 0  # offset from which to look for the next CRLF
 
@@ -63,6 +63,13 @@ class ReceiveBuffer:
             # Only up to the limit was searched: a CRLF beyond it is still
             # unseen, and skip_line must find it.
             size = len(data)
+            if size == start:
+                if size:
+                    # All read: let the last read (up to 64 KiB) go rather
+                    # than keep it for as long as the peer stays idle.
+                    self._data = b""
+                    self._start = self._scanned = 0
+                return None
             self._scanned = min(size, start + limit)
             if size - start >= limit:
                 raise LineTooLong(f"line longer than {limit} octets")

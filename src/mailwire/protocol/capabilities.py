@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..reply import Reply
 
-__all__ = ["Capabilities", "format_ehlo_reply", "server_keywords"]
+__all__ = ["Capabilities", "format_ehlo_reply"]
 
 _KEYWORD = re.compile(r"(?P<keyword>[A-Za-z0-9][A-Za-z0-9\-]*) ?")
 _OLD_AUTH = re.compile(r"auth=(?P<mechs>.*)", re.I)
@@ -109,31 +109,3 @@ class Capabilities:
 def format_ehlo_reply(greeting: str, keywords: list[str]) -> Reply:
     """The 250 reply to EHLO: the greeting line, then one keyword per line."""
     return Reply(250, (greeting, *keywords))
-
-
-def server_keywords(
-    *,
-    max_size: int,
-    starttls: bool,
-    auth: tuple[str, ...] | list[str],
-    requiretls: bool,
-    chunking: bool = True,
-    dsn: bool = True,
-    smtputf8: bool = True,
-) -> list[str]:
-    """The EHLO keywords of a server configured so (RFC 5321 4.1.1.1 and the
-    extension RFCs): what it says here is what it then enforces."""
-    keywords = ["PIPELINING", "8BITMIME", f"SIZE {max_size}", "ENHANCEDSTATUSCODES"]
-    if smtputf8:
-        keywords.append("SMTPUTF8")
-    if chunking:
-        keywords += ["CHUNKING", "BINARYMIME"]
-    if dsn:
-        keywords.append("DSN")
-    if starttls:
-        keywords.append("STARTTLS")
-    if auth:
-        keywords.append("AUTH " + " ".join(auth))
-    if requiretls:
-        keywords.append("REQUIRETLS")
-    return keywords

@@ -31,6 +31,7 @@ from .params import (
 
 __all__ = [
     "format_command", "parse_command", "parse_auth_response", "encode_auth_data", "challenge_reply",
+    "CommandCache",
 ]
 
 _SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
@@ -229,6 +230,44 @@ def parse_command(line: bytes) -> Command | Rejected:
         return _dispatch(verb, arg)
     except RemoteProtocolError as err:
         return Rejected(err.reply)
+
+
+class CommandCache:
+    """``parse_command``, remembered: a bounded memo one server shares among
+    its connections, since what changes from message to message is mostly
+    the content, not the command lines (the same MAIL FROM, RCPT TO, DATA).
+
+    Only short lines of the common commands are kept: none that carries a
+    secret (AUTH) or may be arbitrary junk (unknown verbs, refusals), so a
+    client can neither read nor fill it with anything but ordinary
+    commands. Full, it starts afresh. Events are immutable, so one parsed
+    event serves every connection that sends the same line.
+    """
+
+    __slots__ = ("size", "_parsed")
+
+    KINDS = frozenset({Mail, Rcpt, Data, Rset, Quit, Noop, Ehlo, Helo, Lhlo})
+    LINE = 256  # longer lines are parsed every time
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._parsed: dict[bytes, Command | Rejected] = {}
+
+    def parse(self, line: bytes) -> Command | Rejected:
+        event = self._parsed.get(line)
+        if event is None:
+            event = parse_command(line)
+            if type(event) in self.KINDS and len(line) <= self.LINE:
+                if len(self._parsed) >= self.size:
+                    self._parsed.clear()
+                self._parsed[line] = event
+        return event
+
+    def __len__(self) -> int:
+        return len(self._parsed)
+
+    def __contains__(self, line: object) -> bool:
+        return line in self._parsed
 
 
 def _dispatch(verb: str, arg: str) -> Command | Rejected:

@@ -5,6 +5,12 @@ bytes; a server core turns bytes into the same command types. Replies travel
 the other way as ``mailwire.reply.Reply``. Message content is ``MessageData``
 chunks followed by ``EndOfData`` (after DATA) or framed by ``Bdat``.
 
+A server core also hands its driver what it decided or found beyond commands:
+``EndOfChunk`` and ``EndOfMessage`` (the end of a BDAT chunk that is not the
+last, and the end of a whole message), ``AuthChallenge`` (a 334 the SASL
+exchange asks for), ``Credentials`` (what the client proved, for the driver
+to judge), ``Rejected`` (a refusal the core decided) and ``Closed``.
+
 Every event is a frozen, slotted dataclass: cheap to make, safe to share,
 comparable in tests.
 """
@@ -15,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..reply import Reply
+from ..sasl import Credentials
 from .params import MailOptions, RcptOptions
 
 __all__ = [
     "Ehlo", "Helo", "Lhlo", "Mail", "Rcpt", "Data", "Bdat", "MessageData", "EndOfData",
     "Rset", "Noop", "Quit", "Vrfy", "Expn", "Help", "StartTLS", "Auth", "AuthResponse",
     "RawCommand", "Rejected", "Closed", "NeedData", "NEED_DATA", "Command", "Event",
-    "Reply",
+    "Reply", "EndOfChunk", "EndOfMessage", "AuthChallenge", "Credentials",
 ]
 
 
@@ -88,6 +95,23 @@ class EndOfData:
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfChunk:
+    """Server side: the octets of a BDAT chunk that is not the LAST have all
+    arrived; the driver answers it (250, RFC 3030 2). The message goes on."""
+
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """Server side: a message is whole (DATA's terminator, or the end of the
+    ``BDAT ... LAST`` chunk); the driver delivers it and answers (LMTP: once
+    per accepted recipient)."""
+
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Rset:
     pass
 
@@ -148,7 +172,9 @@ class RawCommand:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Server side: the core refused a line itself (syntax, sequence, length).
+    """Server side: the core refused something itself (syntax, sequence,
+    length, a parameter or command the server does not offer, content over a
+    limit).
 
     The driver sends ``reply`` and carries on; ``close`` says the connection
     should end after it (421).
@@ -156,6 +182,14 @@ class Rejected:
 
     reply: Reply
     close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthChallenge:
+    """Server side: the SASL exchange the core runs asks the client for more;
+    the driver sends ``reply`` (334, RFC 4954 4)."""
+
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,4 +219,6 @@ Command = Union[
     Ehlo, Helo, Lhlo, Mail, Rcpt, Data, Bdat, Rset, Noop, Quit, Vrfy, Expn, Help,
     StartTLS, Auth, AuthResponse, RawCommand,
 ]
-Event = Union[Command, MessageData, EndOfData, Reply, Rejected, Closed]
+Event = Union[
+    Command, MessageData, EndOfData, EndOfChunk, EndOfMessage, AuthChallenge, Credentials, Reply, Rejected, Closed,
+]

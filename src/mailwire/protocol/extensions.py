@@ -1,52 +1,80 @@
-"""What a server's advertised extensions allow in MAIL and RCPT.
+"""What a server offers: its service extensions and its AUTH policy, in one value.
 
-The parser turns parameters into typed options whatever the server supports;
-whether a given session may use them depends on what the server advertised
-(and on TLS, for REQUIRETLS). These checks are protocol rules, not policy, so
-they live here and every driver applies the same ones.
+``ServerExtensions`` is the whole of what a server advertises, and
+``ServerConnection`` is built with it. The EHLO keywords are derived from it
+here (``keywords``) and nowhere else, and the core refuses, from the same
+fields, whatever they do not allow: a MAIL or RCPT parameter of an extension
+not offered (555), AUTH where it is not offered (502) or not over plaintext
+(538), STARTTLS where no handshake can follow (454). So what EHLO says is
+exactly what is then enforced, for every driver.
+
+A few keywords are always there, because the core always implements them:
+PIPELINING, 8BITMIME, SIZE (with the core's ``Limits.message_size``) and
+ENHANCEDSTATUSCODES; REQUIRETLS once the session is encrypted (RFC 8689 4).
 """
 
 from __future__ import annotations
 
-from ..reply import (
-    NEEDS_SMTPUTF8, PARAMETER_NOT_IMPLEMENTED, REQUIRETLS_NEEDS_TLS, Reply,
-)
-from .capabilities import Capabilities
-from .events import Mail, Rcpt
+from dataclasses import dataclass
 
-__all__ = ["mail_refusal", "rcpt_refusal", "smtputf8_refusal"]
+from ..sasl import SERVER_MECHANISMS
+
+__all__ = ["ServerExtensions"]
 
 
-def smtputf8_refusal(address: str, smtputf8: bool) -> Reply | None:
-    """RFC 6531 3.4: a non-ASCII address needs SMTPUTF8 on the transaction."""
-    if smtputf8 or address.isascii():
-        return None
-    return NEEDS_SMTPUTF8
+@dataclass(frozen=True, slots=True)
+class ServerExtensions:
+    """The extensions a server offers (each field names its RFC).
 
+    ``starttls``: the driver can run a TLS handshake (it has a context);
+    offered until the session is encrypted. ``auth_mechanisms``: the SASL
+    mechanisms offered, upper-case, each one ``sasl.SERVER_MECHANISMS``
+    knows (the core runs the exchange); empty, no AUTH. ``plaintext_auth``:
+    AUTH is offered before TLS too (RFC 4954 4 otherwise answers 538).
+    ``auth_required``: MAIL is refused (530 5.7.0, RFC 4954 6) until the
+    client has authenticated.
+    """
 
-def mail_refusal(event: Mail, caps: Capabilities, *, tls: bool) -> Reply | None:
-    """The reply refusing ``event`` under ``caps``, or None if it is acceptable."""
-    options = event.options
-    if options.extra:
-        return PARAMETER_NOT_IMPLEMENTED  # RFC 5321 4.1.1.11: 555
-    unsupported = (
-        (options.size is not None and caps.max_size is None)
-        or (options.body == "8BITMIME" and not caps.eightbitmime)
-        or (options.body == "BINARYMIME" and not (caps.binarymime and caps.chunking))
-        or (options.smtputf8 and not caps.smtputf8)
-        or ((options.ret is not None or options.envid is not None) and not caps.dsn)
-        or (options.auth is not None and not caps.has("auth"))
-        or (options.mt_priority is not None and not caps.has("mt-priority"))
-    )
-    if unsupported:
-        return PARAMETER_NOT_IMPLEMENTED
-    if options.requiretls and not (tls and caps.requiretls):
-        return REQUIRETLS_NEEDS_TLS
-    return smtputf8_refusal(event.address, options.smtputf8)
+    chunking: bool = True  # CHUNKING and BINARYMIME, RFC 3030
+    dsn: bool = True  # RFC 3461
+    smtputf8: bool = True  # RFC 6531
+    starttls: bool = False  # RFC 3207
+    auth_mechanisms: tuple[str, ...] = ()  # RFC 4954
+    plaintext_auth: bool = False
+    auth_required: bool = False
+    # With no size limit, SIZE is advertised as ``SIZE 0`` (RFC 1870 4);
+    # False leaves it out then, as smtpd's EHLO did. A SIZE parameter is
+    # accepted either way: the core always implements it.
+    size_without_limit: bool = True
 
+    def __post_init__(self) -> None:
+        mechanisms = tuple(m.upper() for m in self.auth_mechanisms)
+        unknown = [m for m in mechanisms if m not in SERVER_MECHANISMS]
+        if unknown:
+            raise ValueError(f"unknown AUTH mechanisms: {unknown}; known: {sorted(SERVER_MECHANISMS)}")
+        object.__setattr__(self, "auth_mechanisms", mechanisms)
 
-def rcpt_refusal(event: Rcpt, caps: Capabilities, *, smtputf8: bool) -> Reply | None:
-    options = event.options
-    if options.extra or ((options.notify is not None or options.orcpt is not None) and not caps.dsn):
-        return PARAMETER_NOT_IMPLEMENTED
-    return smtputf8_refusal(event.address, smtputf8)
+    def auth_offered(self, tls: bool) -> bool:
+        """Is AUTH advertised (and so accepted) in this TLS state?"""
+        return bool(self.auth_mechanisms) and (tls or self.plaintext_auth)
+
+    def keywords(self, *, max_size: int, tls: bool) -> list[str]:
+        """The EHLO keywords in this TLS state (RFC 5321 4.1.1.1 and the
+        extensions' RFCs), in the order mailwire has always sent them."""
+        keywords = ["PIPELINING", "8BITMIME"]
+        if max_size or self.size_without_limit:
+            keywords.append(f"SIZE {max_size}")
+        keywords.append("ENHANCEDSTATUSCODES")
+        if self.smtputf8:
+            keywords.append("SMTPUTF8")
+        if self.chunking:
+            keywords += ["CHUNKING", "BINARYMIME"]
+        if self.dsn:
+            keywords.append("DSN")
+        if self.starttls and not tls:
+            keywords.append("STARTTLS")
+        if self.auth_offered(tls):
+            keywords.append("AUTH " + " ".join(self.auth_mechanisms))
+        if tls:
+            keywords.append("REQUIRETLS")
+        return keywords

@@ -1,51 +1,60 @@
 """The server role of the SMTP core: bytes in, events out; replies in, bytes out.
 
-``ServerConnection`` never touches a socket. A driver feeds what it reads to
-``receive_data``, takes events from ``next_event`` and writes what
-``send(reply)`` returns. The conversation strictly alternates: once
-``next_event`` has handed out something that needs an answer (a command, the
-end of a message or chunk, a ``Rejected``), the driver must ``send`` that reply
-before another event comes out. That is all PIPELINING needs: the commands wait
-in the buffer and are answered in order. Which command is legal when, and where
-each reply leads, is looked up in ``state.py``.
+``ServerConnection`` never touches a socket: a driver feeds it what it reads,
+takes events out and writes what ``send(reply)`` returns (the contract is on
+the class). The conversation strictly alternates, which is all PIPELINING
+needs: commands wait in the buffer and are answered in order. Which command
+is legal when, and where each reply leads, is looked up in ``state.py``.
 
-The core refuses on its own only what the protocol decides (unknown verbs,
-syntax, sequence, line and size limits); every other answer, and all policy, is
-the driver's. Message content is a stream: after the 354 to ``Data``, or after
-a ``Bdat`` event, come ``MessageData`` pieces and then either ``EndOfData`` (a
-reply is due) or ``Rejected`` (the content is refused: throw away what came).
-Only ``<CRLF>.<CRLF>`` ends DATA (``DataReader`` cannot be fooled by bare CR or
-LF); a BDAT chunk is counted off the buffer and never parsed, even when the
-BDAT itself is refused. After the 220 to STARTTLS, whatever the client
-pipelined is thrown away unread (RFC 3207 5).
-
-The DATA path touches each octet only in C (``bytes.find``/``replace``/
+The core is built with what the server offers (``ServerExtensions``) and
+refuses by itself everything the protocol decides: syntax, sequence, limits,
+parameters of extensions not offered, AUTH and STARTTLS where they are not.
+Each command's rules are one method here (``_check_mail``, ``_check_rcpt``,
+``_start_auth``, ``_start_chunk``); it runs the SASL exchanges itself and
+hands the driver only ``Credentials`` to judge. The rest is policy: the
+driver's. Only ``<CRLF>.<CRLF>`` ends DATA; a BDAT chunk is counted off the
+buffer and never parsed; whatever follows STARTTLS is dropped unread (RFC 3207
+5). The DATA path touches each octet only in C (``bytes.find``/``replace``/
 ``count``): no Python loop and no regex runs per content line.
+
+One class, over 500 lines: its fields are one state machine, which would
+only be scattered by a split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Union
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..reply import Reply
+from ..reply import (
+    AUTH_CANCELLED, AUTH_REQUIRED, ENCRYPTION_REQUIRED, NEEDS_SMTPUTF8, NOT_IMPLEMENTED,
+    PARAMETER_NOT_IMPLEMENTED, REQUIRETLS_NEEDS_TLS, TLS_NOT_AVAILABLE, UNKNOWN_MECHANISM, Reply,
+    helo_accepted,
+)
+from ..sasl import Challenge, Credentials, ServerMechanism, server_mechanism
 from .buffer import LineTooLong, ReceiveBuffer
-from .commands import parse_auth_response, parse_command
+from .capabilities import format_ehlo_reply
+from .commands import CommandCache, challenge_reply, parse_auth_response, parse_command
 from .data import BareLineEndings, DataReader, LineLengthCheck
 from .events import (
-    NEED_DATA, Auth, AuthResponse, Bdat, Closed, Command, Data, Ehlo, EndOfData, Helo, Lhlo,
-    Mail, MessageData, NeedData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset,
+    NEED_DATA, Auth, AuthChallenge, AuthResponse, Bdat, Closed, Command, Ehlo, EndOfChunk, EndOfMessage,
+    Expn, Helo, Help, Lhlo, Mail, MessageData, NeedData, Noop, RawCommand, Rcpt, Rejected, Rset, StartTLS,
+    Vrfy,
 )
+from .extensions import ServerExtensions
 from .state import (
     SEQUENCE_HINTS, SERVER_COMMANDS, SERVER_FOREIGN, SERVER_GUARDS, SERVER_IDLE, Greeting,
-    RefusedChunk, ServerFlag, ServerState,
+    MalformedResponse, RefusedChunk, ServerFlag, ServerState,
 )
 
-__all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent"]
+__all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent", "ServerExtensions"]
 
-ServerEvent = Union[Command, MessageData, EndOfData, Rejected, Closed]
+ServerEvent = Union[
+    Command, MessageData, EndOfChunk, EndOfMessage, AuthChallenge, Credentials, Rejected, Closed,
+]
 
 # Replies the core gives by itself; each carries an RFC 3463 enhanced code.
 TOO_LONG = Reply.of(500, "5.5.6", "Line too long")  # RFC 5321 4.5.3.1.4
@@ -55,36 +64,27 @@ TOO_BIG = Reply.of(552, "5.3.4", "Message too big")
 SIZE_PARAM_TOO_BIG = Reply.of(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 6.1
 TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10
 
+# Commands that move no transaction forward (Postfix's smtpd_junk_command_limit
+# names NOOP, VRFY, ETRN and RSET; HELP, EXPN and the greetings do no more):
+# past limits.junk_commands without a delivery, each is an error.
+JUNK_COMMANDS = frozenset({Noop, Rset, Vrfy, Expn, Help, Ehlo, Helo, Lhlo})
+
 _S = ServerState
 _END_OF_DATA = b"\r\n.\r\n"
 _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
+_CONTENT = frozenset({_S.CHUNKING, _S.DATA})
+_TRANSACTION_FLAGS = frozenset({ServerFlag.BINARYMIME, ServerFlag.SMTPUTF8})
+# Answers that end an AUTH exchange: a 5xx to one of them is a failed AUTH.
+_AUTH_EXCHANGE = frozenset({Auth, AuthResponse, Credentials})
+DEFAULT_EXTENSIONS = ServerExtensions()
+# Immutable, so one of each serves every connection.
+_END_OF_MESSAGE = EndOfMessage()
+_END_OF_CHUNK = EndOfChunk()
 
 # What the driver must answer next: the event handed out, how many replies it
 # takes, and the SERVER_COMMANDS key whose move the last one applies (None:
 # the state stays as it is).
 _Answer = tuple[ServerEvent, int, "type | None"]
-
-
-# A bounded memo shared by every connection (see _parse): what changes per
-# message is mostly the content, not the command lines.
-_MEMO_SIZE = 1024
-_PARSED: dict[bytes, Command | Rejected] = {}
-# Only these are remembered: commands whose lines carry no secret (not AUTH)
-# and cannot be arbitrary junk (not RawCommand, not Rejected).
-_MEMO_KINDS = frozenset({Mail, Rcpt, Data, Rset, Quit, Noop, Ehlo, Helo, Lhlo})
-_MEMO_LINE = 256  # longer lines are parsed every time
-
-
-def _parse(line: bytes) -> Command | Rejected:
-    """``parse_command``, remembered for short lines of the common commands."""
-    event = _PARSED.get(line)
-    if event is None:
-        event = parse_command(line)
-        if type(event) in _MEMO_KINDS and len(line) <= _MEMO_LINE:
-            if len(_PARSED) >= _MEMO_SIZE:
-                _PARSED.clear()
-            _PARSED[line] = event
-    return event
 
 
 class _Chunk:
@@ -100,6 +100,20 @@ class _Chunk:
         self.refusal = refusal
 
 
+@lru_cache(maxsize=16)
+def _line_too_long(limit: int) -> Reply:
+    """One reply object per limit, not one per connection."""
+    return Reply.of(550, "5.6.0", f"Message has a line longer than {limit} octets (RFC 5321 4.5.3.1.6)")
+
+
+def _too_many_errors(hostname: str) -> Reply:
+    return Reply.of(421, "4.7.0", f"{hostname} Too many errors")
+
+
+_NO_VERBS: frozenset[str] = frozenset()
+_NO_FLAGS: frozenset[ServerFlag] = frozenset()
+
+
 class ServerConnection:
     """Sans-I/O SMTP (or LMTP) server.
 
@@ -107,35 +121,55 @@ class ServerConnection:
 
     * ``send(greeting)`` first (220; 554 leaves only QUIT, RFC 5321 3.1; 421 closes).
     * ``next_event()`` gives ``NEED_DATA`` (read more, ``receive_data``), a
-      command, ``MessageData``, ``EndOfData``, ``Rejected`` or ``Closed``.
+      command, ``MessageData``, ``EndOfChunk``, ``EndOfMessage``,
+      ``AuthChallenge``, ``Credentials``, ``Rejected`` or ``Closed``.
       Whenever ``reply_due`` is non-zero, ``send`` that many replies before
       calling ``next_event`` again (it raises LocalProtocolError otherwise).
-      A reply is due after every command except ``Bdat``, after ``EndOfData``
-      and after ``Rejected``; never after ``MessageData``.
-    * ``Rejected``: the core answered for the driver; ``send(event.reply)``.
-      With ``close`` set the connection is over after that reply.
+      A reply is due after every event except ``Bdat`` and ``MessageData``.
+    * ``Rejected`` and ``AuthChallenge``: the core decided the reply; send
+      ``event.reply``. With ``close`` set the connection is over after it.
+    * Greetings: answer an accepted EHLO, HELO or LHLO with ``hello_reply``
+      (the keywords of the ``extensions`` the core enforces).
     * Content: after ``354`` to ``Data``, and right after a ``Bdat`` event,
-      ``MessageData`` pieces follow, ended by exactly one of ``EndOfData``
-      (complete: reply now; the message is whole after DATA or a LAST chunk),
-      ``Rejected`` (refused: bare CR/LF, size, a line longer than
-      ``limits.text_line``; drop the whole message, the
-      transaction is over) or ``Closed`` (drop it too).
-    * LMTP: after the end of a message (``EndOfData`` after DATA or after a
-      LAST chunk), ``reply_due`` is the number of accepted recipients: one
-      reply each, in RCPT order. A refused message gives that many
-      ``Rejected`` events instead, one after each reply.
+      ``MessageData`` pieces follow, ended by exactly one of ``EndOfChunk``
+      (a chunk that is not the LAST: reply, the message goes on),
+      ``EndOfMessage`` (the message is whole: reply), ``Rejected``
+      (refused: bare CR/LF, size, a line longer than ``limits.text_line``;
+      drop the whole message, the transaction is over) or ``Closed`` (drop
+      it too).
+    * LMTP: after ``EndOfMessage``, ``reply_due`` is the number of accepted
+      recipients: one reply each, in RCPT order. A refused message gives
+      that many ``Rejected`` events instead, one after each reply.
+    * AUTH: the core runs the exchange (``AuthChallenge`` for each 334) and
+      hands out ``Credentials``; 2xx makes the session authenticated.
     * The transaction (envelope and content) is over whenever, after a
       ``send``, ``in_transaction`` is false.
     * After ``220`` to ``StartTLS`` the connection waits (``next_event``
       raises) until ``tls_started()``; then EHLO is required again.
     * ``421`` may be sent at any moment and closes; after ``221`` to ``Quit``
       or a peer close, ``next_event`` keeps returning ``Closed``.
+    * Errors (``bad_commands``): a malformed or unknown line, a junk command
+      past ``limits.junk_commands`` since the last delivery, and an AUTH
+      exchange answered 5xx (a failed AUTH: RFC 4954 gives no budget, so it
+      counts as an error, as in Postfix). Past ``limits.bad_commands`` the
+      next event is a ``Rejected`` 421 that closes.
 
-    ``extra_verbs``: verbs (beyond RFC 5321 and its extensions we parse) that
-    the driver implements; they reach it as ``RawCommand``, any other unknown
-    verb gets ``500 5.5.1`` from the core. ``tls=True`` says the connection is
-    already encrypted (implicit TLS, RFC 8314), so STARTTLS is out of sequence.
+    ``extensions``: what the server offers (``advertise`` replaces it until
+    the greeting is sent). ``extra_verbs``: verbs (beyond RFC 5321 and its
+    extensions we parse) that the driver implements; they reach it as
+    ``RawCommand``, any other unknown verb gets ``500 5.5.1`` from the core.
+    ``tls=True`` says the connection is already encrypted (implicit TLS,
+    RFC 8314), so STARTTLS is out of sequence. ``commands``: a memo of parsed
+    lines to share between connections (none: every line is parsed).
     """
+
+    # A server holds one of these per client, thousands at once: no __dict__.
+    __slots__ = (
+        "limits", "lmtp", "hostname", "bare_line_endings", "extra_verbs", "extensions", "commands", "state",
+        "flags", "accepted_recipients", "message_size", "bad_commands", "junk_commands",
+        "discarded_after_starttls", "_buffer", "_hello", "_peer_closed", "_skipping", "_reader", "_refusal",
+        "_chunk", "_chunk_lines", "_pending", "_copies", "_copy_key", "_due", "_answer", "_event", "_sasl",
+    )
 
     def __init__(
         self,
@@ -146,19 +180,25 @@ class ServerConnection:
         bare_line_endings: BareLineEndings = BareLineEndings.REFUSE,
         extra_verbs: Iterable[str] = (),
         tls: bool = False,
+        extensions: ServerExtensions = DEFAULT_EXTENSIONS,
+        commands: CommandCache | None = None,
     ) -> None:
         self.limits = limits
         self.lmtp = lmtp
         self.hostname = hostname
         self.bare_line_endings = bare_line_endings
-        self.extra_verbs = frozenset(verb.upper() for verb in extra_verbs)
+        self.extra_verbs = frozenset(verb.upper() for verb in extra_verbs) if extra_verbs else _NO_VERBS
+        self.extensions = extensions
+        self.commands = commands
         self.state = ServerState.GREETING
-        self.flags: set[ServerFlag] = {ServerFlag.TLS} if tls else set()
+        # Replaced, never changed in place: most sessions share the empty one.
+        self.flags: frozenset[ServerFlag] = frozenset({ServerFlag.TLS}) if tls else _NO_FLAGS
         # Positive replies to RCPT in this transaction (LMTP: replies owed at its end).
         self.accepted_recipients = 0
         # Content octets of the current message so far (all BDAT chunks together).
         self.message_size = 0
         self.bad_commands = 0
+        self.junk_commands = 0  # since the last message delivered
         self.discarded_after_starttls = 0
         self._buffer = ReceiveBuffer()
         self._hello = "LHLO" if lmtp else "EHLO/HELO"
@@ -169,15 +209,13 @@ class ServerConnection:
         self._chunk: _Chunk | None = None
         # Line lengths across the BDAT chunks of a text (not BINARYMIME) message.
         self._chunk_lines: LineLengthCheck | None = None
-        self._line_too_long = Reply.of(
-            550, "5.6.0", f"Message has a line longer than {limits.text_line} octets (RFC 5321 4.5.3.1.6)"
-        )
         self._pending: _Answer | None = None  # decided, handed out by the next call
         self._copies = 0  # LMTP: further copies of a content refusal still owed
         self._copy_key: type | None = None
         self._due = 1  # replies owed before the next event; first the greeting
         self._answer: type | None = Greeting
         self._event: ServerEvent | None = None
+        self._sasl: ServerMechanism | None = None  # the AUTH exchange under way
 
     # -- what the driver may ask ----------------------------------------------
 
@@ -191,6 +229,13 @@ class ServerConnection:
         """Inside a message's content (DATA, or a BDAT chunk's octets): a driver
         waits for more with its data timeout rather than its idle timeout."""
         return self.state is ServerState.DATA or self._chunk is not None
+
+    @property
+    def in_message(self) -> bool:
+        """From a message's first octet to the reply that ends it: in DATA,
+        in a BDAT chunk, or between the chunks of one message (the client
+        has not sent LAST yet)."""
+        return self.state in _CONTENT or self._chunk is not None
 
     @property
     def buffered(self) -> int:
@@ -209,6 +254,23 @@ class ServerConnection:
     def in_transaction(self) -> bool:
         """Between an accepted MAIL and the reply that ends the message."""
         return self.state in _TRANSACTION
+
+    def advertise(self, extensions: ServerExtensions) -> None:
+        """Offer ``extensions`` instead: a driver learns some of what it can
+        do (AUTH, say, from the session its backend makes) only once the
+        connection is open. Only before the greeting is sent."""
+        if self.state is not ServerState.GREETING:
+            raise LocalProtocolError("what a server offers is settled once it has greeted")
+        self.extensions = extensions
+
+    def hello_reply(self, event: Ehlo | Helo | Lhlo) -> Reply:
+        """The 250 accepting a greeting: for EHLO and LHLO, the keywords of
+        ``extensions`` in the session's TLS state (RFC 5321 4.1.1.1), which
+        are exactly what the core then enforces."""
+        if isinstance(event, Helo):
+            return helo_accepted(self.hostname)
+        keywords = self.extensions.keywords(max_size=self.limits.message_size, tls=self.tls)
+        return format_ehlo_reply(self.hostname, keywords)
 
     # -- receiving ------------------------------------------------------------
 
@@ -278,20 +340,27 @@ class ServerConnection:
             response = parse_auth_response(line)
             if isinstance(response, Rejected):
                 return self._bad(response.reply)
-            return self._hand_out(response, 1, AuthResponse)
+            return self._auth_response(response)
         # RFC 5321 4.5.3.1.4: 512 octets; AUTH lines may be longer (RFC 4954 4).
         if len(line) + 2 > self.limits.command_line and line[:5].upper() != b"AUTH ":
             return self._bad(TOO_LONG)
-        return self._command(_parse(line))
+        commands = self.commands
+        return self._command(commands.parse(line) if commands is not None else parse_command(line))
+
+    def _error(self) -> bool:
+        """Count an error; True once there are too many (the session must end)."""
+        self.bad_commands += 1
+        return self.bad_commands > self.limits.bad_commands
 
     def _bad(self, reply: Reply) -> ServerEvent:
         """A line refused as malformed: counted, and too many end the session."""
-        self.bad_commands += 1
-        if self.bad_commands > self.limits.bad_commands:
-            closing = Reply.of(421, "4.7.0", f"{self.hostname} Too many errors")
-            return self._hand_out(Rejected(closing, close=True), 1, None)
-        # A malformed answer to a 334 aborts the AUTH exchange (RFC 4954 4).
-        answer = AuthResponse if self.state is ServerState.AUTH else None
+        if self._error():
+            return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
+        answer = None
+        if self.state is ServerState.AUTH:
+            # A malformed answer to a 334 aborts the AUTH exchange (RFC 4954 4).
+            self._sasl = None
+            answer = MalformedResponse
         return self._hand_out(Rejected(reply), 1, answer)
 
     def _command(self, event: Command | Rejected) -> ServerEvent | NeedData:
@@ -302,15 +371,29 @@ class ServerConnection:
             isinstance(event, RawCommand) and event.verb not in self.extra_verbs
         ):
             return self._bad(UNRECOGNIZED)
-        refusal = self._refusal_for(event)
+        if kind in JUNK_COMMANDS:
+            self.junk_commands += 1
+            junk = self.limits.junk_commands
+            if junk and self.junk_commands > junk and self._error():
+                return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
+        refusal = self._out_of_sequence(event)
         if isinstance(event, Bdat):
             return self._start_chunk(event, refusal)
+        if refusal is None:
+            if isinstance(event, Mail):
+                refusal = self._check_mail(event)
+            elif isinstance(event, Rcpt):
+                refusal = self._check_rcpt(event)
+            elif isinstance(event, Auth):
+                return self._start_auth(event)
+            elif kind is StartTLS and not self.extensions.starttls:
+                refusal = TLS_NOT_AVAILABLE  # no handshake could follow the 220
         if refusal is not None:
             return self._hand_out(Rejected(refusal), 1, None)
         return self._hand_out(event, 1, kind)
 
-    def _refusal_for(self, event: Command) -> Reply | None:
-        """The reply the core gives instead of the driver, if any."""
+    def _out_of_sequence(self, event: Command) -> Reply | None:
+        """The 503 for a command the state (or the session's history) forbids."""
         kind = type(event)
         if kind not in SERVER_COMMANDS[self.state]:
             hint = SEQUENCE_HINTS.get((self.state, kind)) or SEQUENCE_HINTS.get((self.state, None))
@@ -321,18 +404,88 @@ class ServerConnection:
         guard = SERVER_GUARDS.get(kind)
         if guard is not None and guard[0] in self.flags:
             return Reply.of(503, "5.5.1", f"Bad sequence of commands: {guard[1]}")
-        limit = self.limits.message_size
-        if isinstance(event, Mail) and limit and (event.options.size or 0) > limit:
-            return SIZE_PARAM_TOO_BIG
-        if isinstance(event, Rcpt) and self.accepted_recipients >= self.limits.recipients:
-            return TOO_MANY_RECIPIENTS
         return None
+
+    # -- the commands the extensions shape ---------------------------------------
+
+    def _check_mail(self, event: Mail) -> Reply | None:
+        """MAIL FROM (RFC 5321 4.1.1.2) in sequence: what the core refuses
+        before the driver's policy is asked."""
+        options = event.options
+        limit = self.limits.message_size
+        if limit and (options.size or 0) > limit:
+            return SIZE_PARAM_TOO_BIG
+        ext = self.extensions
+        if (
+            options.extra  # RFC 5321 4.1.1.11: unknown parameters
+            or (options.body == "BINARYMIME" and not ext.chunking)
+            or (options.smtputf8 and not ext.smtputf8)
+            or ((options.ret is not None or options.envid is not None) and not ext.dsn)
+            or (options.auth is not None and not ext.auth_offered(self.tls))  # RFC 4954 5
+            or options.mt_priority is not None  # RFC 6710: never offered
+        ):
+            return PARAMETER_NOT_IMPLEMENTED
+        if options.requiretls and not self.tls:
+            return REQUIRETLS_NEEDS_TLS  # RFC 8689 4.1
+        if not options.smtputf8 and not event.address.isascii():
+            return NEEDS_SMTPUTF8  # RFC 6531 3.4
+        if ext.auth_required and ServerFlag.AUTHENTICATED not in self.flags:
+            return AUTH_REQUIRED
+        return None
+
+    def _check_rcpt(self, event: Rcpt) -> Reply | None:
+        """RCPT TO (RFC 5321 4.1.1.3) in sequence, before the driver's policy."""
+        if self.accepted_recipients >= self.limits.recipients:
+            return TOO_MANY_RECIPIENTS
+        options = event.options
+        if options.extra or ((options.notify is not None or options.orcpt is not None) and not self.extensions.dsn):
+            return PARAMETER_NOT_IMPLEMENTED
+        if ServerFlag.SMTPUTF8 not in self.flags and not event.address.isascii():
+            return NEEDS_SMTPUTF8  # RFC 6531 3.4: the transaction's MAIL said no SMTPUTF8
+        return None
+
+    def _start_auth(self, event: Auth) -> ServerEvent:
+        """AUTH in sequence (RFC 4954 4): offered at all (502), over TLS
+        unless plaintext is allowed (538), a mechanism on offer (504); then
+        the exchange runs here and the driver judges the ``Credentials``.
+        Every refusal ends the exchange as a failed AUTH."""
+        ext = self.extensions
+        if not ext.auth_mechanisms:
+            refusal = NOT_IMPLEMENTED
+        elif not (self.tls or ext.plaintext_auth):
+            refusal = ENCRYPTION_REQUIRED
+        elif event.mechanism not in ext.auth_mechanisms:
+            refusal = UNKNOWN_MECHANISM
+        else:
+            self._sasl = server_mechanism(event.mechanism, self.hostname)
+            return self._sasl_step(event.initial, Auth)
+        return self._hand_out(Rejected(refusal), 1, Auth)
+
+    def _auth_response(self, event: AuthResponse) -> ServerEvent:
+        if event.data is None or self._sasl is None:
+            self._sasl = None
+            return self._hand_out(Rejected(AUTH_CANCELLED), 1, AuthResponse)  # "*" (RFC 4954 4)
+        return self._sasl_step(event.data, AuthResponse)
+
+    def _sasl_step(self, data: bytes | None, key: type) -> ServerEvent:
+        mechanism = self._sasl
+        assert mechanism is not None
+        try:
+            step = mechanism.step(data)
+        except RemoteProtocolError as err:
+            self._sasl = None
+            return self._hand_out(Rejected(err.reply), 1, key)
+        if isinstance(step, Challenge):
+            return self._hand_out(AuthChallenge(challenge_reply(step.data)), 1, key)
+        self._sasl = None
+        return self._hand_out(step, 1, Credentials)
 
     # -- message content --------------------------------------------------------
 
     def _start_chunk(self, event: Bdat, refusal: Reply | None) -> ServerEvent | NeedData:
+        """BDAT (RFC 3030 2): its octets follow the command whatever the
+        answer, and are counted off the buffer, never parsed."""
         if refusal is not None:
-            # RFC 3030 2: the octets follow the command whatever the answer.
             self._chunk = _Chunk(event.size, event.last, refusal)
             return self._read_chunk(self._chunk)
         limit = self.limits.message_size
@@ -352,7 +505,7 @@ class ServerConnection:
             lines.feed(piece)
             if lines.exceeded:
                 # Swallow the rest of the chunk; its reply refuses the message.
-                self._refusal = self._line_too_long
+                self._refusal = _line_too_long(self.limits.text_line)
                 taken = False
         emit = bool(piece) and taken
         if emit:
@@ -371,12 +524,15 @@ class ServerConnection:
             # Inside a transaction the refusal ends it (see RefusedChunk).
             ends = RefusedChunk in SERVER_COMMANDS[self.state]
             return Rejected(chunk.refusal), 1, RefusedChunk if ends else None
+        if not chunk.last:
+            if self._refusal is not None:
+                return self._refuse_content(self._refusal, EndOfChunk, 1)
+            return _END_OF_CHUNK, 1, EndOfChunk
         # RFC 2033 4.2 / RFC 3030 4.2: LMTP answers the LAST chunk per recipient.
-        key = EndOfData if chunk.last else Bdat
-        copies = self.accepted_recipients if chunk.last and self.lmtp else 1
+        copies = self.accepted_recipients if self.lmtp else 1
         if self._refusal is not None:
-            return self._refuse_content(self._refusal, key, copies)
-        return EndOfData(), copies, key
+            return self._refuse_content(self._refusal, EndOfMessage, copies)
+        return _END_OF_MESSAGE, copies, EndOfMessage
 
     def _read_data(self) -> ServerEvent | NeedData:
         reader = self._reader
@@ -397,15 +553,15 @@ class ServerConnection:
             elif reader.bare_line_endings and reader.policy is BareLineEndings.REFUSE:
                 self._refusal = BARE_LINE_ENDINGS
             elif reader.lines.exceeded:
-                self._refusal = self._line_too_long
+                self._refusal = _line_too_long(self.limits.text_line)
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
         buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
         copies = self.accepted_recipients if self.lmtp else 1
-        end: _Answer = (EndOfData(), copies, EndOfData)
+        end: _Answer = (_END_OF_MESSAGE, copies, EndOfMessage)
         if self._refusal is not None:
-            end = self._refuse_content(self._refusal, EndOfData, copies)
+            end = self._refuse_content(self._refusal, EndOfMessage, copies)
         if emit:
             self._pending = end
             return MessageData(content)
@@ -462,10 +618,15 @@ class ServerConnection:
             if key is Rcpt:
                 self.accepted_recipients += 1
             elif key is Mail:
-                if isinstance(event, Mail) and event.options.body == "BINARYMIME":
-                    self.flags.add(ServerFlag.BINARYMIME)
-            elif key is Auth or key is AuthResponse:
-                self.flags.add(ServerFlag.AUTHENTICATED)
+                if isinstance(event, Mail) and (event.options.body or event.options.smtputf8):
+                    self._transaction_flags(event)
+            elif key is Credentials:
+                self.flags = self.flags | {ServerFlag.AUTHENTICATED}
+            elif key is EndOfMessage:
+                self.junk_commands = 0  # Postfix: reset after mail is delivered
+        elif reply.code >= 500 and key in _AUTH_EXCHANGE and self._error():
+            # A failed AUTH is an error; past the limit the next event closes.
+            self._pending = (Rejected(_too_many_errors(self.hostname), close=True), 1, None)
         if target is not None:
             self._enter(target)
         if self._copies:
@@ -473,12 +634,21 @@ class ServerConnection:
             assert event is not None
             self._pending = (event, 1, self._copy_key if not self._copies else None)
 
+    def _transaction_flags(self, event: Mail) -> None:
+        """What the accepted MAIL says of the rest of its transaction."""
+        options = event.options
+        if options.body == "BINARYMIME":
+            self.flags = self.flags | {ServerFlag.BINARYMIME}
+        if options.smtputf8:
+            self.flags = self.flags | {ServerFlag.SMTPUTF8}
+
     def _enter(self, state: ServerState) -> None:
         self.state = state
         if state in SERVER_IDLE:
             self.accepted_recipients = 0
             self.message_size = 0
-            self.flags.discard(ServerFlag.BINARYMIME)
+            if self.flags & _TRANSACTION_FLAGS:
+                self.flags = self.flags - _TRANSACTION_FLAGS
             self._reader = None
             self._refusal = None
             self._chunk_lines = None
@@ -491,7 +661,7 @@ class ServerConnection:
             self._buffer.clear()
         elif state is ServerState.CLOSED:
             self._buffer.clear()
-            self._chunk = self._pending = self._reader = None
+            self._chunk = self._pending = self._reader = self._sasl = None
             self._due = self._copies = 0
 
     def tls_started(self) -> None:
@@ -502,7 +672,6 @@ class ServerConnection:
         """
         if self.state is not ServerState.TLS_HANDSHAKE:
             raise LocalProtocolError(f"no TLS handshake expected while {self.state.value}")
-        self.flags.discard(ServerFlag.AUTHENTICATED)
-        self.flags.add(ServerFlag.TLS)
+        self.flags = (self.flags - {ServerFlag.AUTHENTICATED}) | {ServerFlag.TLS}
         self._buffer.clear()
         self._enter(ServerState.FRESH)

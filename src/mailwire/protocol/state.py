@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .events import (
-    Auth, AuthResponse, Bdat, Data, EndOfData, Ehlo, Expn, Helo, Help, Lhlo, Mail,
-    MessageData, Noop, Quit, RawCommand, Rcpt, Rset, StartTLS, Vrfy,
+    Auth, AuthResponse, Bdat, Credentials, Data, EndOfChunk, EndOfData, EndOfMessage, Ehlo, Expn, Helo, Help,
+    Lhlo, Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rset, StartTLS, Vrfy,
 )
 
 __all__ = [
     "ClientState", "CLIENT_SEND", "CLIENT_REPLY",
-    "ServerState", "ServerFlag", "Greeting", "RefusedChunk", "Move", "SERVER_COMMANDS", "SERVER_IDLE",
+    "ServerState", "ServerFlag", "Greeting", "RefusedChunk", "MalformedResponse", "Move", "SERVER_COMMANDS",
+    "SERVER_IDLE",
     "SERVER_GUARDS", "SERVER_FOREIGN", "SEQUENCE_HINTS",
 ]
 
@@ -102,11 +103,13 @@ CLIENT_REPLY: dict[tuple[ClientState, int | None], ClientState] = {
 # other command gets ``503 5.5.1`` from the core) and, for each, the state after
 # the reply that answers it: ``ok`` after 2xx, ``more`` after 3xx (``None``: a
 # 3xx is no valid answer), ``fail`` after 4xx/5xx. Besides commands, a row may
-# hold ``Greeting`` (the first reply), ``EndOfData`` (the reply after a message's
-# last octet: DATA's terminator or the end of a ``BDAT ... LAST`` chunk) and
-# ``Bdat`` (the reply after a non-LAST chunk). A ``421`` reply closes from any
-# state (RFC 5321 3.8). A few commands are also refused because of something
-# that happened earlier in the session (``SERVER_GUARDS``).
+# hold ``Greeting`` (the first reply), ``EndOfMessage`` (the reply after a
+# message's last octet: DATA's terminator or the end of a ``BDAT ... LAST``
+# chunk), ``EndOfChunk`` (the reply after a non-LAST chunk; BDAT itself is only
+# answered after its octets) and ``Credentials`` (the driver's verdict that ends
+# an AUTH exchange). A ``421`` reply closes from any state (RFC 5321 3.8). A few
+# commands are also refused because of something that happened earlier in the
+# session (``SERVER_GUARDS``).
 
 
 class ServerState(Enum):
@@ -137,12 +140,19 @@ class RefusedChunk:
     nested" on its next MAIL, and its next RCPTs cannot join this one."""
 
 
+class MalformedResponse:
+    """The pseudo-command that the refusal of a malformed answer to a 334
+    answers: the AUTH exchange is over (RFC 4954 4), and the line was counted
+    as an error already (a refused exchange otherwise counts when answered)."""
+
+
 class ServerFlag(Enum):
     """Facts about the session that some commands depend on."""
 
     TLS = "TLS is active"  # set by tls_started() (or implicit TLS)
-    AUTHENTICATED = "AUTH succeeded"  # a 2xx answered Auth or AuthResponse
+    AUTHENTICATED = "AUTH succeeded"  # a 2xx answered Credentials
     BINARYMIME = "MAIL BODY=BINARYMIME accepted"  # cleared with the transaction
+    SMTPUTF8 = "MAIL SMTPUTF8 accepted"  # cleared with the transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,8 @@ def _row(state: ServerState, greeted: bool, **extra: Move) -> dict[type, Move]:
 _END = Move(T.READY, T.READY)
 # RFC 3030 2: after a refused chunk the transaction has failed.
 _CHUNK = Move(T.CHUNKING, T.READY)
+# The verdict on credentials ends the AUTH exchange either way.
+_VERDICT = Move(T.READY, T.READY)
 
 SERVER_COMMANDS: dict[ServerState, dict[type, Move]] = {
     T.GREETING: {Greeting: Move(T.FRESH, T.REFUSED)},
@@ -186,8 +198,10 @@ SERVER_COMMANDS: dict[ServerState, dict[type, Move]] = {
         **_row(T.READY, True),
         Mail: Move(T.MAIL, T.READY),
         StartTLS: Move(T.TLS_HANDSHAKE, T.READY),
-        # RFC 4954 4: 334 starts the exchange, 235 ends it in success.
+        # RFC 4954 4: 334 starts the exchange; the verdict on the
+        # credentials (235 or a refusal) ends it.
         Auth: Move(T.READY, T.READY, more=T.AUTH),
+        Credentials: _VERDICT,
     },
     T.MAIL: {**_row(T.MAIL, True), Rcpt: Move(T.RCPT, T.MAIL), RefusedChunk: _END},
     T.RCPT: {
@@ -195,12 +209,17 @@ SERVER_COMMANDS: dict[ServerState, dict[type, Move]] = {
         Rcpt: Move(T.RCPT, T.RCPT),
         Data: Move(None, T.RCPT, more=T.DATA),  # 354, or a refusal
         Bdat: _CHUNK,
-        EndOfData: _END,  # BDAT ... LAST as the first chunk
+        EndOfChunk: _CHUNK,
+        EndOfMessage: _END,  # BDAT ... LAST as the first chunk
     },
     # RFC 3030 2: no RCPT, MAIL or DATA once chunks are flowing.
-    T.CHUNKING: {**_row(T.CHUNKING, True), Bdat: _CHUNK, EndOfData: _END},
-    T.DATA: {EndOfData: _END},
-    T.AUTH: {AuthResponse: Move(T.READY, T.READY, more=T.AUTH)},
+    T.CHUNKING: {**_row(T.CHUNKING, True), Bdat: _CHUNK, EndOfChunk: _CHUNK, EndOfMessage: _END},
+    T.DATA: {EndOfMessage: _END},
+    T.AUTH: {
+        AuthResponse: Move(T.READY, T.READY, more=T.AUTH),
+        Credentials: _VERDICT,
+        MalformedResponse: _VERDICT,
+    },
     T.TLS_HANDSHAKE: {},
     T.CLOSED: {},
 }

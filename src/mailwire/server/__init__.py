@@ -12,11 +12,13 @@ from .config import ServerConfig
 from .envelope import Envelope, ProxyInfo, SessionInfo, TLSInfo
 from .handlers import Maildir, Mbox, Printer, Relay, Sink
 from .session import (
-    Authenticator, AuthSession, Backend, BaseSession, FunctionBackend, Handler, LMTPSession, Session, VerifySession,
+    Authenticator, AuthSession, Backend, BaseSession, Delivered, FunctionBackend, Handler, LMTPSession, Session,
+    Step, VerifySession,
 )
 
 __all__ = [
     "SMTPServer", "ServerConfig", "Envelope", "ProxyInfo", "SessionInfo", "TLSInfo",
     "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession", "BaseSession",
-    "FunctionBackend", "Handler", "Authenticator", "Sink", "Printer", "Maildir", "Mbox", "Relay",
+    "FunctionBackend", "Handler", "Authenticator", "Delivered", "Step", "Sink", "Printer", "Maildir", "Mbox",
+    "Relay",
 ]

@@ -20,6 +20,9 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from ..protocol.commands import CommandCache
+from ..reply import TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT
+from .clients import ClientTable
 from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
 from .session import Backend, FunctionBackend, Handler
@@ -40,19 +43,65 @@ class SMTPServer:
         self._connections: set[SMTPConnection] = set()
         self._unix_paths: list[str] = []
         self._closing = False
+        # Per client address, across connections: see clients.py.
+        self.clients = ClientTable(self.config.limits, self.config.client_limit_exempt)
+        # The command lines its connections parsed (see CommandCache).
+        self.commands = CommandCache()
 
     # -- connections ---------------------------------------------------------------
 
+    def accept(self, connection: SMTPConnection, transport: asyncio.Transport) -> bool:
+        """Whether to serve a new connection; if not, it is closed unread.
+
+        A peer that may not send a PROXY header (``proxy_from``) is closed
+        unanswered: the header would let it name any client it likes. Past
+        ``limits.connections``, or past the client's share, it hears why
+        first (RFC 5321 3.8). Behind a PROXY header the peer is the proxy:
+        the client is counted once the header has named it.
+        """
+        config = self.config
+        peer = transport.get_extra_info("peername")
+        if config.proxy_protocol and not config.proxy_trusted(peer):
+            log.warning("closing a connection from %s: not a trusted PROXY protocol peer (proxy_from)", peer)
+            transport.close()
+            return False
+        refusal = None
+        if not self.admit(connection):
+            refusal = TOO_MANY_CONNECTIONS
+        elif not config.proxy_protocol and not self.admit_client(connection, self.clients.key(peer)):
+            refusal = TOO_MANY_FROM_CLIENT
+            self.release(connection)
+        if refusal is not None:
+            transport.write(refusal.wire)
+            transport.close()
+            return False
+        return True
+
     def admit(self, connection: SMTPConnection) -> bool:
         if self._closing or len(self._connections) >= self.config.limits.connections:
-            log.warning("refusing a connection: %d open (limit %d)", len(self._connections),
-                        self.config.limits.connections)
+            if self.clients.refusal_log("*"):  # a flood of refusals is one line a minute
+                log.warning("refusing connections: %d open (limit %d)", len(self._connections),
+                            self.config.limits.connections)
             return False
         self._connections.add(connection)
         return True
 
+    def admit_client(self, connection: SMTPConnection, key: str | None) -> bool:
+        """Count ``connection`` against its client's share (``key``, from
+        ``clients.key``); False if that client holds all it may."""
+        if self.clients.connect(key):
+            connection.client_key = key
+            return True
+        assert key is not None
+        if self.clients.refusal_log(key):
+            log.warning("refusing connections from %s: %d open (limit %d per client)", key,
+                        self.clients.connections(key), self.config.limits.connections_per_client)
+        return False
+
     def release(self, connection: SMTPConnection) -> None:
         self._connections.discard(connection)
+        self.clients.disconnect(connection.client_key)
+        connection.client_key = None
 
     @property
     def connections(self) -> int:
@@ -63,8 +112,12 @@ class SMTPServer:
     def _ssl(self) -> Any:
         return self.config.tls_context if self.config.implicit_tls else None
 
-    async def start(self, host: str | Sequence[str] | None = "127.0.0.1", port: int = 8025, **kwargs: Any) -> None:
-        """Listen on TCP; port 0 picks a free one (see ``addresses``)."""
+    async def start(
+        self, host: str | Sequence[str] | None = "127.0.0.1", port: int | None = 8025, **kwargs: Any
+    ) -> None:
+        """Listen on TCP; port 0 picks a free one (see ``addresses``). With
+        ``sock=`` (a listening socket, closed when the server stops), host
+        and port are None."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: SMTPConnection(self), host, port, ssl=self._ssl(), reuse_address=True, **kwargs

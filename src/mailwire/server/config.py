@@ -2,23 +2,31 @@
 
 Everything a connection needs to decide what to say — names, limits, TLS, the
 AUTH mechanisms on offer, the PROXY protocol — is here, so the per-connection
-code reads one object and nothing global. ``keywords`` is what EHLO
-advertises, derived from the settings: what is advertised is exactly what is
-then enforced.
+code reads one object and nothing global. What EHLO advertises is not listed
+here but derived: ``extensions`` gives the core its ``ServerExtensions``, from
+which the core both writes the EHLO keywords and refuses what they do not
+allow, so what is advertised is exactly what is enforced.
+
+Two hooks make a server do more without a wrapper around its backend:
+``authenticator`` checks credentials for every session (AUTH is offered with
+it, as with a session that implements ``AuthSession``), and ``on_delivered``
+is told of every message a session accepted (``mailwire serve`` prints its
+line there, ``mailwire.testing`` records the envelope).
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..limits import DEFAULT_LIMITS, Limits
-from ..protocol.capabilities import Capabilities, server_keywords
 from ..protocol.data import BareLineEndings
-from ..sasl import SERVER_MECHANISMS
+from ..protocol.extensions import ServerExtensions
 from .envelope import Address
-from .proxy_protocol import Network, proxy_networks, trusted_proxy
+from .networks import Network, parse_networks
+from .proxy_protocol import trusted_proxy
+from .session import Authenticator, Delivered
 
 __all__ = ["ServerConfig", "check_unix_mode"]
 
@@ -54,41 +62,45 @@ class ServerConfig:
     # Postfix's own for its sockets, 0666: access is controlled by the
     # directory the socket is put in, not by the socket.
     unix_mode: int = 0o666
+    # Clients the per-address limits (Limits.connections_per_client, the AUTH
+    # failure budget) do not apply to: loopback, as Postfix exempts
+    # $mynetworks; see server/clients.py. () applies them to every client.
+    client_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Checks credentials for every session, instead of the session's own
+    # AuthSession.authenticate; raise SMTPError (535 5.7.8) to refuse.
+    authenticator: Authenticator | None = field(default=None, compare=False)
+    # MAIL is refused (530 5.7.0, RFC 4954 6) until the client authenticated.
+    require_auth: bool = False
+    # Told of each message delivered (see session.Delivered).
+    on_delivered: Delivered | None = field(default=None, compare=False)
+    # What the core is told it offers: without AUTH, and with it.
+    _offers: tuple[ServerExtensions, ServerExtensions] = field(
+        default=(ServerExtensions(), ServerExtensions()), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.auth_mechanisms if m.upper() not in SERVER_MECHANISMS]
-        if unknown:
-            raise ValueError(f"unknown AUTH mechanisms: {unknown}; known: {sorted(SERVER_MECHANISMS)}")
+        offer = ServerExtensions(
+            chunking=self.chunking, dsn=self.dsn, smtputf8=self.smtputf8, starttls=self.tls_context is not None,
+            auth_mechanisms=self.auth_mechanisms, plaintext_auth=self.allow_plaintext_auth,
+            auth_required=self.require_auth,
+        )  # ValueError for an AUTH mechanism the core cannot run
+        object.__setattr__(self, "_offers", (replace(offer, auth_mechanisms=()), offer))
         if self.implicit_tls and self.tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
         check_unix_mode(self.unix_mode)
-        networks = proxy_networks(self.proxy_from)
+        networks = parse_networks(self.proxy_from)
         object.__setattr__(self, "proxy_from", tuple(str(n) for n in networks))
         object.__setattr__(self, "_proxy_networks", networks)
+        parse_networks(self.client_limit_exempt)  # ValueError for a bad one, now
 
     def proxy_trusted(self, peer: Address | None) -> bool:
         """May this peer send a PROXY header (see ``proxy_from``)?"""
         return trusted_proxy(peer, self._proxy_networks)
 
-    def keywords(self, *, tls: bool, auth: bool) -> list[str]:
-        """EHLO keywords for a session in this TLS state (with an AUTH-capable backend)."""
-        offer_auth = auth and bool(self.auth_mechanisms) and (tls or self.allow_plaintext_auth)
-        return server_keywords(
-            max_size=self.limits.message_size,
-            starttls=self.tls_context is not None and not tls,
-            auth=[m.upper() for m in self.auth_mechanisms] if offer_auth else [],
-            requiretls=tls,
-            chunking=self.chunking,
-            dsn=self.dsn,
-            smtputf8=self.smtputf8,
-        )
-
-    def capabilities(self, *, tls: bool, auth: bool) -> Capabilities:
-        features: dict[str, str] = {}
-        for keyword in self.keywords(tls=tls, auth=auth):
-            name, _, params = keyword.partition(" ")
-            features[name.lower()] = params
-        return Capabilities(self.hostname, features)
+    def extensions(self, *, auth: bool) -> ServerExtensions:
+        """What a session of this server offers; ``auth``: something can
+        check its credentials (``authenticator``, or an ``AuthSession``)."""
+        return self._offers[auth]
 
 
 def check_unix_mode(mode: int) -> int:

@@ -11,6 +11,7 @@ typed options, and the message bytes, only ever built once the data ended.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocol.params import MailOptions, RcptOptions
 
@@ -27,6 +28,16 @@ class TLSInfo:
     # The client's certificate (as ``SSLSocket.getpeercert()`` gives it), if any.
     peer_certificate: dict[str, object] | None = None
     implicit: bool = False  # port-465 style rather than STARTTLS
+
+    @classmethod
+    def of(cls, ssl_object: Any, *, implicit: bool) -> TLSInfo:
+        """What an ``ssl.SSLObject`` (a transport's ``ssl_object``) says."""
+        cipher = ssl_object.cipher()
+        return cls(
+            version=ssl_object.version() or "", cipher=cipher[0] if cipher else "",
+            bits=cipher[2] if cipher else 0, peer_certificate=ssl_object.getpeercert() or None,
+            implicit=implicit,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,16 +67,15 @@ _FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e
 
 
 class _SinkSession(BaseSession):
-    """Shared by every connection (so it keeps no SessionInfo); MAIL, RCPT
-    and RSET are BaseSession's no-ops, which lets the server answer them
-    without waking the connection's task."""
-
-    runs_inline = True  # it only counts
+    """Shared by every connection (so it keeps no SessionInfo). Every step
+    is a plain function (MAIL, RCPT and RSET BaseSession's no-ops, ``data``
+    only counts), so the server answers the whole transaction without
+    waking the connection's task."""
 
     def __init__(self, sink: Sink) -> None:  # no super().__init__: no one session's info
         self._sink = sink
 
-    async def data(self, envelope: Envelope) -> None:
+    def data(self, envelope: Envelope) -> None:
         sink = self._sink
         sink.messages += 1
         sink.bytes += len(envelope.content)

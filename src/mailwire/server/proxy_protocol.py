@@ -29,17 +29,16 @@ reading from it, as it closes one whose header is bad.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from ..errors import MailwireError
 from .envelope import Address, ProxyInfo
+from .networks import Network, in_networks, peer_ip
 
 __all__ = [
     "ProxyHeaderError",
     "parse_proxy_header",
     "trusted_proxy",
-    "proxy_networks",
-    "Network",
     "V1_PREFIX",
     "V1_MAX_LENGTH",
     "V2_SIGNATURE",
@@ -80,45 +79,14 @@ _ADDRESS_LENGTH = {_AF_INET: 12, _AF_INET6: 36, _AF_UNIX: 216}
 _UNIX_PATH_LENGTH = 108
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def proxy_networks(specs: Iterable[str | Network]) -> tuple[Network, ...]:
-    """The networks ``specs`` name (``10.0.0.0/8``, ``::1``, ...), or ValueError.
-
-    Host bits set (``10.1.2.3/8``) are refused rather than masked: the
-    address is more likely a typo than a way of writing the network.
-    """
-    if isinstance(specs, str):
-        raise ValueError(f"expected a sequence of networks, not the string {specs!r}")
-    networks: list[Network] = []
-    for spec in specs:
-        if isinstance(spec, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            networks.append(spec)
-            continue
-        try:
-            networks.append(ipaddress.ip_network(spec))
-        except ValueError as err:
-            raise ValueError(f"not a network (like 10.0.0.0/8 or ::1): {spec!r}: {err}") from None
-    return tuple(networks)
-
-
 def trusted_proxy(peer: Address | None, networks: Sequence[Network]) -> bool:
     """May ``peer`` (a socket's peer name) send a PROXY header? A Unix
-    socket's peer is local: yes. An IP peer: if it is in ``networks``
-    (an IPv4 client of a dual-stack socket counts by its IPv4 address).
-    No peer name at all: no (nothing to trust)."""
+    socket's peer is local: yes. An IP peer: if it is in ``networks``.
+    No peer name at all, or one that is no address: no (nothing to trust)."""
     if isinstance(peer, str):
         return True  # a Unix socket: only this machine reaches it
-    if peer is None:
-        return False
-    try:
-        address = ipaddress.ip_address(str(peer[0]))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    ip = peer_ip(peer)
+    return ip is not None and in_networks(ip, networks)
 
 
 class ProxyHeaderError(MailwireError):

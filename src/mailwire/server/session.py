@@ -8,15 +8,24 @@ typed protocols, checked with ``isinstance``: a session that can authenticate
 implements ``AuthSession``; one that reports per-recipient outcomes in LMTP
 implements ``LMTPSession``; one that answers VRFY implements ``VerifySession``.
 
+Each step is either a coroutine function (``async def``: it runs in the
+connection's task and may wait on anything) or a plain function that never
+waits (``def``, returning None: counting, checking a set, collecting in
+memory). The signature is the declaration: the server calls a step and
+awaits what it returns, if anything, so a plain step is answered on the spot,
+straight from the server's protocol callback, without waking the task.
+
 For the common case, ``FunctionBackend(handle)`` turns a single
 ``async def handle(envelope) -> None`` into a backend, and ``BaseSession`` is
 a session that accepts everything, to subclass and override one method of.
+Server-wide hooks that need no session of their own (an ``Authenticator``,
+a ``Delivered`` callback) are ``ServerConfig`` settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Union, runtime_checkable
 
 from ..errors import SMTPError
 from ..protocol.params import MailOptions, RcptOptions
@@ -25,26 +34,30 @@ from ..sasl import Credentials
 from .envelope import Envelope, SessionInfo
 
 __all__ = [
-    "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession",
-    "BaseSession", "FunctionBackend", "Handler", "Authenticator", "inherited_steps",
+    "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession", "Step",
+    "BaseSession", "FunctionBackend", "Handler", "Authenticator", "Delivered",
 ]
+
+# What a session step returns: None once done (a plain function), or an
+# awaitable the server awaits in the connection's task (a coroutine function).
+Step = Union[Awaitable[None], None]
 
 
 class Session(Protocol):
-    async def mail(self, address: str, options: MailOptions) -> None:
+    def mail(self, address: str, options: MailOptions) -> Step:
         """MAIL FROM; raise SMTPError to refuse the sender."""
 
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
+    def rcpt(self, address: str, options: RcptOptions) -> Step:
         """RCPT TO; raise SMTPError to refuse this recipient."""
 
-    async def data(self, envelope: Envelope) -> None:
+    def data(self, envelope: Envelope) -> Step:
         """The complete message. Raise SMTPError to refuse it; any other
         exception becomes ``451 4.3.0`` and the session goes on."""
 
-    async def reset(self) -> None:
+    def reset(self) -> Step:
         """The transaction was abandoned (RSET, EHLO, a refused message)."""
 
-    async def close(self) -> None:
+    def close(self) -> Step:
         """The connection ended, for whatever reason."""
 
 
@@ -56,69 +69,60 @@ class Backend(Protocol):
 
 @runtime_checkable
 class AuthSession(Protocol):
-    async def authenticate(self, credentials: Credentials) -> None:
+    def authenticate(self, credentials: Credentials) -> Step:
         """Check credentials (``credentials.check_password(stored)``); raise
         SMTPError (535 5.7.8) to refuse them."""
 
 
 @runtime_checkable
 class LMTPSession(Protocol):
-    async def deliver(self, envelope: Envelope) -> Sequence[SMTPError | None]:
+    def deliver(
+        self, envelope: Envelope
+    ) -> Sequence[SMTPError | None] | Awaitable[Sequence[SMTPError | None]]:
         """LMTP (RFC 2033 4.2): one outcome per recipient, in order:
         None for delivered, an SMTPError for refused."""
 
 
 @runtime_checkable
 class VerifySession(Protocol):
-    async def verify(self, argument: str) -> Reply:
+    def verify(self, argument: str) -> Reply | Awaitable[Reply]:
         """The answer to VRFY (RFC 5321 3.5.3)."""
 
 
 class BaseSession:
     """A session that accepts every sender and recipient and drops the message.
 
-    ``runs_inline``: set it True only for a session none of whose methods
-    ever waits on anything (no I/O, no locks, no asyncio.timeout: counting,
-    collecting in memory). The server may then call them straight from its
-    protocol callbacks, outside any task, which saves waking the connection's
-    task for every message.
+    Its steps are plain functions that do nothing, so whatever a subclass
+    does not override is answered on the spot. Override with ``async def``
+    (or with a plain ``def`` that never waits) the steps that matter.
     """
-
-    runs_inline = False
 
     def __init__(self, info: SessionInfo) -> None:
         self.info = info
 
-    async def mail(self, address: str, options: MailOptions) -> None:
+    def mail(self, address: str, options: MailOptions) -> Step:
         return None
 
-    async def rcpt(self, address: str, options: RcptOptions) -> None:
+    def rcpt(self, address: str, options: RcptOptions) -> Step:
         return None
 
-    async def data(self, envelope: Envelope) -> None:
+    def data(self, envelope: Envelope) -> Step:
         return None
 
-    async def reset(self) -> None:
+    def reset(self) -> Step:
         return None
 
-    async def close(self) -> None:
+    def close(self) -> Step:
         return None
 
 
-def inherited_steps(session: object) -> frozenset[str]:
-    """Which of ``mail``, ``rcpt`` and ``reset`` the session's class leaves
-    to BaseSession: those do nothing and never wait, so the server may
-    answer them without waking the connection's task, and a wrapper may
-    leave them alone. The one place this is decided."""
-    kind = type(session)
-    return frozenset(
-        name for name in ("mail", "rcpt", "reset") if getattr(kind, name, None) is getattr(BaseSession, name)
-    )
-
-
-Handler = Callable[[Envelope], Awaitable[None]]
+Handler = Callable[[Envelope], Step]
 # Checks credentials; raises SMTPError (535 5.7.8) to refuse them.
-Authenticator = Callable[[Credentials], Awaitable[None]]
+Authenticator = Callable[[Credentials], Step]
+# Told of each message delivered, with the recipients it was delivered to
+# (LMTP: those the session accepted it for); called on the event loop, so it
+# must not block.
+Delivered = Callable[[Envelope, Sequence[str]], None]
 
 
 class _FunctionSession(BaseSession):
@@ -126,8 +130,8 @@ class _FunctionSession(BaseSession):
         super().__init__(info)
         self._handle = handle
 
-    async def data(self, envelope: Envelope) -> None:
-        await self._handle(envelope)
+    def data(self, envelope: Envelope) -> Step:
+        return self._handle(envelope)
 
 
 class _AuthFunctionSession(_FunctionSession):
@@ -135,8 +139,8 @@ class _AuthFunctionSession(_FunctionSession):
         super().__init__(info, handle)
         self._authenticate = authenticate
 
-    async def authenticate(self, credentials: Credentials) -> None:
-        await self._authenticate(credentials)
+    def authenticate(self, credentials: Credentials) -> Step:
+        return self._authenticate(credentials)
 
 
 class FunctionBackend:

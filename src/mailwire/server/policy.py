@@ -1,0 +1,354 @@
+"""The session driver: the backend's answer to each event the core hands out.
+
+The core (``protocol/server.py``) has already refused whatever the protocol
+decides; what reaches ``SessionPolicy.handle`` is in sequence and within
+what the server offers, so what is left is policy: ask the backend's session
+(MAIL, RCPT, the message, VRFY; credentials are ``auth.py``'s), keep the
+envelope, and say the reply. Every event has one method here, found through
+``_HANDLERS``.
+
+A session step is a plain function or a coroutine function (see
+``session.py``), and the driver does not know which before calling it:
+``ask`` calls the step and, if it returned nothing to await, answers at once;
+if it returned an awaitable, ``ask`` returns a ``Wait`` holding it and the
+method that answers with its outcome, which the connection's task awaits
+(``SMTPConnection._complete``). Handlers are therefore plain methods that
+return ``None`` (done) or a ``Wait`` (done once the task has awaited it): a
+command the backend answers at once never wakes the connection's task, and
+no coroutine is ever driven by hand.
+
+Exceptions from the backend other than ``SMTPError`` become ``451 4.3.0``,
+are logged, and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import SMTPError
+from ..protocol.events import (
+    AuthChallenge, Bdat, Closed, Credentials, Data, Ehlo, EndOfChunk, EndOfMessage, Expn, Helo, Help, Lhlo,
+    Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
+)
+from ..protocol.server import ServerEvent
+from ..reply import (
+    BYE, CANNOT_VRFY, HELP, LOCAL_ERROR, MESSAGE_ACCEPTED, NOT_IMPLEMENTED, OK, RECIPIENT_OK, SENDER_OK,
+    START_DATA, Reply, chunk_accepted,
+)
+from .auth import judge
+from .envelope import Envelope, TLSInfo
+from .session import AuthSession, Backend, LMTPSession, Session, VerifySession
+
+if TYPE_CHECKING:
+    from .connection import SMTPConnection
+
+__all__ = ["SessionPolicy", "Wait", "Pending"]
+
+log = logging.getLogger("mailwire.server")
+
+Answer = Callable[[Any, Any], "Pending"]
+
+
+class Wait:
+    """An awaitable a step leaves for the connection's task, and what follows.
+
+    The task awaits ``step``; an exception is turned into an outcome by
+    ``refuse`` (a backend's: its refusal) or, without one, raised. Then
+    ``then(event, outcome)``, if given, answers, and may leave another Wait.
+    """
+
+    __slots__ = ("step", "then", "event", "refuse")
+
+    def __init__(
+        self,
+        step: Awaitable[Any],
+        then: Answer | None = None,
+        event: Any = None,
+        refuse: Callable[[Exception], Any] | None = None,
+    ) -> None:
+        self.step = step
+        self.then = then
+        self.event = event
+        self.refuse = refuse
+
+    async def run(self) -> None:
+        """Await it, and every Wait that follows from it (in the task)."""
+        wait: Wait | None = self
+        while wait is not None:
+            if wait.refuse is None:
+                outcome = await wait.step
+            else:
+                try:
+                    outcome = await wait.step
+                except Exception as err:
+                    outcome = wait.refuse(err)
+            wait = wait.then(wait.event, outcome) if wait.then is not None else None
+
+    def close(self) -> None:
+        """The connection ended before the task got to it: never awaited."""
+        if isinstance(self.step, Coroutine):
+            self.step.close()
+
+
+Pending = Optional[Wait]
+
+
+def _ignore(event: object, outcome: object) -> Pending:
+    return None
+
+
+class SessionPolicy:
+    """One connection's session, and the answers it gives."""
+
+    # One per connection, thousands at once: no __dict__.
+    __slots__ = ("conn", "core", "config", "info", "reply", "session", "envelope", "chunks", "auth_failures")
+
+    def __init__(self, conn: SMTPConnection) -> None:
+        self.conn = conn
+        # Answers what the core handed out (the connection writes it).
+        self.reply: Callable[[Reply], None] = conn.reply
+        self.core = conn.core
+        self.config = conn.config
+        self.info = conn.info
+        self.session: Session | None = None
+        # The transaction under way: its envelope, and its content so far.
+        self.envelope: Envelope | None = None
+        self.chunks: list[bytes] = []
+        self.auth_failures = 0  # this connection's, for auth.py
+
+    def secured(self, ssl_object: Any, *, implicit: bool) -> None:
+        """The connection is encrypted now; after STARTTLS the session starts
+        afresh (RFC 3207 4.2): no greeting, no authentication."""
+        if ssl_object is not None:
+            self.info.tls = TLSInfo.of(ssl_object, implicit=implicit)
+        if not implicit:
+            self.info.helo_name = None
+            self.info.auth_identity = self.info.auth_mechanism = None
+
+    async def open(self, backend: Backend) -> None:
+        """The backend's session for this connection (SMTPError refuses it),
+        and so what the core offers: AUTH if something can check credentials
+        (the server's authenticator, or the session itself)."""
+        session = self.session = await backend.new_session(self.info)
+        can_auth = self.config.authenticator is not None or isinstance(session, AuthSession)
+        self.core.advertise(self.config.extensions(auth=can_auth))
+
+    def handle(self, event: ServerEvent) -> Pending:
+        """Answer ``event`` (not MessageData nor Closed, which the connection
+        keeps or ends on): None once answered, or the Wait to complete."""
+        return _HANDLERS.get(type(event), SessionPolicy._not_implemented)(self, event)
+
+    # -- asking the backend -------------------------------------------------------
+
+    def ask(self, answer: Answer, event: Any, step: Callable[..., Any], *args: Any) -> Pending:
+        """Call a backend step and ``answer(event, outcome)``: the outcome is
+        what the step returned, or the reply refusing it (its SMTPError's;
+        451 4.3.0 for any other exception). A plain step has run, and been
+        answered, when this returns; an async one is left to the task."""
+        try:
+            outcome = step(*args)
+        except Exception as err:
+            outcome = self.refusal(err)
+        else:
+            if outcome is not None and isinstance(outcome, Awaitable):
+                return Wait(outcome, answer, event, self.refusal)
+        return answer(event, outcome)
+
+    def refusal(self, err: Exception) -> Reply:
+        if isinstance(err, SMTPError):
+            return err.reply
+        log.error("backend error for %s", self.info.peer, exc_info=err)
+        return LOCAL_ERROR
+
+    def later(self, delay: float, reply: Reply) -> Wait:
+        """``reply``, once ``delay`` seconds have passed (in the task)."""
+        return Wait(asyncio.sleep(delay), self._reply_now, reply)
+
+    def _reply_now(self, reply: Reply, outcome: object) -> Pending:
+        self.reply(reply)
+        return None
+
+    def abandon(self) -> Pending:
+        """After each event: did the transaction end without a delivery
+        (RSET, EHLO, a refusal)? Then it is forgotten and the session reset."""
+        if self.envelope is None or self.core.in_transaction:
+            return None
+        self.envelope = None
+        self.chunks.clear()
+        assert self.session is not None
+        return self.ask(_ignore, None, self.session.reset)
+
+    async def finish(self) -> None:
+        """The connection is over: reset an open transaction, close the session."""
+        session = self.session
+        if session is None:
+            return
+        for step in (session.reset, session.close) if self.envelope is not None else (session.close,):
+            wait = self.ask(_ignore, None, step)
+            if wait is not None:
+                await wait.run()
+        self.envelope = None
+
+    # -- the events -----------------------------------------------------------------
+
+    def _hello(self, event: Ehlo | Helo | Lhlo) -> Pending:
+        self.info.helo_name = event.name
+        self.info.esmtp = not isinstance(event, Helo)
+        self.reply(self.core.hello_reply(event))
+        return None
+
+    def _mail(self, event: Mail) -> Pending:
+        assert self.session is not None
+        return self.ask(self._mail_answered, event, self.session.mail, event.address, event.options)
+
+    def _mail_answered(self, event: Mail, refusal: Reply | None) -> Pending:
+        if refusal is not None:
+            self.reply(refusal)
+            return None
+        self.envelope = Envelope(event.address, event.options, session=self.info)
+        self.chunks.clear()
+        self.reply(SENDER_OK)
+        return None
+
+    def _rcpt(self, event: Rcpt) -> Pending:
+        assert self.session is not None
+        return self.ask(self._rcpt_answered, event, self.session.rcpt, event.address, event.options)
+
+    def _rcpt_answered(self, event: Rcpt, refusal: Reply | None) -> Pending:
+        if refusal is not None:
+            self.reply(refusal)
+            return None
+        envelope = self.envelope
+        assert envelope is not None
+        envelope.rcpt_to.append(event.address)
+        envelope.rcpt_options.append(event.options)
+        self.reply(RECIPIENT_OK)
+        return None
+
+    def _data(self, event: Data) -> Pending:
+        self.reply(START_DATA)
+        return None
+
+    def _bdat(self, event: Bdat) -> Pending:
+        return None  # answered after the chunk's octets: EndOfChunk or EndOfMessage
+
+    def _end_of_chunk(self, event: EndOfChunk) -> Pending:
+        self.reply(chunk_accepted(self.core.message_size))
+        return None
+
+    def _end_of_message(self, event: EndOfMessage) -> Pending:
+        envelope = self.envelope
+        session = self.session
+        assert envelope is not None and session is not None
+        envelope.content = b"".join(self.chunks)
+        self.chunks.clear()
+        self.envelope = None  # delivered (or refused): not an abandoned transaction
+        if self.core.lmtp and isinstance(session, LMTPSession):
+            return self.ask(self._delivered_lmtp, envelope, session.deliver, envelope)
+        return self.ask(self._delivered, envelope, session.data, envelope)
+
+    def _delivered(self, envelope: Envelope, refusal: Reply | None) -> Pending:
+        if refusal is None and self.config.on_delivered is not None:
+            self._notify(envelope, envelope.rcpt_to)
+        # LMTP (RFC 2033 4.2): one reply per accepted recipient, here all alike.
+        for _ in range(len(envelope.rcpt_to) if self.core.lmtp else 1):
+            self.reply(refusal or MESSAGE_ACCEPTED)
+        return None
+
+    def _delivered_lmtp(self, envelope: Envelope, outcome: object) -> Pending:
+        """RFC 2033 4.2: one reply per accepted recipient, in order."""
+        count = len(envelope.rcpt_to)
+        replies = [outcome] * count if isinstance(outcome, Reply) else self._outcomes(envelope, outcome)
+        for reply in replies:
+            self.reply(reply)
+        return None
+
+    def _outcomes(self, envelope: Envelope, outcome: Any) -> list[Reply]:
+        count = len(envelope.rcpt_to)
+        try:
+            outcomes: list[SMTPError | None] = list(outcome)
+            if len(outcomes) != count:
+                raise ValueError(f"deliver() gave {len(outcomes)} outcomes for {count} recipients")
+            replies = [MESSAGE_ACCEPTED if o is None else o.reply for o in outcomes]
+        except Exception:
+            log.exception("backend error for %s", self.info.peer)
+            return [LOCAL_ERROR] * count
+        self._notify(envelope, [r for r, o in zip(envelope.rcpt_to, outcomes) if o is None])
+        return replies
+
+    def _notify(self, envelope: Envelope, recipients: Sequence[str]) -> None:
+        hook = self.config.on_delivered
+        if hook is not None and recipients:
+            try:
+                hook(envelope, recipients)
+            except Exception:
+                log.exception("on_delivered failed for a message from %s", self.info.peer)
+
+    def _decided(self, event: Rejected | AuthChallenge) -> Pending:
+        # The core decided the reply; if a refusal ended the transaction,
+        # abandon() forgets the envelope and its content.
+        self.reply(event.reply)
+        return None
+
+    def _ok(self, event: Rset | Noop) -> Pending:
+        self.reply(OK)
+        return None
+
+    def _quit(self, event: Quit) -> Pending:
+        self.reply(BYE)  # the core is now closed: the connection ends
+        return None
+
+    def _vrfy(self, event: Vrfy) -> Pending:
+        session = self.session
+        if isinstance(session, VerifySession):
+            return self.ask(self._verified, event, session.verify, event.argument)
+        self.reply(CANNOT_VRFY)
+        return None
+
+    def _verified(self, event: Vrfy, reply: Reply) -> Pending:
+        self.reply(reply)
+        return None
+
+    def _help(self, event: Help) -> Pending:
+        self.reply(HELP)
+        return None
+
+    def _not_implemented(self, event: Expn | RawCommand) -> Pending:
+        self.reply(NOT_IMPLEMENTED)
+        return None
+
+    def _starttls(self, event: StartTLS) -> Pending:
+        return Wait(self.conn.start_tls())  # the handshake is I/O: the connection's
+
+    def _credentials(self, event: Credentials) -> Pending:
+        return judge(self, event)
+
+
+_HANDLERS: dict[type, Callable[[SessionPolicy, Any], Pending]] = {
+    Ehlo: SessionPolicy._hello,
+    Helo: SessionPolicy._hello,
+    Lhlo: SessionPolicy._hello,
+    Mail: SessionPolicy._mail,
+    Rcpt: SessionPolicy._rcpt,
+    Data: SessionPolicy._data,
+    Bdat: SessionPolicy._bdat,
+    EndOfChunk: SessionPolicy._end_of_chunk,
+    EndOfMessage: SessionPolicy._end_of_message,
+    Rejected: SessionPolicy._decided,
+    AuthChallenge: SessionPolicy._decided,
+    Rset: SessionPolicy._ok,
+    Noop: SessionPolicy._ok,
+    Quit: SessionPolicy._quit,
+    Vrfy: SessionPolicy._vrfy,
+    Expn: SessionPolicy._not_implemented,
+    Help: SessionPolicy._help,
+    RawCommand: SessionPolicy._not_implemented,
+    StartTLS: SessionPolicy._starttls,
+    Credentials: SessionPolicy._credentials,
+}
+# MessageData and Closed never get here: the connection keeps the one and
+# ends on the other.
+assert MessageData not in _HANDLERS and Closed not in _HANDLERS
