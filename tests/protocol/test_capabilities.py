@@ -142,6 +142,25 @@ def test_max_size(lines: list[str], size: int | None) -> None:
     assert Capabilities.from_reply(Reply(250, tuple(lines))).max_size == size
 
 
+@pytest.mark.parametrize(
+    "lines, size, refused",
+    [
+        (["mx"], 10**9, False),  # no SIZE: nothing is known, nothing refused
+        (["mx", "SIZE 0"], 10**9, False),  # RFC 1870: 0 is no fixed maximum
+        (["mx", "SIZE 1000"], 1000, False),  # the maximum itself fits
+        (["mx", "SIZE 1000"], 1001, True),
+    ],
+)
+def test_size_refusal(lines: list[str], size: int, refused: bool) -> None:
+    refusal = Capabilities.from_reply(Reply(250, tuple(lines))).size_refusal(size)
+    if not refused:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert (refusal.code, str(refusal.enhanced)) == (552, "5.3.4")
+        assert f"{size} octets" in refusal.text and "limit of 1000" in refusal.text
+
+
 def test_flags() -> None:
     caps = Capabilities.from_reply(Reply(250, tuple(POSTFIX)))
     assert caps.pipelining and caps.chunking and caps.starttls and caps.smtputf8

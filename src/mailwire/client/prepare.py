@@ -83,10 +83,11 @@ def prepare(
         check_address(rcpt, "recipient")
     options = _negotiate(options, content, utf8, caps, chunking, tls_active)
     per_rcpt = _rcpt_options(rcpt_options, envelope.rcpt_to, caps)
-    size, limit = _known_size(content), caps.max_size
-    if limit is not None and size is not None:
-        if limit and size > limit:
-            raise SMTPError(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {limit}")
+    size = _known_size(content)
+    if size is not None and caps.has("size"):
+        refusal = caps.size_refusal(size)
+        if refusal is not None:
+            raise SMTPError(refusal)
         options = options.with_(size=size)
     # Format the parameters once here: a bad value (a CR in an extra
     # parameter, an unknown NOTIFY) is refused before anything is written,

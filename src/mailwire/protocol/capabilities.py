@@ -69,6 +69,17 @@ class Capabilities:
         words = self.params("size")
         return int(words[0]) if words and words[0].isascii() and words[0].isdigit() else 0
 
+    def size_refusal(self, size: int) -> Reply | None:
+        """The refusal a message of ``size`` octets meets before it is sent,
+        or None. RFC 1870 6.1: a message over the server's fixed maximum
+        is refused with 552 (RFC 3463 5.3.4, message too big for system);
+        the client refuses it itself rather than send it only to hear so,
+        and without SIZE, or with SIZE 0 (no fixed maximum), nothing is."""
+        limit = self.max_size
+        if not limit or size <= limit:
+            return None
+        return Reply.of(552, "5.3.4", f"message of {size} octets exceeds the server's limit of {limit}")
+
     @property
     def pipelining(self) -> bool:
         return self.has("pipelining")
