@@ -23,13 +23,14 @@ no state table can follow: every line goes through the core's one escape
 hatch, ``ClientConnection.send_raw``, checked and paired with its reply, its
 meaning left to the program. ``sock`` stays the live socket: a program may
 replace it (to wrap it in TLS itself after ``docmd("STARTTLS")``), and the
-transport follows. The one private stdlib name used is
-``socket._GLOBAL_DEFAULT_TIMEOUT``: the ``timeout`` defaults must be it.
+transport follows. The private stdlib names used: ``socket._GLOBAL_DEFAULT_TIMEOUT``
+(the ``timeout`` defaults must be it), and the helpers smtplib's borrowed
+methods call by name (``_print_debug``, ``_rset``, the ``_auth_challenge_count``
+that ``auth`` keeps), which are therefore smtplib's own too.
 """
 
 from __future__ import annotations
 
-import email.utils
 import os
 import re
 import socket
@@ -39,10 +40,10 @@ from collections import deque
 from collections.abc import Sequence
 from email.message import Message
 import smtplib as _stdlib
-from smtplib import (
+from smtplib import (  # quoteaddr is smtplib's own, as its methods below are
     SMTPAuthenticationError, SMTPConnectError, SMTPDataError, SMTPException, SMTPHeloError,
     SMTPNotSupportedError, SMTPRecipientsRefused, SMTPResponseException, SMTPSenderRefused,
-    SMTPServerDisconnected,
+    SMTPServerDisconnected, quoteaddr,
 )
 from typing import Any, Union
 
@@ -79,18 +80,6 @@ _DEFAULT_TIMEOUT: Any = getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT")
 
 _ReplyTuple = tuple[int, bytes]
 _Read = Union[Reply, MalformedReply]  # a reply as read: parsed, or refused by the core
-
-
-def quoteaddr(addrstring):
-    # type: (str) -> str
-    """Quote a subset of the email addresses defined by RFC 821."""
-    displayname, addr = email.utils.parseaddr(addrstring)
-    if (displayname, addr) == ('', ''):
-        # parseaddr couldn't parse it, use it as is and hope for the best.
-        if addrstring.strip().startswith('<'):
-            return addrstring
-        return "<%s>" % addrstring
-    return "<%s>" % addr
 
 
 def quotedata(data):
