@@ -70,7 +70,6 @@ TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3", "Too many recipients")  # RFC 5321 
 JUNK_COMMANDS = frozenset({Noop, Rset, Vrfy, Expn, Help, Ehlo, Helo, Lhlo})
 
 _S = ServerState
-_END_OF_DATA = b"\r\n.\r\n"
 _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
 _CONTENT = frozenset({_S.CHUNKING, _S.DATA})
 _TRANSACTION_FLAGS = frozenset({ServerFlag.BINARYMIME, ServerFlag.SMTPUTF8})
@@ -540,11 +539,9 @@ class ServerConnection:
         buffer = self._buffer
         if not buffer:
             return self._wait()
-        # Take up to the terminator if it is in the buffer (the reader may still
-        # find it earlier, straddling the octets it holds back: then give back).
-        stop = buffer.find(_END_OF_DATA)
-        chunk = buffer.take(stop + 5) if stop >= 0 else buffer.take_all()
-        content, rest = reader.feed(chunk, stop)
+        # All of it (a whole read comes as it is, uncopied); whatever follows
+        # the terminator is given back.
+        content, rest = reader.feed(buffer.take_all())
         self.message_size = reader.size
         if self._refusal is None:
             limit = self.limits.message_size
@@ -557,7 +554,8 @@ class ServerConnection:
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
-        buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
+        if rest:
+            buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
         copies = self.accepted_recipients if self.lmtp else 1
         end: _Answer = (_END_OF_MESSAGE, copies, EndOfMessage)
         if self._refusal is not None:
