@@ -40,7 +40,8 @@ from .capabilities import format_ehlo_reply
 from .commands import CommandCache, challenge_reply, parse_auth_response, parse_command
 from .data import BareLineEndings, DataReader, LineLengthCheck
 from .events import (
-    NEED_DATA, Auth, AuthChallenge, AuthResponse, Bdat, Closed, Command, Ehlo, EndOfChunk, EndOfMessage,
+    NEED_DATA, Auth, AuthChallenge, AuthResponse, Bdat, Closed, Command, ContentRefused, Ehlo, EndOfChunk,
+    EndOfMessage,
     Expn, Helo, Help, Lhlo, Mail, MessageData, NeedData, Noop, RawCommand, Rcpt, Rejected, Rset, StartTLS,
     Vrfy,
 )
@@ -53,7 +54,7 @@ from .state import (
 __all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent", "ServerExtensions"]
 
 ServerEvent = Union[
-    Command, MessageData, EndOfChunk, EndOfMessage, AuthChallenge, Credentials, Rejected, Closed,
+    Command, MessageData, EndOfChunk, EndOfMessage, ContentRefused, AuthChallenge, Credentials, Rejected, Closed,
 ]
 
 # Replies the core gives by itself; each carries an RFC 3463 enhanced code.
@@ -121,10 +122,11 @@ class ServerConnection:
     * ``send(greeting)`` first (220; 554 leaves only QUIT, RFC 5321 3.1; 421 closes).
     * ``next_event()`` gives ``NEED_DATA`` (read more, ``receive_data``), a
       command, ``MessageData``, ``EndOfChunk``, ``EndOfMessage``,
-      ``AuthChallenge``, ``Credentials``, ``Rejected`` or ``Closed``.
-      Whenever ``reply_due`` is non-zero, ``send`` that many replies before
-      calling ``next_event`` again (it raises LocalProtocolError otherwise).
-      A reply is due after every event except ``Bdat`` and ``MessageData``.
+      ``ContentRefused``, ``AuthChallenge``, ``Credentials``, ``Rejected`` or
+      ``Closed``. Whenever ``reply_due`` is non-zero, ``send`` that many
+      replies before calling ``next_event`` again (it raises
+      LocalProtocolError otherwise). A reply is due after every event
+      except ``Bdat``, ``MessageData`` and ``ContentRefused``.
     * ``Rejected`` and ``AuthChallenge``: the core decided the reply; send
       ``event.reply``. With ``close`` set the connection is over after it.
     * Greetings: answer an accepted EHLO, HELO or LHLO with ``hello_reply``
@@ -135,7 +137,10 @@ class ServerConnection:
       ``EndOfMessage`` (the message is whole: reply), ``Rejected``
       (refused: bare CR/LF, size, a line longer than ``limits.text_line``;
       drop the whole message, the transaction is over) or ``Closed`` (drop
-      it too).
+      it too). Content is checked as it passes: a refusal found while more
+      is to come is told at once, ``ContentRefused`` (no reply due: store
+      nothing more, drop what was kept), and the ``Rejected`` follows when
+      the content's framing ends.
     * LMTP: after ``EndOfMessage``, ``reply_due`` is the number of accepted
       recipients: one reply each, in RCPT order. A refused message gives
       that many ``Rejected`` events instead, one after each reply.
@@ -488,8 +493,9 @@ class ServerConnection:
             self._chunk = _Chunk(event.size, event.last, refusal)
             return self._read_chunk(self._chunk)
         limit = self.limits.message_size
-        if limit and self.message_size + event.size > limit:
+        if limit and self._refusal is None and self.message_size + event.size > limit:
             self._refusal = TOO_BIG
+            self._pending = (ContentRefused(TOO_BIG), 0, None)  # its octets are still to come
         self._chunk = _Chunk(event.size, event.last, None)
         if self._chunk_lines is None and ServerFlag.BINARYMIME not in self.flags:
             self._chunk_lines = LineLengthCheck(self.limits.text_line)
@@ -505,6 +511,8 @@ class ServerConnection:
             if lines.exceeded:
                 # Swallow the rest of the chunk; its reply refuses the message.
                 self._refusal = _line_too_long(self.limits.text_line)
+                if chunk.left:
+                    return ContentRefused(self._refusal)
                 taken = False
         emit = bool(piece) and taken
         if emit:
@@ -551,6 +559,8 @@ class ServerConnection:
                 self._refusal = BARE_LINE_ENDINGS
             elif reader.lines.exceeded:
                 self._refusal = _line_too_long(self.limits.text_line)
+            if self._refusal is not None and rest is None:
+                return ContentRefused(self._refusal)  # the rest is read to the end, and dropped
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
