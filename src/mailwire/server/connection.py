@@ -279,6 +279,11 @@ class SMTPConnection(FlowControl, BufferedReading):
             # unless the client has made progress since.
             self._clock.late = True
 
+    def backend_caught_up(self) -> None:
+        """Reading paused for a streaming session that lagged behind, not
+        for the client: the content's deadline starts afresh."""
+        self._clock.arm(self.limits.server_data_timeout)
+
     def _timeout(self) -> float:
         limits = self.limits
         return limits.server_data_timeout if self.core.receiving_content else limits.server_idle_timeout
@@ -323,6 +328,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         except _ShuttingDown:
             self.reply(SHUTTING_DOWN)
         except asyncio.CancelledError:
+            self.policy.cancel_stream()
             if self._shutting_down and self.core.state is not ServerState.CLOSED:
                 # The server's grace ran out mid-message (or in a backend
                 # step): the client hears why before the close, at once,
@@ -345,8 +351,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         """Handle one event up to the first thing that must be awaited:
         None once it is handled, else the Wait for ``_complete``."""
         if type(event) is MessageData:
-            self.policy.chunks.append(event.data)
-            return None
+            return self.policy.take(event.data)
         if type(event) is Closed:
             return None  # the core is closed: the connection ends
         self._clock.progressed = True
