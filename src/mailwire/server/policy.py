@@ -329,13 +329,17 @@ class SessionPolicy:
         if self.streaming is None:
             self.chunks.append(data)
             return None
-        streamed = self.streamed or self._stream()
+        streamed = self.streamed
+        if streamed is None:
+            assert self.envelope is not None
+            streamed = self._stream(self.envelope)
         room = streamed.content.put(data)
         return None if room is None else Wait(room, self._caught_up)
 
-    def _stream(self) -> _Streamed:
-        assert self.streaming is not None and self.envelope is not None
-        self.streamed = _Streamed(self.streaming, self.envelope, self.config.limits.receive_buffer)
+    def _stream(self, envelope: Envelope) -> _Streamed:
+        """The session starts consuming the message, in a task of its own."""
+        assert self.streaming is not None
+        self.streamed = _Streamed(self.streaming, envelope, self.config.limits.receive_buffer)
         return self.streamed
 
     def _caught_up(self, event: object, outcome: object) -> Pending:
@@ -356,7 +360,7 @@ class SessionPolicy:
         self.envelope = None  # delivered (or refused): not an abandoned transaction
         answer = self._delivered_lmtp if self.per_recipient else self._delivered
         if self.streaming is not None:
-            streamed = self.streamed or self._stream()  # an empty message: started at its end
+            streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
             streamed.content.end()
             return Wait(self._outcome(streamed), answer, envelope, self.refusal)
         envelope.content = b"".join(self.chunks)
