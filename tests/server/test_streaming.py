@@ -475,3 +475,29 @@ def test_stopping_mid_stream_stores_nothing(server_factory: Factory, tmp_path: P
     assert client.reply().code == 421
     assert store.aborted + store.failed == 1
     assert store.stored() == [] and store.leftovers() == []
+
+
+def test_client_gone_while_a_slow_session_lags(server_factory: Factory, tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    server = server_factory(store, limits=Limits(receive_buffer=128 << 10, message_size=0))
+    store.gate.clear()
+    client = server.raw()
+    begin(client)
+    client.cmd("DATA", 354)
+    client.sock.setblocking(False)
+    wire = message(8 << 20)
+    sent = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sent < len(wire):
+        try:
+            sent += client.sock.send(wire[sent:sent + (1 << 20)])
+        except BlockingIOError:
+            if store.buffered:
+                break  # the session holds the connection back
+            time.sleep(0.01)
+    assert store.first_chunk.wait(5)
+    client.close()
+    assert wait_for(lambda: server.connections == 0)
+    store.gate.set()
+    assert wait_for(lambda: store.aborted == 1)
+    assert store.stored() == [] and store.leftovers() == []

@@ -178,6 +178,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         self._lost = True
         self._clock.cancel()
         self._release_waiters()
+        self.policy.abort_stream()
         self.server.release(self)
 
     def pause_writing(self) -> None:

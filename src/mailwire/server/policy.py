@@ -255,6 +255,12 @@ class SessionPolicy:
             await streamed.settle(self.info.peer)
             self.streamed = None
 
+    def abort_stream(self) -> None:
+        """The client is gone: a message being streamed will not end whole
+        (and the connection must not wait for room its session may make)."""
+        if self.streamed is not None:
+            self.streamed.content.abort()
+
     def cancel_stream(self) -> None:
         """The connection is cancelled: so is a session consuming a message."""
         if self.streamed is not None:

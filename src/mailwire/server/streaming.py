@@ -21,7 +21,8 @@ What a streaming session can rely on:
 
 * ``data_stream`` starts at the message's first chunk (or at its end, for an
   empty one) and runs in a task of its own, beside the connection's; the
-  envelope is complete, ``envelope.content`` is empty.
+  envelope is complete, ``envelope.content`` is empty (also in the envelope
+  ``ServerConfig.on_delivered`` is given).
 * Every chunk is in order and exactly what ``Envelope.content`` would hold
   (DATA unstuffed, BDAT as framed); the iteration ends when the message is
   whole, and only then. Returning before the end is a backend error (451):
