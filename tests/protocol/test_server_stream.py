@@ -282,3 +282,12 @@ def test_a_stuffed_dot_after_many_periods_is_found() -> None:
     stream = in_data().feed(stuff(message))
     assert stream.content == message
     assert stream.ends == [EndOfMessage()]
+
+
+def test_a_refused_message_is_only_read_to_its_end() -> None:
+    stream = in_data(limits=Limits(message_size=100, text_line=50))
+    stream.feed(b"x" * 40 + b"\r\n" + b"y" * 80)  # over the size; the line too long comes second
+    assert stream.ends == [ContentRefused(TOO_BIG)]
+    stream.feed(b"\r\na bare\nLF, " + b"z" * 500 + b"\r\n.\r\n")  # swallowed unchecked
+    assert stream.ends == [ContentRefused(TOO_BIG), Rejected(TOO_BIG)]
+    assert stream.conn.state is ServerState.READY

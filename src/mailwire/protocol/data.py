@@ -142,7 +142,7 @@ class DataReader:
     mid-line with no dot line in it is handed on as it is, uncopied.
     """
 
-    __slots__ = ("_buf", "_skip", "_endings", "policy", "size", "bare_line_endings", "done", "lines")
+    __slots__ = ("_buf", "_skip", "_endings", "policy", "size", "bare_line_endings", "done", "lines", "checking")
 
     def __init__(self, policy: BareLineEndings = BareLineEndings.REFUSE, text_line: int = 0) -> None:
         # The octets held back (a proper prefix of CRLF.CRLF, see _held_back);
@@ -154,6 +154,9 @@ class DataReader:
         self.size = 0
         self.bare_line_endings = False
         self.done = False
+        # Whether the content is still checked (line endings, line lengths):
+        # a message already refused needs only its end found.
+        self.checking = True
         # Lines of the content (after unstuffing) longer than ``text_line``.
         self.lines = LineLengthCheck(text_line)
 
@@ -187,7 +190,7 @@ class DataReader:
             body = data[:cut].replace(_DOT_LINE, _CRLF)[skip:]
         else:
             body = data[skip:cut] if skip or cut < len(data) else data
-        if body:
+        if body and self.checking:
             # Once the message is refused for them, bare line endings need no further look.
             refused = self.bare_line_endings and self.policy is BareLineEndings.REFUSE
             if not refused and not _all_crlf(body, self._endings):
@@ -195,7 +198,7 @@ class DataReader:
                 if self.policy is BareLineEndings.NORMALIZE:
                     body = _normalize(body)
             self.lines.feed(body)
-            self.size += len(body)
+        self.size += len(body)
         return body, rest
 
 

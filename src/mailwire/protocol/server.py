@@ -559,8 +559,10 @@ class ServerConnection:
                 self._refusal = BARE_LINE_ENDINGS
             elif reader.lines.exceeded:
                 self._refusal = _line_too_long(self.limits.text_line)
-            if self._refusal is not None and rest is None:
-                return ContentRefused(self._refusal)  # the rest is read to the end, and dropped
+            if self._refusal is not None:
+                reader.checking = False  # only its end matters now
+                if rest is None:
+                    return ContentRefused(self._refusal)  # the rest is read to the end, and dropped
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
