@@ -14,8 +14,12 @@ Each command's rules are one method here (``_check_mail``, ``_check_rcpt``,
 hands the driver only ``Credentials`` to judge. The rest is policy: the
 driver's. Only ``<CRLF>.<CRLF>`` ends DATA; a BDAT chunk is counted off the
 buffer and never parsed; whatever follows STARTTLS is dropped unread (RFC 3207
-5). The DATA path touches each octet only in C (``bytes.find``/``replace``/
-``count``): no Python loop and no regex runs per content line.
+5). The DATA path touches each octet only in C (``bytes.find``, and
+``io``'s newline scanner for bare line endings; see ``data.py``): no Python
+loop and no regex runs per content line. Content leaves as it arrives, one
+``MessageData`` per read, and is checked as it passes: a refusal part-way is
+told at once (``ContentRefused``), so a driver streaming the message to its
+backend stores nothing more of it.
 
 One class, over 500 lines: its fields are one state machine, which would
 only be scattered by a split.
