@@ -145,6 +145,20 @@ def begin(client: RawClient, rcpts: Sequence[str] = ("b@example.com",), verb: st
         client.cmd(f"RCPT TO:<{rcpt}>", 250)
 
 
+def connect(server_factory: Factory, store: FileStore, rcpts: Sequence[str] = ("b@example.com",),
+            **settings: object) -> tuple[ServerThread, RawClient]:
+    """A server storing in ``store``, and a raw client with a transaction open."""
+    server = server_factory(store, **settings)
+    client = server.raw()
+    begin(client, rcpts, verb="LHLO" if settings.get("lmtp") else "EHLO")
+    return server, client
+
+
+def bdat(client: RawClient, data: bytes, *, last: bool = False, size: int | None = None) -> None:
+    """A BDAT chunk of ``size`` octets (``len(data)`` unless told: the rest to follow)."""
+    client.send(b"BDAT %d%s\r\n" % (len(data) if size is None else size, b" LAST" if last else b"") + data)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -187,24 +201,18 @@ def test_mailwire_client_bdat_is_streamed_byte_identical(server_factory: Factory
 
 def test_raw_bdat_chunks_are_streamed_as_framed(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     parts = [b"QUIT\r\n.\r\n", b"\r\n..x\r\n", b"BDAT 5\r\n", b"end\r\n"]
-    for part in parts[:-1]:
-        client.send(b"BDAT %d\r\n" % len(part) + part)
+    for i, part in enumerate(parts):
+        bdat(client, part, last=i == len(parts) - 1)
         client.expect(250)
-    client.send(b"BDAT %d LAST\r\n" % len(parts[-1]) + parts[-1])
-    client.expect(250)
     assert store.stored() == [b"".join(parts)]
 
 
 def test_the_session_has_content_before_the_message_ends(server_factory: Factory, tmp_path: Path) -> None:
     """What the whole form cannot do: the backend works while the client sends."""
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     content = message(300 << 10)
     client.send(stuffed(content)[:100_000])
@@ -216,9 +224,7 @@ def test_the_session_has_content_before_the_message_ends(server_factory: Factory
 
 def test_an_empty_message_is_streamed_empty(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     client.cmd(b".", 250)
     assert store.stored() == [b""] and store.chunks == []
@@ -252,9 +258,7 @@ def test_size_limit_refuses_mid_stream_and_stores_nothing(server_factory: Factor
 
 def test_bare_line_ending_refuses_mid_stream(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     client.send(message(200 << 10) + b"a bare\nLF, and the message goes on\r\n")
     assert wait_for(lambda: store.aborted == 1)
@@ -265,14 +269,11 @@ def test_bare_line_ending_refuses_mid_stream(server_factory: Factory, tmp_path: 
 
 def test_line_too_long_in_a_bdat_chunk_refuses_mid_stream(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
-    first = message(100 << 10)
-    client.send(b"BDAT %d\r\n" % len(first) + first)
+    server, client = connect(server_factory, store)
+    bdat(client, message(100 << 10))
     client.expect(250)
     long_line = b"x" * 5000 + b"\r\n"
-    client.send(b"BDAT %d LAST\r\n" % (len(long_line) + 100_000) + long_line)
+    bdat(client, long_line, last=True, size=len(long_line) + 100_000)
     assert wait_for(lambda: store.aborted == 1)
     client.send(b"y" * 100_000)
     client.expect(550, "5.6.0")
@@ -281,9 +282,7 @@ def test_line_too_long_in_a_bdat_chunk_refuses_mid_stream(server_factory: Factor
 
 def test_backend_failure_mid_stream_leaves_no_partial_file(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path, fail_after=500_000)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     client.send(stuffed(message(2 << 20)))
     client.expect(451, "4.3.0")
@@ -319,11 +318,8 @@ def test_backend_refusal_mid_stream_is_the_reply(server_factory: Factory, tmp_pa
 
 def test_rset_between_bdat_chunks_aborts_the_stream(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
-    first = message(50 << 10)
-    client.send(b"BDAT %d\r\n" % len(first) + first)
+    server, client = connect(server_factory, store)
+    bdat(client, message(50 << 10))
     client.expect(250)
     client.cmd("RSET", 250)
     assert store.aborted == 1 and store.resets == 1  # dropped before the 250 to RSET
@@ -332,9 +328,7 @@ def test_rset_between_bdat_chunks_aborts_the_stream(server_factory: Factory, tmp
 
 def test_client_gone_mid_data_aborts_the_stream(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     client.send(message(300 << 10))
     assert store.first_chunk.wait(5)
@@ -346,9 +340,7 @@ def test_client_gone_mid_data_aborts_the_stream(server_factory: Factory, tmp_pat
 
 def test_a_session_returning_before_the_end_is_a_backend_error(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path, stop_early=True)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     client.cmd("DATA", 354)
     client.send(stuffed(message(1 << 20)))
     client.expect(451, "4.3.0")  # a message read in part is not accepted
@@ -403,9 +395,7 @@ def test_a_slow_session_pauses_reading(server_factory: Factory, tmp_path: Path) 
 
 def test_lmtp_deliver_stream_answers_per_recipient(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path, per_recipient=True)
-    server = server_factory(store, lmtp=True)
-    client = server.raw()
-    begin(client, ["a@example.com", "full@example.com", "c@example.com"], verb="LHLO")
+    server, client = connect(server_factory, store, ["a@example.com", "full@example.com", "c@example.com"], lmtp=True)
     content = message(400 << 10)
     client.cmd("DATA", 354)
     client.send(stuffed(content))
@@ -413,16 +403,14 @@ def test_lmtp_deliver_stream_answers_per_recipient(server_factory: Factory, tmp_
     client.cmd("MAIL FROM:<a@example.com>", 250)
     client.cmd("RCPT TO:<full@example.com>", 250)
     client.cmd("RCPT TO:<d@example.com>", 250)
-    client.send(b"BDAT %d LAST\r\n" % len(content) + content)
+    bdat(client, content, last=True)
     assert [client.reply().code for _ in range(2)] == [452, 250]
     assert store.stored() == [content, content]
 
 
 def test_lmtp_data_stream_gives_every_recipient_its_answer(server_factory: Factory, tmp_path: Path) -> None:
     store = FileStore(tmp_path, fail_after=1000)
-    server = server_factory(store, lmtp=True)
-    client = server.raw()
-    begin(client, ["a@example.com", "b@example.com"], verb="LHLO")
+    server, client = connect(server_factory, store, ["a@example.com", "b@example.com"], lmtp=True)
     client.cmd("DATA", 354)
     client.send(stuffed(message(20 << 10)))
     assert [client.reply().code for _ in range(2)] == [451, 451]
@@ -438,10 +426,9 @@ def test_lmtp_refused_mid_stream_is_refused_per_recipient(server_factory: Factor
     begin(client, ["a@example.com", "b@example.com"], verb="LHLO")
     content = message(2 << 20)
     if chunking:
-        client.send(b"BDAT %d\r\n" % (300 << 10) + content[: 300 << 10])
+        bdat(client, content[: 300 << 10])
         client.expect(250)
-        rest = content[300 << 10:]
-        client.send(b"BDAT %d LAST\r\n" % len(rest) + rest)
+        bdat(client, content[300 << 10:], last=True)
     else:
         client.cmd("DATA", 354)
         client.send(stuffed(content))
@@ -458,12 +445,10 @@ def test_stopping_mid_stream_stores_nothing(server_factory: Factory, tmp_path: P
     """Past the grace, the client hears 421 and the session's message is
     dropped (aborted, or its task cancelled when it is not reading)."""
     store = FileStore(tmp_path)
-    server = server_factory(store)
-    client = server.raw()
-    begin(client)
+    server, client = connect(server_factory, store)
     content = message(200 << 10)
     if phase == "bdat-between-chunks":
-        client.send(b"BDAT %d\r\n" % len(content) + content)
+        bdat(client, content)
         client.expect(250)
     else:
         if phase == "slow-session":
