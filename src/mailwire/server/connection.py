@@ -39,10 +39,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 from ..errors import SMTPError
-from ..flow import FlowControl
+from .._aio.flow import FlowControl
 from ..protocol.events import NEED_DATA, Closed, MessageData, NeedData
 from ..protocol.server import ServerConnection, ServerEvent, ServerState
-from ..reading import BufferedReading
+from .._aio.reading import BufferedReading
 from ..reply import IDLE_TIMEOUT, READY_FOR_TLS, SESSION_UNAVAILABLE, SHUTTING_DOWN, TOO_MANY_FROM_CLIENT, Reply, greeting
 from .clock import SessionClock
 from .envelope import SessionInfo
