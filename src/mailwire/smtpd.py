@@ -43,7 +43,7 @@ Differences from ``smtpd``, on purpose or by necessity:
   hooks (``handle_error``, ``readable``, ...) are never called either.
 * The command line, ``python -m mailwire.smtpd [options] [localhost:port
   [remotehost:port]]``, is smtpd's: its options, defaults, usage text and
-  exit codes (``mailwire.smtpd_cli`` has it, ``usage``, ``parseargs`` and
+  exit codes (``mailwire.cli.smtpd`` has it, ``usage``, ``parseargs`` and
   ``Options`` included, and says where it differs). ``MailmanProxy`` (gone
   from smtpd in 3.11) is not provided. ``loop``, ``run_in_thread`` and
   ``LoopThread`` are imported by name.
@@ -661,6 +661,6 @@ if __name__ == "__main__":
     # ``python -m mailwire.smtpd`` runs this file as __main__, a second copy of
     # the module; the command line works with the real mailwire.smtpd (the one
     # a user's ``-c module.Class`` subclasses), so it lives in a module of its own.
-    from mailwire.smtpd_cli import main
+    from mailwire.cli.smtpd import main
 
     sys.exit(main())

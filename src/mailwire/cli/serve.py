@@ -35,17 +35,17 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import Any
 
-from .client.sync import TLSMode
-from .errors import SMTPError
-from .limits import DEFAULT_LIMITS
-from .reply import AUTH_FAILED
-from .sasl import Credentials
-from .server.aio import SMTPServer
-from .server.config import ServerConfig
-from .server.envelope import Envelope
-from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.networks import parse_networks
-from .server.session import Backend
+from ..client.sync import TLSMode
+from ..errors import SMTPError
+from ..limits import DEFAULT_LIMITS
+from ..reply import AUTH_FAILED
+from ..sasl import Credentials
+from ..server.aio import SMTPServer
+from ..server.config import ServerConfig
+from ..server.envelope import Envelope
+from ..server.handlers import Maildir, Printer, Relay, Sink
+from ..server.networks import parse_networks
+from ..server.session import Backend
 
 __all__ = [
     "configure_parser", "run", "plan", "serve", "Users", "Reporter", "UsageError", "RuntimeFailure",

@@ -13,7 +13,7 @@ load run spends its time on the network, not in the ``email`` package.
 Everything that can be checked before connecting is checked here, and a
 mistake is a ``UsageError``: one line on stderr, exit code 2. Sending the plan
 (connections, progress, the summary, exit codes 0, 1 and 3) is
-``cli_send_run``'s part.
+``send_run``'s part.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from .cli_send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
-from .client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
-from .client.settings import TLS_MODES, ClientSettings
-from .errors import LocalProtocolError
-from .protocol.grammar import check_address
+from .send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
+from ..client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
+from ..client.settings import TLS_MODES, ClientSettings
+from ..errors import LocalProtocolError
+from ..protocol.grammar import check_address
 
 __all__ = ["configure_parser", "run", "plan", "UsageError"]
 
