@@ -373,7 +373,7 @@ class PureProxy(SMTPServer):
     ``{rcpt: (code, message)}`` (every recipient, with ``(-1, 'ignore')``
     when the failure carried no reply); as in ``smtpd`` they are only
     printed to ``DEBUGSTREAM`` and the client hears ``250`` regardless.
-    (``mailwire.server.handlers.Relay`` reports refusals to the client.)
+    (``mailwire.server.Relay`` reports refusals to the client.)
     Unlike ``smtpd``'s, it works with ``decode_data`` False too.
     """
 

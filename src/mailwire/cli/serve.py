@@ -43,7 +43,7 @@ from ..sasl import Credentials
 from ..server.aio import SMTPServer
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
-from ..server.handlers import Maildir, Printer, Relay, Sink
+from ..server.backends import Maildir, Printer, Relay, Sink
 from ..server.networks import parse_networks
 from ..server.session import Backend
 

@@ -2,7 +2,7 @@
 
 ``SMTPServer(backend)`` serves a ``Backend`` (or a plain
 ``async def handle(envelope)``); sessions refuse things by raising
-``mailwire.SMTPError``. The shipped backends are in ``handlers``.
+``mailwire.SMTPError``. The shipped backends are in ``backends``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from .aio import SMTPServer
 from .config import ServerConfig
 from .envelope import Envelope, ProxyInfo, SessionInfo, TLSInfo
-from .handlers import Maildir, Mbox, Printer, Relay, Sink
+from .backends import Maildir, Mbox, Printer, Relay, Sink
 from .session import (
     Authenticator, AuthSession, Backend, BaseSession, Delivered, FunctionBackend, Handler, LMTPSession, Session,
     Step, VerifySession,
