@@ -34,7 +34,8 @@ import trustme
 
 from mailwire import AuthenticationError, LMTPClient, SMTPClient
 from mailwire.cli.main import _parser
-from mailwire.cli.serve import UsageError, plan, read_auth_file, summary_line
+from mailwire.cli.serve import UsageError, plan, read_auth_file
+from mailwire.cli.serve_run import summary_line
 from mailwire.server.envelope import Envelope
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Unix sockets")

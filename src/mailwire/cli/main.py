@@ -1,11 +1,12 @@
 """The ``mailwire`` command line.
 
 ``mailwire send`` (``send``, run by ``send_run``) sends one message, or many
-for load; ``mailwire serve`` (``serve``) runs a local server that keeps what
-it receives. This module only registers them and dispatches. Every error a
-user can cause (a bad argument, an unreachable server, a refusal, a port in
-use) ends in one clear line on stderr and a non-zero exit code, never a
-traceback: argument errors exit 2 without the usage block argparse prints.
+for load; ``mailwire serve`` (``serve``, run by ``serve_run``) runs a local
+server that keeps what it receives. This module only registers them and
+dispatches. Every error a user can cause (a bad argument, an unreachable
+server, a refusal, a port in use) ends in one clear line on stderr and a
+non-zero exit code, never a traceback: argument errors exit 2 without the
+usage block argparse prints.
 """
 
 from __future__ import annotations
