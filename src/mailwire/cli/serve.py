@@ -228,7 +228,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
 
 
-# -- the backend --------------------------------------------------------------------
+# -- the --auth-file ---------------------------------------------------------------
 
 
 def read_auth_file(path: str) -> dict[str, str]:
