@@ -132,7 +132,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._proxy_buffer += data
         elif self._after_handshake is not None:
             # Decrypted bytes that beat our own resumption after the TLS
-            # handshake: the client's new EHLO. Kept for tls_started().
+            # handshake: the client's new EHLO. Kept for tls_established().
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
@@ -542,7 +542,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             raise _Gone
         self.transport = transport
         transport.set_write_buffer_limits(high=self.limits.reply_buffer)
-        self.core.tls_started()
+        self.core.tls_established()
         early, self._after_handshake = self._after_handshake, None
         for data in early:
             self.core.receive_data(data)
