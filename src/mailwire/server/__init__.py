@@ -2,15 +2,20 @@
 
 ``SMTPServer(backend)`` serves a ``Backend`` (or a plain
 ``async def handle(envelope)``); sessions refuse things by raising
-``mailwire.SMTPError``. The shipped backends are in ``backends``.
+``mailwire.SMTPError``. The shipped backends are in ``backends``. The types
+a server application meets are all here: ``Credentials`` (what AUTH proved,
+for ``AuthSession.authenticate`` and an ``Authenticator``) and
+``BareLineEndings`` (a ``ServerConfig`` setting) come from the layers below.
 """
 
 from __future__ import annotations
 
+from ..protocol.data import BareLineEndings
+from ..sasl import Credentials
 from .aio import SMTPServer
+from .backends import Maildir, Mbox, Printer, Relay, Sink
 from .config import ServerConfig
 from .envelope import Envelope, ProxyInfo, SessionInfo, TLSInfo
-from .backends import Maildir, Mbox, Printer, Relay, Sink
 from .session import (
     Authenticator, AuthSession, Backend, BaseSession, Delivered, FunctionBackend, Handler, LMTPSession, Session,
     Step, VerifySession,
@@ -20,5 +25,5 @@ __all__ = [
     "SMTPServer", "ServerConfig", "Envelope", "ProxyInfo", "SessionInfo", "TLSInfo",
     "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession", "BaseSession",
     "FunctionBackend", "Handler", "Authenticator", "Delivered", "Step", "Sink", "Printer", "Maildir", "Mbox",
-    "Relay",
+    "Relay", "Credentials", "BareLineEndings",
 ]
