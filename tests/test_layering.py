@@ -268,7 +268,12 @@ def _layout_offences(module: str, imports: list[tuple[str, int]]) -> list[str]:
             continue  # not ours; or "from . import x", whose x is checked on its own
         part = _part(name)
         if part in forbidden:
-            offences.append(f"{module}:{line}: imports {name} ({why})")
+            reason = (
+                "the package root, which imports every part" if part == "mailwire"
+                else "an adapter, above the library" if part in ADAPTERS
+                else "cli/ is the top" if part == "cli" else why
+            )
+            offences.append(f"{module}:{line}: imports {name} ({reason})")
         elif part == "cli" and _part(module) != "cli" and module not in CLI_ENTRIES:
             offences.append(f"{module}:{line}: imports {name} (cli/ is the top: nothing imports it)")
     return offences
