@@ -74,6 +74,11 @@ Differences from ``smtpd``, on purpose or by necessity:
   when it starts. Ctrl-C stops it gracefully and it returns normally.
 * For tests, ``run_in_thread()`` serves them from a background thread, as a
   context manager or with ``.stop()``.
+
+One module, over 500 lines: it is the standard library's one ``smtpd``
+module, name for name, so whatever a program reached as ``smtpd.X`` is
+found here as it was there (the command line, the one part smtpd's users
+never import, is ``mailwire.cli.smtpd``).
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ A slot cannot be held for free: the deadlines are ``clock.py``'s, and a
 deadline passed is a 421. One connection answers at most
 ``commands_per_turn`` commands before the event loop serves the others (in
 ``data_received``: stop reading, resume with ``call_soon``).
+
+One class, over 500 lines: the asyncio protocol of one connection, whose
+callbacks share its state (the core, the clock, the step in progress);
+split, they would only hand it to each other across modules.
 """
 
 from __future__ import annotations
