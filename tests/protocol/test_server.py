@@ -335,7 +335,7 @@ def test_tls_forgets_authentication() -> None:
     assert driver.log[-3:] == [250, USER, 235]
 
 
-def test_tls_started_only_after_220() -> None:
+def test_tls_established_only_after_220() -> None:
     conn = ServerConnection()
     conn.send(GREETING)
     with pytest.raises(LocalProtocolError):
