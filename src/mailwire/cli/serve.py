@@ -30,6 +30,7 @@ from ..server.backends import Maildir, Printer, Relay, Sink
 from ..server.config import ServerConfig
 from ..server.networks import parse_networks
 from ..server.session import Backend
+from .options import UsageError, user_password
 from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve
 
 __all__ = ["configure_parser", "run", "plan", "UsageError", "read_auth_file"]
@@ -38,10 +39,6 @@ log = logging.getLogger("mailwire.serve")
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAILDIR = "127.0.0.1", 8025, "./mail"
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-
-
-class UsageError(Exception):
-    """A mistake in the arguments: one line on stderr, exit 2."""
 
 
 # -- arguments --------------------------------------------------------------------
@@ -58,13 +55,6 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
-
-
-def _user_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
-    return user, password
 
 
 def _size(text: str) -> int:
@@ -220,7 +210,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                        choices=["starttls", "implicit", "opportunistic", "none"],
                        help="TLS towards the relay: starttls (the bare flag), implicit, opportunistic or none "
                        "(the default); certificates are verified")
-    where.add_argument("--relay-auth", type=_user_password, metavar="USER:PASSWORD",
+    where.add_argument("--relay-auth", type=user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
     _add_limit_options(serve)
     out = serve.add_argument_group("output")
