@@ -32,7 +32,7 @@ def serve_mailwire(host: str, port: int) -> None:
 
     backend: Any
     try:
-        from mailwire.server.handlers import Sink
+        from mailwire.server import Sink
 
         backend = Sink()
     except ImportError:  # the Sink backend is being written alongside: the same thing, inline

@@ -18,7 +18,7 @@ from .errors import (
 from .limits import Limits
 from .protocol.params import MailOptions, RcptOptions
 from .reply import EnhancedStatus, Reply
-from .sasl import XOAuth2
+from .sasl import ClientMechanism, CramMD5, Login, Plain, XOAuth2
 
 if TYPE_CHECKING:
     from .client.aio import AsyncLMTPClient, AsyncSMTPClient, send
@@ -50,4 +50,5 @@ __all__ = [
     "LocalProtocolError", "MailOptions", "MailwireError", "MalformedReply", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError", "XOAuth2",
+    "ClientMechanism", "CramMD5", "Login", "Plain",
 ]

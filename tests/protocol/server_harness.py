@@ -139,7 +139,7 @@ class Driver:
             if isinstance(event, Data) and conn.state is ServerState.DATA:
                 self.in_content = True
             if conn.state in (ServerState.CLOSED, ServerState.TLS_HANDSHAKE):
-                return  # a TLS handshake is the test's to finish: tls_started()
+                return  # a TLS handshake is the test's to finish: tls_established()
 
     def _record(self, event: ServerEvent) -> None:
         if isinstance(event, MessageData):

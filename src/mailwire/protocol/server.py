@@ -153,7 +153,7 @@ class ServerConnection:
     * The transaction (envelope and content) is over whenever, after a
       ``send``, ``in_transaction`` is false.
     * After ``220`` to ``StartTLS`` the connection waits (``next_event``
-      raises) until ``tls_started()``; then EHLO is required again.
+      raises) until ``tls_established()``; then EHLO is required again.
     * ``421`` may be sent at any moment and closes; after ``221`` to ``Quit``
       or a peer close, ``next_event`` keeps returning ``Closed``.
     * Errors (``bad_commands``): a malformed or unknown line, a junk command
@@ -304,7 +304,7 @@ class ServerConnection:
         if state is ServerState.CLOSED:
             return Closed()
         if state is ServerState.TLS_HANDSHAKE:
-            raise LocalProtocolError("call tls_started() once the TLS handshake is done")
+            raise LocalProtocolError("call tls_established() once the TLS handshake is done")
         if self._chunk is not None:
             return self._read_chunk(self._chunk)
         if state is ServerState.DATA:
@@ -678,7 +678,7 @@ class ServerConnection:
             self._chunk = self._pending = self._reader = self._sasl = None
             self._due = self._copies = 0
 
-    def tls_started(self) -> None:
+    def tls_established(self) -> None:
         """The driver finished the TLS handshake: start afresh (RFC 3207 4.2).
 
         Everything learnt before is forgotten, including a successful AUTH;

@@ -28,6 +28,10 @@ A slot cannot be held for free: the deadlines are ``clock.py``'s, and a
 deadline passed is a 421. One connection answers at most
 ``commands_per_turn`` commands before the event loop serves the others (in
 ``data_received``: stop reading, resume with ``call_soon``).
+
+One class, over 500 lines: the asyncio protocol of one connection, whose
+callbacks share its state (the core, the clock, the step in progress);
+split, they would only hand it to each other across modules.
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 from ..errors import SMTPError
-from ..flow import FlowControl
+from .._aio.flow import FlowControl
 from ..protocol.events import NEED_DATA, Closed, MessageData, NeedData
 from ..protocol.server import ServerConnection, ServerEvent, ServerState
-from ..reading import BufferedReading
+from .._aio.reading import BufferedReading
 from ..reply import IDLE_TIMEOUT, READY_FOR_TLS, SESSION_UNAVAILABLE, SHUTTING_DOWN, TOO_MANY_FROM_CLIENT, Reply, greeting
 from .clock import SessionClock
 from .envelope import SessionInfo
@@ -132,7 +136,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._proxy_buffer += data
         elif self._after_handshake is not None:
             # Decrypted bytes that beat our own resumption after the TLS
-            # handshake: the client's new EHLO. Kept for tls_started().
+            # handshake: the client's new EHLO. Kept for tls_established().
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
@@ -548,7 +552,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             raise _Gone
         self.transport = transport
         transport.set_write_buffer_limits(high=self.limits.reply_buffer)
-        self.core.tls_started()
+        self.core.tls_established()
         early, self._after_handshake = self._after_handshake, None
         for data in early:
             self.core.receive_data(data)
