@@ -19,7 +19,9 @@ more input, so a client pipelining a whole transaction gets its replies in
 one segment.
 
 The connection never holds unbounded memory: reading pauses while the core has
-more than ``limits.receive_buffer`` octets unread, and once the replies a
+more than ``limits.receive_buffer`` octets unread (as it fills while the task
+waits on a streaming session with that much content it has not taken yet:
+``policy.take``), and once the replies a
 client has not read pass ``limits.reply_buffer`` (ours and the transport's),
 reading stops until it reads them; if it does not within the timeout it is
 dropped.

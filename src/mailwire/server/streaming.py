@@ -34,10 +34,11 @@ What a streaming session can rely on:
   removes what it wrote (``try``/``except``/``finally``) and may let the
   exception go; the client hears the server's refusal, given once the
   session has finished.
-* Flow control: at most ``Limits.receive_buffer`` octets wait for a session
-  that reads slowly; beyond that the server stops reading from the client
-  until the session catches up (and the client's data deadline, which is the
-  client's own, starts afresh then).
+* Flow control: once more than ``Limits.receive_buffer`` octets wait for a
+  session that reads slowly, the server takes no more from the client until
+  the session catches up, so a connection holds about twice that at most
+  (what waits, and what the server had read meanwhile); the client's data
+  deadline starts afresh then, for the wait was the server's.
 
 In LMTP, ``LMTPStreamingSession.deliver_stream`` gives one outcome per
 recipient, as ``LMTPSession.deliver`` does for a whole message. Which form a
