@@ -6,7 +6,10 @@
 ``asyncore``, with a ``process_message`` that returns None (250, message dropped). ``smtpd`` and
 ``asyncore`` left the standard library in 3.12, so the second needs a 3.11 interpreter; it does not
 import mailwire, so any 3.11 will do. ``bare`` is the reference ceiling: an asyncio Protocol that
-only finds CRLF with ``bytes.find`` and writes canned replies. All serve until killed. aiosmtpd needs no launcher:
+only finds CRLF with ``bytes.find`` and writes canned replies. ``mailwire-stream`` is mailwire with
+a streaming session (``StreamingSession.data_stream``) that reads each message to its end and drops
+it: what taking a message as it arrives costs over taking it whole. All serve until killed. aiosmtpd
+needs no launcher:
 ``python -m aiosmtpd -n -l H:P -c aiosmtpd.handlers.Sink`` is its own.
 """
 
@@ -29,7 +32,7 @@ def serve_mailwire(host: str, port: int) -> None:
 
     backend: Any
     try:
-        from mailwire.server.handlers import Sink
+        from mailwire.server import Sink
 
         backend = Sink()
     except ImportError:  # the Sink backend is being written alongside: the same thing, inline
@@ -39,6 +42,26 @@ def serve_mailwire(host: str, port: int) -> None:
 
     async def run() -> None:
         server = SMTPServer(backend, hostname="localhost")
+        await server.start(host, port)
+        await server.serve_forever()
+
+    asyncio.run(run())
+
+
+def serve_mailwire_stream(host: str, port: int) -> None:
+    from mailwire.server import BaseSession, Envelope, MessageContent, SessionInfo, SMTPServer
+
+    class StreamSink(BaseSession):
+        async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
+            async for _ in content:
+                pass
+
+    class Backend:
+        async def new_session(self, info: SessionInfo) -> StreamSink:
+            return StreamSink(info)
+
+    async def run() -> None:
+        server = SMTPServer(Backend(), hostname="localhost")
         await server.start(host, port)
         await server.serve_forever()
 
@@ -113,7 +136,9 @@ def serve_bare(host: str, port: int) -> None:
     asyncio.run(run())
 
 
-SERVERS = {"mailwire": serve_mailwire, "smtpd": serve_smtpd, "bare": serve_bare}
+SERVERS = {
+    "mailwire": serve_mailwire, "mailwire-stream": serve_mailwire_stream, "smtpd": serve_smtpd, "bare": serve_bare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

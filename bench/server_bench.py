@@ -129,6 +129,15 @@ def compare_spec(cli: str) -> ServerSpec:
                       f"{cli} {' '.join(args[:-2])}")  # fmt: skip
 
 
+def stream_spec() -> ServerSpec:
+    """mailwire with a session that streams each message and drops it (``--stream``)."""
+    return ServerSpec(
+        "mailwire stream",
+        lambda port: [sys.executable, str(LAUNCHER), "mailwire-stream", "--host", HOST, "--port", str(port)],
+        "serve_sink.py mailwire-stream: a StreamingSession reading each message to its end",
+    )
+
+
 def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
     """``mailwire serve --sink`` if the CLI has it, else the same server from serve_sink.py."""
     script = Path(sys.executable).with_name("mailwire")
@@ -361,6 +370,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "even when the CLI has `serve --sink`")  # fmt: skip
     parser.add_argument("--compare", metavar="MAILWIRE", help="also run this `mailwire` executable's "
                         "`serve --sink` (e.g. another checkout's .venv/bin/mailwire), as mailwire@compare")
+    parser.add_argument("--stream", action="store_true", help="also run mailwire with a streaming "
+                        "session (serve_sink.py mailwire-stream), as `mailwire stream`")
     return parser.parse_args(argv)
 
 
@@ -397,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     specs = [smtp_sink_spec(), aiosmtpd_spec(), smtpd_spec(), bare_spec(), mailwire_spec(not args.launcher)]
+    if args.stream:
+        specs.append(stream_spec())
     if args.compare:
         specs.append(compare_spec(args.compare))
     print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "

@@ -49,11 +49,13 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path, *, runtime_only: bool) -> list[tuple[str, int]]:
-    """Absolute names of every module ``path`` imports, with line numbers."""
+def _imports(path: Path, *, runtime_only: bool, package: str | None = None) -> list[tuple[str, int]]:
+    """Absolute names of every module ``path`` imports, with line numbers
+    (relative imports resolved in ``package``, by default the one it is in)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    package = ""
-    if PACKAGE_ROOT.parent in path.parents:
+    if package is None and PACKAGE_ROOT.parent not in path.parents:
+        package = ""
+    if package is None:
         package = _module_name(path)
         if path.name != "__init__.py":
             package = package.rpartition(".")[0]
@@ -308,6 +310,120 @@ def test_mailwire_imports_without_django() -> None:
     assert " ok; " in result.stdout and int(result.stdout.split()[0]) > 20
 
 
+# -- the layout: each part imports only what sits below it -------------------------------------
+#
+# Bottom to top: the values (errors, reply, limits, sasl), which every part
+# uses; protocol/, the sans-I/O core; _aio/, the asyncio plumbing both drivers
+# share; client/ and server/, the drivers, which do not know each other,
+# except that a backend (server/backends/: Relay) may use the client; the
+# adapters and helpers (smtplib, smtpd, testing, pytest_plugin, django); and
+# cli/, the command lines, at the top: only ``python -m mailwire``
+# (__main__) and ``python -m mailwire.smtpd`` (smtpd's __main__ block) import
+# it. Type-only imports count: a TYPE_CHECKING import couples two parts as
+# much as any. The package root (``mailwire/__init__``, the public names,
+# drivers included) is above every part of the library: it imports them.
+
+ADAPTERS = {"smtplib", "smtpd", "testing", "pytest_plugin", "django", "django_sending"}
+_ABOVE_THE_LIBRARY = {"cli", "mailwire"} | ADAPTERS  # "mailwire": a name from the package root
+LAYOUT_RULES = {
+    # part: (what it may not import, why)
+    "protocol": ({"_aio", "client", "server", "server.backends"} | _ABOVE_THE_LIBRARY,
+                 "the sans-I/O core knows no driver"),
+    "_aio": ({"client", "server", "server.backends"} | _ABOVE_THE_LIBRARY,
+             "the plumbing under both drivers knows neither"),
+    "client": ({"server", "server.backends"} | _ABOVE_THE_LIBRARY, "the client knows no server"),
+    "server": ({"client"} | _ABOVE_THE_LIBRARY, "only a backend (server/backends/) may use the client"),
+    "server.backends": (_ABOVE_THE_LIBRARY, "backends are part of the library"),
+}
+CLI_ENTRIES = {"mailwire.__main__", "mailwire.smtpd"}  # the two that may import cli/
+
+
+def _part(module: str) -> str:
+    """Which part of the layout a module (or a name in one) is in."""
+    parts = module.split(".")
+    if len(parts) == 1 or _module_path(".".join(parts[:2])) is None:
+        return "mailwire"  # the package root, or a name it exports
+    if parts[1] == "server" and parts[2:3] == ["backends"]:
+        return "server.backends"
+    return parts[1]
+
+
+def _layout_offences(module: str, imports: list[tuple[str, int]]) -> list[str]:
+    forbidden, why = LAYOUT_RULES.get(_part(module), (set(), ""))
+    offences = []
+    for name, line in imports:
+        if name == "<dynamic import>":
+            if forbidden:
+                offences.append(f"{module}:{line}: a dynamic import, which the layout cannot check")
+            continue
+        if name.split(".")[0] != "mailwire" or name == "mailwire":
+            continue  # not ours; or "from . import x", whose x is checked on its own
+        part = _part(name)
+        if part in forbidden:
+            reason = (
+                "the package root, which imports every part" if part == "mailwire"
+                else "an adapter, above the library" if part in ADAPTERS
+                else "cli/ is the top" if part == "cli" else why
+            )
+            offences.append(f"{module}:{line}: imports {name} ({reason})")
+        elif part == "cli" and _part(module) != "cli" and module not in CLI_ENTRIES:
+            offences.append(f"{module}:{line}: imports {name} (cli/ is the top: nothing imports it)")
+    return offences
+
+
+def test_each_part_imports_only_what_sits_below_it() -> None:
+    parts: set[str] = set()
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        module = _module_name(path)
+        parts.add(_part(module))
+        offences += _layout_offences(module, _imports(path, runtime_only=False))
+    assert set(LAYOUT_RULES) | {"cli"} <= parts  # every part of the layout is there to check
+    assert offences == []
+
+
+@pytest.mark.parametrize(
+    "module, source",
+    [
+        ("mailwire.protocol.server", "from ..client.sync import SMTPClient"),
+        ("mailwire.protocol.server", "from .._aio.deadline import Deadline"),
+        ("mailwire.protocol.state", "from .. import SMTPClient"),
+        ("mailwire.protocol", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..server import Envelope"),
+        ("mailwire._aio.flow", "import mailwire.server.connection"),
+        ("mailwire._aio.reading", "from ..client import aio"),
+        ("mailwire.client.pool", "from ..server.envelope import Envelope"),
+        ("mailwire.client.sync", "from ..server.backends import Sink"),
+        ("mailwire.server.policy", "from ..client.aio import AsyncSMTPClient"),
+        ("mailwire.server.aio", "from ..testing import ServerThread"),
+        ("mailwire.server.backends.relay", "from ...cli.serve import plan"),
+        ("mailwire.testing", "from .cli.main import main"),
+        ("mailwire.server.connection", "import importlib\nimportlib.import_module('mailwire.cli')"),
+    ],
+)
+def test_the_layout_checker_catches_offences(tmp_path: Path, module: str, source: str) -> None:
+    fake = tmp_path / "mod.py"
+    fake.write_text(source)
+    package = module if _module_path(module) is not None and _module_path(module).name == "__init__.py" \
+        else module.rpartition(".")[0]
+    assert _layout_offences(module, _imports(fake, runtime_only=False, package=package)) != []
+
+
+@pytest.mark.parametrize(
+    "module, source",
+    [
+        ("mailwire.server.backends.relay", "from ...client.aio import AsyncSMTPClient"),
+        ("mailwire.server.connection", "from .._aio.flow import FlowControl\nfrom ..protocol import events"),
+        ("mailwire.client.aio", "from .._aio.deadline import Deadline"),
+        ("mailwire.smtpd", "from mailwire.cli.smtpd import main"),
+        ("mailwire.cli.serve", "from ..server.backends import Sink\nfrom ..client.sync import TLSMode"),
+    ],
+)
+def test_the_layout_checker_lets_the_layout_be(tmp_path: Path, module: str, source: str) -> None:
+    fake = tmp_path / "mod.py"
+    fake.write_text(source)
+    assert _layout_offences(module, _imports(fake, runtime_only=False, package=module.rpartition(".")[0])) == []
+
+
 # -- reply codes: protocol, or a backend's own policy -------------------------------------------
 #
 # The rule. A reply code written as a literal (``Reply(550, ...)``,
@@ -321,11 +437,11 @@ def test_mailwire_imports_without_django() -> None:
 # backend: a module implementing the Backend contract refuses with its own
 # codes (``SMTPError(550, "5.1.1", "No such user")``, design rule 4), which
 # is policy, not protocol. The sanctioned backends are the shipped ones
-# (``server/handlers.py``) and the smtpd drop-in's (``smtpd.py``). A server
+# (``server/backends/``) and the smtpd drop-in's (``smtpd.py``). A server
 # driver (connection, policy, auth) or the CLI never writes a code.
 
 PROTOCOL_HOMES = {"protocol", "reply.py", "sasl.py", "errors.py"}
-BACKENDS = {"server/handlers.py", "smtpd.py"}
+BACKENDS = {"server/backends/", "smtpd.py"}  # a folder ends in "/"
 _REPLY_MAKERS = {"Reply", "SMTPError", "RemoteProtocolError", "Reply.of", "Reply.parse", "Reply.from_lines"}
 
 
@@ -357,7 +473,7 @@ def test_reply_codes_are_written_only_where_the_protocol_or_a_backend_decides() 
     checked = 0
     for path in sorted(PACKAGE_ROOT.rglob("*.py")):
         name = path.relative_to(PACKAGE_ROOT).as_posix()
-        if name.split("/")[0] in PROTOCOL_HOMES or name in BACKENDS:
+        if name.split("/")[0] in PROTOCOL_HOMES or name.startswith(tuple(BACKENDS)):
             continue
         checked += 1
         offences += [f"{name}:{line}" for line in _literal_codes(path.read_text(encoding="utf-8"))]
@@ -367,7 +483,7 @@ def test_reply_codes_are_written_only_where_the_protocol_or_a_backend_decides() 
 
 def test_the_protocol_homes_and_backends_do_write_codes() -> None:
     """The exemptions are real: each home of the rule holds literal codes."""
-    for name in ("protocol/server.py", "reply.py", "server/handlers.py", "smtpd.py"):
+    for name in ("protocol/server.py", "reply.py", "server/backends/relay.py", "server/backends/store.py", "smtpd.py"):
         assert _literal_codes((PACKAGE_ROOT / name).read_text(encoding="utf-8")), name
 
 

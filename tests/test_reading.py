@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from mailwire.reading import READ_SIZE, BufferedReading
+from mailwire._aio.reading import READ_SIZE, BufferedReading
 
 
 class Collect(BufferedReading):

@@ -19,7 +19,7 @@ from .limits import Limits
 from .protocol.params import MailOptions, RcptOptions
 from .reply import EnhancedStatus, Reply
 from .result import SendResult
-from .sasl import XOAuth2
+from .sasl import ClientMechanism, CramMD5, Login, Plain, XOAuth2
 
 if TYPE_CHECKING:
     from .client.aio import AsyncLMTPClient, AsyncSMTPClient, send
@@ -51,4 +51,5 @@ __all__ = [
     "LocalProtocolError", "MailOptions", "MailwireError", "MalformedReply", "ProtocolError", "RcptOptions",
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError", "XOAuth2",
+    "ClientMechanism", "CramMD5", "Login", "Plain",
 ]

@@ -2,6 +2,8 @@
 
 import sys
 
-from .cli import main
+from .cli.main import main
+
+__all__: list[str] = []
 
 sys.exit(main())

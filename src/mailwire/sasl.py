@@ -16,6 +16,10 @@ sent; a malformed client line on the server side raises
 ``RemoteProtocolError`` carrying ``501 5.5.2``, and a server that leaves the
 script on the client side raises ``RemoteProtocolError`` too. Strings travel
 as UTF-8 and are compared as given: no SASLprep (RFC 4013) normalisation.
+
+One module, over 500 lines: a mechanism's client and server halves are the
+two ends of one wire format and share its helpers, so each pair is read,
+and changed, side by side.
 """
 
 from __future__ import annotations

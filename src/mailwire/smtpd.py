@@ -43,7 +43,7 @@ Differences from ``smtpd``, on purpose or by necessity:
   hooks (``handle_error``, ``readable``, ...) are never called either.
 * The command line, ``python -m mailwire.smtpd [options] [localhost:port
   [remotehost:port]]``, is smtpd's: its options, defaults, usage text and
-  exit codes (``mailwire.smtpd_cli`` has it, ``usage``, ``parseargs`` and
+  exit codes (``mailwire.cli.smtpd`` has it, ``usage``, ``parseargs`` and
   ``Options`` included, and says where it differs). ``MailmanProxy`` (gone
   from smtpd in 3.11) is not provided. ``loop``, ``run_in_thread`` and
   ``LoopThread`` are imported by name.
@@ -74,6 +74,11 @@ Differences from ``smtpd``, on purpose or by necessity:
   when it starts. Ctrl-C stops it gracefully and it returns normally.
 * For tests, ``run_in_thread()`` serves them from a background thread, as a
   context manager or with ``.stop()``.
+
+One module, over 500 lines: it is the standard library's one ``smtpd``
+module, name for name, so whatever a program reached as ``smtpd.X`` is
+found here as it was there (the command line, the one part smtpd's users
+never import, is ``mailwire.cli.smtpd``).
 """
 
 from __future__ import annotations
@@ -373,7 +378,7 @@ class PureProxy(SMTPServer):
     ``{rcpt: (code, message)}`` (every recipient, with ``(-1, 'ignore')``
     when the failure carried no reply); as in ``smtpd`` they are only
     printed to ``DEBUGSTREAM`` and the client hears ``250`` regardless.
-    (``mailwire.server.handlers.Relay`` reports refusals to the client.)
+    (``mailwire.server.Relay`` reports refusals to the client.)
     Unlike ``smtpd``'s, it works with ``decode_data`` False too.
     """
 
@@ -661,6 +666,6 @@ if __name__ == "__main__":
     # ``python -m mailwire.smtpd`` runs this file as __main__, a second copy of
     # the module; the command line works with the real mailwire.smtpd (the one
     # a user's ``-c module.Class`` subclasses), so it lives in a module of its own.
-    from mailwire.smtpd_cli import main
+    from mailwire.cli.smtpd import main
 
     sys.exit(main())

@@ -6,6 +6,11 @@ would write. It also checks the driver contract as it goes (MessageData only
 inside a content stream, a reply exactly when one is due), so every test run
 through it checks the contract too.
 
+``ContentRefused`` is checked (inside a stream, no MessageData after it, the
+stream then ends in ``Rejected`` with its reply, or ``Closed``) but not
+logged: whether it comes depends on how the reads were cut, and the
+transcript does not.
+
 The transcript is a list of: command events as they came; ``Content(bytes)``
 where a content stream ended with ``EndOfChunk`` or ``EndOfMessage`` (the
 octets since the stream, or the chunk, began); ``Refused(code, enhanced)`` for
@@ -22,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailwire.protocol.events import (
-    AuthChallenge, Bdat, Closed, Credentials, Data, EndOfChunk, EndOfMessage, Mail, MessageData, NeedData,
-    Quit, Rcpt, Rejected, StartTLS,
+    AuthChallenge, Bdat, Closed, ContentRefused, Credentials, Data, EndOfChunk, EndOfMessage, Mail, MessageData,
+    NeedData, Quit, Rcpt, Rejected, StartTLS,
 )
 from mailwire.protocol.extensions import ServerExtensions
 from mailwire.protocol.server import ServerConnection, ServerEvent
@@ -92,6 +97,7 @@ class Driver:
         self.out = bytearray(self.conn.send(greeting))
         self.in_content = False
         self.content = bytearray()
+        self.void: Reply | None = None  # the ContentRefused of the stream under way
         self.events: list[ServerEvent] = []  # every event, MessageData included
 
     def feed(self, data: bytes) -> "Driver":
@@ -133,14 +139,23 @@ class Driver:
             if isinstance(event, Data) and conn.state is ServerState.DATA:
                 self.in_content = True
             if conn.state in (ServerState.CLOSED, ServerState.TLS_HANDSHAKE):
-                return  # a TLS handshake is the test's to finish: tls_started()
+                return  # a TLS handshake is the test's to finish: tls_established()
 
     def _record(self, event: ServerEvent) -> None:
         if isinstance(event, MessageData):
             assert self.in_content, "MessageData outside a content stream"
             assert event.data, "empty MessageData"
+            assert self.void is None, "MessageData after ContentRefused"
             self.content += event.data
             return
+        if isinstance(event, ContentRefused):
+            assert self.in_content, "ContentRefused outside a content stream"
+            assert self.void is None, "ContentRefused twice"
+            self.void = event.reply
+            return
+        if self.void is not None:
+            assert isinstance(event, (Rejected, Closed)), f"{event!r} ends a refused stream"
+            assert not isinstance(event, Rejected) or event.reply == self.void, "Rejected with another reply"
         if isinstance(event, AuthChallenge):
             return  # its 334 is logged as it is sent
         if isinstance(event, (EndOfChunk, EndOfMessage)):
@@ -162,6 +177,7 @@ class Driver:
     def _end_stream(self) -> None:
         self.in_content = False
         self.content.clear()
+        self.void = None
 
 def split(wire: bytes, step: int) -> list[bytes]:
     return [wire[i:i + step] for i in range(0, len(wire), step)] or [b""]

@@ -292,7 +292,7 @@ def test_starttls_discards_what_was_pipelined_after_it() -> None:
         conn.next_event()  # nothing to parse until the handshake is done
     conn.receive_data(b"more plaintext")  # a driver mistake: still never parsed
     assert conn.discarded_after_starttls == len(injected) + 14
-    conn.tls_started()
+    conn.tls_established()
     assert conn.tls and conn.state is S.FRESH
     # A fresh start: EHLO again, and STARTTLS is now out of sequence.
     driver.feed(MAIL + EHLO + b"STARTTLS\r\n" + MAIL)
@@ -329,17 +329,17 @@ def test_starttls_where_no_handshake_can_follow_is_454() -> None:
 def test_tls_forgets_authentication() -> None:
     driver = converse(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\nSTARTTLS\r\n")
     assert driver.conn.state is S.TLS_HANDSHAKE and driver.conn.authenticated
-    driver.conn.tls_started()
+    driver.conn.tls_established()
     assert not driver.conn.authenticated
     driver.feed(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n")
     assert driver.log[-3:] == [250, USER, 235]
 
 
-def test_tls_started_only_after_220() -> None:
+def test_tls_established_only_after_220() -> None:
     conn = ServerConnection()
     conn.send(GREETING)
     with pytest.raises(LocalProtocolError):
-        conn.tls_started()
+        conn.tls_established()
 
 
 # --------------------------------------------------------------------------

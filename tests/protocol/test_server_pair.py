@@ -112,7 +112,7 @@ def test_starttls_and_auth() -> None:
     assert pair.client.state is ClientState.TLS_HANDSHAKE
     assert pair.server.conn.state is ServerState.TLS_HANDSHAKE
     pair.client.tls_established()
-    pair.server.conn.tls_started()
+    pair.server.conn.tls_established()
     assert pair.send(Ehlo("client.example")) == [250]
     assert pair.send(Auth("PLAIN", b"\0user\0secret")) == [235]
     assert pair.server.conn.authenticated and pair.server.conn.tls

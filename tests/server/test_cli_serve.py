@@ -33,8 +33,9 @@ import pytest
 import trustme
 
 from mailwire import AuthenticationError, LMTPClient, SMTPClient
-from mailwire.cli import _parser
-from mailwire.cli_serve import UsageError, plan, read_auth_file, summary_line
+from mailwire.cli.main import _parser
+from mailwire.cli.serve import UsageError, plan, read_auth_file
+from mailwire.cli.serve_run import summary_line
 from mailwire.server.envelope import Envelope
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Unix sockets")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mailwire.cli import _parser
-from mailwire.cli_serve import plan
+from mailwire.cli.main import _parser
+from mailwire.cli.serve import plan
 from mailwire.limits import DEFAULT_LIMITS
 
 from .test_cli_serve import TIMEOUT, Raw, Serve, serve  # noqa: F401 - serve is a fixture

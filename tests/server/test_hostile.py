@@ -163,7 +163,7 @@ def test_failures_log_one_line_per_client_and_window(
     server_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`mailwire serve`'s own backend included: it logged a WARNING per failure."""
-    from mailwire.cli_serve import Users
+    from mailwire.cli.serve_run import Users
 
     server = server_factory(
         Sink(), authenticator=Users({"alice": PASSWORD}), require_auth=True,

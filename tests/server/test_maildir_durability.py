@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mailwire.server.envelope import Envelope, SessionInfo
-from mailwire.server.handlers import Maildir, Mbox
+from mailwire.server import Maildir, Mbox
 
 from .conftest import ServerThread
 from .test_cli_serve import Serve, serve  # noqa: F401 - the fixture

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from mailwire import smtpd_cli
+from mailwire.cli import smtpd as smtpd_cli
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals and setuid are POSIX")
 

@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from ..deadline import Deadline
-from ..flow import FlowControl
+from .._aio.deadline import Deadline
+from .._aio.flow import FlowControl
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.client import ClientConnection, PreparedWrite, Sendable
 from ..protocol.events import Closed, NeedData
-from ..reading import BufferedReading
+from .._aio.reading import BufferedReading
 from ..reply import Reply
 from .transport import closing_reason, format_events, gone_message, log_prepared, log_reply
 

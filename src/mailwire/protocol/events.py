@@ -7,7 +7,8 @@ chunks followed by ``EndOfData`` (after DATA) or framed by ``Bdat``.
 
 A server core also hands its driver what it decided or found beyond commands:
 ``EndOfChunk`` and ``EndOfMessage`` (the end of a BDAT chunk that is not the
-last, and the end of a whole message), ``AuthChallenge`` (a 334 the SASL
+last, and the end of a whole message), ``ContentRefused`` (a message refused
+part-way: what was handed out of it is void), ``AuthChallenge`` (a 334 the SASL
 exchange asks for), ``Credentials`` (what the client proved, for the driver
 to judge), ``Rejected`` (a refusal the core decided) and ``Closed``.
 
@@ -28,7 +29,7 @@ __all__ = [
     "Ehlo", "Helo", "Lhlo", "Mail", "Rcpt", "Data", "Bdat", "MessageData", "EndOfData",
     "Rset", "Noop", "Quit", "Vrfy", "Expn", "Help", "StartTLS", "Auth", "AuthResponse",
     "RawCommand", "Rejected", "Closed", "NeedData", "NEED_DATA", "Command", "Event",
-    "Reply", "EndOfChunk", "EndOfMessage", "AuthChallenge", "Credentials",
+    "Reply", "EndOfChunk", "EndOfMessage", "AuthChallenge", "Credentials", "ContentRefused",
 ]
 
 
@@ -109,6 +110,20 @@ class EndOfMessage:
     per accepted recipient)."""
 
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRefused:
+    """Server side: the core refused a message part-way through its content
+    (its size, a line too long, a bare CR or LF), so what was handed out of
+    it is void and nothing of it may be stored. No reply is due yet: the
+    core reads on to the end of the content's framing (DATA's terminator,
+    RFC 5321 4.1.1.4; the rest of a BDAT chunk, RFC 3030 2), swallowing it,
+    then hands out ``Rejected(reply)``. It comes only while more content is
+    to come: a refusal found with the end in hand is that ``Rejected`` at once.
+    """
+
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,5 +235,6 @@ Command = Union[
     StartTLS, Auth, AuthResponse, RawCommand,
 ]
 Event = Union[
-    Command, MessageData, EndOfData, EndOfChunk, EndOfMessage, AuthChallenge, Credentials, Reply, Rejected, Closed,
+    Command, MessageData, EndOfData, EndOfChunk, EndOfMessage, ContentRefused, AuthChallenge, Credentials, Reply,
+    Rejected, Closed,
 ]

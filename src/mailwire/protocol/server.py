@@ -14,8 +14,12 @@ Each command's rules are one method here (``_check_mail``, ``_check_rcpt``,
 hands the driver only ``Credentials`` to judge. The rest is policy: the
 driver's. Only ``<CRLF>.<CRLF>`` ends DATA; a BDAT chunk is counted off the
 buffer and never parsed; whatever follows STARTTLS is dropped unread (RFC 3207
-5). The DATA path touches each octet only in C (``bytes.find``/``replace``/
-``count``): no Python loop and no regex runs per content line.
+5). The DATA path touches each octet only in C (``bytes.find``, and
+``io``'s newline scanner for bare line endings; see ``data.py``): no Python
+loop and no regex runs per content line. Content leaves as it arrives, one
+``MessageData`` per read, and is checked as it passes: a refusal part-way is
+told at once (``ContentRefused``), so a driver streaming the message to its
+backend stores nothing more of it.
 
 One class, over 500 lines: its fields are one state machine, which would
 only be scattered by a split.
@@ -40,7 +44,8 @@ from .capabilities import format_ehlo_reply
 from .commands import CommandCache, challenge_reply, parse_auth_response, parse_command
 from .data import BareLineEndings, DataReader, LineLengthCheck
 from .events import (
-    NEED_DATA, Auth, AuthChallenge, AuthResponse, Bdat, Closed, Command, Ehlo, EndOfChunk, EndOfMessage,
+    NEED_DATA, Auth, AuthChallenge, AuthResponse, Bdat, Closed, Command, ContentRefused, Ehlo, EndOfChunk,
+    EndOfMessage,
     Expn, Helo, Help, Lhlo, Mail, MessageData, NeedData, Noop, RawCommand, Rcpt, Rejected, Rset, StartTLS,
     Vrfy,
 )
@@ -53,7 +58,7 @@ from .state import (
 __all__ = ["ServerConnection", "ServerState", "ServerFlag", "ServerEvent", "ServerExtensions"]
 
 ServerEvent = Union[
-    Command, MessageData, EndOfChunk, EndOfMessage, AuthChallenge, Credentials, Rejected, Closed,
+    Command, MessageData, EndOfChunk, EndOfMessage, ContentRefused, AuthChallenge, Credentials, Rejected, Closed,
 ]
 
 # Replies the core gives by itself; each carries an RFC 3463 enhanced code.
@@ -70,7 +75,6 @@ TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3", "Too many recipients")  # RFC 5321 
 JUNK_COMMANDS = frozenset({Noop, Rset, Vrfy, Expn, Help, Ehlo, Helo, Lhlo})
 
 _S = ServerState
-_END_OF_DATA = b"\r\n.\r\n"
 _TRANSACTION = frozenset({_S.MAIL, _S.RCPT, _S.CHUNKING, _S.DATA})
 _CONTENT = frozenset({_S.CHUNKING, _S.DATA})
 _TRANSACTION_FLAGS = frozenset({ServerFlag.BINARYMIME, ServerFlag.SMTPUTF8})
@@ -122,10 +126,11 @@ class ServerConnection:
     * ``send(greeting)`` first (220; 554 leaves only QUIT, RFC 5321 3.1; 421 closes).
     * ``next_event()`` gives ``NEED_DATA`` (read more, ``receive_data``), a
       command, ``MessageData``, ``EndOfChunk``, ``EndOfMessage``,
-      ``AuthChallenge``, ``Credentials``, ``Rejected`` or ``Closed``.
-      Whenever ``reply_due`` is non-zero, ``send`` that many replies before
-      calling ``next_event`` again (it raises LocalProtocolError otherwise).
-      A reply is due after every event except ``Bdat`` and ``MessageData``.
+      ``ContentRefused``, ``AuthChallenge``, ``Credentials``, ``Rejected`` or
+      ``Closed``. Whenever ``reply_due`` is non-zero, ``send`` that many
+      replies before calling ``next_event`` again (it raises
+      LocalProtocolError otherwise). A reply is due after every event
+      except ``Bdat``, ``MessageData`` and ``ContentRefused``.
     * ``Rejected`` and ``AuthChallenge``: the core decided the reply; send
       ``event.reply``. With ``close`` set the connection is over after it.
     * Greetings: answer an accepted EHLO, HELO or LHLO with ``hello_reply``
@@ -136,7 +141,10 @@ class ServerConnection:
       ``EndOfMessage`` (the message is whole: reply), ``Rejected``
       (refused: bare CR/LF, size, a line longer than ``limits.text_line``;
       drop the whole message, the transaction is over) or ``Closed`` (drop
-      it too).
+      it too). Content is checked as it passes: a refusal found while more
+      is to come is told at once, ``ContentRefused`` (no reply due: store
+      nothing more, drop what was kept), and the ``Rejected`` follows when
+      the content's framing ends.
     * LMTP: after ``EndOfMessage``, ``reply_due`` is the number of accepted
       recipients: one reply each, in RCPT order. A refused message gives
       that many ``Rejected`` events instead, one after each reply.
@@ -145,7 +153,7 @@ class ServerConnection:
     * The transaction (envelope and content) is over whenever, after a
       ``send``, ``in_transaction`` is false.
     * After ``220`` to ``StartTLS`` the connection waits (``next_event``
-      raises) until ``tls_started()``; then EHLO is required again.
+      raises) until ``tls_established()``; then EHLO is required again.
     * ``421`` may be sent at any moment and closes; after ``221`` to ``Quit``
       or a peer close, ``next_event`` keeps returning ``Closed``.
     * Errors (``bad_commands``): a malformed or unknown line, a junk command
@@ -296,7 +304,7 @@ class ServerConnection:
         if state is ServerState.CLOSED:
             return Closed()
         if state is ServerState.TLS_HANDSHAKE:
-            raise LocalProtocolError("call tls_started() once the TLS handshake is done")
+            raise LocalProtocolError("call tls_established() once the TLS handshake is done")
         if self._chunk is not None:
             return self._read_chunk(self._chunk)
         if state is ServerState.DATA:
@@ -489,8 +497,9 @@ class ServerConnection:
             self._chunk = _Chunk(event.size, event.last, refusal)
             return self._read_chunk(self._chunk)
         limit = self.limits.message_size
-        if limit and self.message_size + event.size > limit:
+        if limit and self._refusal is None and self.message_size + event.size > limit:
             self._refusal = TOO_BIG
+            self._pending = (ContentRefused(TOO_BIG), 0, None)  # its octets are still to come
         self._chunk = _Chunk(event.size, event.last, None)
         if self._chunk_lines is None and ServerFlag.BINARYMIME not in self.flags:
             self._chunk_lines = LineLengthCheck(self.limits.text_line)
@@ -506,6 +515,8 @@ class ServerConnection:
             if lines.exceeded:
                 # Swallow the rest of the chunk; its reply refuses the message.
                 self._refusal = _line_too_long(self.limits.text_line)
+                if chunk.left:
+                    return ContentRefused(self._refusal)
                 taken = False
         emit = bool(piece) and taken
         if emit:
@@ -540,11 +551,9 @@ class ServerConnection:
         buffer = self._buffer
         if not buffer:
             return self._wait()
-        # Take up to the terminator if it is in the buffer (the reader may still
-        # find it earlier, straddling the octets it holds back: then give back).
-        stop = buffer.find(_END_OF_DATA)
-        chunk = buffer.take(stop + 5) if stop >= 0 else buffer.take_all()
-        content, rest = reader.feed(chunk, stop)
+        # All of it (a whole read comes as it is, uncopied); whatever follows
+        # the terminator is given back.
+        content, rest = reader.feed(buffer.take_all())
         self.message_size = reader.size
         if self._refusal is None:
             limit = self.limits.message_size
@@ -554,10 +563,15 @@ class ServerConnection:
                 self._refusal = BARE_LINE_ENDINGS
             elif reader.lines.exceeded:
                 self._refusal = _line_too_long(self.limits.text_line)
+            if self._refusal is not None:
+                reader.checking = False  # only its end matters now
+                if rest is None:
+                    return ContentRefused(self._refusal)  # the rest is read to the end, and dropped
         emit = bool(content) and self._refusal is None
         if rest is None:
             return MessageData(content) if emit else self._wait()
-        buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
+        if rest:
+            buffer.unread(len(rest))  # the octets after <CRLF>.<CRLF> are commands again
         copies = self.accepted_recipients if self.lmtp else 1
         end: _Answer = (_END_OF_MESSAGE, copies, EndOfMessage)
         if self._refusal is not None:
@@ -664,7 +678,7 @@ class ServerConnection:
             self._chunk = self._pending = self._reader = self._sasl = None
             self._due = self._copies = 0
 
-    def tls_started(self) -> None:
+    def tls_established(self) -> None:
         """The driver finished the TLS handshake: start afresh (RFC 3207 4.2).
 
         Everything learnt before is forgotten, including a successful AUTH;

@@ -149,7 +149,7 @@ class MalformedResponse:
 class ServerFlag(Enum):
     """Facts about the session that some commands depend on."""
 
-    TLS = "TLS is active"  # set by tls_started() (or implicit TLS)
+    TLS = "TLS is active"  # set by tls_established() (or implicit TLS)
     AUTHENTICATED = "AUTH succeeded"  # a 2xx answered Credentials
     BINARYMIME = "MAIL BODY=BINARYMIME accepted"  # cleared with the transaction
     SMTPUTF8 = "MAIL SMTPUTF8 accepted"  # cleared with the transaction

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..deadline import Deadline
+from .._aio.deadline import Deadline
 from ..limits import Limits
 from ..protocol.server import ServerConnection
 

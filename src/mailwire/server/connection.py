@@ -19,7 +19,9 @@ more input, so a client pipelining a whole transaction gets its replies in
 one segment.
 
 The connection never holds unbounded memory: reading pauses while the core has
-more than ``limits.receive_buffer`` octets unread, and once the replies a
+more than ``limits.receive_buffer`` octets unread (as it fills while the task
+waits on a streaming session with that much content it has not taken yet:
+``policy.take``), and once the replies a
 client has not read pass ``limits.reply_buffer`` (ours and the transport's),
 reading stops until it reads them; if it does not within the timeout it is
 dropped.
@@ -28,6 +30,10 @@ A slot cannot be held for free: the deadlines are ``clock.py``'s, and a
 deadline passed is a 421. One connection answers at most
 ``commands_per_turn`` commands before the event loop serves the others (in
 ``data_received``: stop reading, resume with ``call_soon``).
+
+One class, over 500 lines: the asyncio protocol of one connection, whose
+callbacks share its state (the core, the clock, the step in progress);
+split, they would only hand it to each other across modules.
 """
 
 from __future__ import annotations
@@ -39,10 +45,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 from ..errors import SMTPError
-from ..flow import FlowControl
+from .._aio.flow import FlowControl
 from ..protocol.events import NEED_DATA, Closed, MessageData, NeedData
 from ..protocol.server import ServerConnection, ServerEvent, ServerState
-from ..reading import BufferedReading
+from .._aio.reading import BufferedReading
 from ..reply import IDLE_TIMEOUT, READY_FOR_TLS, SESSION_UNAVAILABLE, SHUTTING_DOWN, TOO_MANY_FROM_CLIENT, Reply, greeting
 from .clock import SessionClock
 from .envelope import SessionInfo
@@ -132,7 +138,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             self._proxy_buffer += data
         elif self._after_handshake is not None:
             # Decrypted bytes that beat our own resumption after the TLS
-            # handshake: the client's new EHLO. Kept for tls_started().
+            # handshake: the client's new EHLO. Kept for tls_established().
             self._after_handshake.append(data)
         else:
             self.core.receive_data(data)
@@ -178,6 +184,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         self._lost = True
         self._clock.cancel()
         self._release_waiters()
+        self.policy.abort_stream()
         self.server.release(self)
 
     def pause_writing(self) -> None:
@@ -279,6 +286,11 @@ class SMTPConnection(FlowControl, BufferedReading):
             # unless the client has made progress since.
             self._clock.late = True
 
+    def backend_caught_up(self) -> None:
+        """Reading paused for a streaming session that lagged behind, not
+        for the client: the content's deadline starts afresh."""
+        self._clock.arm(self.limits.server_data_timeout)
+
     def _timeout(self) -> float:
         limits = self.limits
         return limits.server_data_timeout if self.core.receiving_content else limits.server_idle_timeout
@@ -323,6 +335,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         except _ShuttingDown:
             self.reply(SHUTTING_DOWN)
         except asyncio.CancelledError:
+            self.policy.cancel_stream()
             if self._shutting_down and self.core.state is not ServerState.CLOSED:
                 # The server's grace ran out mid-message (or in a backend
                 # step): the client hears why before the close, at once,
@@ -345,8 +358,7 @@ class SMTPConnection(FlowControl, BufferedReading):
         """Handle one event up to the first thing that must be awaited:
         None once it is handled, else the Wait for ``_complete``."""
         if type(event) is MessageData:
-            self.policy.chunks.append(event.data)
-            return None
+            return self.policy.take(event.data)
         if type(event) is Closed:
             return None  # the core is closed: the connection ends
         self._clock.progressed = True
@@ -542,7 +554,7 @@ class SMTPConnection(FlowControl, BufferedReading):
             raise _Gone
         self.transport = transport
         transport.set_write_buffer_limits(high=self.limits.reply_buffer)
-        self.core.tls_started()
+        self.core.tls_established()
         early, self._after_handshake = self._after_handshake, None
         for data in early:
             self.core.receive_data(data)

@@ -7,6 +7,13 @@ what the server offers, so what is left is policy: ask the backend's session
 envelope, and say the reply. Every event has one method here, found through
 ``_HANDLERS``.
 
+A message's content comes as chunks (``take``): kept for a session that
+wants it whole, or handed on as they come to one that streams it
+(``streaming.py``), whose ``data_stream`` runs in a task of its own from the
+first chunk and is awaited at the end; a message that does not end whole
+(``ContentRefused``, RSET, the client gone) is aborted and its consumer
+awaited before the refusal is heard or the session reset.
+
 A session step is a plain function or a coroutine function (see
 ``session.py``), and the driver does not know which before calling it:
 ``ask`` calls the step and, if it returned nothing to await, answers at once;
@@ -30,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import SMTPError
 from ..protocol.events import (
-    AuthChallenge, Bdat, Closed, Credentials, Data, Ehlo, EndOfChunk, EndOfMessage, Expn, Helo, Help, Lhlo,
-    Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
+    AuthChallenge, Bdat, Closed, ContentRefused, Credentials, Data, Ehlo, EndOfChunk, EndOfMessage, Expn, Helo,
+    Help, Lhlo, Mail, MessageData, Noop, Quit, RawCommand, Rcpt, Rejected, Rset, StartTLS, Vrfy,
 )
 from ..protocol.server import ServerEvent
 from ..reply import (
@@ -41,6 +48,7 @@ from ..reply import (
 from .auth import judge
 from .envelope import Envelope, TLSInfo
 from .session import AuthSession, Backend, LMTPSession, Session, VerifySession
+from .streaming import LMTPStreamingSession, MessageAborted, MessageContent, StreamingSession
 
 if TYPE_CHECKING:
     from .connection import SMTPConnection
@@ -100,11 +108,52 @@ def _ignore(event: object, outcome: object) -> Pending:
     return None
 
 
+# How a streaming session is asked for a message: data_stream or deliver_stream.
+StreamStep = Callable[[Envelope, MessageContent], Any]
+
+
+class _Streamed:
+    """A message being handed to a streaming session: its content, and the
+    task in which the session consumes it."""
+
+    __slots__ = ("content", "consumer")
+
+    def __init__(self, step: StreamStep, envelope: Envelope, limit: int) -> None:
+        self.content = content = MessageContent(limit)
+        try:
+            self.consumer: asyncio.Future[Any] = asyncio.ensure_future(step(envelope, content))
+        except Exception as err:  # raised at once, or returned nothing to await
+            self.consumer = asyncio.get_running_loop().create_future()
+            self.consumer.set_exception(err)
+        self.consumer.add_done_callback(self._done)
+
+    def _done(self, consumer: asyncio.Future[Any]) -> None:
+        self.content.consumer_done()
+        if not consumer.cancelled():
+            consumer.exception()  # retrieved: whoever awaits it reports it
+
+    async def settle(self, peer: object) -> None:
+        """Abort the message and wait for the session to let go of it."""
+        self.content.abort()
+        consumer = self.consumer
+        try:
+            await asyncio.wait((consumer,))
+        except asyncio.CancelledError:
+            consumer.cancel()
+            raise
+        err = None if consumer.cancelled() else consumer.exception()
+        if err is not None and not isinstance(err, (MessageAborted, SMTPError)):
+            log.error("backend error for %s while dropping a message", peer, exc_info=err)
+
+
 class SessionPolicy:
     """One connection's session, and the answers it gives."""
 
     # One per connection, thousands at once: no __dict__.
-    __slots__ = ("conn", "core", "config", "info", "reply", "session", "envelope", "chunks", "auth_failures")
+    __slots__ = (
+        "conn", "core", "config", "info", "reply", "session", "envelope", "chunks", "auth_failures",
+        "streaming", "per_recipient", "streamed",
+    )
 
     def __init__(self, conn: SMTPConnection) -> None:
         self.conn = conn
@@ -118,6 +167,11 @@ class SessionPolicy:
         self.envelope: Envelope | None = None
         self.chunks: list[bytes] = []
         self.auth_failures = 0  # this connection's, for auth.py
+        # How the session takes a message (set by open): streamed, through
+        # this step, or whole (None); one outcome per recipient (LMTP) or one.
+        self.streaming: StreamStep | None = None
+        self.per_recipient = False
+        self.streamed: _Streamed | None = None  # the message being streamed
 
     def secured(self, ssl_object: Any, *, implicit: bool) -> None:
         """The connection is encrypted now; after STARTTLS the session starts
@@ -135,6 +189,14 @@ class SessionPolicy:
         session = self.session = await backend.new_session(self.info)
         can_auth = self.config.authenticator is not None or isinstance(session, AuthSession)
         self.core.advertise(self.config.extensions(auth=can_auth))
+        # The forms a session takes a message in, in order (see streaming.py).
+        lmtp = self.core.lmtp
+        if lmtp and isinstance(session, LMTPStreamingSession):
+            self.streaming, self.per_recipient = session.deliver_stream, True
+        elif lmtp and isinstance(session, LMTPSession):
+            self.per_recipient = True
+        elif isinstance(session, StreamingSession):
+            self.streaming = session.data_stream
 
     def handle(self, event: ServerEvent) -> Pending:
         """Answer ``event`` (not MessageData nor Closed, which the connection
@@ -173,19 +235,44 @@ class SessionPolicy:
 
     def abandon(self) -> Pending:
         """After each event: did the transaction end without a delivery
-        (RSET, EHLO, a refusal)? Then it is forgotten and the session reset."""
+        (RSET, EHLO, a refusal)? Then it is forgotten and the session reset
+        (once a message it was streaming is dropped)."""
         if self.envelope is None or self.core.in_transaction:
             return None
         self.envelope = None
         self.chunks.clear()
+        if self.streamed is not None:
+            return Wait(self._drop_stream(), self._reset)
+        return self._reset(None, None)
+
+    def _reset(self, event: object, outcome: object) -> Pending:
         assert self.session is not None
         return self.ask(_ignore, None, self.session.reset)
 
+    async def _drop_stream(self) -> None:
+        streamed = self.streamed
+        if streamed is not None:
+            await streamed.settle(self.info.peer)
+            self.streamed = None
+
+    def abort_stream(self) -> None:
+        """The client is gone: a message being streamed will not end whole
+        (and the connection must not wait for room its session may make)."""
+        if self.streamed is not None:
+            self.streamed.content.abort()
+
+    def cancel_stream(self) -> None:
+        """The connection is cancelled: so is a session consuming a message."""
+        if self.streamed is not None:
+            self.streamed.consumer.cancel()
+
     async def finish(self) -> None:
-        """The connection is over: reset an open transaction, close the session."""
+        """The connection is over: drop a message being streamed, reset an
+        open transaction, close the session."""
         session = self.session
         if session is None:
             return
+        await self._drop_stream()
         for step in (session.reset, session.close) if self.envelope is not None else (session.close,):
             wait = self.ask(_ignore, None, step)
             if wait is not None:
@@ -239,16 +326,64 @@ class SessionPolicy:
         self.reply(chunk_accepted(self.core.message_size))
         return None
 
+    # -- content ----------------------------------------------------------------
+
+    def take(self, data: bytes) -> Pending:
+        """A piece of the message: kept, for a session that wants it whole,
+        or handed on to a streaming one; a Wait while that one lags behind
+        (the connection reads no more from the client meanwhile)."""
+        if self.streaming is None:
+            self.chunks.append(data)
+            return None
+        streamed = self.streamed
+        if streamed is None:
+            assert self.envelope is not None
+            streamed = self._stream(self.envelope)
+        room = streamed.content.put(data)
+        return None if room is None else Wait(room, self._caught_up)
+
+    def _stream(self, envelope: Envelope) -> _Streamed:
+        """The session starts consuming the message, in a task of its own."""
+        assert self.streaming is not None
+        self.streamed = _Streamed(self.streaming, envelope, self.config.limits.receive_buffer)
+        return self.streamed
+
+    def _caught_up(self, event: object, outcome: object) -> Pending:
+        self.conn.backend_caught_up()
+        return None
+
+    def _content_refused(self, event: ContentRefused) -> Pending:
+        # Void at once; the Rejected at the end of the framing refuses it.
+        self.chunks.clear()
+        if self.streamed is not None:
+            self.streamed.content.abort()
+        return None
+
     def _end_of_message(self, event: EndOfMessage) -> Pending:
         envelope = self.envelope
         session = self.session
         assert envelope is not None and session is not None
+        self.envelope = None  # delivered (or refused): not an abandoned transaction
+        answer = self._delivered_lmtp if self.per_recipient else self._delivered
+        if self.streaming is not None:
+            streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
+            streamed.content.end()
+            return Wait(self._outcome(streamed), answer, envelope, self.refusal)
         envelope.content = b"".join(self.chunks)
         self.chunks.clear()
-        self.envelope = None  # delivered (or refused): not an abandoned transaction
-        if self.core.lmtp and isinstance(session, LMTPSession):
-            return self.ask(self._delivered_lmtp, envelope, session.deliver, envelope)
-        return self.ask(self._delivered, envelope, session.data, envelope)
+        if self.per_recipient and isinstance(session, LMTPSession):
+            return self.ask(answer, envelope, session.deliver, envelope)
+        return self.ask(answer, envelope, session.data, envelope)
+
+    async def _outcome(self, streamed: _Streamed) -> Any:
+        """What the streaming session answered, once it has finished."""
+        try:
+            outcome = await streamed.consumer
+        finally:
+            self.streamed = None
+        if not streamed.content.complete:
+            raise RuntimeError("a streaming session returned before the end of the message")
+        return outcome if self.per_recipient else None
 
     def _delivered(self, envelope: Envelope, refusal: Reply | None) -> Pending:
         if refusal is None and self.config.on_delivered is not None:
@@ -337,6 +472,7 @@ _HANDLERS: dict[type, Callable[[SessionPolicy, Any], Pending]] = {
     Bdat: SessionPolicy._bdat,
     EndOfChunk: SessionPolicy._end_of_chunk,
     EndOfMessage: SessionPolicy._end_of_message,
+    ContentRefused: SessionPolicy._content_refused,
     Rejected: SessionPolicy._decided,
     AuthChallenge: SessionPolicy._decided,
     Rset: SessionPolicy._ok,
@@ -349,6 +485,6 @@ _HANDLERS: dict[type, Callable[[SessionPolicy, Any], Pending]] = {
     StartTLS: SessionPolicy._starttls,
     Credentials: SessionPolicy._credentials,
 }
-# MessageData and Closed never get here: the connection keeps the one and
-# ends on the other.
+# MessageData and Closed never get here: the connection hands the one to
+# take() and ends on the other.
 assert MessageData not in _HANDLERS and Closed not in _HANDLERS

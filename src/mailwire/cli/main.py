@@ -1,11 +1,12 @@
 """The ``mailwire`` command line.
 
-``mailwire send`` (in ``cli_send``) sends one message, or many for load;
-``mailwire serve`` (in ``cli_serve``) runs a local server that keeps what it
-receives. This module only registers them and dispatches. Every error a user
-can cause (a bad argument, an unreachable server, a refusal, a port in use)
-ends in one clear line on stderr and a non-zero exit code, never a traceback:
-argument errors exit 2 without the usage block argparse prints.
+``mailwire send`` (``send``, run by ``send_run``) sends one message, or many
+for load; ``mailwire serve`` (``serve``, run by ``serve_run``) runs a local
+server that keeps what it receives. This module only registers them and
+dispatches. Every error a user can cause (a bad argument, an unreachable
+server, a refusal, a port in use) ends in one clear line on stderr and a
+non-zero exit code, never a traceback: argument errors exit 2 without the
+usage block argparse prints.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from . import cli_send, cli_serve
+from . import send, serve
 
 __all__ = ["main"]
 
@@ -31,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mailwire", description="SMTP on both ends of the wire.")
     commands = parser.add_subparsers(dest="command", required=True)
-    send = commands.add_parser(
+    send_parser = commands.add_parser(
         "send", help="send a message, or many (a mailbox, --repeat) over concurrent connections",
         description="Send one message (composed from --from/--to/--subject/--body, an .eml file, or "
         "stdin) or many (--mbox, --maildir, --repeat) over -c N connections, then print each "
@@ -39,23 +40,23 @@ def _parser() -> argparse.ArgumentParser:
         "message; 1: something was refused or failed; 2: bad arguments; 3: the server could not "
         "be reached.",
     )
-    cli_send.configure_parser(send)
-    serve = commands.add_parser(
+    send.configure_parser(send_parser)
+    serve_parser = commands.add_parser(
         "serve", help="run a local SMTP/LMTP server that keeps what it receives",
         description="A local SMTP (or LMTP) server: by default on 127.0.0.1:8025, storing every "
         "message in the Maildir ./mail and printing one line per message. SIGINT or SIGTERM "
         "stop it cleanly.",
     )
-    cli_serve.configure_parser(serve)
+    serve.configure_parser(serve_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "send":
-        return cli_send.run(args)
+        return send.run(args)
     if args.command == "serve":
-        return cli_serve.run(args)
+        return serve.run(args)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the choice
 
 

@@ -54,7 +54,7 @@ import sys
 from types import FrameType
 from typing import Any, NoReturn
 
-from . import smtpd
+from .. import smtpd
 
 __all__ = ["Options", "main", "parseargs", "usage"]
 

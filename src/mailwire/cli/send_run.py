@@ -14,10 +14,13 @@ Output: a tqdm progress bar on stderr when it is a terminal, else a plain line
 every 10% or 5 s; then a summary on stdout (messages accepted, refused
 recipients grouped by reply, connection errors apart). Exit codes: 0 every
 message accepted by every recipient, 1 anything else, 3 the server could not
-be reached (2, a mistake in the arguments, is ``cli_send``'s). All of it runs
+be reached (2, a mistake in the arguments, is ``send``'s). All of it runs
 in one ``asyncio.run``; SIGINT or SIGTERM stops queueing, gives the messages
 in flight a few seconds and prints the summary of what was done (exit 1); a
 second signal stops at once.
+
+Just over 500 lines, one job: running a plan; the counting, the progress
+and the signal handling exist only for that run.
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from .client.aio import AsyncLMTPClient, AsyncSMTPClient
-from .client.pool import LMTPPool, PoolClosed, SMTPPool
-from .result import SendResult
-from .errors import (
+from ..client.aio import AsyncLMTPClient, AsyncSMTPClient
+from ..client.pool import LMTPPool, PoolClosed, SMTPPool
+from ..result import SendResult
+from ..errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
     NotSupportedError, RecipientsRefused, RemoteProtocolError, SMTPError, TLSRequiredError,
 )
-from .reply import Reply
+from ..reply import Reply
 
 __all__ = ["Outgoing", "Item", "Plan", "Tally", "execute"]
 
@@ -78,7 +81,7 @@ Item = Outgoing | str  # a str says why the message cannot be sent
 
 @dataclass
 class Plan:
-    """What to send where, checked (``cli_send.plan`` builds it from the options)."""
+    """What to send where, checked (``send.plan`` builds it from the options)."""
 
     items: list[Item]
     repeat: int

@@ -13,7 +13,7 @@ load run spends its time on the network, not in the ``email`` package.
 Everything that can be checked before connecting is checked here, and a
 mistake is a ``UsageError``: one line on stderr, exit code 2. Sending the plan
 (connections, progress, the summary, exit codes 0, 1 and 3) is
-``cli_send_run``'s part.
+``send_run``'s part.
 """
 
 from __future__ import annotations
@@ -32,18 +32,14 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from .cli_send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
-from .client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
-from .client.settings import TLS_MODES, ClientSettings
-from .errors import LocalProtocolError
-from .protocol.grammar import check_address
+from ..client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
+from ..client.settings import TLS_MODES, ClientSettings
+from ..errors import LocalProtocolError
+from ..protocol.grammar import check_address
+from .options import UsageError, user_password
+from .send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
 
 __all__ = ["configure_parser", "run", "plan", "UsageError"]
-
-
-class UsageError(Exception):
-    """A mistake in the arguments: one line, exit 2."""
-
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -65,13 +61,6 @@ def _server(text: str) -> tuple[str, int | None]:
     if not host or any(c.isspace() for c in host) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
         raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT (port 1-65535), not {text!r}")
     return host, int(port) if port else None
-
-
-def _user_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
-    return user, password
 
 
 def _count(text: str) -> int:
@@ -121,7 +110,7 @@ def configure_parser(send: argparse.ArgumentParser) -> None:
                      "offered: the default) or none (the default over --unix)")
     sec.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
     sec.add_argument("--ca", metavar="FILE", help="trust the CA certificate(s) in this PEM file")
-    sec.add_argument("--auth", type=_user_password, metavar="USER:PASS", help="authenticate (only over TLS)")
+    sec.add_argument("--auth", type=user_password, metavar="USER:PASS", help="authenticate (only over TLS)")
     sec.add_argument("--allow-plaintext-auth", action="store_true", help="allow --auth without TLS")
     out = send.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress output")

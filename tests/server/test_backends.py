@@ -40,7 +40,7 @@ from helpers.scripted import Peer, ScriptedServer  # noqa: E402
 from mailwire.errors import SMTPError  # noqa: E402
 from mailwire.protocol.params import MailOptions, RcptOptions  # noqa: E402
 from mailwire.server.envelope import Envelope, SessionInfo  # noqa: E402
-from mailwire.server.handlers import Maildir, Mbox, Printer, Relay, Sink  # noqa: E402
+from mailwire.server import Maildir, Mbox, Printer, Relay, Sink  # noqa: E402
 from mailwire.server.session import Backend, LMTPSession, Session  # noqa: E402
 
 T = TypeVar("T")

@@ -1,14 +1,10 @@
 """``mailwire serve``: a local SMTP (or LMTP) server that keeps what it receives.
 
-The command is a thin shell over the public server API: it turns options into
-a ``ServerConfig`` and one of the shipped backends (``Maildir`` by default,
-``Printer``, ``Sink`` or ``Relay``), with the server's two hooks: ``Users``
-checks AUTH against a ``user:password`` file (and AUTH is then required
-before MAIL), ``Reporter`` prints one summary line per delivered message on
-stdout. It starts ``SMTPServer`` with them and waits for SIGINT or
-SIGTERM, then calls ``stop(grace)``: messages being received get ``grace``
-seconds to end, and a message is only ever handed to the backend whole, so a
-shutdown never stores half of one. A second signal stops at once.
+The command is a thin shell over the public server API: this module turns
+the options into a ``Plan`` (a ``ServerConfig`` and one of the shipped
+backends: ``Maildir`` by default, ``Printer``, ``Sink`` or ``Relay``; with
+``--auth-file``, AUTH required before MAIL), checking everything it can
+before anything binds; ``serve_run`` runs it until SIGINT or SIGTERM.
 
 Output contract, for scripts: stdout carries one banner line once the server
 listens (flushed; with ``--port 0`` it names the port chosen), then one line
@@ -22,50 +18,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
-import json
 import logging
 import os
-import signal
 import ssl
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from typing import Any
 
-from .client.sync import TLSMode
-from .errors import SMTPError
-from .limits import DEFAULT_LIMITS
-from .reply import AUTH_FAILED
-from .sasl import Credentials
-from .server.aio import SMTPServer
-from .server.config import ServerConfig
-from .server.envelope import Envelope
-from .server.handlers import Maildir, Printer, Relay, Sink
-from .server.networks import parse_networks
-from .server.session import Backend
+from ..client.sync import TLSMode
+from ..limits import DEFAULT_LIMITS
+from ..server.backends import Maildir, Printer, Relay, Sink
+from ..server.config import ServerConfig
+from ..server.networks import parse_networks
+from ..server.session import Backend
+from .options import UsageError, user_password
+from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve
 
-__all__ = [
-    "configure_parser", "run", "plan", "serve", "Users", "Reporter", "UsageError", "RuntimeFailure",
-    "read_auth_file", "summary_line",
-]
+__all__ = ["configure_parser", "run", "plan", "UsageError", "read_auth_file"]
 
 log = logging.getLogger("mailwire.serve")
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAILDIR = "127.0.0.1", 8025, "./mail"
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-PROG = "mailwire serve"
-
-
-class UsageError(Exception):
-    """A mistake in the arguments: one line on stderr, exit 2."""
-
-
-class RuntimeFailure(Exception):
-    """The arguments are fine but the server cannot run: one line, exit 1."""
 
 
 # -- arguments --------------------------------------------------------------------
@@ -82,13 +55,6 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
-
-
-def _user_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
-    return user, password
 
 
 def _size(text: str) -> int:
@@ -244,7 +210,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                        choices=["starttls", "implicit", "opportunistic", "none"],
                        help="TLS towards the relay: starttls (the bare flag), implicit, opportunistic or none "
                        "(the default); certificates are verified")
-    where.add_argument("--relay-auth", type=_user_password, metavar="USER:PASSWORD",
+    where.add_argument("--relay-auth", type=user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
     _add_limit_options(serve)
     out = serve.add_argument_group("output")
@@ -252,7 +218,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
 
 
-# -- the backend --------------------------------------------------------------------
+# -- the --auth-file ---------------------------------------------------------------
 
 
 def read_auth_file(path: str) -> dict[str, str]:
@@ -279,70 +245,7 @@ def read_auth_file(path: str) -> dict[str, str]:
     return users
 
 
-def _subject(content: bytes) -> str:
-    """The decoded Subject of a message, read from its header block only."""
-    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
-    head = content[: min(ends) + 1] if ends else content[:65536]
-    try:
-        value = BytesHeaderParser(policy=default_policy).parsebytes(head).get("subject")
-        return "" if value is None else " ".join(str(value).split())
-    except Exception:  # a header the parser chokes on must not refuse the message
-        return ""
-
-
-def summary_line(envelope: Envelope, recipients: Sequence[str]) -> str:
-    """``from=<a> to=<b>,<c> subject="..." size=N`` (size: octets as received)."""
-    to = ",".join(f"<{r}>" for r in recipients)
-    subject = json.dumps(_subject(envelope.content), ensure_ascii=False)
-    return f"from=<{envelope.mail_from}> to={to} subject={subject} size={len(envelope.content)}"
-
-
-class Users:
-    """``--auth-file``'s users as the server's authenticator
-    (``ServerConfig.authenticator``): a plain function, answered at once."""
-
-    def __init__(self, users: dict[str, str]) -> None:
-        self.users = users
-
-    def __call__(self, credentials: Credentials) -> None:
-        stored = self.users.get(credentials.username)
-        # Compare against something even for an unknown user, so the time
-        # taken does not say which names exist.
-        good = credentials.check_password(stored if stored is not None else "\0unknown")
-        if stored is None or not good or credentials.authzid not in ("", credentials.username):
-            # Debug only: the server logs one line per client and window, not
-            # one per failure (a brute force made thousands).
-            log.debug("AUTH %s refused for %r", credentials.mechanism, credentials.username)
-            raise SMTPError(AUTH_FAILED)
-
-
-class Reporter:
-    """One summary line on stdout per delivered message (``ServerConfig.on_delivered``)."""
-
-    def __init__(self) -> None:
-        self._failed = False
-
-    def __call__(self, envelope: Envelope, recipients: Sequence[str]) -> None:
-        try:
-            sys.stdout.write(summary_line(envelope, recipients) + "\n")
-            sys.stdout.flush()
-        except (OSError, ValueError) as err:  # stdout gone: the message is stored all the same
-            if not self._failed:
-                self._failed = True
-                log.warning("cannot write to stdout (%s); messages are still accepted", err)
-
-
 # -- from options to a server ------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    backend: Backend
-    config: ServerConfig
-    tcp: tuple[str, int] | None
-    unix: str | None
-    grace: float
-    storing: str  # what the banner says happens to messages
 
 
 def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
@@ -414,7 +317,7 @@ def _delivery(args: argparse.Namespace) -> tuple[Backend, str, bool]:
     return _open_maildir(path), f"storing in {path} (Maildir)", not args.quiet
 
 
-def plan(args: argparse.Namespace) -> _Plan:
+def plan(args: argparse.Namespace) -> Plan:
     """Check the options and build the server's parts (UsageError / RuntimeFailure)."""
     _check_conflicts(args)
     context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
@@ -453,86 +356,7 @@ def plan(args: argparse.Namespace) -> _Plan:
     if users is not None and context is None and not args.allow_plaintext_auth:
         log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
                     "send; add --tls-cert or --allow-plaintext-auth")
-    return _Plan(backend, config, tcp, args.unix, args.grace, storing)
-
-
-# -- running ---------------------------------------------------------------------------
-
-
-def _format_address(address: Any) -> str:
-    if isinstance(address, tuple):
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address)
-
-
-def _banner(server: SMTPServer, plan: _Plan) -> str:
-    features = ["LMTP"] if plan.config.lmtp else []
-    if plan.config.tls_context is not None:
-        features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
-    if plan.config.authenticator is not None:
-        features.append("AUTH")
-    if plan.config.proxy_protocol:
-        features.append("PROXY")
-    where = " and ".join(_format_address(a) for a in server.addresses)
-    extra = f" ({', '.join(features)})" if features else ""
-    return f"{PROG}: listening on {where}{extra}, {plan.storing}"
-
-
-def _listen_error(where: str, err: OSError) -> str:
-    if err.errno == errno.EADDRINUSE:
-        reason = "address already in use (is another server running there?)"
-    elif err.errno == errno.EACCES:
-        reason = "permission denied (ports below 1024 need privileges)"
-    else:
-        reason = err.strerror or str(err)
-    return f"cannot listen on {where}: {reason}"
-
-
-def _on_signals(stop: asyncio.Event, received: list[str]) -> None:
-    loop = asyncio.get_running_loop()
-
-    def handle(signum: int) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, handle, signum)
-        except (NotImplementedError, RuntimeError):  # no add_signal_handler (Windows)
-            signal.signal(signum, lambda n, _frame: loop.call_soon_threadsafe(handle, n))
-
-
-async def serve(plan: _Plan) -> int:
-    stop = asyncio.Event()
-    received: list[str] = []
-    _on_signals(stop, received)
-    server = SMTPServer(plan.backend, plan.config)
-    where = ""
-    try:
-        if plan.unix is not None:
-            where = plan.unix
-            await server.start_unix(plan.unix)
-        if plan.tcp is not None:
-            where = _format_address(plan.tcp)
-            await server.start(*plan.tcp)
-    except OSError as err:
-        await server.stop(0)
-        raise RuntimeFailure(_listen_error(where, err)) from None
-    print(_banner(server, plan), flush=True)
-    await stop.wait()
-    log.info("%s: stopping; messages in progress have %gs to end", received[0], plan.grace)
-    stop.clear()
-    stopping = asyncio.ensure_future(server.stop(plan.grace))
-    again = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
-    again.cancel()
-    if not stopping.done():  # a second signal: do not wait for anyone
-        print(f"{PROG}: {received[-1]} again, stopping now", file=sys.stderr)
-        stopping.cancel()
-        return EXIT_RUNTIME
-    stopping.result()
-    return EXIT_OK
+    return Plan(backend, config, tcp, args.unix, args.grace, storing)
 
 
 def _setup_logging(verbose: int) -> None:

@@ -1,0 +1,193 @@
+"""Running ``mailwire serve``'s plan: the server, its two hooks, the banner, the signals.
+
+``serve.plan`` has checked the options and built a ``Plan``: the backend,
+the ``ServerConfig`` and where to listen. This module runs it. The server
+gets two hooks (``ServerConfig`` settings, not wrappers round the backend):
+``Users`` checks AUTH against the ``--auth-file`` users, ``Reporter`` prints
+one summary line per delivered message on stdout. ``serve`` listens (a port
+in use is a ``RuntimeFailure``: one line, exit 1), prints the banner once it
+does (flushed; with ``--port 0`` it names the port chosen) and waits for
+SIGINT or SIGTERM, then calls ``stop(grace)``: messages being received get
+``grace`` seconds to end, and a message is only ever handed to the backend
+whole, so a shutdown never stores half of one. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import Any
+
+from ..errors import SMTPError
+from ..reply import AUTH_FAILED
+from ..sasl import Credentials
+from ..server.aio import SMTPServer
+from ..server.config import ServerConfig
+from ..server.envelope import Envelope
+from ..server.session import Backend
+
+__all__ = ["Plan", "serve", "Users", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
+
+log = logging.getLogger("mailwire.serve")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+PROG = "mailwire serve"
+
+
+class RuntimeFailure(Exception):
+    """The arguments are fine but the server cannot run: one line, exit 1."""
+
+
+@dataclass
+class Plan:
+    """What ``serve`` runs (``serve.plan`` builds it from the options)."""
+
+    backend: Backend
+    config: ServerConfig
+    tcp: tuple[str, int] | None
+    unix: str | None
+    grace: float
+    storing: str  # what the banner says happens to messages
+
+
+# -- the server's hooks -------------------------------------------------------------
+
+
+def _subject(content: bytes) -> str:
+    """The decoded Subject of a message, read from its header block only."""
+    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
+    head = content[: min(ends) + 1] if ends else content[:65536]
+    try:
+        value = BytesHeaderParser(policy=default_policy).parsebytes(head).get("subject")
+        return "" if value is None else " ".join(str(value).split())
+    except Exception:  # a header the parser chokes on must not refuse the message
+        return ""
+
+
+def summary_line(envelope: Envelope, recipients: Sequence[str]) -> str:
+    """``from=<a> to=<b>,<c> subject="..." size=N`` (size: octets as received)."""
+    to = ",".join(f"<{r}>" for r in recipients)
+    subject = json.dumps(_subject(envelope.content), ensure_ascii=False)
+    return f"from=<{envelope.mail_from}> to={to} subject={subject} size={len(envelope.content)}"
+
+
+class Users:
+    """``--auth-file``'s users as the server's authenticator
+    (``ServerConfig.authenticator``): a plain function, answered at once."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def __call__(self, credentials: Credentials) -> None:
+        stored = self.users.get(credentials.username)
+        # Compare against something even for an unknown user, so the time
+        # taken does not say which names exist.
+        good = credentials.check_password(stored if stored is not None else "\0unknown")
+        if stored is None or not good or credentials.authzid not in ("", credentials.username):
+            # Debug only: the server logs one line per client and window, not
+            # one per failure (a brute force made thousands).
+            log.debug("AUTH %s refused for %r", credentials.mechanism, credentials.username)
+            raise SMTPError(AUTH_FAILED)
+
+
+class Reporter:
+    """One summary line on stdout per delivered message (``ServerConfig.on_delivered``)."""
+
+    def __init__(self) -> None:
+        self._failed = False
+
+    def __call__(self, envelope: Envelope, recipients: Sequence[str]) -> None:
+        try:
+            sys.stdout.write(summary_line(envelope, recipients) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError) as err:  # stdout gone: the message is stored all the same
+            if not self._failed:
+                self._failed = True
+                log.warning("cannot write to stdout (%s); messages are still accepted", err)
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple):
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
+def _banner(server: SMTPServer, plan: Plan) -> str:
+    features = ["LMTP"] if plan.config.lmtp else []
+    if plan.config.tls_context is not None:
+        features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
+    if plan.config.authenticator is not None:
+        features.append("AUTH")
+    if plan.config.proxy_protocol:
+        features.append("PROXY")
+    where = " and ".join(_format_address(a) for a in server.addresses)
+    extra = f" ({', '.join(features)})" if features else ""
+    return f"{PROG}: listening on {where}{extra}, {plan.storing}"
+
+
+def _listen_error(where: str, err: OSError) -> str:
+    if err.errno == errno.EADDRINUSE:
+        reason = "address already in use (is another server running there?)"
+    elif err.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need privileges)"
+    else:
+        reason = err.strerror or str(err)
+    return f"cannot listen on {where}: {reason}"
+
+
+def _on_signals(stop: asyncio.Event, received: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle, signum)
+        except (NotImplementedError, RuntimeError):  # no add_signal_handler (Windows)
+            signal.signal(signum, lambda n, _frame: loop.call_soon_threadsafe(handle, n))
+
+
+async def serve(plan: Plan) -> int:
+    stop = asyncio.Event()
+    received: list[str] = []
+    _on_signals(stop, received)
+    server = SMTPServer(plan.backend, plan.config)
+    where = ""
+    try:
+        if plan.unix is not None:
+            where = plan.unix
+            await server.start_unix(plan.unix)
+        if plan.tcp is not None:
+            where = _format_address(plan.tcp)
+            await server.start(*plan.tcp)
+    except OSError as err:
+        await server.stop(0)
+        raise RuntimeFailure(_listen_error(where, err)) from None
+    print(_banner(server, plan), flush=True)
+    await stop.wait()
+    log.info("%s: stopping; messages in progress have %gs to end", received[0], plan.grace)
+    stop.clear()
+    stopping = asyncio.ensure_future(server.stop(plan.grace))
+    again = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    if not stopping.done():  # a second signal: do not wait for anyone
+        print(f"{PROG}: {received[-1]} again, stopping now", file=sys.stderr)
+        stopping.cancel()
+        return EXIT_RUNTIME
+    stopping.result()
+    return EXIT_OK
