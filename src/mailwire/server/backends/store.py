@@ -19,7 +19,7 @@ from ...errors import SMTPError
 from ..envelope import Envelope, SessionInfo
 from ..session import BaseSession, Session
 
-__all__ = ["Store", "StoreSession", "fsync_directory", "return_path"]
+__all__ = ["Store", "StoreSession", "fsync_directory", "return_path", "storage_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,16 @@ def return_path(envelope: Envelope, eol: bytes) -> bytes:
     return b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">" + eol
 
 
+def storage_refusal(err: OSError, envelope: Envelope) -> SMTPError | None:
+    """The refusal for a failed write: ``452 4.3.1`` for a full disk or
+    quota (the sender retries later); None for any other failure, which the
+    server answers with ``451 4.3.0``."""
+    if err.errno not in _FULL:
+        return None
+    log.error("cannot store a message from <%s>: %s", envelope.mail_from, err)
+    return SMTPError(452, "4.3.1", "Insufficient system storage")
+
+
 class StoreSession(BaseSession):
     """Hands the message to a blocking ``store`` function in a worker thread."""
 
@@ -57,9 +67,9 @@ class StoreSession(BaseSession):
         try:
             await asyncio.to_thread(self._store.store, envelope)
         except OSError as err:
-            if err.errno in _FULL:
-                log.error("cannot store a message from <%s>: %s", envelope.mail_from, err)
-                raise SMTPError(452, "4.3.1", "Insufficient system storage") from err
+            refusal = storage_refusal(err, envelope)
+            if refusal is not None:
+                raise refusal from err
             raise  # the server answers 451 4.3.0 and the session goes on
 
 
