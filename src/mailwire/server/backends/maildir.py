@@ -287,7 +287,7 @@ class MaildirSession(StoreSession):
         if the session is cancelled meanwhile, the file is discarded once
         the thread is done with it (a committed one is kept: the sender,
         never told 250, may send it again; at-least-once, as any MTA)."""
-        future = asyncio.ensure_future(asyncio.to_thread(step, batch))
+        future = asyncio.get_running_loop().run_in_executor(None, step, batch)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
