@@ -2,8 +2,9 @@
 
 A store's ``store(envelope)`` is blocking file I/O; ``StoreSession`` runs it
 through ``asyncio.to_thread`` so the event loop never waits on a disk, and
-turns a full disk or quota into ``452 4.3.1`` (the sender retries later)
-while any other failure reaches the server as ``451 4.3.0``. The helpers
+turns a full disk or quota into ``452 4.3.1`` (the sender retries later,
+``storage_refusal``) while any other failure reaches the server as
+``451 4.3.0``. (``Maildir``'s session adds the streaming form to it.) The helpers
 are the two things both stores write the same way: the ``Return-Path:``
 line and the fsync of a directory whose entries must survive a power cut.
 """
