@@ -306,3 +306,52 @@ def test_header_section_of_a_whole_message(content: bytes) -> None:
     end = min((i + n for i, n in ((content.find(b"\r\n\r\n"), 4), (content.find(b"\n\n"), 2)) if i >= 0),
               default=len(content))
     assert envelope.header_section() == content[:end]
+
+
+# -- cancelled: the file goes, now or once its thread is done ---------------------------
+
+
+@pytest.mark.parametrize("where", ["waiting for a chunk", "in the worker thread"])
+def test_a_cancelled_session_leaves_no_file(tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from mailwire.server import MessageContent
+
+    box = tmp_path / "Maildir"
+    maildir = Tiny(box)
+    release = threading.Event()
+    real_write = MaildirFile.write
+
+    def write(self: MaildirFile, chunks: list[bytes]) -> None:
+        real_write(self, chunks)
+        if where == "in the worker thread" and b"second" in b"".join(chunks):
+            release.wait(10)  # the session is cancelled while the thread writes
+
+    monkeypatch.setattr(MaildirFile, "write", write)
+
+    async def main() -> None:
+        session = MaildirSession(SessionInfo(peer=None), maildir)
+        content = MessageContent(1 << 20)
+        task = asyncio.ensure_future(session.data_stream(Envelope("a@example.com"), content))
+        content.put(b"Subject: first\r\n")
+        assert await wait_async(lambda: os.listdir(box / "tmp") != [])
+        content.put(b"second\r\n")
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if where == "in the worker thread":
+            assert os.listdir(box / "tmp") != []  # the thread still has it
+            release.set()
+        assert await wait_async(lambda: leftovers(box) == [])
+
+    asyncio.run(main())
+
+
+async def wait_async(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

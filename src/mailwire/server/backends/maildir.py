@@ -182,6 +182,8 @@ class MaildirFile:
         self._held: list[bytes] = []  # before the first line's end is known
         self._last = b""
         self._committed = False
+        self.busy = False  # a worker thread has it
+        self._doomed = False  # discard it once the thread is done
 
     def write(self, chunks: list[bytes]) -> None:
         file = self._file
@@ -234,6 +236,20 @@ class MaildirFile:
         except FileNotFoundError:
             pass
 
+    def discard_when_idle(self) -> None:
+        """``discard`` now, or (from the event loop, while a worker thread
+        has the file: a thread cannot be stopped) once the thread is done."""
+        if self.busy:
+            self._doomed = True
+        else:
+            self.discard()
+
+    def idle(self) -> None:
+        """The worker thread is done with the file (on the event loop)."""
+        self.busy = False
+        if self._doomed:
+            self.discard()
+
     def _open(self, eol: bytes) -> IO[bytes]:
         maildir = self.maildir
         for attempt in range(maildir.name_retries):
@@ -270,10 +286,9 @@ class MaildirSession(StoreSession):
                     batch, size = [], 0
             key = await self._in_thread(file, file.commit, batch)
         except BaseException as err:
-            # Aborted, failed or cancelled: nothing of the message stays.
-            # (A cancelled write is cleaned up once its thread is done.)
-            if not isinstance(err, asyncio.CancelledError):
-                file.discard()
+            # Aborted, failed or cancelled: nothing of the message stays
+            # (a committed one excepted: see _in_thread).
+            file.discard_when_idle()
             if isinstance(err, OSError):
                 refusal = storage_refusal(err, envelope)
                 if refusal is not None:
@@ -287,9 +302,7 @@ class MaildirSession(StoreSession):
         if the session is cancelled meanwhile, the file is discarded once
         the thread is done with it (a committed one is kept: the sender,
         never told 250, may send it again; at-least-once, as any MTA)."""
+        file.busy = True
         future = asyncio.get_running_loop().run_in_executor(None, step, batch)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(lambda _: file.discard())
-            raise
+        future.add_done_callback(lambda _: file.idle())  # before the shield's: idle when we wake
+        return await asyncio.shield(future)
