@@ -61,10 +61,8 @@ class Plan:
 # -- the server's hooks -------------------------------------------------------------
 
 
-def _subject(content: bytes) -> str:
-    """The decoded Subject of a message, read from its header block only."""
-    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
-    head = content[: min(ends) + 1] if ends else content[:65536]
+def _subject(head: bytes) -> str:
+    """The decoded Subject of a message, read from its header section."""
     try:
         value = BytesHeaderParser(policy=default_policy).parsebytes(head).get("subject")
         return "" if value is None else " ".join(str(value).split())
@@ -75,8 +73,8 @@ def _subject(content: bytes) -> str:
 def summary_line(envelope: Envelope, recipients: Sequence[str]) -> str:
     """``from=<a> to=<b>,<c> subject="..." size=N`` (size: octets as received)."""
     to = ",".join(f"<{r}>" for r in recipients)
-    subject = json.dumps(_subject(envelope.content), ensure_ascii=False)
-    return f"from=<{envelope.mail_from}> to={to} subject={subject} size={len(envelope.content)}"
+    subject = json.dumps(_subject(envelope.header_section()), ensure_ascii=False)
+    return f"from=<{envelope.mail_from}> to={to} subject={subject} size={envelope.size}"
 
 
 class Users:

@@ -6,6 +6,10 @@ encrypted and how, who authenticated. It is updated by the driver as the
 session goes (EHLO, STARTTLS, AUTH) and handed to the backend by reference.
 ``Envelope`` is one complete transaction: sender and recipients with their
 typed options, and the message bytes, only ever built once the data ended.
+A message streamed to its session (``streaming.py``) is not kept whole, so
+its envelope's ``content`` is empty; what describes it still is there: its
+``size`` and its header section (``head``), which is what a log line, a
+test's assertion or an ``on_delivered`` hook reads.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from typing import Any
 
 from ..protocol.params import MailOptions, RcptOptions
 
-__all__ = ["SessionInfo", "TLSInfo", "ProxyInfo", "Envelope"]
+__all__ = ["SessionInfo", "TLSInfo", "ProxyInfo", "Envelope", "HEAD_LIMIT"]
+
+# The most of a streamed message's start its envelope keeps (``head``): a
+# header section longer than this is cut (and its end not found in it).
+HEAD_LIMIT = 65536
 
 Address = tuple[str, int] | str  # (host, port) for TCP, a path for Unix sockets
 
@@ -80,7 +88,45 @@ class Envelope:
     rcpt_options: list[RcptOptions] = field(default_factory=list)
     content: bytes = b""
     session: SessionInfo | None = None
+    # Octets of the message as received (the server sets it at the end of
+    # the data, whichever way the session took it).
+    size: int = 0
+    # A streamed message's header section as received, up to and with the
+    # empty line that ends it (at most HEAD_LIMIT octets); empty for a
+    # message held whole, whose ``content`` has it: see ``header_section``.
+    head: bytes = b""
 
     @property
     def smtputf8(self) -> bool:
         return self.mail_options.smtputf8
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            self.size = len(self.content)
+
+    def header_section(self) -> bytes:
+        """The message's header section, up to and with the empty line that
+        ends it (at most HEAD_LIMIT octets), however the message was taken:
+        streamed (``head``) or whole (``content``)."""
+        if not self.content:
+            return self.head
+        end = _end_of_head(self.content, HEAD_LIMIT)
+        return self.content[: end if end >= 0 else HEAD_LIMIT]
+
+
+def _end_of_head(data: bytes, stop: int) -> int:
+    """Where the empty line ending a header section (CRLF or LF) ends in
+    ``data[:stop]``, or -1."""
+    ends = [i + n for i, n in ((data.find(b"\r\n\r\n", 0, stop), 4), (data.find(b"\n\n", 0, stop), 2)) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def keep_head(envelope: Envelope, data: bytes) -> bool:
+    """Add a streamed message's next ``data`` to ``envelope.head``; whether
+    the head is complete (ended, or HEAD_LIMIT reached): nothing more to add."""
+    old = envelope.head
+    if old:  # a header section longer than the first chunk: rare, and small
+        data = old + data[: HEAD_LIMIT - len(old)]
+    end = _end_of_head(data, HEAD_LIMIT)
+    envelope.head = data[: end if end >= 0 else HEAD_LIMIT]
+    return end >= 0 or len(envelope.head) >= HEAD_LIMIT

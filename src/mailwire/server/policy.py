@@ -46,7 +46,7 @@ from ..reply import (
     START_DATA, Reply, chunk_accepted,
 )
 from .auth import judge
-from .envelope import Envelope, TLSInfo
+from .envelope import Envelope, TLSInfo, keep_head
 from .session import AuthSession, Backend, LMTPSession, Session, VerifySession
 from .streaming import LMTPStreamingSession, MessageAborted, MessageContent, StreamingSession
 
@@ -116,10 +116,12 @@ class _Streamed:
     """A message being handed to a streaming session: its content, and the
     task in which the session consumes it."""
 
-    __slots__ = ("content", "consumer")
+    __slots__ = ("content", "consumer", "envelope", "heading")
 
     def __init__(self, step: StreamStep, envelope: Envelope, limit: int) -> None:
         self.content = content = MessageContent(limit)
+        self.envelope = envelope
+        self.heading = True  # its envelope's head is being kept
         try:
             self.consumer: asyncio.Future[Any] = asyncio.ensure_future(step(envelope, content))
         except Exception as err:  # raised at once, or returned nothing to await
@@ -339,6 +341,8 @@ class SessionPolicy:
         if streamed is None:
             assert self.envelope is not None
             streamed = self._stream(self.envelope)
+        if streamed.heading:
+            streamed.heading = not keep_head(streamed.envelope, data)
         room = streamed.content.put(data)
         return None if room is None else Wait(room, self._caught_up)
 
@@ -368,8 +372,10 @@ class SessionPolicy:
         if self.streaming is not None:
             streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
             streamed.content.end()
+            envelope.size = streamed.content.size
             return Wait(self._outcome(streamed), answer, envelope, self.refusal)
         envelope.content = b"".join(self.chunks)
+        envelope.size = len(envelope.content)
         self.chunks.clear()
         if self.per_recipient and isinstance(session, LMTPSession):
             return self.ask(answer, envelope, session.deliver, envelope)

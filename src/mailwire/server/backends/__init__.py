@@ -1,13 +1,15 @@
 """The backends mailwire ships: Sink, Printer, Maildir, Mbox and Relay, one module each.
 
 Each is a ``Backend`` whose sessions follow the ``Session`` contract: they are
-told of the complete message in ``data()`` and refuse by raising
+told of the complete message in ``data()`` (``Maildir``'s, as it arrives, in
+``data_stream()``: see ``streaming.py``) and refuse by raising
 ``SMTPError``. None of them keeps per-transaction state, so one backend object
 serves any number of concurrent connections.
 
 The rule that shapes the storing and relaying backends: the event loop never
 waits on a disk or a remote server. File writes (``Maildir``, ``Mbox``, over
-the session they share in ``store.py``) run in worker threads through
+the session they share in ``store.py``; a streamed message in batches) run
+in worker threads through
 ``asyncio.to_thread``, and so does a relayed message sent whole (``Relay``
 over LMTP); a relay that follows the sender command by command uses the
 asyncio client on the server's own loop. What the threads share is guarded:

@@ -1,24 +1,41 @@
-"""``Maildir``: each message stored whole, or not at all, with the standard library's ``mailbox.Maildir``.
+"""``Maildir``: each message stored whole, or not at all, written to disk as it arrives.
 
 Atomic by the Maildir convention itself (written in ``tmp/``, linked into
-``new/``), durable by an fsync of ``new/`` before the 250, and written in a
-worker thread (``store.StoreSession``); the class docstring has each
-promise and its limit.
+``new/``), durable by an fsync of ``new/`` before the 250, and written in
+worker threads; the class docstring has each promise and its limit.
+
+The server hands a message to ``MaildirSession.data_stream`` as it arrives
+(``streaming.py``): its chunks are gathered on the event loop into batches
+of ``Maildir.write_batch`` octets and each batch is written by a worker
+thread (``MaildirFile``), so a message of any size costs a connection about
+one batch, and a small one a single thread hop, open to link, as when it was
+held whole. A message that does not end whole, a failed write and a
+cancelled session all remove the file from ``tmp/``. The whole-``bytes``
+form (``data``, for code that drives a session itself) goes through
+``mailbox.Maildir.add``, which keeps the same promises.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import mailbox
 import os
+import socket
 import stat
 import time
-from typing import ClassVar
+from collections.abc import Callable
+from typing import IO, ClassVar, TypeVar
 
-from ..envelope import Envelope
-from .store import Store, fsync_directory, return_path
+from ..envelope import Envelope, SessionInfo
+from ..session import Session
+from ..streaming import MessageContent
+from .store import Store, StoreSession, fsync_directory, return_path, storage_refusal
 
-__all__ = ["Maildir", "STALE_TMP_AGE"]
+__all__ = ["Maildir", "MaildirSession", "MaildirFile", "STALE_TMP_AGE"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +72,39 @@ class Maildir(Store):
     name (``mailbox`` names files by time, pid and a counter that is not
     thread-safe) get ``ExternalClashError`` and are retried with a new name.
 
+    A message the server streams is written as it arrives (``MaildirFile``,
+    in batches of ``write_batch`` octets), with the same promises: fsynced in
+    ``tmp/``, linked into ``new/`` (renamed where links are refused), ``new/``
+    fsynced, the file in ``tmp/`` removed on any failure. Its name follows
+    the Maildir convention (time, pid, a counter of this object's, host).
+
     ``mailbox_class`` is the ``mailbox.Maildir`` (sub)class used.
     """
 
     mailbox_class: ClassVar[type[mailbox.Maildir]] = mailbox.Maildir
     name_retries = 5
+    # Octets of a streamed message gathered before a worker thread writes
+    # them: one thread hop for most messages, little held for a large one.
+    write_batch = 1 << 19
 
     def __init__(
         self, path: str | os.PathLike[str], create: bool = True, *, tmp_max_age: float | None = STALE_TMP_AGE
     ) -> None:
         self.path = os.fspath(path)
         self.mailbox = self.mailbox_class(self.path, create=create)
+        self._counter = itertools.count()  # next() is atomic: threads share it
         if tmp_max_age is not None:
             self.remove_stale_tmp(tmp_max_age)
+
+    async def new_session(self, info: SessionInfo) -> Session:
+        return MaildirSession(info, self)
+
+    def unique_name(self) -> str:
+        """A name for a new message, unique by the Maildir convention
+        (cr.yp.to/proto/maildir.html): the time, this process, a counter."""
+        now = time.time()
+        host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+        return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(self._counter)}.{host}"
 
     def remove_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> int:
         """Remove the files in ``tmp/`` neither read nor written for
@@ -109,3 +146,163 @@ class Maildir(Store):
             fsync_directory(os.path.join(self.path, "new"))
             log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.path, key)
             return
+
+
+def _eol_of(chunks: list[bytes], start: int, before: bytes) -> tuple[bytes | None, bytes]:
+    """The line ending of a message's first line, looked for in
+    ``chunks[start:]`` (``before``: the octet that preceded them): b"\\r\\n",
+    b"\\n", or None if no line has ended yet; and the last octet seen."""
+    for chunk in itertools.islice(chunks, start, None):
+        end = chunk.find(b"\n")
+        if end >= 0:
+            previous = chunk[end - 1:end] if end else before
+            return (b"\r\n" if previous == b"\r" else b"\n"), before
+        if chunk:
+            before = chunk[-1:]
+    return None, before
+
+
+class MaildirFile:
+    """One message being written to a Maildir's ``tmp/``: blocking calls,
+    made by one worker thread at a time.
+
+    ``write`` appends a batch; ``commit`` writes the last one, fsyncs the
+    file, links it into ``new/`` and fsyncs ``new/``; ``discard`` closes and
+    removes what is in ``tmp/`` (nothing once committed). The file is
+    opened by the first write that knows how the message's first line ends
+    (the ``Return-Path:`` line ends alike, as in ``Maildir.store``), so a
+    small message is opened, written and linked by ``commit`` alone.
+    """
+
+    def __init__(self, maildir: Maildir, envelope: Envelope) -> None:
+        self.maildir = maildir
+        self.envelope = envelope
+        self.name: str | None = None
+        self._file: IO[bytes] | None = None
+        self._held: list[bytes] = []  # before the first line's end is known
+        self._last = b""
+        self._committed = False
+        self.busy = False  # a worker thread has it
+        self._doomed = False  # discard it once the thread is done
+
+    def write(self, chunks: list[bytes]) -> None:
+        file = self._file
+        if file is None:
+            start = len(self._held)
+            self._held.extend(chunks)
+            eol, self._last = _eol_of(self._held, start, self._last)
+            if eol is None:
+                return  # the first line goes on: hold it
+            file = self._open(eol)
+            chunks, self._held = self._held, []
+        file.writelines(chunks)
+
+    def commit(self, chunks: list[bytes]) -> str:
+        """Write the last chunks and make the message part of the Maildir;
+        its name there."""
+        self.write(chunks)
+        file = self._file or self._open(b"\r\n")  # no line ended: CRLF, as store() has it
+        file.writelines(self._held)
+        self._held = []
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
+        assert self.name is not None
+        tmp = os.path.join(self.maildir.path, "tmp", self.name)
+        new = os.path.join(self.maildir.path, "new", self.name)
+        try:
+            os.link(tmp, new)
+        except PermissionError:  # a file system without hard links
+            os.rename(tmp, new)
+        else:
+            os.remove(tmp)
+        self._committed = True
+        # The link is an entry in new/: on disk only once new/ is.
+        fsync_directory(os.path.join(self.maildir.path, "new"))
+        return self.name
+
+    def discard(self) -> None:
+        """Remove the message from ``tmp/`` (what failed, or was aborted)."""
+        file, self._file = self._file, None
+        self._held = []
+        if file is None or self._committed:
+            return
+        try:
+            file.close()
+        except OSError:
+            pass
+        try:
+            os.remove(file.name)
+        except FileNotFoundError:
+            pass
+
+    def discard_when_idle(self) -> None:
+        """``discard`` now, or (from the event loop, while a worker thread
+        has the file: a thread cannot be stopped) once the thread is done."""
+        if self.busy:
+            self._doomed = True
+        else:
+            self.discard()
+
+    def idle(self) -> None:
+        """The worker thread is done with the file (on the event loop)."""
+        self.busy = False
+        if self._doomed:
+            self.discard()
+
+    def _open(self, eol: bytes) -> IO[bytes]:
+        maildir = self.maildir
+        for attempt in range(maildir.name_retries):
+            self.name = maildir.unique_name()
+            try:
+                file = open(os.path.join(maildir.path, "tmp", self.name), "xb")
+            except FileExistsError:
+                if attempt == maildir.name_retries - 1:
+                    raise
+                continue
+            self._file = file
+            file.write(return_path(self.envelope, eol))
+            return file
+        raise AssertionError("unreachable")
+
+
+class MaildirSession(StoreSession):
+    """A ``Maildir``'s session: a streamed message is written as it arrives."""
+
+    def __init__(self, info: SessionInfo, maildir: Maildir) -> None:
+        super().__init__(info, maildir)
+        self.maildir = maildir
+
+    async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
+        file = MaildirFile(self.maildir, envelope)
+        batch: list[bytes] = []
+        size, limit = 0, self.maildir.write_batch
+        try:
+            async for chunk in content:
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    await self._in_thread(file, file.write, batch)
+                    batch, size = [], 0
+            key = await self._in_thread(file, file.commit, batch)
+        except BaseException as err:
+            # Aborted, failed or cancelled: nothing of the message stays
+            # (a committed one excepted: see _in_thread).
+            file.discard_when_idle()
+            if isinstance(err, OSError):
+                refusal = storage_refusal(err, envelope)
+                if refusal is not None:
+                    raise refusal from err
+            raise
+        log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.maildir.path, key)
+
+    @staticmethod
+    async def _in_thread(file: MaildirFile, step: Callable[[list[bytes]], T], batch: list[bytes]) -> T:
+        """``step(batch)`` in a worker thread. A thread cannot be stopped:
+        if the session is cancelled meanwhile, the file is discarded once
+        the thread is done with it (a committed one is kept: the sender,
+        never told 250, may send it again; at-least-once, as any MTA)."""
+        file.busy = True
+        future = asyncio.get_running_loop().run_in_executor(None, step, batch)
+        future.add_done_callback(lambda _: file.idle())  # before the shield's: idle when we wake
+        return await asyncio.shield(future)

@@ -2,8 +2,9 @@
 
 A store's ``store(envelope)`` is blocking file I/O; ``StoreSession`` runs it
 through ``asyncio.to_thread`` so the event loop never waits on a disk, and
-turns a full disk or quota into ``452 4.3.1`` (the sender retries later)
-while any other failure reaches the server as ``451 4.3.0``. The helpers
+turns a full disk or quota into ``452 4.3.1`` (the sender retries later,
+``storage_refusal``) while any other failure reaches the server as
+``451 4.3.0``. (``Maildir``'s session adds the streaming form to it.) The helpers
 are the two things both stores write the same way: the ``Return-Path:``
 line and the fsync of a directory whose entries must survive a power cut.
 """
@@ -19,7 +20,7 @@ from ...errors import SMTPError
 from ..envelope import Envelope, SessionInfo
 from ..session import BaseSession, Session
 
-__all__ = ["Store", "StoreSession", "fsync_directory", "return_path"]
+__all__ = ["Store", "StoreSession", "fsync_directory", "return_path", "storage_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ def return_path(envelope: Envelope, eol: bytes) -> bytes:
     return b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">" + eol
 
 
+def storage_refusal(err: OSError, envelope: Envelope) -> SMTPError | None:
+    """The refusal for a failed write: ``452 4.3.1`` for a full disk or
+    quota (the sender retries later); None for any other failure, which the
+    server answers with ``451 4.3.0``."""
+    if err.errno not in _FULL:
+        return None
+    log.error("cannot store a message from <%s>: %s", envelope.mail_from, err)
+    return SMTPError(452, "4.3.1", "Insufficient system storage")
+
+
 class StoreSession(BaseSession):
     """Hands the message to a blocking ``store`` function in a worker thread."""
 
@@ -57,9 +68,9 @@ class StoreSession(BaseSession):
         try:
             await asyncio.to_thread(self._store.store, envelope)
         except OSError as err:
-            if err.errno in _FULL:
-                log.error("cannot store a message from <%s>: %s", envelope.mail_from, err)
-                raise SMTPError(452, "4.3.1", "Insufficient system storage") from err
+            refusal = storage_refusal(err, envelope)
+            if refusal is not None:
+                raise refusal from err
             raise  # the server answers 451 4.3.0 and the session goes on
 
 
