@@ -691,6 +691,10 @@ def test_a_classic_smtpd_program_runs_with_two_edits_and_stops_on_ctrl_c() -> No
     process = subprocess.Popen(
         [sys.executable, "-c", converted(CLASSIC_PROGRAM, port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as at a terminal: a child inherits an ignored SIGINT (pytest
+        # started in the background by a script), and Python then never turns
+        # SIGINT into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None,
     )
     try:
         with _connect_when_up(port, process) as client:
