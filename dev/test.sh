@@ -80,6 +80,8 @@ pytest_run() {
     [ "$(cat "$logs/$version.made")" -eq 0 ] || return 1  # its log has what bootstrap said
   fi
   local python=$venv/bin/python
+  # Its own temporary directory: runs side by side do not clean up each other's.
+  local options=(-q -p no:cacheprovider -n "$workers" --dist worksteal --basetemp "$logs/tmp-$version")
   "$python" -m compileall -q src >/dev/null || true
   "$python" -m pytest -q -p no:cacheprovider --collect-only >/dev/null 2>&1 || true
   echo "== pytest on $("$python" -V) ($workers workers)"
@@ -87,9 +89,9 @@ pytest_run() {
     # Coverage starts before pytest (and mailwire's pytest plugin) and follows
     # the workers and the CLI subprocesses; see [tool.coverage.run] in pyproject.toml.
     "$python" -m coverage erase
-    "$python" -m coverage run -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal "$@"
+    "$python" -m coverage run -m pytest "${options[@]}" "$@"
   else
-    "$python" -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal "$@"
+    "$python" -m pytest "${options[@]}" "$@"
   fi
 }
 
@@ -97,7 +99,7 @@ pytest_run() {
 schedule() {
   local version started=0
   for version in 3.11 ${versions[@]+"${versions[@]}"}; do
-    while [ $((started - $(find "$logs" -name '*.status' | wc -l))) -ge 2 ]; do sleep 1; done
+    while [ $((started - $(find "$logs" -maxdepth 1 -name '*.status' | wc -l))) -ge 2 ]; do sleep 1; done
     (status=0; pytest_run "$version" "$@" >"$logs/$version.run" 2>&1 || status=$?; echo "$status" >"$logs/$version.status") &
     started=$((started + 1))
   done
