@@ -74,12 +74,6 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # -- one message -----------------------------------------------------------------------------
 
 
@@ -282,8 +276,10 @@ def test_one_message_with_a_refused_recipient() -> None:
 
 
 def test_unreachable_server() -> None:
-    port = free_port()
-    done = send("--server", f"127.0.0.1:{port}", "--from", ALICE, "--to", BOB, "--body", "x")
+    with socket.socket() as held:  # bound, not listening: refused, and no other test can take the port
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        done = send("--server", f"127.0.0.1:{port}", "--from", ALICE, "--to", BOB, "--body", "x")
     assert done.returncode == 3
     assert one_line(done.stderr) == f"mailwire send: cannot reach 127.0.0.1:{port}: Connection refused"
     assert done.stdout == ""

@@ -102,10 +102,9 @@ def test_tls_over_a_unix_socket_with_host_name_checks_is_a_clear_error(short_tmp
         SMTPClient(str(short_tmp / "smtp.sock"), timeout=2)
 
 
-def test_connection_refused_is_immediate() -> None:
-    port = free_port()
+def test_connection_refused_is_immediate(closed_port: int) -> None:
     with pytest.raises(ConnectionRefusedError):
-        SMTPClient("127.0.0.1", port, tls="none", timeout=2)
+        SMTPClient("127.0.0.1", closed_port, tls="none", timeout=2)
 
 
 def test_missing_unix_socket(short_tmp: Path) -> None:

@@ -20,11 +20,11 @@ import trustme
 from .aiosmtpd_server import Running, aiosmtpd_server
 from .certs import client_context, server_context
 from .scripted import ScriptedServer, Script
-from .smtp_sink import Sink, smtp_sink
+from .smtp_sink import Sink, refused_port, smtp_sink
 
 __all__ = [
     "ca", "server_tls", "client_tls", "short_tmp", "scripted", "aiosmtpd_factory", "sink_factory",
-    "sink",
+    "sink", "closed_port",
 ]
 
 
@@ -108,3 +108,10 @@ def sink_factory(short_tmp: Path) -> Iterator[Callable[..., Sink]]:
 def sink(sink_factory: Callable[..., Sink]) -> Sink:
     """smtp-sink with its defaults (PIPELINING, 8BITMIME, DSN, AUTH; no CHUNKING, no SIZE)."""
     return sink_factory()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port where a connection is refused, for the whole test (``refused_port``)."""
+    with refused_port() as port:
+        yield port

@@ -23,7 +23,7 @@ from typing import IO
 
 import pytest
 
-__all__ = ["SMTP_SINK", "Sink", "smtp_sink", "free_port"]
+__all__ = ["SMTP_SINK", "Sink", "smtp_sink", "free_port", "refused_port"]
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 _START_TIMEOUT = 5.0
@@ -34,6 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port bound but not listening, for the block: a connection there is
+    refused. Held, not probed and released: tests run side by side, and a port
+    let go could be taken by another one's server before the refusal."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as held:
+        held.bind((host, 0))
+        yield int(held.getsockname()[1])
 
 
 @dataclass

@@ -19,7 +19,6 @@ import io
 import logging
 import mailbox
 import os
-import socket
 import ssl
 import sys
 import warnings
@@ -664,14 +663,8 @@ def test_relay_lmtp_with_the_data_refused_refuses_every_recipient(upstream: Runn
     assert [(e.code, str(e.enhanced)) for e in outcomes if e is not None] == [(554, "5.7.1"), (550, "5.1.1")]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_relay_unreachable_upstream_is_451_4_4_1() -> None:
-    relay = Relay("127.0.0.1", _closed_port(), tls="none", timeout=5)
+def test_relay_unreachable_upstream_is_451_4_4_1(closed_port: int) -> None:
+    relay = Relay("127.0.0.1", closed_port, tls="none", timeout=5)
     err = refused(relay, envelope())
     assert (err.code, str(err.enhanced)) == (451, "4.4.1")
     assert err.text.startswith("upstream unreachable: 127.0.0.1:")

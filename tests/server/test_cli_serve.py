@@ -41,6 +41,9 @@ from mailwire.server.envelope import Envelope
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Unix sockets")
 
 TIMEOUT = 10.0  # any single wait in these tests
+# Up to the banner: a new interpreter imports mailwire (under coverage, on a
+# shared machine); the wait ends as soon as the banner comes.
+START_TIMEOUT = 30.0
 MSG = (
     b"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: Hello there\r\n"
     b"Message-ID: <1@example.org>\r\n\r\nBody line\r\n.a line starting with a dot\r\n\r\nend\r\n"
@@ -94,7 +97,7 @@ class Serve:
             raise AssertionError(f"no output within {timeout}s; stderr: {self.stderr!r}") from None
 
     def wait_banner(self) -> Serve:
-        line = self.line()
+        line = self.line(START_TIMEOUT)
         assert line is not None, f"exited before listening: rc={self.proc.wait(TIMEOUT)} stderr={self.stderr!r}"
         match = BANNER.match(line)
         assert match, line

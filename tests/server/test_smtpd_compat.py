@@ -602,17 +602,16 @@ def _refusal_parity_cases(upstream_port: int, closed_port: int) -> list[tuple[tu
     ]
 
 
-def _closed_port() -> int:
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def test_pure_proxy_deliver_returns_what_cpython_smtpd_returned() -> None:
+def test_pure_proxy_deliver_returns_what_cpython_smtpd_returned(closed_port: int) -> None:
     std_smtpd, _ = _stdlib()
-    closed = _closed_port()
     with run_server(Picky()) as upstream:
-        for remote, rcpts in _refusal_parity_cases(upstream.port, closed):
+        for remote, rcpts in _refusal_parity_cases(upstream.port, closed_port):
             theirs = std_smtpd.PureProxy(("127.0.0.1", 0), remote, map={}, decode_data=True)
             ours = msmtpd.PureProxy(("127.0.0.1", 0), remote, map={}, decode_data=True)
             try:
@@ -623,10 +622,9 @@ def test_pure_proxy_deliver_returns_what_cpython_smtpd_returned() -> None:
                 ours.close()
 
 
-def test_pure_proxy_refusals_without_cpython() -> None:
-    closed = _closed_port()
+def test_pure_proxy_refusals_without_cpython(closed_port: int) -> None:
     with run_server(Picky()) as upstream:
-        cases = _refusal_parity_cases(upstream.port, closed)
+        cases = _refusal_parity_cases(upstream.port, closed_port)
         expected: list[dict[str, tuple[int, Any]]] = [
             {},
             {"nobody1@example.com": (550, b"5.1.1 No such user")},
@@ -687,10 +685,14 @@ def _connect_when_up(port: int, process: subprocess.Popen[str]) -> smtplib.SMTP:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_a_classic_smtpd_program_runs_with_two_edits_and_stops_on_ctrl_c() -> None:
-    port = _closed_port()
+    port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", converted(CLASSIC_PROGRAM, port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as at a terminal: a child inherits an ignored SIGINT (pytest
+        # started in the background by a script), and Python then never turns
+        # SIGINT into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None,
     )
     try:
         with _connect_when_up(port, process) as client:
