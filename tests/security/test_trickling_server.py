@@ -26,6 +26,7 @@ import pytest
 
 import mailwire.smtplib as dropin
 from mailwire import AsyncSMTPClient, SMTPClient, SMTPPool
+from mailwire.client.aio_transport import AsyncTransport
 
 from helpers.loops import LOOPS, run_on
 from helpers.scripted import Peer, ScriptedServer
@@ -113,6 +114,43 @@ def test_asyncio_timeouts_come_in_time(scripted: Start, loop: str, where: str) -
         with pytest.raises(TimeoutError):
             await client.connect()
             await (client.noop() if where == "mid-session" else client.send(MESSAGE, *ENVELOPE))
+        assert time.monotonic() - started < BOUND
+        assert not client.connected
+        await client.close()
+
+    run_on(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_expiry_while_the_reader_is_between_waits_is_not_lost(
+    scripted: Start, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline's timer may run just after a byte woke the reader and
+    before it waits again (a busy loop makes that likely). Here it is made to
+    happen at the trickle's first byte: the expiry must still end the wait,
+    not be dropped while the trickle goes on (it was, under load: found by
+    the suite's runs side by side)."""
+    quiet = Quiet(**SCRIPTS["mid-session"])  # type: ignore[arg-type]
+    server = scripted(quiet, strict=False)
+    received = AsyncTransport.data_received
+    fired: list[bool] = []
+
+    def data_received(self: AsyncTransport, data: bytes) -> None:
+        received(self, data)
+        if quiet.seen.is_set() and not fired and self._wake is not None and self._wake.done():
+            fired.append(True)
+            self._deadline.cancel()  # as the timer is once it has run
+            self._expired()
+
+    monkeypatch.setattr(AsyncTransport, "data_received", data_received)
+
+    async def main() -> None:
+        client = AsyncSMTPClient(*server.address, tls="none", timeout=TIMEOUT)
+        await client.connect()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await client.noop()
+        assert fired
         assert time.monotonic() - started < BOUND
         assert not client.connected
         await client.close()

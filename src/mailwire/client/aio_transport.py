@@ -66,6 +66,11 @@ class AsyncTransport(FlowControl, BufferedReading):
         self.turns = 0
         self._waiting = False
         self._wake: asyncio.Future[None] | None = None
+        # The deadline passed while no wait was pending: bytes had just woken
+        # the reader, which had not yet waited again. The next wait raises;
+        # without this the expiry would be lost, and a server trickling a
+        # byte at a time would hold the reader for as long as it liked.
+        self._expired_unseen = False
         self._writable: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
         self._closed = False  # by us or by the peer: no more reading or writing
@@ -212,6 +217,7 @@ class AsyncTransport(FlowControl, BufferedReading):
                     raise
                 if timeout is not None and len(replies) != awaited:
                     awaited = len(replies)
+                    self._expired_unseen = False
                     self._deadline.arm(timeout)  # a new reply awaited: its own time
                 await self._more()
         finally:
@@ -257,6 +263,11 @@ class AsyncTransport(FlowControl, BufferedReading):
         """Wait for more bytes, until the deadline ``read_replies`` armed."""
         if self._closed:
             raise ConnectionClosed(self.gone)
+        if self._expired_unseen:
+            self._expired_unseen = False
+            err = ClientTimeout("no reply from the server in time")
+            self.close(closing_reason(err))  # never read a late reply as ours
+            raise err
         self._wake = waiter = asyncio.get_running_loop().create_future()
         try:
             await waiter
@@ -270,6 +281,8 @@ class AsyncTransport(FlowControl, BufferedReading):
         waiter = self._wake
         if waiter is not None and not waiter.done():
             waiter.set_exception(ClientTimeout("no reply from the server in time"))
+        else:
+            self._expired_unseen = True
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None) -> None:
         assert self.transport is not None
