@@ -596,32 +596,32 @@ class ServerConnection:
         cannot answer it (a 354 to anything but DATA, a 2xx to DATA ...). A
         421 may be sent at any moment and closes the connection.
         """
-        if self.state is ServerState.CLOSED:
+        state = self.state
+        if state is ServerState.CLOSED:
             raise LocalProtocolError("the connection is closed")
-        if reply.code == 421:
+        code = reply.code
+        if code == 421:
             # RFC 5321 3.8: a server may close at any time, saying 421 first.
             self._enter(ServerState.CLOSED)
             return reply.wire
         if not self._due:
-            raise LocalProtocolError(f"nothing awaits a reply while {self.state.value}")
+            raise LocalProtocolError(f"nothing awaits a reply while {state.value}")
         key = self._answer
-        target = self._target(key, reply)
+        # Where the reply leads (written out: this runs for every reply).
+        if key is None:
+            if 300 <= code < 400:
+                raise LocalProtocolError(f"{code} cannot answer {self._answering()}")
+            target = None
+        else:
+            move = SERVER_COMMANDS[state][key]
+            klass = code // 100
+            target = move.ok if klass == 2 else move.more if klass == 3 else move.fail
+            if target is None:
+                raise LocalProtocolError(f"{code} cannot answer {key.__name__}")
         self._due -= 1
         if not self._due:
             self._answered(key, target, reply)
         return reply.wire
-
-    def _target(self, key: type | None, reply: Reply) -> ServerState | None:
-        if key is None:
-            if reply.is_intermediate:
-                raise LocalProtocolError(f"{reply.code} cannot answer {self._answering()}")
-            return None
-        move = SERVER_COMMANDS[self.state][key]
-        klass = reply.code // 100
-        target = move.ok if klass == 2 else move.more if klass == 3 else move.fail
-        if target is None:
-            raise LocalProtocolError(f"{reply.code} cannot answer {key.__name__}")
-        return target
 
     def _answered(self, key: type | None, target: ServerState | None, reply: Reply) -> None:
         event = self._event
