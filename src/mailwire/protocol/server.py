@@ -343,7 +343,8 @@ class ServerConnection:
             self._skipping = True
             return self._read_line()
         if line is None:
-            return self._wait()
+            # Read to the end (a driver asks once after every read): _wait, written out.
+            return NEED_DATA if not self._peer_closed else self._wait()
         if self.state is ServerState.AUTH:
             response = parse_auth_response(line)
             if isinstance(response, Rejected):
@@ -398,7 +399,11 @@ class ServerConnection:
                 refusal = TLS_NOT_AVAILABLE  # no handshake could follow the 220
         if refusal is not None:
             return self._hand_out(Rejected(refusal), 1, None)
-        return self._hand_out(event, 1, kind)
+        # _hand_out(event, 1, kind), written out: every accepted command ends here.
+        self._due = 1
+        self._answer = kind
+        self._event = event
+        return event
 
     def _out_of_sequence(self, event: Command) -> Reply | None:
         """The 503 for a command the state (or the session's history) forbids."""
@@ -550,7 +555,7 @@ class ServerConnection:
         assert reader is not None
         buffer = self._buffer
         if not buffer:
-            return self._wait()
+            return NEED_DATA if not self._peer_closed else self._wait()
         # All of it (a whole read comes as it is, uncopied); whatever follows
         # the terminator is given back.
         content, rest = reader.feed(buffer.take_all())
