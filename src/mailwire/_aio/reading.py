@@ -41,7 +41,11 @@ class BufferedReading(asyncio.BufferedProtocol):
     __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _buffer()
+        try:
+            view: memoryview = _local.view  # every read but a thread's first: no call
+        except AttributeError:
+            view = _buffer()
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         # get_buffer made it in this thread, in the same step: no _buffer() call per read.
