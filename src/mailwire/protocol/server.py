@@ -385,7 +385,9 @@ class ServerConnection:
             junk = self.limits.junk_commands
             if junk and self.junk_commands > junk and self._error():
                 return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
-        refusal = self._out_of_sequence(event)
+        # Most commands come in sequence and have no guard: then no call.
+        in_sequence = kind in SERVER_COMMANDS[self.state] and kind not in SERVER_GUARDS
+        refusal = None if in_sequence else self._out_of_sequence(event)
         if isinstance(event, Bdat):
             return self._start_chunk(event, refusal)
         if refusal is None:
