@@ -356,6 +356,45 @@ def format_table(results: Results, specs: Sequence[ServerSpec], failed: dict[str
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A floor of issue 12 as a ratio within one run: ``measure`` of mailwire over ``other``'s,
+    at ``size``; met when the ratio is at most (``most``) or at least ``bound``."""
+
+    label: str
+    other: str
+    size: int
+    measure: str  # "cpu" or "rates"
+    bound: float
+    most: bool
+
+
+TARGETS: Final = (
+    Target("CPU per message, 1 KB", "smtp-sink", SIZES[0], "cpu", 2.0, most=True),
+    Target("CPU per message, 100 KB", "smtp-sink", SIZES[1], "cpu", 1.2, most=True),
+    Target("messages per second, 1 KB", "aiosmtpd", SIZES[0], "rates", 6.0, most=False),
+)
+
+
+def format_targets(results: Results) -> str:
+    """The targets as rows: mailwire's median over the other server's, the bound, and whether
+    this run meets it (``-`` where either side has no figure)."""
+    lines = [f"{'target (mailwire / other, medians of this run)':<52}{'ratio':>8}{'target':>10}  met"]
+    lines.append("-" * len(lines[0]))
+    for target in TARGETS:
+        ours, theirs = results.get((BASELINE, target.size)), results.get((target.other, target.size))
+        mine = ours.median(getattr(ours, target.measure)) if ours else None
+        other = theirs.median(getattr(theirs, target.measure)) if theirs else None
+        ratio = mine / other if mine is not None and other else None
+        within = ratio is not None and (ratio <= target.bound if target.most else ratio >= target.bound)
+        met = "-" if ratio is None else "yes" if within else "no"
+        bound = f"{'<=' if target.most else '>='} {target.bound:.1f}x"
+        label = f"{target.label}: mailwire / {target.other}"
+        shown = "-" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"{label:<52}{shown:>8}{bound:>10}  {met}")
+    return "\n".join(lines)
+
+
 # -- command line -----------------------------------------------------------------------------
 
 
@@ -427,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(128 + signal.SIGINT) from None
     print()
     print(format_table(results, specs, failed))
+    print()
+    print(format_targets(results))
     print(f"total time {time.perf_counter() - began:.0f} s")
 
 

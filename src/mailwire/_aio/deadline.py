@@ -19,25 +19,35 @@ __all__ = ["Deadline"]
 class Deadline:
     """Calls ``on_expire`` once the latest deadline set has passed."""
 
-    __slots__ = ("_on_expire", "_timer", "_deadline", "_loop")
+    # _when: when the timer fires (its when(), kept here: arm runs per wait).
+    __slots__ = ("_on_expire", "_timer", "_when", "_deadline", "_loop", "_time")
 
     def __init__(self, on_expire: Callable[[], None]) -> None:
         self._on_expire = on_expire
         self._timer: asyncio.TimerHandle | None = None
+        self._when = 0.0
         self._deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] | None = None  # the loop's clock, looked up once
 
     def arm(self, timeout: float) -> None:
         """Expire ``timeout`` seconds from now (replacing any earlier deadline)."""
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        self._deadline = deadline = loop.time() + timeout
+        now = self._time
+        if now is None:
+            loop = self._loop = asyncio.get_running_loop()
+            now = self._time = loop.time
+        self._deadline = deadline = now() + timeout
         timer = self._timer
-        if timer is not None and timer.when() > deadline:
+        if timer is not None:
+            if self._when <= deadline:
+                return  # it fires first, and re-arms itself for the deadline then
             timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._fire)
+        self._schedule(deadline)
+
+    def _schedule(self, when: float) -> None:
+        assert self._loop is not None
+        self._when = when
+        self._timer = self._loop.call_at(when, self._fire)
 
     def extend(self, seconds: float, limit: float) -> None:
         """Move the deadline ``seconds`` later, but not beyond ``limit`` from
@@ -62,6 +72,6 @@ class Deadline:
         self._timer = None
         assert self._loop is not None
         if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._fire)
+            self._schedule(self._deadline)
         else:
             self._on_expire()

@@ -41,10 +41,15 @@ class BufferedReading(asyncio.BufferedProtocol):
     __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _buffer()
+        try:
+            view: memoryview = _local.view  # every read but a thread's first: no call
+        except AttributeError:
+            view = _buffer()
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_buffer()[:nbytes]))
+        # get_buffer made it in this thread, in the same step: no _buffer() call per read.
+        self.data_received(bytes(_local.view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         raise NotImplementedError

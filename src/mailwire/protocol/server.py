@@ -343,7 +343,8 @@ class ServerConnection:
             self._skipping = True
             return self._read_line()
         if line is None:
-            return self._wait()
+            # Read to the end (a driver asks once after every read): _wait, written out.
+            return NEED_DATA if not self._peer_closed else self._wait()
         if self.state is ServerState.AUTH:
             response = parse_auth_response(line)
             if isinstance(response, Rejected):
@@ -384,7 +385,9 @@ class ServerConnection:
             junk = self.limits.junk_commands
             if junk and self.junk_commands > junk and self._error():
                 return self._hand_out(Rejected(_too_many_errors(self.hostname), close=True), 1, None)
-        refusal = self._out_of_sequence(event)
+        # Most commands come in sequence and have no guard: then no call.
+        in_sequence = kind in SERVER_COMMANDS[self.state] and kind not in SERVER_GUARDS
+        refusal = None if in_sequence else self._out_of_sequence(event)
         if isinstance(event, Bdat):
             return self._start_chunk(event, refusal)
         if refusal is None:
@@ -398,7 +401,11 @@ class ServerConnection:
                 refusal = TLS_NOT_AVAILABLE  # no handshake could follow the 220
         if refusal is not None:
             return self._hand_out(Rejected(refusal), 1, None)
-        return self._hand_out(event, 1, kind)
+        # _hand_out(event, 1, kind), written out: every accepted command ends here.
+        self._due = 1
+        self._answer = kind
+        self._event = event
+        return event
 
     def _out_of_sequence(self, event: Command) -> Reply | None:
         """The 503 for a command the state (or the session's history) forbids."""
@@ -550,7 +557,7 @@ class ServerConnection:
         assert reader is not None
         buffer = self._buffer
         if not buffer:
-            return self._wait()
+            return NEED_DATA if not self._peer_closed else self._wait()
         # All of it (a whole read comes as it is, uncopied); whatever follows
         # the terminator is given back.
         content, rest = reader.feed(buffer.take_all())
@@ -596,32 +603,32 @@ class ServerConnection:
         cannot answer it (a 354 to anything but DATA, a 2xx to DATA ...). A
         421 may be sent at any moment and closes the connection.
         """
-        if self.state is ServerState.CLOSED:
+        state = self.state
+        if state is ServerState.CLOSED:
             raise LocalProtocolError("the connection is closed")
-        if reply.code == 421:
+        code = reply.code
+        if code == 421:
             # RFC 5321 3.8: a server may close at any time, saying 421 first.
             self._enter(ServerState.CLOSED)
             return reply.wire
         if not self._due:
-            raise LocalProtocolError(f"nothing awaits a reply while {self.state.value}")
+            raise LocalProtocolError(f"nothing awaits a reply while {state.value}")
         key = self._answer
-        target = self._target(key, reply)
+        # Where the reply leads (written out: this runs for every reply).
+        if key is None:
+            if 300 <= code < 400:
+                raise LocalProtocolError(f"{code} cannot answer {self._answering()}")
+            target = None
+        else:
+            move = SERVER_COMMANDS[state][key]
+            klass = code // 100
+            target = move.ok if klass == 2 else move.more if klass == 3 else move.fail
+            if target is None:
+                raise LocalProtocolError(f"{code} cannot answer {key.__name__}")
         self._due -= 1
         if not self._due:
             self._answered(key, target, reply)
         return reply.wire
-
-    def _target(self, key: type | None, reply: Reply) -> ServerState | None:
-        if key is None:
-            if reply.is_intermediate:
-                raise LocalProtocolError(f"{reply.code} cannot answer {self._answering()}")
-            return None
-        move = SERVER_COMMANDS[self.state][key]
-        klass = reply.code // 100
-        target = move.ok if klass == 2 else move.more if klass == 3 else move.fail
-        if target is None:
-            raise LocalProtocolError(f"{reply.code} cannot answer {key.__name__}")
-        return target
 
     def _answered(self, key: type | None, target: ServerState | None, reply: Reply) -> None:
         event = self._event

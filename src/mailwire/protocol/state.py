@@ -149,6 +149,8 @@ class MalformedResponse:
 class ServerFlag(Enum):
     """Facts about the session that some commands depend on."""
 
+    __hash__ = object.__hash__  # identity hash in C: looked up in ``flags`` on every RCPT
+
     TLS = "TLS is active"  # set by tls_established() (or implicit TLS)
     AUTHENTICATED = "AUTH succeeded"  # a 2xx answered Credentials
     BINARYMIME = "MAIL BODY=BINARYMIME accepted"  # cleared with the transaction

@@ -50,11 +50,14 @@ class SessionClock:
     def before_wait(self, core: ServerConnection) -> None:
         """Before each wait for the client: a command handled since the
         last one gives the next line the idle timeout whole."""
+        # Written out (no arm, no track): this runs before every wait.
+        content = self.content
         if self.progressed:
             self.progressed = False
-            if not self.content:
-                self.arm(self.limits.server_idle_timeout)
-        if not self.content:
+            if not content:
+                self.late = False
+                self._deadline.arm(self.limits.server_idle_timeout)
+        if not content and core.in_message:
             self.track(core)  # the octets of a refused BDAT chunk, swallowed
 
     def track(self, core: ServerConnection) -> None:

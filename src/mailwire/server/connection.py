@@ -361,12 +361,18 @@ class SMTPConnection(FlowControl, BufferedReading):
             return self.policy.take(event.data)
         if type(event) is Closed:
             return None  # the core is closed: the connection ends
-        self._clock.progressed = True
+        clock = self._clock
+        clock.progressed = True
         pending = self.policy.handle(event)
         if pending is not None:
             return pending
-        self._clock.track(self.core)  # as _settle, written out: every event passes here
-        return self.policy.abandon()
+        # As _settle, written out: every event passes here, and most move
+        # neither the content deadline (track) nor end a transaction (abandon).
+        core = self.core
+        if core.in_message is not clock.content:
+            clock.track(core)
+        policy = self.policy
+        return None if policy.envelope is None else policy.abandon()
 
     def _settle(self) -> Pending:
         """After an event is answered: the content deadline, and the reset
