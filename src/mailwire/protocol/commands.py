@@ -36,6 +36,9 @@ __all__ = [
 
 _SASL_NAME = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 3.1
 _BDAT = re.compile(r"([0-9]{1,18})(?: +(LAST))? *", re.I)  # RFC 3030 2
+# What surrogateescape decodes an invalid UTF-8 byte to (U+DC80-U+DCFF); chr()
+# rather than literals, which the compiled build (mypyc) cannot write into C.
+_LOW_SURROGATE, _HIGH_SURROGATE = chr(0xDC80), chr(0xDCFF)
 
 
 def encode_auth_data(data: bytes | None) -> str:
@@ -221,7 +224,7 @@ def parse_command(line: bytes) -> Command | Rejected:
         return _reject(501, "5.5.2", "Syntax error: control characters in command")
     # Only non-ASCII input can hold undecodable bytes: keep the per-character
     # scan off the hot path (every command line of every session).
-    if not line.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
+    if not line.isascii() and any(_LOW_SURROGATE <= ch <= _HIGH_SURROGATE for ch in text):
         return _reject(500, "5.5.2", "Syntax error: command is not valid UTF-8")
     verb, _, arg = text.partition(" ")
     verb = verb.upper()

@@ -189,7 +189,9 @@ class DataReader:
             # replace, which needs it before a dot on the first line.
             body = data[:cut].replace(_DOT_LINE, _CRLF)[skip:]
         else:
-            body = data[skip:cut] if skip or cut < len(data) else data
+            # skip past cut takes nothing: written out, as the compiled build
+            # (mypyc 2.4) raises SystemError for a bytes slice with start past stop.
+            body = (data[skip:cut] if skip < cut else b"") if skip or cut < len(data) else data
         if body and self.checking:
             # Once the message is refused for them, bare line endings need no further look.
             refused = self.bare_line_endings and self.policy is BareLineEndings.REFUSE

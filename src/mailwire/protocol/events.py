@@ -19,7 +19,7 @@ comparable in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import ClassVar, Union
 
 from ..reply import Reply
 from ..sasl import Credentials
@@ -217,7 +217,9 @@ class Closed:
 class NeedData:
     """``next_event()`` found no complete event in what it has received."""
 
-    _instance: "NeedData | None" = None
+    # A ClassVar, not an instance attribute: the compiled build (mypyc) would
+    # otherwise give every instance a slot for it.
+    _instance: ClassVar["NeedData | None"] = None
 
     def __new__(cls) -> "NeedData":
         if cls._instance is None:
