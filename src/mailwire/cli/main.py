@@ -15,7 +15,10 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
+from .. import __version__
+from .._compiled import compiled
 from . import send, serve
+from .loop import describe
 
 __all__ = ["main"]
 
@@ -31,6 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mailwire", description="SMTP on both ends of the wire.")
+    core = "compiled core (mypyc)" if compiled() else "pure Python"
+    parser.add_argument("--version", action="version", version=f"mailwire {__version__}: {core}; event loop: {describe()}")
     commands = parser.add_subparsers(dest="command", required=True)
     send_parser = commands.add_parser(
         "send", help="send a message, or many (a mailbox, --repeat) over concurrent connections",
