@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._compiled import compiled as _compiled
 from .client.transaction import Transaction
 from .errors import (
     AuthenticationError, ConnectionClosed, DataRefused, LocalProtocolError, MailwireError,
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .client.sync import LMTPClient, SMTPClient
 
 __version__ = "0.1.0"
+# True when this install runs the compiled core (MAILWIRE_COMPILE=1 pip install .; see _compiled.py).
+__compiled__ = _compiled()
 
 _DRIVERS = {
     "SMTPClient": "sync", "LMTPClient": "sync",

@@ -15,8 +15,7 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from .. import __version__
-from .._compiled import compiled
+from .. import __compiled__, __version__
 from . import send, serve
 from .loop import describe
 
@@ -34,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mailwire", description="SMTP on both ends of the wire.")
-    core = "compiled core (mypyc)" if compiled() else "pure Python"
+    core = "compiled core (mypyc)" if __compiled__ else "pure Python"
     parser.add_argument("--version", action="version", version=f"mailwire {__version__}: {core}; event loop: {describe()}")
     commands = parser.add_subparsers(dest="command", required=True)
     send_parser = commands.add_parser(

@@ -29,7 +29,7 @@ from ..limits import DEFAULT_LIMITS
 from ..server.backends import Maildir, Printer, Relay, Sink
 from ..server.config import ServerConfig
 from ..server.networks import parse_networks
-from .._compiled import compiled
+from .. import __compiled__
 from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
@@ -374,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     """``mailwire serve`` with parsed arguments; the exit code."""
     _setup_logging(args.verbose)
     try:
-        log.info("event loop: %s; core: %s", use_loop(args.loop), "compiled" if compiled() else "pure Python")
+        log.info("event loop: %s; core: %s", use_loop(args.loop), "compiled" if __compiled__ else "pure Python")
         return asyncio.run(serve(plan(args)))
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
