@@ -9,7 +9,7 @@ refused BDAT leaves the state indeterminate (RFC 3030 2), so RSET after it too.
 from __future__ import annotations
 
 from ..protocol.events import Bdat, Data, EndOfData, Mail, Rcpt, Rset
-from .bdat import bdat_events
+from .bdat import BdatFramer
 from .steps import Program, Write, checked_data_reply, command, read
 from .transaction import Transaction, read_final, write_content
 
@@ -28,7 +28,8 @@ def one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
         yield from command(Rset())
         return
     if chunking:
-        for framed in bdat_events(txn):
+        framer = BdatFramer(txn)
+        while (framed := (yield from framer.next())) is not None:
             yield Write(framed)
             last = isinstance(framed[0], Bdat) and framed[0].last
             if last:
