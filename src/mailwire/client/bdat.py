@@ -48,7 +48,8 @@ STREAM_CHUNK = 1 << 18
 class BdatFramer:
     """BDAT framing of ``txn``'s content: each piece with its header, LAST on
     the final one (so one piece is read ahead), an empty message as BDAT 0
-    LAST. CRLF line endings as over DATA (RFC 3030 3), except for
+    LAST. Pieces from an iterable go as they come, none held back: the end
+    is ``BDAT 0 LAST`` (RFC 3030 2 allows it). CRLF line endings as over DATA (RFC 3030 3), except for
     BINARYMIME, whose octets go as they are; no dot-stuffing. The
     normalising is ``DotStuffer``'s, which carries a CR split from its LF
     over to the next piece."""
@@ -67,7 +68,10 @@ class BdatFramer:
         self._started = True
         if current is None:
             self._done = True
-            return [Bdat(0, True)] if self._txn.size == 0 else None
+            return [Bdat(0, True)] if self._txn.size == 0 or self._txn.streamed else None
+        if self._txn.streamed:
+            self._started = False  # nothing read ahead
+            return [Bdat(len(current), False), MessageData(current)]
         self._ahead = upcoming = yield from self._piece()
         if upcoming is None:
             self._done = True

@@ -61,6 +61,11 @@ class ContentReader:
         else:
             self._source = iter(content)
 
+    @property
+    def streamed(self) -> bool:
+        """Its pieces come from an iterable, as the caller has them."""
+        return self._source is not None
+
     def next_piece(self, at_least: int = 0) -> Program[bytes | None]:
         """The next piece, None after the last. An iterable's pieces are
         joined until there are ``at_least`` octets (or no more)."""
@@ -131,12 +136,20 @@ class Transaction:
             events.append(Rcpt(rcpt, options))
         return events
 
-    def next_piece(self, at_least: int = 0) -> Program[bytes | None]:
-        """The content's next piece (``ContentReader.next_piece``), its
-        size counted in ``size``."""
+    @property
+    def streamed(self) -> bool:
+        return self._reader().streamed
+
+    def _reader(self) -> ContentReader:
         reader = self.reader
         if reader is None:
             reader = self.reader = ContentReader(self.content)
+        return reader
+
+    def next_piece(self, at_least: int = 0) -> Program[bytes | None]:
+        """The content's next piece (``ContentReader.next_piece``), its
+        size counted in ``size``."""
+        reader = self._reader()
         before = reader.size
         piece = yield from reader.next_piece(at_least)
         self.size += reader.size - before
@@ -213,11 +226,17 @@ class Transaction:
 
 def write_content(content: Transaction | ContentReader, after: list[Sendable]) -> Program[None]:
     """The content, its last piece in one write with ``after`` (the end of data
-    and whatever may be pipelined behind it). Nothing of ``after`` goes
-    before the content has ended: a stream that fails leaves the data
-    unended (see ``Pull``)."""
+    and whatever may be pipelined behind it). Pieces from an iterable are
+    written as they come, the next may be long in coming (a relay's sender
+    is still sending it), and ``after`` alone at its end. Nothing of
+    ``after`` goes before the content has ended: a stream that fails leaves
+    the data unended (see ``Pull``)."""
     current = yield from content.next_piece()
     while current is not None:
+        if content.streamed:
+            yield Write([MessageData(current)])
+            current = yield from content.next_piece()
+            continue
         upcoming = yield from content.next_piece()
         if upcoming is None:
             break
