@@ -107,6 +107,9 @@ class _Feed:
             return first
         try:
             piece = await anext(self._rest)
+            rest = self._rest
+            if isinstance(rest, MessageContent) and rest.buffered:
+                piece = await _gather(piece, rest)
             if self._refuse_8bit and has_8bit(piece):
                 raise _eight_bit_refusal()
         except StopAsyncIteration:
@@ -115,6 +118,23 @@ class _Feed:
             self.error = err
             raise
         return piece
+
+
+# At most this much of what has arrived is joined into one upstream write.
+_GATHER = 1 << 20
+
+
+async def _gather(piece: bytes, content: MessageContent) -> bytes:
+    """``piece`` and the chunks already waiting behind it (taken without
+    waiting), joined: one write upstream where the sender's bytes arrived in
+    many reads, never a wait for more."""
+    parts = [piece]
+    size = len(piece)
+    while content.buffered and size < _GATHER:
+        part = await anext(content)
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 async def _once(content: bytes) -> AsyncIterator[bytes]:
@@ -175,6 +195,8 @@ class _Upstream:
         refuse_8bit = not self._client.capabilities.eightbitmime
         try:
             first = await anext(content, None)
+            if first is not None and isinstance(content, MessageContent) and content.buffered:
+                first = await _gather(first, content)
             if refuse_8bit and first is not None and has_8bit(first):
                 raise _eight_bit_refusal()
         except Exception:
