@@ -315,3 +315,34 @@ def test_a_large_message_is_relayed_with_flat_memory(serve: Callable[..., Serve]
     assert growth < size // 4  # 15 MB: buffers, never the message
     relaying.stop()
     upstream.stop()
+
+
+def test_after_an_aborted_message_the_session_relays_the_next_on_a_new_connection(aio_upstream: Any) -> None:
+    async def main() -> None:
+        session = await relay(aio_upstream.address).new_session(SessionInfo(peer=PEER))
+        assert isinstance(session, StreamingSession)
+        try:
+            await session.mail("alice@example.com", MailOptions())
+            await session.rcpt("bob@example.org", RcptOptions())
+            cut = MessageContent(1 << 20)
+            cut.put(b"Subject: cut\r\n\r\n" + b"z" * 3000 + b"\r\n")
+            consumer = asyncio.ensure_future(session.data_stream(envelope(), cut))
+            await asyncio.sleep(0.05)
+            cut.abort()
+            with pytest.raises(MessageAborted):
+                await consumer
+            await session.mail("alice@example.com", MailOptions())
+            await session.rcpt("bob@example.org", RcptOptions())
+            whole = MessageContent(1 << 20)
+            whole.put(b"Subject: next\r\n\r\n")
+            whole.put(b"kept\r\n")
+            whole.end()
+            await session.data_stream(envelope(), whole)
+            assert whole.complete
+        finally:
+            await session.close()
+
+    asyncio.run(main())
+    [got] = aio_upstream.handler.envelopes
+    assert got.original_content == b"Subject: next\r\n\r\nkept\r\n"
+    assert len(aio_upstream.handler.peers) == 2  # the first connection was closed in its DATA

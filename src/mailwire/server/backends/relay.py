@@ -137,6 +137,23 @@ async def _gather(piece: bytes, content: MessageContent) -> bytes:
     return b"".join(parts)
 
 
+async def _first_piece(content: AsyncIterator[bytes]) -> bytes | None:
+    """The first piece of a message, with whatever has arrived behind it."""
+    first = await anext(content, None)
+    if first is not None and isinstance(content, MessageContent) and content.buffered:
+        first = await _gather(first, content)
+    return first
+
+
+async def _whole(first: bytes | None, content: AsyncIterator[bytes]) -> bytes | None:
+    """The whole message, if ``first`` is all of it (it had ended when it was
+    taken: the iteration is then taken to its end); else None."""
+    if isinstance(content, MessageContent) and content.ended and not content.buffered:
+        await _drain(content)
+        return first or b""
+    return None
+
+
 async def _once(content: bytes) -> AsyncIterator[bytes]:
     """A message held whole, as a stream of one piece (none if empty)."""
     if content:
@@ -180,7 +197,7 @@ class _Upstream:
         passed = _passed_rcpt_options(options, caps)
         await self._check(self._client.rcpt(address, passed))
 
-    async def data(self, content: AsyncIterator[bytes]) -> None:
+    async def data(self, content: bytes | AsyncIterator[bytes]) -> None:
         """The content, forwarded piece by piece as it comes.
 
         Its first piece is looked at before DATA goes up: 8-bit content for
@@ -190,21 +207,30 @@ class _Upstream:
         part of it has gone upstream and a DATA cannot be taken back: the
         upstream connection is closed before the end of data (``_Feed``),
         so the upstream delivers nothing, and the next transaction opens a
-        new one.
+        new one. A message that has all arrived by the time its first piece
+        is taken (most small ones) goes up as one piece, in one write with
+        the end of data.
         """
         refuse_8bit = not self._client.capabilities.eightbitmime
+        first: bytes | None
+        whole: bytes | None
         try:
-            first = await anext(content, None)
-            if first is not None and isinstance(content, MessageContent) and content.buffered:
-                first = await _gather(first, content)
+            if isinstance(content, bytes):
+                first, whole = content, content
+            else:
+                first = await _first_piece(content)
+                whole = await _whole(first, content)
             if refuse_8bit and first is not None and has_8bit(first):
                 raise _eight_bit_refusal()
         except Exception:
             await self.reset()
             raise
-        feed = _Feed(first, content, refuse_8bit)
         try:
-            await self._check(self._client.data(feed), feed)
+            if whole is not None or isinstance(content, bytes):
+                await self._check(self._client.data(whole or b""))
+            else:
+                feed = _Feed(first, content, refuse_8bit)
+                await self._check(self._client.data(feed), feed)
         except _Refusal:
             await self.reset()  # a refused DATA leaves the upstream's transaction open
             raise
@@ -263,14 +289,15 @@ class _RelaySession(BaseSession):
         await self._data(envelope, content)
 
     async def data(self, envelope: Envelope) -> None:
-        await self._data(envelope, _once(envelope.content))
+        await self._data(envelope, envelope.content)
 
-    async def _data(self, envelope: Envelope, content: AsyncIterator[bytes]) -> None:
+    async def _data(self, envelope: Envelope, content: bytes | AsyncIterator[bytes]) -> None:
         if self._live and self._upstream is not None:
             self._live = False
             await self._upstream.data(content)
             return
-        result = await self._relay.forward_stream(envelope, content)
+        pieces = _once(content) if isinstance(content, bytes) else content
+        result = await self._relay.forward_stream(envelope, pieces)
         for rcpt, reply in result.refused.items():
             log.warning(
                 "relay %s:%s refused recipient <%s> of a message from <%s> after we accepted it"
