@@ -69,18 +69,33 @@ def server_command(mailwire: str, backend: str, box: str, port: int, upstream: i
     return [mailwire, "serve", *where, "-q", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def run(mailwire: str, size: int, messages: int, backend: str = "maildir", upstream: int | None = None) -> float:
-    """Messages per second of one smtp-source run against a fresh server."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (Linux /proc), or NaN."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    mailwire: str, size: int, messages: int, backend: str = "maildir", upstream: int | None = None,
+) -> tuple[float, float]:
+    """Messages per second of one smtp-source run against a fresh server, and
+    the server's CPU milliseconds per message (less swayed by a busy machine)."""
     port = free_port()
     box = tempfile.mkdtemp(prefix="mw-bench-")
     server = subprocess.Popen(server_command(mailwire, backend, box, port, upstream), stdout=subprocess.DEVNULL)
     try:
         wait_listening(port)
+        cpu = cpu_seconds(server.pid)
         start = time.perf_counter()
         subprocess.run([SMTP_SOURCE, "-d", "-s", str(SESSIONS), "-m", str(messages), "-l", str(size),
                         "-M", "localhost", "-f", "a@example.com", "-t", "b@example.com",
                         f"127.0.0.1:{port}"], check=True, capture_output=True, timeout=600)
-        return messages / (time.perf_counter() - start)
+        rate = messages / (time.perf_counter() - start)
+        return rate, (cpu_seconds(server.pid) - cpu) * 1000 / messages
     finally:
         server.terminate()
         server.wait(10)
@@ -113,13 +128,19 @@ def measure(args: argparse.Namespace, upstream: int | None) -> None:
     print(f"serve --{args.backend}, {SESSIONS} sessions", flush=True)
     for size, messages in zip((1024, 102400), args.messages):
         rates: dict[str, list[float]] = {"before": [], "after": []}
+        cpus: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(args.repeat):
             for name in ("before", "after"):
-                rates[name].append(run(getattr(args, name), size, messages, args.backend, upstream))
+                rate, cpu = run(getattr(args, name), size, messages, args.backend, upstream)
+                rates[name].append(rate)
+                cpus[name].append(cpu)
         before, after = (statistics.median(rates[n]) for n in ("before", "after"))
+        cpu_before, cpu_after = (statistics.median(cpus[n]) for n in ("before", "after"))
         print(f"{size // 1024:>4} KB x {messages}: before {before:8.0f} msg/s  after {after:8.0f} msg/s  "
               f"after/before {after / before:.2f}  (runs: {[round(r) for r in rates['before']]} / "
               f"{[round(r) for r in rates['after']]})", flush=True)
+        print(f"{'':>14} server CPU ms/msg: before {cpu_before:.3f}  after {cpu_after:.3f}  "
+              f"after/before {cpu_after / cpu_before:.2f}", flush=True)
 
 
 if __name__ == "__main__":
