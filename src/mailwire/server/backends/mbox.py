@@ -48,18 +48,19 @@ class MboxQuoter:
     platform's line ending, an LF added if the last line lacks one, then
     the empty line that ends every message in an mbox.
 
-    Neither pattern overlaps itself, so a pattern cut between pieces is
-    found by holding back what could begin it: a final CR (the CRLF's LF may
-    come next), or a final ``\nF``... that could grow into ``\nFrom ``:
-    at most five octets, and a piece that ends elsewhere is passed on
-    without a copy beyond ``replace``'s.
+    A pattern cut between pieces is found by carrying state over: whether
+    the output ends a line (the next piece's ``From `` is quoted), and what
+    could begin a pattern the next piece completes, held back: a final CR
+    (the CRLF's LF may come next), or a final ``\nF``, ``\nFr``...
+    (``From`` at a line start cut short): a few octets, rarely. A piece that
+    ends a line, the usual case, is passed on with ``replace``'s one copy.
     """
 
-    __slots__ = ("_held", "_ends_lf")
+    __slots__ = ("_held", "_line_start")
 
     def __init__(self) -> None:
         self._held = b""
-        self._ends_lf = False
+        self._line_start = False  # the output so far ends with LF (the first line is never quoted)
 
     def feed(self, piece: bytes) -> bytes:
         data = self._held + piece if self._held else piece
@@ -67,8 +68,15 @@ class MboxQuoter:
         if cr:
             data = data[:-1]
         data = data.replace(b"\r\n", b"\n").replace(_FROM, b"\n>From ")
+        if self._line_start and data.startswith(b"From "):
+            data = b">" + data
+        keep = 0
         start = data.rfind(b"\n", max(0, len(data) - 5))
-        keep = len(data) - start if start >= 0 and _FROM.startswith(data[start:]) else 0
+        if start >= 0:
+            if len(data) - start >= 2 and _FROM.startswith(data[start:]):
+                keep = len(data) - start  # "\nF" to "\nFrom": a quoted line, perhaps
+        elif self._line_start and len(data) < 5 and b"From ".startswith(data):
+            keep = len(data)  # "F" to "From" at a line start, likewise
         if keep:
             data, self._held = data[:-keep], data[-keep:]
         else:
@@ -81,11 +89,11 @@ class MboxQuoter:
         """What is held back, and the message's end."""
         out = self._out(self._held)
         self._held = b""
-        return out + (b"" if self._ends_lf else _LINESEP) + _LINESEP
+        return out + (b"" if self._line_start else _LINESEP) + _LINESEP
 
     def _out(self, data: bytes) -> bytes:
         if data:
-            self._ends_lf = data.endswith(b"\n")
+            self._line_start = data.endswith(b"\n")
             if _LINESEP != b"\n":
                 data = data.replace(b"\n", _LINESEP)
         return data
