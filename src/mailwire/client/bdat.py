@@ -29,7 +29,7 @@ from ..protocol.events import Bdat, MessageData, Rset
 from ..protocol.params import MailOptions
 from ..protocol.pending import end_of_data_replies
 from .steps import Program, Write, read_many
-from .transaction import CHUNK, Transaction
+from .transaction import CHUNK, ContentReader, Transaction
 
 __all__ = ["pipelined_bdat", "BdatFramer", "STREAM_CHUNK", "BDAT_WINDOW", "BDAT_WINDOW_OCTETS", "BDAT_WINDOW_REPLIES"]
 
@@ -56,6 +56,7 @@ class BdatFramer:
 
     def __init__(self, txn: Transaction) -> None:
         self._txn = txn
+        self._reader = ContentReader(txn.content, txn)
         self._normalizer = None if txn.mail_options.body == "BINARYMIME" else DotStuffer(stuff=False)
         self._ahead: bytes | None = None
         self._started = self._done = False
@@ -68,8 +69,8 @@ class BdatFramer:
         self._started = True
         if current is None:
             self._done = True
-            return [Bdat(0, True)] if self._txn.size == 0 or self._txn.streamed else None
-        if self._txn.streamed:
+            return [Bdat(0, True)] if self._txn.size == 0 or self._reader.streamed else None
+        if self._reader.streamed:
             self._started = False  # nothing read ahead
             return [Bdat(len(current), False), MessageData(current)]
         self._ahead = upcoming = yield from self._piece()
@@ -79,7 +80,7 @@ class BdatFramer:
 
     def _piece(self) -> Program[bytes | None]:
         while True:
-            piece = yield from self._txn.next_piece(STREAM_CHUNK)
+            piece = yield from self._reader.next_piece(STREAM_CHUNK)
             if piece is None or self._normalizer is None:
                 return piece
             piece = self._normalizer.feed(piece)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..protocol.events import Bdat, Data, EndOfData, Mail, Rcpt, Rset
 from .bdat import BdatFramer
 from .steps import Program, Write, checked_data_reply, command, read
-from .transaction import Transaction, read_final, write_content
+from .transaction import ContentReader, Transaction, read_final, write_content
 
 __all__ = ["one_by_one"]
 
@@ -48,5 +48,5 @@ def one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
         txn.data_reply = data
         yield from command(Rset())
         return
-    yield from write_content(txn, [EndOfData()])
+    yield from write_content(ContentReader(txn.content, txn), [EndOfData()])
     yield from read_final(txn, lmtp)

@@ -46,12 +46,13 @@ class ContentReader:
     into ``CHUNK`` pieces and a binary file read ``CHUNK`` at a time, here;
     an iterable's pieces pulled by the driver (``Pull``), as they come, so a
     message streamed in is streamed out and never held whole. Empty pieces
-    are skipped; ``size`` counts what was read."""
+    are skipped; ``size`` counts what was read (and ``txn.size``, if given)."""
 
-    __slots__ = ("_pieces", "_source", "size")
+    __slots__ = ("_pieces", "_source", "_txn", "size")
 
-    def __init__(self, content: Content) -> None:
+    def __init__(self, content: Content, txn: Transaction | None = None) -> None:
         self.size = 0
+        self._txn = txn
         self._pieces: Iterator[bytes] = iter(())
         self._source: Iterator[bytes] | AsyncIterator[bytes] | None = None
         if isinstance(content, bytes) or _is_file(content):
@@ -84,6 +85,8 @@ class ContentReader:
             piece = (pulled[0] if len(pulled) == 1 else b"".join(pulled)) if octets else None
         if piece is not None:
             self.size += len(piece)
+            if self._txn is not None:
+                self._txn.size += len(piece)
         return piece
 
 
@@ -127,7 +130,6 @@ class Transaction:
     # RCPTs and content (see bdat.pipelined_bdat): the replies to those decide.
     joined: bool = False
     origin: int | None = None  # where a file's content starts
-    reader: ContentReader | None = None  # the content being read, once it is
 
     def envelope(self) -> list[Sendable]:
         events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
@@ -135,25 +137,6 @@ class Transaction:
             options = self.rcpt_options[i] if self.rcpt_options else _NO_RCPT_OPTIONS
             events.append(Rcpt(rcpt, options))
         return events
-
-    @property
-    def streamed(self) -> bool:
-        return self._reader().streamed
-
-    def _reader(self) -> ContentReader:
-        reader = self.reader
-        if reader is None:
-            reader = self.reader = ContentReader(self.content)
-        return reader
-
-    def next_piece(self, at_least: int = 0) -> Program[bytes | None]:
-        """The content's next piece (``ContentReader.next_piece``), its
-        size counted in ``size``."""
-        reader = self._reader()
-        before = reader.size
-        piece = yield from reader.next_piece(at_least)
-        self.size += reader.size - before
-        return piece
 
     def mark_origin(self) -> None:
         """Note where a file's content starts, to send it again (``rewind``)."""
@@ -199,7 +182,6 @@ class Transaction:
                 content.seek(self.origin)  # type: ignore[union-attr]  # a file
             except (OSError, ValueError):
                 return False
-        self.reader = None
         self.mail_reply = self.data_reply = self.settled = None
         self.rcpt_replies, self.final = {}, {}
         self.size, self.joined = 0, False
@@ -224,7 +206,7 @@ class Transaction:
             self.data_reply = replies[0]
 
 
-def write_content(content: Transaction | ContentReader, after: list[Sendable]) -> Program[None]:
+def write_content(content: ContentReader, after: list[Sendable]) -> Program[None]:
     """The content, its last piece in one write with ``after`` (the end of data
     and whatever may be pipelined behind it). Pieces from an iterable are
     written as they come, the next may be long in coming (a relay's sender
