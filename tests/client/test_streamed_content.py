@@ -29,6 +29,7 @@ from mailwire.protocol.events import NEED_DATA, Bdat, Mail, MessageData, Rcpt
 from mailwire.reply import Reply
 
 from helpers.minismtp import MiniSMTP
+from helpers.pieces import pieces
 from helpers.scripted import ScriptedServer
 
 Start = Callable[..., ScriptedServer]
@@ -43,11 +44,6 @@ messages = st.lists(
     max_size=24,
 ).map(b"".join)
 cuts = st.lists(st.integers(0, 120), max_size=12)
-
-
-def pieces(data: bytes, at: list[int]) -> list[bytes]:
-    points = sorted({c for c in at if 0 < c < len(data)})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
 
 
 def in_transaction() -> ClientConnection:

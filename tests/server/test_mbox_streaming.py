@@ -34,7 +34,10 @@ from mailwire.server.backends.mbox import MboxQuoter, MboxSession
 from mailwire.server.envelope import SessionInfo
 from mailwire.server.streaming import MessageContent
 
+from helpers.pieces import pieces
+
 from .conftest import ServerThread, wait_for
+from .test_backends import as_mbox, read_mbox
 from .test_streaming import begin, message, stuffed
 
 Factory = Callable[..., ServerThread]
@@ -48,11 +51,6 @@ contents = st.lists(
     max_size=24,
 ).map(b"".join)
 cuts = st.lists(st.integers(0, 120), max_size=12)
-
-
-def pieces(data: bytes, at: list[int]) -> list[bytes]:
-    points = sorted({c for c in at if 0 < c < len(data)})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
 
 
 def stdlib_form(content: bytes, sender: str = "a@example.com") -> bytes:
@@ -117,24 +115,8 @@ def test_every_cut_stores_what_the_stdlib_writes(tmp_path: Path, batch: int) -> 
     box.close()
 
 
-def read_back(path: Path) -> list[bytes]:
-    box = mailbox.mbox(path, create=False)
-    try:
-        return [box.get_bytes(key) for key in box.keys()]
-    finally:
-        box.close()
-
-
-def as_mbox(content: bytes, sender: str = "a@example.com") -> bytes:
-    body = content.replace(b"\r\n", b"\n").replace(b"\nFrom ", b"\n>From ")
-    return f"Return-Path: <{sender}>\n".encode() + body
-
-
 def test_smtplib_messages_read_back_by_mailbox(server_factory: Factory, tmp_path: Path) -> None:
-    path = tmp_path / "mbox"
-    mbox = Mbox(path)
-    mbox.write_batch = 64 << 10  # the large one is spooled
-    server = server_factory(mbox)
+    path, mbox, server = spooling(server_factory, tmp_path)  # the large one is spooled
     large = message(3 << 20).replace(b"line 0001", b"From 0001")
     sent = [large, b"Subject: small\r\n\r\nFrom me\r\nbye\r\n", b"Subject: no end\r\n\r\nlast line"]
     with smtplib.SMTP(*server.address, timeout=30) as client:
@@ -142,9 +124,17 @@ def test_smtplib_messages_read_back_by_mailbox(server_factory: Factory, tmp_path
             client.sendmail("a@example.com", ["b@example.com"], content)
     mbox.close()
     expected = [c if c.endswith(b"\r\n") else c + b"\r\n" for c in sent]  # smtplib ends the last line
-    assert read_back(path) == [as_mbox(c) for c in expected]
+    assert read_mbox(path) == [as_mbox(c, "a@example.com") for c in expected]
     assert same_date(path.read_bytes()) == b"".join(stdlib_form(c) for c in expected)
     assert os.listdir(tmp_path) == ["mbox"]
+
+
+def spooling(server_factory: Factory, tmp_path: Path, **settings: Any) -> tuple[Path, Mbox, ServerThread]:
+    """An mbox whose messages are spooled beyond 64 KiB, and a server storing in it."""
+    path = tmp_path / "mbox"
+    mbox = Mbox(path)
+    mbox.write_batch = 64 << 10
+    return path, mbox, server_factory(mbox, **settings)
 
 
 def spool_files(folder: Path) -> list[str]:
@@ -162,10 +152,7 @@ def half_sent(server: ServerThread, folder: Path) -> Any:
 
 
 def test_a_client_gone_mid_stream_leaves_the_mbox_and_no_spool(server_factory: Factory, tmp_path: Path) -> None:
-    path = tmp_path / "mbox"
-    mbox = Mbox(path)
-    mbox.write_batch = 64 << 10
-    server = server_factory(mbox)
+    path, mbox, server = spooling(server_factory, tmp_path)
     client, _ = half_sent(server, tmp_path)
     client.close()
     assert wait_for(lambda: spool_files(tmp_path) == [])
@@ -173,10 +160,7 @@ def test_a_client_gone_mid_stream_leaves_the_mbox_and_no_spool(server_factory: F
 
 
 def test_a_size_refusal_mid_stream_leaves_the_mbox_and_no_spool(server_factory: Factory, tmp_path: Path) -> None:
-    path = tmp_path / "mbox"
-    mbox = Mbox(path)
-    mbox.write_batch = 64 << 10
-    server = server_factory(mbox, limits=Limits(message_size=3 << 19))
+    path, mbox, server = spooling(server_factory, tmp_path, limits=Limits(message_size=3 << 19))
     client, wire = half_sent(server, tmp_path)
     client.send(wire[1 << 20:])
     client.expect(552, "5.3.4")
@@ -185,27 +169,21 @@ def test_a_size_refusal_mid_stream_leaves_the_mbox_and_no_spool(server_factory: 
 
 
 def test_a_slow_sender_does_not_hold_the_lock(server_factory: Factory, tmp_path: Path) -> None:
-    path = tmp_path / "mbox"
-    mbox = Mbox(path)
-    mbox.write_batch = 64 << 10
-    server = server_factory(mbox)
+    path, mbox, server = spooling(server_factory, tmp_path)
     slow, wire = half_sent(server, tmp_path)
     with smtplib.SMTP(*server.address, timeout=10) as other:  # delivered while the slow one streams
         other.sendmail("c@example.com", ["b@example.com"], b"Subject: quick\r\n\r\nquick\r\n")
-    assert read_back(path) == [as_mbox(b"Subject: quick\r\n\r\nquick\r\n", "c@example.com")]
+    assert read_mbox(path) == [as_mbox(b"Subject: quick\r\n\r\nquick\r\n", "c@example.com")]
     slow.send(wire[1 << 20:])
     slow.expect(250)
     mbox.close()
-    assert len(read_back(path)) == 2 and spool_files(tmp_path) == []
+    assert len(read_mbox(path)) == 2 and spool_files(tmp_path) == []
 
 
 def test_a_failed_append_of_a_spooled_message_rolls_back(
     server_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = tmp_path / "mbox"
-    mbox = Mbox(path)
-    mbox.write_batch = 64 << 10
-    server = server_factory(mbox)
+    path, mbox, server = spooling(server_factory, tmp_path)
     with smtplib.SMTP(*server.address, timeout=10) as client:
         client.sendmail("a@example.com", ["b@example.com"], b"Subject: first\r\n\r\nkept\r\n")
     before = path.read_bytes()
@@ -266,4 +244,4 @@ def test_a_lock_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
         locker.wait(10)
     asyncio.run(deliver())
     mbox.close()
-    assert read_back(path) == [as_mbox(b"Subject: waited\r\n\r\nbody\r\n")]
+    assert read_mbox(path) == [as_mbox(b"Subject: waited\r\n\r\nbody\r\n", "a@example.com")]

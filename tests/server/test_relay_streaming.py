@@ -12,6 +12,7 @@ the data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import smtplib
@@ -251,11 +252,10 @@ def test_end_to_end_with_smtplib_through_the_server(aio_upstream: Any, server_fa
     assert second.original_content == b"Subject: small\r\n\r\nhi\r\n"
 
 
-def test_end_to_end_a_sender_gone_mid_data_delivers_nothing(
-    aio_upstream: Any, server_factory: Callable[..., Any],
-) -> None:
-    server = server_factory(relay(aio_upstream.address))
-    with socket.create_connection(server.address, timeout=10) as sock, sock.makefile("rb") as replies:
+@contextlib.contextmanager
+def in_data(address: tuple[str, int], sender: str, rcpt: str) -> Iterator[tuple[socket.socket, Callable[[], bytes]]]:
+    """A raw client whose DATA was answered 354, and how it reads a reply."""
+    with socket.create_connection(address, timeout=60) as sock, sock.makefile("rb") as replies:
         def reply() -> bytes:
             line = replies.readline()
             while line[3:4] == b"-":
@@ -263,9 +263,17 @@ def test_end_to_end_a_sender_gone_mid_data_delivers_nothing(
             return line
 
         assert reply().startswith(b"220")
-        for command in (b"EHLO t", b"MAIL FROM:<alice@example.com>", b"RCPT TO:<bob@example.org>", b"DATA"):
+        for command in (b"EHLO t", f"MAIL FROM:<{sender}>".encode(), f"RCPT TO:<{rcpt}>".encode(), b"DATA"):
             sock.sendall(command + b"\r\n")
             assert reply()[:1] in (b"2", b"3"), command
+        yield sock, reply
+
+
+def test_end_to_end_a_sender_gone_mid_data_delivers_nothing(
+    aio_upstream: Any, server_factory: Callable[..., Any],
+) -> None:
+    server = server_factory(relay(aio_upstream.address))
+    with in_data(server.address, "alice@example.com", "bob@example.org") as (sock, _):
         sock.sendall(message(1 << 20))
     # The upstream's connection was closed in the middle of its DATA.
     deadline = 50
@@ -285,18 +293,7 @@ def test_a_large_message_is_relayed_with_flat_memory(serve: Callable[..., Serve]
     relaying = serve("--relay", f"127.0.0.1:{upstream.port}", "--port", "0", "--max-size", str(2 * size))
     before = peak_rss(relaying.proc.pid)
     digest = hashlib.sha256(b"Return-Path: <a@example.com>\r\n")
-    with socket.create_connection(("127.0.0.1", relaying.port), timeout=60) as sock, \
-            sock.makefile("rb") as replies:
-        def reply() -> bytes:
-            line = replies.readline()
-            while line[3:4] == b"-":
-                line = replies.readline()
-            return line
-
-        assert reply().startswith(b"220")
-        for command in (b"EHLO t", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"):
-            sock.sendall(command + b"\r\n")
-            assert reply()[:1] in (b"2", b"3"), command
+    with in_data(("127.0.0.1", relaying.port), "a@example.com", "b@example.com") as (sock, reply):
         for part in lines(blocks):
             digest.update(part)
             sock.sendall(part)

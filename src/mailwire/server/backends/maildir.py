@@ -29,7 +29,7 @@ from typing import IO, ClassVar
 from ..envelope import Envelope, SessionInfo
 from ..session import Session
 from ..streaming import MessageContent
-from .store import Store, StoreFile, StoreSession, fsync_directory, return_path, store_stream
+from .store import Store, StoreFile, StoreSession, fsync_directory, remove_file, return_path, store_stream
 
 __all__ = ["Maildir", "MaildirSession", "MaildirFile", "STALE_TMP_AGE"]
 
@@ -220,16 +220,8 @@ class MaildirFile(StoreFile):
         """Remove the message from ``tmp/`` (what failed, or was aborted)."""
         file, self._file = self._file, None
         self._held = []
-        if file is None or self._committed:
-            return
-        try:
-            file.close()
-        except OSError:
-            pass
-        try:
-            os.remove(file.name)
-        except FileNotFoundError:
-            pass
+        if file is not None and not self._committed:
+            remove_file(file)
 
     def _open(self, eol: bytes) -> IO[bytes]:
         maildir = self.maildir

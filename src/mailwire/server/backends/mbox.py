@@ -28,7 +28,7 @@ from ...errors import SMTPError
 from ..envelope import Envelope, SessionInfo
 from ..session import Session
 from ..streaming import MessageContent
-from .store import Store, StoreFile, StoreSession, fsync_directory, return_path, store_stream
+from .store import Store, StoreFile, StoreSession, fsync_directory, remove_file, return_path, store_stream
 
 __all__ = ["Mbox", "MboxQuoter", "MboxSpool", "MboxSession"]
 
@@ -345,16 +345,8 @@ class MboxSpool(StoreFile):
         """Remove the spool file (the mbox is never touched but by commit)."""
         self._held = []
         file, self._file = self._file, None
-        if file is None:
-            return
-        try:
-            file.close()
-        except OSError:
-            pass
-        try:
-            os.remove(file.name)
-        except FileNotFoundError:
-            pass
+        if file is not None:
+            remove_file(file)
 
 
 class MboxSession(StoreSession):

@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from ...errors import SMTPError
 from ..envelope import Envelope, SessionInfo
@@ -29,6 +29,7 @@ from ..streaming import MessageContent
 
 __all__ = [
     "Store", "StoreSession", "StoreFile", "store_stream", "fsync_directory", "return_path", "storage_refusal",
+    "remove_file",
 ]
 
 T = TypeVar("T")
@@ -50,6 +51,19 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_file(file: IO[bytes]) -> None:
+    """Close and remove a file written in part (what a failed or aborted
+    delivery leaves); one already gone is no error."""
+    try:
+        file.close()
+    except OSError:
+        pass
+    try:
+        os.remove(file.name)
+    except FileNotFoundError:
+        pass
 
 
 def return_path(envelope: Envelope, eol: bytes) -> bytes:
