@@ -28,7 +28,7 @@ from . import dialog
 from .aio_transport import AsyncTransport, open_connection
 from .transport import closing_reason
 from .dialog import AuthArg, Program, TLSMode, Transaction
-from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
+from .prepare import Item, MessageLike, RcptOptionsArg, check_content, outcome_or_raise
 from ..result import SendResult
 from .base import ClientBase
 from .settings import local_name
@@ -202,6 +202,7 @@ class AsyncSMTPClient(ClientBase):
     async def data(self, content: bytes | Iterable[bytes] | AsyncIterable[bytes]) -> Reply:
         """DATA, the content and its end, on their own (see ``SMTPClient.data``);
         content given as an iterable, sync or async, goes out piece by piece."""
+        check_content(content, asynchronous=True)
         return await self._run(dialog.data(content))
 
     async def noop(self) -> Reply:

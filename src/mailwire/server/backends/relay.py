@@ -346,7 +346,7 @@ class _RelaySession(BaseSession):
 
 
 class Relay:
-    """Forwards each message to an upstream server with mailwire's ``SMTPClient``.
+    """Forwards each message to an upstream server with mailwire's own client, as it arrives.
 
     ``Relay(host, port, tls="starttls", auth=(user, password),
     ssl_context=..., timeout=60, **client_kwargs)``: the client options are
