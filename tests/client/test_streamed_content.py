@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailwire import AsyncSMTPClient, MailOptions, SMTPClient
+from mailwire import AsyncSMTPClient, MailOptions, SMTPClient, SMTPPool
 from mailwire.client import dialog
 from mailwire.client.bdat import BdatFramer
 from mailwire.client.steps import Program, Pull
@@ -246,3 +246,22 @@ def test_the_blocking_client_refuses_an_async_iterable_before_sending(scripted: 
         assert client.connected and client.noop().code == 250
     asyncio.run(agen.aclose())
     assert smtp.transactions == []
+
+
+def test_a_pool_hands_a_failing_source_s_error_to_its_sender_and_goes_on(scripted: Start) -> None:
+    smtp = MiniSMTP()
+    server = scripted(smtp, connections=2, strict=False)
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"Subject: half\r\n\r\n"
+        raise Gone("the source failed")
+
+    async def main() -> None:
+        async with SMTPPool(*server.address, size=1, tls="none", timeout=5) as pool:
+            with pytest.raises(Gone):
+                await pool.send(source(), "s@example.org", ["r@example.net"])
+            result = await pool.send(MESSAGE, "s@example.org", ["r@example.net"])
+            assert result.ok
+
+    asyncio.run(main())
+    assert [t.content for t in smtp.transactions if t.delivered] == [MESSAGE + b"\r\n"]
