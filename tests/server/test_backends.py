@@ -365,15 +365,33 @@ def _one_message_mbox(path: Path) -> Mbox:
     return handler
 
 
-def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path) -> None:
+def _failing_on(path: Path, monkeypatch: pytest.MonkeyPatch, name: str, fail: Callable[..., Any]) -> None:
+    """Make ``os.<name>`` misbehave (``fail(real, fd, *args)``) for descriptors of ``path``'s file."""
+    real = getattr(os, name)
+    target = os.stat(path).st_ino
+
+    def spy(fd: int, *args: Any) -> Any:
+        if os.fstat(fd).st_ino == target:
+            return fail(real, fd, *args)
+        return real(fd, *args)
+
+    monkeypatch.setattr(os, name, spy)
+
+
+def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mbox"
     _one_message_mbox(path).close()
     before = path.read_bytes()
 
-    class Failing(Mbox):
-        mailbox_class = _failing(mailbox.mbox, disk_full)
+    def half_then_full(real: Callable[..., int], fd: int, data: Any) -> int:
+        if len(data) > 1:
+            return int(real(fd, data[:len(data) // 2]))  # a short write, then the disk is full
+        raise disk_full()
 
-    err = refused(Failing(path), envelope())
+    handler = Mbox(path)
+    with monkeypatch.context() as patched:
+        _failing_on(path, patched, "write", half_then_full)
+        err = refused(handler, envelope())
     assert (err.code, str(err.enhanced)) == (452, "4.3.1")
     assert path.read_bytes() == before
     assert not os.path.exists(str(path) + ".lock")
@@ -381,20 +399,23 @@ def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path) -> Non
     assert len(read_mbox(path)) == 2
 
 
-def test_mbox_failed_flush_is_rolled_back(tmp_path: Path) -> None:
-    class FailingFlush(mailbox.mbox):
-        def flush(self) -> None:
-            raise OSError(errno.EIO, "fsync failed")
-
-    class Failing(Mbox):
-        mailbox_class = FailingFlush
-
+def test_mbox_failed_flush_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mbox"
     _one_message_mbox(path).close()
     before = path.read_bytes()
-    handler = Failing(path)
-    with pytest.raises(OSError):
-        deliver(handler, envelope())
+    handler = Mbox(path)
+    with monkeypatch.context() as patched:
+        fsyncs: list[int] = []
+
+        def fail_first(real: Callable[..., None], fd: int) -> None:
+            fsyncs.append(fd)
+            if len(fsyncs) == 1:  # the append's fsync fails; the roll-back's goes through
+                raise OSError(errno.EIO, "fsync failed")
+            real(fd)
+
+        _failing_on(path, patched, "fsync", fail_first)
+        with pytest.raises(OSError):
+            deliver(handler, envelope())
     assert path.read_bytes() == before
     assert not os.path.exists(str(path) + ".lock")
 
