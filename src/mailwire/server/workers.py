@@ -99,10 +99,11 @@ class Restart:
     """How a worker that dies is restarted.
 
     One that had been listening for ``min_uptime`` seconds is restarted at
-    once. One that died before listening, or sooner, waits ``first_delay``
-    seconds, doubled with each such failure in a row up to ``max_delay``;
-    after ``give_up`` failures before listening in a row, the supervisor
-    gives up (``WorkersFailed``).
+    once, one that died sooner after ``first_delay`` seconds (so a worker
+    that crashes on every connection does not spin). One that died before
+    listening waits ``first_delay`` seconds, doubled with each such failure
+    in a row up to ``max_delay``; after ``give_up`` of them in a row the
+    supervisor gives up (``WorkersFailed``).
     """
 
     first_delay: float = 0.1
@@ -110,8 +111,9 @@ class Restart:
     give_up: int = 5
     min_uptime: float = 1.0
 
-    def delay(self, streak: int) -> float:
-        return 0.0 if streak <= 0 else min(self.max_delay, self.first_delay * 2 ** (streak - 1))
+    def delay(self, failures: int) -> float:
+        """The wait after the ``failures``-th failure to start in a row."""
+        return 0.0 if failures <= 0 else min(self.max_delay, self.first_delay * 2 ** (failures - 1))
 
 
 @dataclass
@@ -125,7 +127,6 @@ class _Slot:
     ready_at: float | None = None
     error: str = ""  # what the worker said when it could not start
     failures: int = 0  # deaths before listening, in a row
-    streak: int = 0  # quick deaths (before listening or soon after), in a row
     due: float | None = None  # when to start again (backing off)
     pending: bytearray = field(default_factory=bytearray)  # a partial stdout line
 
@@ -418,11 +419,11 @@ class Workers:
             slot.failures += 1
             if slot.failures >= self.restart.give_up:
                 raise WorkersFailed(f"worker {slot.number} failed to start {slot.failures} times in a row: {why}")
+            delay = self.restart.delay(slot.failures)
         else:
             slot.failures = 0
-        slot.streak = slot.streak + 1 if ready_at is None or now - ready_at < self.restart.min_uptime else 0
-        delay = self.restart.delay(slot.streak)
-        when = f" in {delay:.1f}s" if delay else ""
+            delay = self.restart.first_delay if now - ready_at < self.restart.min_uptime else 0.0
+        when = f" in {delay:g}s" if delay else ""
         said = f" ({slot.error})" if slot.error and ready_at is None else ""
         log.warning("worker %d (pid %d) %s%s; restarting it%s", slot.number, pid, how, said, when)
         slot.error = ""
@@ -472,6 +473,7 @@ class Workers:
         os.close(out_w)
         slot.pid, slot.ready_fd, slot.out_fd = pid, ready_r, out_r
         slot.pending.clear()
+        log.info("worker %d (pid %d) started", slot.number, pid)
 
     def _be_worker(self, slot: _Slot, ready_w: int, out_w: int) -> NoReturn:  # pragma: no cover
         code = 1
