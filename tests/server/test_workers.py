@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -155,11 +156,27 @@ def test_bad_workers_one_line_exit_2(serve: Callable[..., Serve], args: list[str
     assert len(lines) == 1 and lines[0].startswith("mailwire") and words in lines[0], lines
 
 
-def test_workers_auto_is_the_usable_cores(tmp_path: Path) -> None:
+def test_port_in_use_is_refused_even_by_another_pool(serve: Callable[..., Serve]) -> None:
+    """SO_REUSEPORT would let a second server join the first's port: the
+    supervisor checks that nothing listens there first."""
+    first = serve("--port", "0", "--workers", "2")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        for port in (first.port, busy.getsockname()[1]):
+            second = serve("--port", str(port), "--workers", "2", wait=False)
+            assert second.wait() == 1
+            assert second.stderr.splitlines() == [f"mailwire serve: cannot listen on 127.0.0.1:{port}: address "
+                                                  "already in use (is another server running there?)"]
+    assert first.stop(signal.SIGTERM) == 0
+
+
+def test_workers_auto_is_the_usable_cores() -> None:
     from mailwire.cli.main import _parser
 
     args = _parser().parse_args(["serve", "--workers", "auto"])
-    assert args.workers == len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else args.workers >= 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert args.workers == cores
     assert _parser().parse_args(["serve"]).workers == 1
 
 

@@ -154,6 +154,8 @@ def _bind_tcp(hosts: Sequence[str | None], port: int, reuse_port: bool) -> list[
             _set_options(sock, reuse_port)
             if port == 0 and len(sockets) > 1:
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            elif port and reuse_port:
+                _check_free(family, kind, proto, address)
             sock.bind(address)
             if not reuse_port:
                 sock.listen(100)
@@ -170,6 +172,15 @@ def _set_options(sock: socket.socket, reuse_port: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def _check_free(family: int, kind: int, proto: int, address: Any) -> None:
+    """OSError (EADDRINUSE) if a server listens at ``address``. Binding with
+    SO_REUSEPORT would not say so: it joins any group of the same user,
+    and two servers would share the port unawares."""
+    with socket.socket(family, kind, proto) as probe:
+        _set_options(probe, False)
+        probe.bind(address)
 
 
 def _reuseport_twin(placeholder: socket.socket) -> socket.socket:
