@@ -638,8 +638,12 @@ def test_sigterm_with_a_stalled_message_stores_nothing(serve: Callable[..., Serv
     assert server.rest() == []
 
 
-def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path) -> None:
-    server = serve("--port", "0", "--grace", "60")
+@pytest.mark.parametrize("workers, said", [
+    ("1", "SIGINT again, stopping now"),
+    ("2", "SIGINT again: stopping the workers now"),  # the supervisor's log line (test_workers.py)
+])
+def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path, workers: str, said: str) -> None:
+    server = serve("--port", "0", "--grace", "60", "--workers", workers)
     raw = _begin_message(server.port)
     try:
         raw.sock.sendall(b"Subject: stalled\r\n")
@@ -650,7 +654,7 @@ def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path
         assert server.stop(signal.SIGINT, timeout=5) == 1
     finally:
         raw.close()
-    assert "SIGINT again, stopping now" in server.stderr
+    assert said in server.stderr
     assert maildir_files(tmp_path / "mail") == []
 
 

@@ -244,22 +244,6 @@ def test_sigterm_lets_a_message_in_flight_end(serve: Callable[..., Serve], tmp_p
 SUMMARY_LINE = f'from=<alice@example.org> to=<bob@example.net> subject="Hello there" size={len(MSG)}'
 
 
-def test_second_signal_stops_the_workers_at_once(serve: Callable[..., Serve], tmp_path: Path) -> None:
-    server = serve("--port", "0", "--workers", "2", "--grace", "60")
-    raw = _begin_message(server.port)
-    try:
-        raw.sock.sendall(b"Subject: stalled\r\n")
-        time.sleep(0.2)
-        server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert server.proc.poll() is None  # waiting for the message, up to --grace
-        assert server.stop(signal.SIGINT, timeout=TIMEOUT) == 1
-    finally:
-        raw.close()
-    assert "SIGINT again: stopping the workers now" in server.stderr
-    assert maildir_files(tmp_path / "mail") == []
-
-
 def test_unix_socket_is_shared_by_the_workers(serve: Callable[..., Serve], short_tmp: Path, tmp_path: Path) -> None:
     path = short_tmp / "lmtp.sock"
     server = serve("--unix", str(path), "--lmtp", "--workers", "2")

@@ -456,7 +456,18 @@ class Workers:
                     pass
 
     def _kill_all(self) -> None:
-        """On the way out (given up, or an error): no worker outlives us."""
+        """On the way out (given up, or an error): no worker outlives us.
+        Those still running stop as on SIGTERM, killed if not by the end
+        of the grace."""
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + STOP_MARGIN
+        while any(s.pid for s in self._slots) and time.monotonic() < deadline:
+            readable, _, _ = select.select([s.out_fd for s in self._slots if s.out_fd >= 0], [], [], 0.05)
+            for slot in self._slots:
+                if slot.out_fd in readable:
+                    self._relay(slot)  # a worker blocked on a full pipe would never stop
+                if slot.pid and os.waitpid(slot.pid, os.WNOHANG)[0]:
+                    slot.pid = 0
         self._signal_all(signal.SIGKILL)
         for slot in self._slots:
             if slot.pid:
