@@ -17,7 +17,6 @@ calls back here for the banner (one, with ``workers: N``).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging

@@ -70,6 +70,7 @@ from typing import Any, NoReturn
 
 from .aio import SMTPServer, _bound_unix_socket, _is_stale_socket, _unlink
 from .config import ServerConfig, check_unix_mode
+from .listening import BACKLOG, bind_tcp, reuseport_twin
 from .session import Backend, Handler
 from .stopping import StopSignals
 
@@ -138,63 +139,6 @@ def _ended(status: int) -> str:
     return f"exited with status {code}"
 
 
-def _bind_tcp(hosts: Sequence[str | None], port: int, reuse_port: bool) -> list[socket.socket]:
-    """Bound sockets for every address of ``hosts`` on one port (port 0: the
-    first picks it); listening unless ``reuse_port`` (the workers listen)."""
-    infos: list[tuple[Any, ...]] = []
-    for host in hosts:
-        for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-            if info not in infos:
-                infos.append(info)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            _set_options(sock, reuse_port)
-            if port == 0 and len(sockets) > 1:
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            elif port and reuse_port:
-                _check_free(family, kind, proto, address)
-            sock.bind(address)
-            if not reuse_port:
-                sock.listen(100)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _set_options(sock: socket.socket, reuse_port: bool) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-
-
-def _check_free(family: int, kind: int, proto: int, address: Any) -> None:
-    """OSError (EADDRINUSE) if a server listens at ``address``. Binding with
-    SO_REUSEPORT would not say so: it joins any group of the same user,
-    and two servers would share the port unawares."""
-    with socket.socket(family, kind, proto) as probe:
-        _set_options(probe, False)
-        probe.bind(address)
-
-
-def _reuseport_twin(placeholder: socket.socket) -> socket.socket:
-    """A worker's own socket on the address ``placeholder`` holds (REUSEPORT)."""
-    sock = socket.socket(placeholder.family, placeholder.type, placeholder.proto)
-    try:
-        _set_options(sock, True)
-        sock.bind(placeholder.getsockname())
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class Workers:
     """N server processes on one address, supervised (see the module docstring).
 
@@ -253,9 +197,9 @@ class Workers:
                 if os.path.exists(self.unix) and _is_stale_socket(self.unix):
                     os.unlink(self.unix)
                 self._unix = _bound_unix_socket(self.unix, self.unix_mode)
-                self._unix.listen(100)
+                self._unix.listen(BACKLOG)
             if self.port is not None or self.unix is None:
-                self._tcp = _bind_tcp(self.hosts, self.port or 0, self.reuse_port)
+                self._tcp = bind_tcp(self.hosts, self.port or 0, self.reuse_port)
         except BaseException:
             self._close_listeners()
             raise
@@ -385,13 +329,14 @@ class Workers:
             if self.on_ready is not None:
                 self.on_ready(self.addresses)
 
-    def _relay(self, slot: _Slot, final: bool = False) -> None:
-        """Write the worker's complete stdout lines, each in one write."""
+    def _relay(self, slot: _Slot) -> None:
+        """Write the worker's complete stdout lines (all that came, in one
+        write); at its end, what is left as a last line."""
         data = _read(slot.out_fd)
-        if not data:
+        final = not data
+        if final:
             os.close(slot.out_fd)
             slot.out_fd = -1
-            final = True
         slot.pending += data
         end = len(slot.pending) if final else slot.pending.rfind(b"\n") + 1
         if end:
@@ -510,7 +455,7 @@ class Workers:
             os.dup2(out_w, 1)
             os.close(out_w)
             if self.reuse_port:
-                listeners = [_reuseport_twin(sock) for sock in self._tcp]
+                listeners = [reuseport_twin(sock) for sock in self._tcp]
                 for sock in self._tcp:
                     sock.close()
             else:
