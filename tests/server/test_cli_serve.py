@@ -375,9 +375,12 @@ def test_unix_and_tcp_together(serve: Callable[..., Serve], short_tmp: Path) -> 
 # -- TLS and AUTH --------------------------------------------------------------------------------
 
 
-def test_starttls(serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the TLS context crosses the fork
+def test_starttls(
+    serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path, workers: str
+) -> None:
     cert, key = cert_files
-    server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key)
+    server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key, "--workers", workers)
     assert "(STARTTLS)" in server.banner
     with smtplib.SMTP("127.0.0.1", server.port, timeout=TIMEOUT) as client:
         client.ehlo()

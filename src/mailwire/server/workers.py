@@ -21,9 +21,11 @@ cores. The strategy, and why:
   does not listen (it keeps the port; only listening sockets get
   connections) and each worker binds and listens on its own. Elsewhere, or
   with ``reuse_port=False``, or for a Unix socket, the parent listens and
-  the workers accept from the socket they inherit. (With REUSEPORT, the
-  connections queued on a worker that dies are reset; clients retry, and
-  no message was answered in them.)
+  the workers accept from the socket they inherit (``listening.py``).
+  (With REUSEPORT, the connections queued on a worker that dies are
+  reset; clients retry, and no message was answered in them. The shared
+  socket keeps them for the next worker, but wakes every worker for each
+  connection and may give one worker more than its share.)
 - **Supervision.** A synchronous loop (``select`` over a self-pipe that
   signals wake) reaps workers, restarts each that dies, whatever killed it,
   with one log line saying which, its pid and how it ended. A worker says
@@ -39,17 +41,24 @@ cores. The strategy, and why:
   A worker whose supervisor vanished (killed) stops too: it watches a pipe
   only the supervisor holds open.
 - **One output.** Each worker's stdout is a pipe to the supervisor, which
-  writes only whole lines, each in one write, to its own stdout: a single
-  writer, so lines never mix whatever their length or the kind of file
-  (atomic pipe writes stop at PIPE_BUF; a line through the supervisor has
-  no such limit). The banner callback (``on_ready``) runs once every
-  worker listens, before any relayed line. stderr is inherited: log lines
-  are written one at a time, and are short.
+  writes only whole lines (all a worker's that came at once, in one
+  write) to its own stdout. Why not let workers write to an inherited fd,
+  a line a write: a write is atomic on a pipe only up to PIPE_BUF (4096
+  octets), and a summary line with many recipients or a long subject is
+  longer; through the supervisor there is one writer, so lines never mix
+  whatever their length or the kind of file. The cost is the supervisor's
+  (a read and a write per batch of lines; ``-q`` makes none). The banner
+  callback (``on_ready``) runs once every worker listens, before any
+  relayed line. stderr is inherited: log lines are short, one write each.
+  Whole messages (``Printer``) are not lines: ``serve --print`` keeps to
+  one process.
 
 Limits (``Limits.connections``, per-client counts, AUTH failure budgets)
 are per worker. Each worker calls the factory, so a ``Maildir`` in each:
 safe, as its file names carry the pid; an ``Mbox``: its appends take a
-file lock that other processes honour.
+file lock that other processes honour (but a worker killed mid-append
+leaves ``mailbox``'s dot-lock behind, which ``Mbox`` does not break: later
+appends get 450 until it is removed).
 """
 
 from __future__ import annotations
