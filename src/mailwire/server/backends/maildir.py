@@ -87,6 +87,8 @@ class Maildir(Store):
         self, path: str | os.PathLike[str], create: bool = True, *, tmp_max_age: float | None = STALE_TMP_AGE
     ) -> None:
         self.path = os.fspath(path)
+        if create:
+            _make_skeleton(self.path)
         self.mailbox = self.mailbox_class(self.path, create=create)
         self._counter = itertools.count()  # next() is atomic: threads share it
         if tmp_max_age is not None:
@@ -142,6 +144,22 @@ class Maildir(Store):
             fsync_directory(os.path.join(self.path, "new"))
             log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.path, key)
             return
+
+
+def _make_skeleton(path: str) -> None:
+    """Make the Maildir at ``path`` (and its tmp/new/cur) if it is missing
+    or a bare start of one. Several processes may do it at once (server
+    workers, each with its own ``Maildir``): ``mailbox.Maildir`` would
+    raise FileExistsError in all but the first, or use a directory another
+    is still filling. A directory with anything else in it is left alone."""
+    subdirs = ("tmp", "new", "cur")
+    try:
+        if os.path.isdir(path) and not set(os.listdir(path)) <= set(subdirs):
+            return
+        for sub in ("", *subdirs):
+            os.makedirs(os.path.join(path, sub), 0o700, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        pass  # not a directory: mailbox.Maildir says so
 
 
 def _eol_of(chunks: list[bytes], start: int, before: bytes) -> tuple[bytes | None, bytes]:
