@@ -20,7 +20,9 @@ import logging
 import mailbox
 import os
 import ssl
+import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -802,3 +804,44 @@ def test_relay_refuses_bad_client_options_at_construction() -> None:
 def test_relay_default_context_verifies() -> None:
     relay = Relay("127.0.0.1", 25)
     assert relay.ssl_context is not None and relay.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_mbox_removes_a_stale_dot_lock_nobody_holds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A writer killed while appending (a worker's SIGKILL) leaves its dot-lock behind.
+    path = tmp_path / "mbox"
+    handler = _one_message_mbox(path)
+    handler.lock_timeout = 0.2
+    lock = Path(str(path) + ".lock")
+    lock.write_bytes(b"")
+    young = refused(handler, envelope())
+    assert (young.code, str(young.enhanced)) == (450, "4.2.0")  # not stale yet: a live writer's, maybe
+    old = time.time() - handler.stale_lock - 1
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger="mailwire.server.backends.mbox"):
+        deliver(handler, envelope())
+    assert len(read_mbox(path)) == 2
+    assert not lock.exists()
+    assert "removed a dot-lock" in caplog.text
+
+
+def test_mbox_keeps_an_old_dot_lock_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mbox"
+    handler = _one_message_mbox(path)
+    handler.lock_timeout = 0.2
+    lock = Path(str(path) + ".lock")
+    lock.write_bytes(b"")
+    old = time.time() - handler.stale_lock - 1
+    os.utime(lock, (old, old))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time; f = open(sys.argv[1], 'rb+'); fcntl.lockf(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(30)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        err = refused(handler, envelope())
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert (err.code, str(err.enhanced)) == (450, "4.2.0")
+    assert lock.exists()

@@ -24,6 +24,11 @@ import time
 from collections.abc import Sequence
 from typing import IO, ClassVar
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: mailbox takes no lockf either
+    fcntl = None  # type: ignore[assignment]
+
 from ...errors import SMTPError
 from ..envelope import Envelope, SessionInfo
 from ..session import Session
@@ -141,7 +146,13 @@ class Mbox(Store):
     dot-lock, which other processes and mail programs honour) around the
     append and the fsync. ``lock()`` does not wait, so it is retried until
     ``lock_timeout`` seconds have passed; then the message is refused with
-    ``450 4.2.0`` (mailbox busy) and the sender tries again later.
+    ``450 4.2.0`` (mailbox busy) and the sender tries again later. A
+    dot-lock left by a writer that died holding it (a worker killed by
+    SIGKILL, a crash) would refuse every delivery for ever, so one older
+    than ``stale_lock`` seconds (500, Postfix's ``stale_lock_time``) is
+    removed and logged; only while this process holds the file's ``lockf``
+    lock, which every writer that follows ``mailbox``'s order takes before
+    the dot-lock, so no live writer's dot-lock can be taken for a stale one.
 
     Durability: the file is fsynced after each append, and the file's
     directory is fsynced when the file is opened (or created), all before
@@ -163,6 +174,7 @@ class Mbox(Store):
 
     mailbox_class: ClassVar[type[mailbox.mbox]] = mailbox.mbox
     lock_poll = 0.05  # seconds between attempts to take a busy lock
+    stale_lock = 500.0  # seconds after which a dot-lock nobody holds is removed
     # Octets of a streamed message held in memory; beyond, it is spooled.
     write_batch = 1 << 19
     # One thread lock per file, shared by every Mbox object of this process:
@@ -216,6 +228,33 @@ class Mbox(Store):
             fsync_directory(os.path.dirname(os.path.abspath(self.path)))
         return self._box
 
+    def _break_stale_dot_lock(self) -> bool:
+        """Remove the ``.lock`` file if it is older than ``stale_lock`` and no
+        process holds the file's ``lockf`` lock; True if the lock may now be
+        tried again at once."""
+        lock_path = self.path + ".lock"
+        if fcntl is None or self._fd < 0:
+            return False
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds the file: its dot-lock is its own
+        try:
+            try:
+                age = time.time() - os.stat(lock_path).st_mtime
+            except FileNotFoundError:
+                return True  # released meanwhile
+            if age < self.stale_lock:
+                return False
+            try:
+                os.remove(lock_path)
+            except FileNotFoundError:
+                return True
+            log.warning("mbox %s: removed a dot-lock %.0f s old that no process held", self.path, age)
+            return True
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
     def _current(self) -> bool:
         """Is the open file still the one at ``path``?"""
         try:
@@ -241,6 +280,8 @@ class Mbox(Store):
             try:
                 box.lock()
             except (mailbox.ExternalClashError, FileExistsError):
+                if self._break_stale_dot_lock():
+                    continue
                 if time.monotonic() >= deadline:
                     raise SMTPError(450, "4.2.0", "Mailbox busy (locked), try again later") from None
                 time.sleep(self.lock_poll)
