@@ -6,7 +6,7 @@ Postfix's ``smtp-sink`` (the C reference), ``aiosmtpd`` with its ``Sink`` handle
 while the CLI lacks that command, the same server from ``serve_sink.py``). The load is Postfix's
 ``smtp-source``: N messages of 1 KB, then of 100 KB, over 20 parallel sessions that each keep their
 connection (``-d``). A run is timed with the wall clock around the smtp-source process, and the
-server's CPU time is read from ``/proc/PID/stat`` just before and after it.
+server's CPU time (its worker processes' too) is read from ``/proc`` just before and after it.
 
 How the numbers are kept honest on a small, noisy machine: each server gets one untimed warm-up
 run per size; repeats are interleaved across servers, and the order rotates every repeat, so drift
@@ -138,6 +138,14 @@ def stream_spec() -> ServerSpec:
     )
 
 
+def workers_spec(workers: int) -> ServerSpec:
+    """``mailwire serve --sink --workers N``: N processes on one port (the CPU column sums them)."""
+    cli = Path(sys.executable).with_name("mailwire")
+    args = ["serve", "--sink", "-q", "--workers", str(workers), "--hostname", "localhost", "--host", HOST]
+    return ServerSpec(f"mailwire x{workers}", lambda port: [str(cli), *args, "--port", str(port)],
+                      f"{cli} {' '.join(args[:-2])}")  # fmt: skip
+
+
 def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
     """``mailwire serve --sink`` if the CLI has it, else the same server from serve_sink.py."""
     script = Path(sys.executable).with_name("mailwire")
@@ -197,11 +205,21 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (from /proc/PID/stat)."""
+        """User + system CPU time the server has used so far, its worker processes included (from
+        /proc/PID/stat: its own, its reaped children's, and each live child's)."""
         assert self._proc is not None
-        stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15: utime, stime
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            except OSError:
+                continue  # ended meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split() if stat else ["", "0"]  # field 3 onwards
+            if entry.name == str(self._proc.pid):  # fields 14-17: utime, stime, cutime, cstime
+                ticks += sum(int(f) for f in fields[11:15])
+            elif int(fields[1]) == self._proc.pid:  # field 4: the parent
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLOCK_TICKS
 
     def log_tail(self, limit: int = 300) -> str:
         text = self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
@@ -411,6 +429,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "`serve --sink` (e.g. another checkout's .venv/bin/mailwire), as mailwire@compare")
     parser.add_argument("--stream", action="store_true", help="also run mailwire with a streaming "
                         "session (serve_sink.py mailwire-stream), as `mailwire stream`")
+    parser.add_argument("--workers", type=int, metavar="N", help="also run `mailwire serve --sink "
+                        "--workers N`, as `mailwire xN` (its ratios are against one process)")
+    parser.add_argument("--pin", action="store_true", help="run the servers on CPU 1 and smtp-source "
+                        "on CPU 0 (sched_setaffinity), so the load generator takes no server core")
     return parser.parse_args(argv)
 
 
@@ -451,6 +473,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         specs.append(stream_spec())
     if args.compare:
         specs.append(compare_spec(args.compare))
+    if args.workers:
+        specs.append(workers_spec(args.workers))
+    if args.pin:  # servers (and the workers they fork) inherit CPU 1; smtp-source, started later, CPU 0
+        os.sched_setaffinity(0, {1})
     print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "
           f"{counts[SIZES[0]]} msgs/run of 1 KB, {counts[SIZES[1]]} of 100 KB; "
           f"median of {repeat}", flush=True)  # fmt: skip
@@ -460,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     failed: dict[str, str] = {}
     try:
         with started(specs, failed) as servers:
+            if args.pin:
+                os.sched_setaffinity(0, {0})
             results = run_all(servers, counts, repeat)
     except KeyboardInterrupt:
         print("interrupted; every server is stopped", file=sys.stderr)

@@ -20,7 +20,9 @@ import logging
 import mailbox
 import os
 import ssl
+import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -365,15 +367,33 @@ def _one_message_mbox(path: Path) -> Mbox:
     return handler
 
 
-def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path) -> None:
+def _failing_on(path: Path, monkeypatch: pytest.MonkeyPatch, name: str, fail: Callable[..., Any]) -> None:
+    """Make ``os.<name>`` misbehave (``fail(real, fd, *args)``) for descriptors of ``path``'s file."""
+    real = getattr(os, name)
+    target = os.stat(path).st_ino
+
+    def spy(fd: int, *args: Any) -> Any:
+        if os.fstat(fd).st_ino == target:
+            return fail(real, fd, *args)
+        return real(fd, *args)
+
+    monkeypatch.setattr(os, name, spy)
+
+
+def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mbox"
     _one_message_mbox(path).close()
     before = path.read_bytes()
 
-    class Failing(Mbox):
-        mailbox_class = _failing(mailbox.mbox, disk_full)
+    def half_then_full(real: Callable[..., int], fd: int, data: Any) -> int:
+        if len(data) > 1:
+            return int(real(fd, data[:len(data) // 2]))  # a short write, then the disk is full
+        raise disk_full()
 
-    err = refused(Failing(path), envelope())
+    handler = Mbox(path)
+    with monkeypatch.context() as patched:
+        _failing_on(path, patched, "write", half_then_full)
+        err = refused(handler, envelope())
     assert (err.code, str(err.enhanced)) == (452, "4.3.1")
     assert path.read_bytes() == before
     assert not os.path.exists(str(path) + ".lock")
@@ -381,20 +401,23 @@ def test_mbox_failure_mid_write_leaves_the_file_unchanged(tmp_path: Path) -> Non
     assert len(read_mbox(path)) == 2
 
 
-def test_mbox_failed_flush_is_rolled_back(tmp_path: Path) -> None:
-    class FailingFlush(mailbox.mbox):
-        def flush(self) -> None:
-            raise OSError(errno.EIO, "fsync failed")
-
-    class Failing(Mbox):
-        mailbox_class = FailingFlush
-
+def test_mbox_failed_flush_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mbox"
     _one_message_mbox(path).close()
     before = path.read_bytes()
-    handler = Failing(path)
-    with pytest.raises(OSError):
-        deliver(handler, envelope())
+    handler = Mbox(path)
+    with monkeypatch.context() as patched:
+        fsyncs: list[int] = []
+
+        def fail_first(real: Callable[..., None], fd: int) -> None:
+            fsyncs.append(fd)
+            if len(fsyncs) == 1:  # the append's fsync fails; the roll-back's goes through
+                raise OSError(errno.EIO, "fsync failed")
+            real(fd)
+
+        _failing_on(path, patched, "fsync", fail_first)
+        with pytest.raises(OSError):
+            deliver(handler, envelope())
     assert path.read_bytes() == before
     assert not os.path.exists(str(path) + ".lock")
 
@@ -781,3 +804,44 @@ def test_relay_refuses_bad_client_options_at_construction() -> None:
 def test_relay_default_context_verifies() -> None:
     relay = Relay("127.0.0.1", 25)
     assert relay.ssl_context is not None and relay.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_mbox_removes_a_stale_dot_lock_nobody_holds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A writer killed while appending (a worker's SIGKILL) leaves its dot-lock behind.
+    path = tmp_path / "mbox"
+    handler = _one_message_mbox(path)
+    handler.lock_timeout = 0.2
+    lock = Path(str(path) + ".lock")
+    lock.write_bytes(b"")
+    young = refused(handler, envelope())
+    assert (young.code, str(young.enhanced)) == (450, "4.2.0")  # not stale yet: a live writer's, maybe
+    old = time.time() - handler.stale_lock - 1
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger="mailwire.server.backends.mbox"):
+        deliver(handler, envelope())
+    assert len(read_mbox(path)) == 2
+    assert not lock.exists()
+    assert "removed a dot-lock" in caplog.text
+
+
+def test_mbox_keeps_an_old_dot_lock_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mbox"
+    handler = _one_message_mbox(path)
+    handler.lock_timeout = 0.2
+    lock = Path(str(path) + ".lock")
+    lock.write_bytes(b"")
+    old = time.time() - handler.stale_lock - 1
+    os.utime(lock, (old, old))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time; f = open(sys.argv[1], 'rb+'); fcntl.lockf(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(30)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        err = refused(handler, envelope())
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert (err.code, str(err.enhanced)) == (450, "4.2.0")
+    assert lock.exists()

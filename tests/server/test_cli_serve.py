@@ -375,9 +375,12 @@ def test_unix_and_tcp_together(serve: Callable[..., Serve], short_tmp: Path) -> 
 # -- TLS and AUTH --------------------------------------------------------------------------------
 
 
-def test_starttls(serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the TLS context crosses the fork
+def test_starttls(
+    serve: Callable[..., Serve], cert_files: tuple[str, str], client_tls: Any, tmp_path: Path, workers: str
+) -> None:
     cert, key = cert_files
-    server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key)
+    server = serve("--port", "0", "--tls-cert", cert, "--tls-key", key, "--workers", workers)
     assert "(STARTTLS)" in server.banner
     with smtplib.SMTP("127.0.0.1", server.port, timeout=TIMEOUT) as client:
         client.ehlo()
@@ -638,8 +641,12 @@ def test_sigterm_with_a_stalled_message_stores_nothing(serve: Callable[..., Serv
     assert server.rest() == []
 
 
-def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path) -> None:
-    server = serve("--port", "0", "--grace", "60")
+@pytest.mark.parametrize("workers, said", [
+    ("1", "SIGINT again, stopping now"),
+    ("2", "SIGINT again: stopping the workers now"),  # the supervisor's log line (test_workers.py)
+])
+def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path, workers: str, said: str) -> None:
+    server = serve("--port", "0", "--grace", "60", "--workers", workers)
     raw = _begin_message(server.port)
     try:
         raw.sock.sendall(b"Subject: stalled\r\n")
@@ -650,7 +657,7 @@ def test_second_signal_stops_at_once(serve: Callable[..., Serve], tmp_path: Path
         assert server.stop(signal.SIGINT, timeout=5) == 1
     finally:
         raw.close()
-    assert "SIGINT again, stopping now" in server.stderr
+    assert said in server.stderr
     assert maildir_files(tmp_path / "mail") == []
 
 

@@ -4,7 +4,9 @@ The command is a thin shell over the public server API: this module turns
 the options into a ``Plan`` (a ``ServerConfig`` and one of the shipped
 backends: ``Maildir`` by default, ``Printer``, ``Sink`` or ``Relay``; with
 ``--auth-file``, AUTH required before MAIL), checking everything it can
-before anything binds; ``serve_run`` runs it until SIGINT or SIGTERM.
+before anything binds; ``serve_run`` runs it until SIGINT or SIGTERM, in
+this process or (``--workers N``) in N supervised ones
+(``mailwire.server.workers``).
 
 Output contract, for scripts: stdout carries one banner line once the server
 listens (flushed; with ``--port 0`` it names the port chosen), then one line
@@ -24,16 +26,17 @@ import ssl
 import sys
 from typing import Any
 
+from .. import __compiled__
 from ..client.sync import TLSMode
 from ..limits import DEFAULT_LIMITS
 from ..server.backends import Maildir, Printer, Relay, Sink
 from ..server.config import ServerConfig
 from ..server.networks import parse_networks
-from .. import __compiled__
 from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
-from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve
+from ..server.workers import usable_cores
+from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers
 
 __all__ = ["configure_parser", "run", "plan", "UsageError", "read_auth_file"]
 
@@ -114,6 +117,15 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _workers(text: str) -> int:
+    """``N`` (at least 1) or ``auto``: the cores this process may use."""
+    if text.strip().lower() == "auto":
+        return usable_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes of at least 1, or auto, not {text!r}")
+    return int(text)
+
+
 def _timeout(text: str) -> float:
     value = _seconds(text)
     if value <= 0:
@@ -189,6 +201,9 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
                      help=f"longest text line accepted in a message, CRLF included; a longer one "
                           f"refuses the message with 550 5.6.0 (default {DEFAULT_LIMITS.text_line}, "
                           f"RFC 5321 4.5.3.1.6, and the least it allows; 0: no limit)")
+    net.add_argument("--workers", type=_workers, default=1, metavar="N",
+                     help="serve from N processes on the one address (default 1; auto: one per usable core); "
+                          "a worker that dies is restarted; the limits below apply to each worker")
     net.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
                      help="on SIGINT/SIGTERM, how long messages in progress may take to end (default 5)")
     tls = serve.add_argument_group("TLS")
@@ -282,6 +297,9 @@ def _check_conflicts(args: argparse.Namespace) -> None:
         (args.relay_auth is not None and args.relay is None, "--relay-auth needs --relay"),
         (args.relay_auth is not None and args.relay is not None and args.relay_tls in (None, "none"),
          "--relay-auth needs --relay-tls (credentials would cross the network in plaintext)"),
+        (args.print and args.workers > 1,
+         "--print needs --workers 1 (whole messages from several processes would mix on stdout)"),
+        (args.workers > 1 and not hasattr(os, "fork"), "--workers above 1 needs os.fork (POSIX)"),
     ]
     for conflict, message in needs:
         if conflict:
@@ -362,7 +380,8 @@ def plan(args: argparse.Namespace) -> Plan:
     if users is not None and context is None and not args.allow_plaintext_auth:
         log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
                     "send; add --tls-cert or --allow-plaintext-auth")
-    return Plan(backend, config, tcp, args.unix, args.grace, storing)
+    return Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
+                lambda: _delivery(args)[0])
 
 
 def _setup_logging(verbose: int) -> None:
@@ -374,8 +393,10 @@ def run(args: argparse.Namespace) -> int:
     """``mailwire serve`` with parsed arguments; the exit code."""
     _setup_logging(args.verbose)
     try:
+        checked = plan(args)
+        # Before any loop is made: forked workers make theirs from the same policy.
         log.info("event loop: %s; core: %s", use_loop(args.loop), "compiled" if __compiled__ else "pure Python")
-        return asyncio.run(serve(plan(args)))
+        return asyncio.run(serve(checked)) if checked.workers == 1 else serve_workers(checked)
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,18 +9,20 @@ in use is a ``RuntimeFailure``: one line, exit 1), prints the banner once it
 does (flushed; with ``--port 0`` it names the port chosen) and waits for
 SIGINT or SIGTERM, then calls ``stop(grace)``: messages being received get
 ``grace`` seconds to end, and a message is only ever handed to the backend
-whole, so a shutdown never stores half of one. A second signal stops at once.
+whole, so a shutdown never stores half of one. A second signal stops at once
+(``server/stopping.py``). With ``--workers N``, ``serve_workers`` hands the
+same plan to ``mailwire.server.workers``, which runs it in N processes and
+calls back here for the banner (one, with ``workers: N``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
@@ -33,8 +35,10 @@ from ..server.aio import SMTPServer
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from ..server.session import Backend
+from ..server.stopping import StopSignals
+from ..server.workers import Workers, WorkersFailed
 
-__all__ = ["Plan", "serve", "Users", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
+__all__ = ["Plan", "serve", "serve_workers", "Users", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
 
 log = logging.getLogger("mailwire.serve")
 
@@ -56,6 +60,8 @@ class Plan:
     unix: str | None
     grace: float
     storing: str  # what the banner says happens to messages
+    workers: int = 1  # above 1: processes, each with a backend from make_backend
+    make_backend: Callable[[], Backend] | None = None
 
 
 # -- the server's hooks -------------------------------------------------------------
@@ -122,7 +128,7 @@ def _format_address(address: Any) -> str:
     return str(address)
 
 
-def _banner(server: SMTPServer, plan: Plan) -> str:
+def _banner(addresses: Sequence[Any], plan: Plan) -> str:
     features = ["LMTP"] if plan.config.lmtp else []
     if plan.config.tls_context is not None:
         features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
@@ -130,9 +136,10 @@ def _banner(server: SMTPServer, plan: Plan) -> str:
         features.append("AUTH")
     if plan.config.proxy_protocol:
         features.append("PROXY")
-    where = " and ".join(_format_address(a) for a in server.addresses)
+    where = " and ".join(_format_address(a) for a in addresses)
     extra = f" ({', '.join(features)})" if features else ""
-    return f"{PROG}: listening on {where}{extra}, {plan.storing}"
+    workers = f", workers: {plan.workers}" if plan.workers > 1 else ""
+    return f"{PROG}: listening on {where}{extra}, {plan.storing}{workers}"
 
 
 def _listen_error(where: str, err: OSError) -> str:
@@ -145,24 +152,9 @@ def _listen_error(where: str, err: OSError) -> str:
     return f"cannot listen on {where}: {reason}"
 
 
-def _on_signals(stop: asyncio.Event, received: list[str]) -> None:
-    loop = asyncio.get_running_loop()
-
-    def handle(signum: int) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, handle, signum)
-        except (NotImplementedError, RuntimeError):  # no add_signal_handler (Windows)
-            signal.signal(signum, lambda n, _frame: loop.call_soon_threadsafe(handle, n))
-
-
 async def serve(plan: Plan) -> int:
-    stop = asyncio.Event()
-    received: list[str] = []
-    _on_signals(stop, received)
+    """Run ``plan`` in this process until SIGINT or SIGTERM; the exit code."""
+    signals = StopSignals((signal.SIGINT, signal.SIGTERM))
     server = SMTPServer(plan.backend, plan.config)
     where = ""
     try:
@@ -175,17 +167,30 @@ async def serve(plan: Plan) -> int:
     except OSError as err:
         await server.stop(0)
         raise RuntimeFailure(_listen_error(where, err)) from None
-    print(_banner(server, plan), flush=True)
-    await stop.wait()
-    log.info("%s: stopping; messages in progress have %gs to end", received[0], plan.grace)
-    stop.clear()
-    stopping = asyncio.ensure_future(server.stop(plan.grace))
-    again = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
-    again.cancel()
-    if not stopping.done():  # a second signal: do not wait for anyone
-        print(f"{PROG}: {received[-1]} again, stopping now", file=sys.stderr)
-        stopping.cancel()
+    print(_banner(server.addresses, plan), flush=True)
+    name = await signals.wait()
+    log.info("%s: stopping; messages in progress have %gs to end", name, plan.grace)
+    if not await signals.stop(server, plan.grace):
+        print(f"{PROG}: {signals.received[-1]} again, stopping now", file=sys.stderr)
         return EXIT_RUNTIME
-    stopping.result()
     return EXIT_OK
+
+
+def serve_workers(plan: Plan) -> int:
+    """Run ``plan`` in ``plan.workers`` supervised processes (no event loop
+    here: they are forked); the exit code."""
+    assert plan.make_backend is not None
+    host, port = plan.tcp if plan.tcp is not None else (None, None)
+    workers = Workers(
+        plan.make_backend, plan.config, host=host, port=port, unix=plan.unix, count=plan.workers,
+        grace=plan.grace, on_ready=lambda addresses: print(_banner(addresses, plan), flush=True),
+    )
+    try:
+        workers.bind()
+    except OSError as err:
+        where = plan.unix if plan.unix is not None and plan.tcp is None else _format_address(plan.tcp)
+        raise RuntimeFailure(_listen_error(where, err)) from None
+    try:
+        return workers.run()
+    except WorkersFailed as err:
+        raise RuntimeFailure(str(err)) from None

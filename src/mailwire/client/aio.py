@@ -16,7 +16,7 @@ uvloop's included.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from . import dialog
 from .aio_transport import AsyncTransport, open_connection
 from .transport import closing_reason
 from .dialog import AuthArg, Program, TLSMode, Transaction
-from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
+from .prepare import Item, MessageLike, RcptOptionsArg, check_content, outcome_or_raise
 from ..result import SendResult
 from .base import ClientBase
 from .settings import local_name
@@ -51,6 +51,7 @@ class AsyncSMTPClient(ClientBase):
         auth: AuthArg = None, auto_reconnect: bool = True, **settings: Any,
     ) -> None:
         super().__init__(host, port, tls, auth, settings)
+        self.asynchronous = True  # content may be an async iterable
         self.auto_reconnect = auto_reconnect
         self.messages_sent = 0
         self._transport: AsyncTransport | None = None
@@ -113,6 +114,14 @@ class AsyncSMTPClient(ClientBase):
         try:
             request = next(program)
             while True:
+                if isinstance(request, dialog.Pull):
+                    try:
+                        piece = await request.take_async()
+                    except BaseException as err:
+                        self._close(err)  # the caller's content failed mid-message (see Pull)
+                        raise
+                    request = program.send(piece)
+                    continue
                 try:
                     value = await self._perform(transport, request)
                 except (MailwireError, OSError) as err:
@@ -190,7 +199,10 @@ class AsyncSMTPClient(ClientBase):
     async def rcpt(self, address: str, options: RcptOptions | None = None) -> Reply:
         return await self._run(self._rcpt(address, options))
 
-    async def data(self, content: bytes) -> Reply:
+    async def data(self, content: bytes | Iterable[bytes] | AsyncIterable[bytes]) -> Reply:
+        """DATA, the content and its end, on their own (see ``SMTPClient.data``);
+        content given as an iterable, sync or async, goes out piece by piece."""
+        check_content(content, asynchronous=True)
         return await self._run(dialog.data(content))
 
     async def noop(self) -> Reply:

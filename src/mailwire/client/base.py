@@ -39,6 +39,8 @@ class ClientBase:
         self.settings = ClientSettings(host, port, tls, auth, lmtp=self.lmtp, **settings)
         self.capabilities = Capabilities()
         self.greeting: Reply | None = None
+        # Whether content may be an async iterable: only an awaiting client reads one.
+        self.asynchronous = False
 
     @property
     def host(self) -> str:
@@ -70,10 +72,14 @@ class ClientBase:
         return prepare(
             message, mail_from, rcpt_to, self.capabilities, mail_options=mail_options,
             rcpt_options=rcpt_options, chunking=self._chunking, tls_active=self.is_tls,
+            asynchronous=self.asynchronous,
         )
 
     def _prepare_items(self, items: Iterable[Item]) -> list[Transaction]:
-        return prepare_items(items, self.capabilities, chunking=self._chunking, tls_active=self.is_tls)
+        return prepare_items(
+            items, self.capabilities, chunking=self._chunking, tls_active=self.is_tls,
+            asynchronous=self.asynchronous,
+        )
 
     # -- the dialog behind each step -------------------------------------------------
 

@@ -19,10 +19,9 @@ after it if its BDAT was refused (``pipelined_bdat`` says so).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import BinaryIO
 
 from ..protocol.client import Sendable
 from ..protocol.data import DotStuffer
@@ -30,9 +29,9 @@ from ..protocol.events import Bdat, MessageData, Rset
 from ..protocol.params import MailOptions
 from ..protocol.pending import end_of_data_replies
 from .steps import Program, Write, read_many
-from .transaction import CHUNK, Transaction
+from .transaction import CHUNK, ContentReader, Transaction
 
-__all__ = ["pipelined_bdat", "bdat_events", "BDAT_WINDOW", "BDAT_WINDOW_OCTETS", "BDAT_WINDOW_REPLIES"]
+__all__ = ["pipelined_bdat", "BdatFramer", "STREAM_CHUNK", "BDAT_WINDOW", "BDAT_WINDOW_OCTETS", "BDAT_WINDOW_REPLIES"]
 
 # Pipelined BDAT writes this much ahead of the replies (see _Window).
 BDAT_WINDOW = 32  # transactions
@@ -40,29 +39,53 @@ BDAT_WINDOW_OCTETS = 4 * CHUNK  # of content
 BDAT_WINDOW_REPLIES = 256
 
 
-def _bdat_content(txn: Transaction) -> Iterator[MessageData]:
-    """The content for BDAT: CRLF line endings as over DATA (RFC 3030 3),
-    except for BINARYMIME, whose octets go as they are."""
-    if txn.mail_options.body == "BINARYMIME":
-        yield from txn.pieces()
-        return
-    normalizer = DotStuffer(stuff=False)
-    for piece in txn.pieces():
-        data = normalizer.feed(piece.data)
-        if data:
-            yield MessageData(data)
+# The least content per BDAT for a message given as an iterable: each BDAT
+# gets a reply, which a pipelined transaction leaves unread until its end,
+# so many small pieces would fill the socket buffers with replies.
+STREAM_CHUNK = 1 << 18
 
 
-def bdat_events(txn: Transaction) -> Iterator[list[Sendable]]:
-    """BDAT framing: each piece with its header; an empty message is BDAT 0 LAST."""
-    pieces = _bdat_content(txn)
-    current = next(pieces, None)
-    while current is not None:
-        upcoming = next(pieces, None)
-        yield [Bdat(len(current.data), upcoming is None), current]
-        current = upcoming
-    if txn.size == 0:
-        yield [Bdat(0, True)]
+class BdatFramer:
+    """BDAT framing of ``txn``'s content: each piece with its header, LAST on
+    the final one (so one piece is read ahead), an empty message as BDAT 0
+    LAST. Pieces from an iterable go as they come, none held back: the end
+    is ``BDAT 0 LAST`` (RFC 3030 2 allows it). CRLF line endings as over DATA (RFC 3030 3), except for
+    BINARYMIME, whose octets go as they are; no dot-stuffing. The
+    normalising is ``DotStuffer``'s, which carries a CR split from its LF
+    over to the next piece."""
+
+    def __init__(self, txn: Transaction) -> None:
+        self._txn = txn
+        self._reader = ContentReader(txn.content, txn)
+        self._normalizer = None if txn.mail_options.body == "BINARYMIME" else DotStuffer(stuff=False)
+        self._ahead: bytes | None = None
+        self._started = self._done = False
+
+    def next(self) -> Program[list[Sendable] | None]:
+        """The next BDAT with its content; None after the LAST."""
+        if self._done:
+            return None
+        current = self._ahead if self._started else (yield from self._piece())
+        self._started = True
+        if current is None:
+            self._done = True
+            return [Bdat(0, True)] if self._txn.size == 0 or self._reader.streamed else None
+        if self._reader.streamed:
+            self._started = False  # nothing read ahead
+            return [Bdat(len(current), False), MessageData(current)]
+        self._ahead = upcoming = yield from self._piece()
+        if upcoming is None:
+            self._done = True
+        return [Bdat(len(current), upcoming is None), MessageData(current)]
+
+    def _piece(self) -> Program[bytes | None]:
+        while True:
+            piece = yield from self._reader.next_piece(STREAM_CHUNK)
+            if piece is None or self._normalizer is None:
+                return piece
+            piece = self._normalizer.feed(piece)
+            if piece:  # empty: the LF of a CRLF split between pieces
+                return piece
 
 
 @dataclass(slots=True)
@@ -217,12 +240,12 @@ def pipelined_bdat(batch: Sequence[Transaction], lmtp: bool) -> Program[bool]:
 
 def _write_bdat(txn: Transaction, reset: bool, lmtp: bool, out: _Output) -> Program[_Flight]:
     """Put ``txn`` (behind RSET if ``reset``) into ``out``."""
-    if not isinstance(txn.content, bytes):
-        txn.origin = _tell(txn.content)
+    txn.mark_origin()
     yield from out.add([Rset(), *txn.envelope()] if reset else txn.envelope())
     chunks = octets = 0
     held = None
-    for framed in bdat_events(txn):
+    framer = BdatFramer(txn)
+    while (framed := (yield from framer.next())) is not None:
         bdat = framed[0]
         assert isinstance(bdat, Bdat)
         octets += bdat.size
@@ -284,11 +307,3 @@ def _settle_bdat(flight: _Flight, inside: bool, resend: list[Transaction], sent_
         return True
     txn.settled = txn.outcome()
     return inside
-
-
-def _tell(content: BinaryIO) -> int | None:
-    """Where a stream's content starts, to send it again; None if it cannot be."""
-    try:
-        return content.tell() if content.seekable() else None
-    except (AttributeError, OSError, ValueError):
-        return None

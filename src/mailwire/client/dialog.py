@@ -3,10 +3,10 @@
 What to send and when to wait is the same whether the socket blocks or an event
 loop runs it. So each dialog (greeting and EHLO, STARTTLS, AUTH, a batch of
 mail transactions) is a generator that *yields I/O requests* — ``Write(events)``,
-``Read(n)`` for the next replies, ``UPGRADE`` for the TLS handshake (see
-``steps.py``) — and receives the replies. The blocking client pumps it with a
-socket, the asyncio client with streams; neither holds any protocol logic of
-its own.
+``Read(n)`` for the next replies, ``Pull`` for the next piece of a message
+given as an iterable, ``UPGRADE`` for the TLS handshake (see ``steps.py``) —
+and receives the replies. The blocking client pumps it with a socket, the
+asyncio client with streams; neither holds any protocol logic of its own.
 
 This module holds the session's dialogs and the entry to sending mail,
 ``transactions``, which picks one of three paths by what the server offers,
@@ -39,25 +39,29 @@ from .lockstep import one_by_one
 from .pipeline import pipelined_data
 from ..result import SendResult
 from .steps import (
-    UPGRADE, Program, Read, Request, Write, checked_data_reply, command, leaves_connection_usable, read,
+    UPGRADE, Program, Pull, Read, Request, Write, checked_data_reply, command, leaves_connection_usable, read,
 )
-from .transaction import Transaction
+from .transaction import Content, ContentReader, Transaction, write_content
 
 __all__ = [
-    "Write", "Read", "UPGRADE", "Request", "Program", "Transaction",
+    "Write", "Read", "Pull", "UPGRADE", "Request", "Program", "Transaction", "Content",
     "command", "data", "hello", "starttls", "authenticate", "transactions", "open_session", "login",
     "Session", "TLSMode", "AuthArg", "leaves_connection_usable",
 ]
 
 
-def data(content: bytes) -> Program[Reply]:
+def data(content: Content) -> Program[Reply]:
     """DATA and, after its 354, the content and its end: the reply to the
     DATA if it refused, else the reply to the end of the data. (No check
-    that a recipient was accepted: the caller of this single step knows.)"""
+    that a recipient was accepted: the caller of this single step knows.)
+    Content given in pieces goes out as they come (``write_content``)."""
     reply = checked_data_reply((yield from command(Data())))
     if reply.code != 354:
         return reply
-    yield Write([MessageData(content), EndOfData()] if content else [EndOfData()])
+    if isinstance(content, bytes):
+        yield Write([MessageData(content), EndOfData()] if content else [EndOfData()])
+    else:
+        yield from write_content(ContentReader(content), [EndOfData()])
     return (yield from read())
 
 

@@ -9,9 +9,9 @@ refused BDAT leaves the state indeterminate (RFC 3030 2), so RSET after it too.
 from __future__ import annotations
 
 from ..protocol.events import Bdat, Data, EndOfData, Mail, Rcpt, Rset
-from .bdat import bdat_events
+from .bdat import BdatFramer
 from .steps import Program, Write, checked_data_reply, command, read
-from .transaction import Transaction, read_final, write_content
+from .transaction import ContentReader, Transaction, read_final, write_content
 
 __all__ = ["one_by_one"]
 
@@ -28,7 +28,8 @@ def one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
         yield from command(Rset())
         return
     if chunking:
-        for framed in bdat_events(txn):
+        framer = BdatFramer(txn)
+        while (framed := (yield from framer.next())) is not None:
             yield Write(framed)
             last = isinstance(framed[0], Bdat) and framed[0].last
             if last:
@@ -47,5 +48,5 @@ def one_by_one(txn: Transaction, chunking: bool, lmtp: bool) -> Program[None]:
         txn.data_reply = data
         yield from command(Rset())
         return
-    yield from write_content(txn, [EndOfData()])
+    yield from write_content(ContentReader(txn.content, txn), [EndOfData()])
     yield from read_final(txn, lmtp)

@@ -22,7 +22,7 @@ from ..errors import LocalProtocolError
 from ..protocol.client import PreparedWrite, Sendable, prepare_write
 from ..protocol.events import Data, EndOfData, MessageData, Rset
 from .steps import Program, Read, Write, checked_data_reply, read_group
-from .transaction import CHUNK, Transaction, write_content
+from .transaction import CHUNK, ContentReader, Transaction, write_content
 
 __all__ = ["pipelined_data"]
 
@@ -67,7 +67,7 @@ def pipelined_data(batch: Sequence[Transaction], lmtp: bool) -> Program[None]:
             following = after
             continue
         elif txn.accepted:
-            yield from write_content(txn, [EndOfData(), *following])
+            yield from write_content(ContentReader(txn.content, txn), [EndOfData(), *following])
         else:
             # DATA accepted with no recipient to deliver to: end it at once
             # with no content (RFC 2920 3.1), and the server refuses or drops it.

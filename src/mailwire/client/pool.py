@@ -289,7 +289,10 @@ class SMTPPool:
             # was answered before keeps its outcome (a pipelined batch has
             # many answered at any moment); the rest are unknown.
             _settle(ready, [txn.settled for txn in txns])
-            if isinstance(err, (MailwireError, OSError, asyncio.TimeoutError)):
+            if isinstance(err, Exception):
+                # The connection's failure, or what a message given as an
+                # iterable raised (its connection is closed): its senders
+                # hear it; the worker goes on.
                 _fail(ready, err)
                 return
             raise

@@ -11,7 +11,7 @@ message, beats failing halfway through a pipelined transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from email.message import Message
 from typing import BinaryIO, Union
 
@@ -19,27 +19,43 @@ from ..errors import NotSupportedError, SMTPError
 from ..protocol.capabilities import Capabilities
 from ..protocol.grammar import check_address
 from ..protocol.params import MailOptions, RcptOptions, mail_params_text, rcpt_params_text
-from .transaction import Transaction
+from .transaction import Content, Transaction
 from ..result import SendResult
 from .message import Envelope, envelope_from_headers, flatten, has_8bit, needs_smtputf8
 
-__all__ = ["MessageLike", "RcptOptionsArg", "Item", "prepare", "prepare_items", "outcome_or_raise"]
+__all__ = [
+    "MessageLike", "RcptOptionsArg", "Item", "prepare", "prepare_items", "outcome_or_raise", "check_content",
+]
 
-MessageLike = Union[Message, bytes, bytearray, memoryview, BinaryIO]
+# A message, or its content: whole, a binary file, or an iterable of bytes
+# pieces sent as they come (async: for the asyncio client only).
+MessageLike = Union[Message, bytes, bytearray, memoryview, BinaryIO, Iterable[bytes], AsyncIterable[bytes]]
 RcptOptionsArg = Union[RcptOptions, Mapping[str, RcptOptions], None]
 # What send_many takes: a message, or (message, mail_from, rcpt_to).
 Item = Union[MessageLike, tuple[MessageLike, Union[str, None], Union[Sequence[str], None]]]
 
 
 def prepare_items(
-    items: Iterable[Item], caps: Capabilities, *, chunking: bool, tls_active: bool
+    items: Iterable[Item], caps: Capabilities, *, chunking: bool, tls_active: bool, asynchronous: bool = True,
 ) -> list[Transaction]:
     """Every item of a batch prepared before anything is sent."""
     batch = []
     for item in items:
         message, mail_from, rcpt_to = item if isinstance(item, tuple) else (item, None, None)
-        batch.append(prepare(message, mail_from, rcpt_to, caps, chunking=chunking, tls_active=tls_active))
+        batch.append(prepare(
+            message, mail_from, rcpt_to, caps, chunking=chunking, tls_active=tls_active,
+            asynchronous=asynchronous,
+        ))
     return batch
+
+
+def check_content(content: object, *, asynchronous: bool) -> None:
+    """Refuse, before anything is written, content no client can send (text)
+    and an async iterable given to the blocking client."""
+    if isinstance(content, str):
+        raise TypeError("message content must be bytes (or a Message), not str")
+    if not asynchronous and isinstance(content, AsyncIterable):
+        raise TypeError("an async iterable of content needs the asyncio client (AsyncSMTPClient)")
 
 
 def outcome_or_raise(outcome: SendResult | SMTPError) -> SendResult:
@@ -62,6 +78,7 @@ def prepare(
     rcpt_options: RcptOptionsArg = None,
     chunking: bool = False,
     tls_active: bool = False,
+    asynchronous: bool = True,
 ) -> Transaction:
     options = mail_options or _NO_OPTIONS
     if isinstance(rcpt_to, str):
@@ -69,8 +86,9 @@ def prepare(
     if isinstance(message, Message):
         envelope = envelope_from_headers(message, mail_from, rcpt_to)
         utf8 = needs_smtputf8(envelope) or options.smtputf8
-        content: bytes | BinaryIO = _flatten(message, utf8 and caps.smtputf8, caps.eightbitmime)
+        content: Content = _flatten(message, utf8 and caps.smtputf8, caps.eightbitmime)
     else:
+        check_content(message, asynchronous=asynchronous)
         if mail_from is None or rcpt_to is None:
             raise TypeError("a message given as bytes needs mail_from and rcpt_to")
         envelope = Envelope(mail_from, tuple(rcpt_to))
@@ -111,7 +129,7 @@ def _flatten(message: Message, utf8: bool, allow_8bit: bool) -> bytes:
 
 
 def _negotiate(
-    options: MailOptions, content: bytes | BinaryIO, utf8: bool, caps: Capabilities,
+    options: MailOptions, content: Content, utf8: bool, caps: Capabilities,
     chunking: bool, tls_active: bool,
 ) -> MailOptions:
     if utf8:
@@ -148,10 +166,13 @@ def _rcpt_options(arg: RcptOptionsArg, rcpts: Sequence[str], caps: Capabilities)
     return chosen
 
 
-def _known_size(content: bytes | BinaryIO) -> int | None:
+def _known_size(content: Content) -> int | None:
     if isinstance(content, bytes):
         return len(content)
+    if not hasattr(content, "read"):
+        return None  # an iterable: its size is known at its end
+    file: BinaryIO = content  # type: ignore[assignment]  # it reads: a file
     try:
-        return os.fstat(content.fileno()).st_size - content.tell()
+        return os.fstat(file.fileno()).st_size - file.tell()
     except (AttributeError, OSError, ValueError):
         return None

@@ -1,15 +1,16 @@
 """The I/O requests a dialog yields, and the smallest steps built on them.
 
 A dialog (see ``dialog.py``) is a generator: it yields ``Write(events)``,
-``Read(n)`` for the next replies or ``UPGRADE`` for the TLS handshake, and is
-sent back the replies. These are that vocabulary, the one-command step every
+``Read(n)`` for the next replies, ``Pull`` for the next piece of a message
+given as an iterable, or ``UPGRADE`` for the TLS handshake, and is sent back
+the replies (or the piece). These are that vocabulary, the one-command step every
 dialog is made of, and the rule both drivers apply when a dialog fails: may
 the connection be used again?
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, Union
 
@@ -18,7 +19,7 @@ from ..protocol.client import PreparedWrite, Sendable
 from ..reply import Reply
 
 __all__ = [
-    "Write", "Read", "UPGRADE", "Request", "Program", "read", "read_many", "read_group", "command",
+    "Write", "Read", "Pull", "UPGRADE", "Request", "Program", "read", "read_many", "read_group", "command",
     "checked_data_reply", "leaves_connection_usable",
 ]
 
@@ -47,14 +48,50 @@ class Read:
     written: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """The next piece of a message's content from the caller's iterable; the
+    driver sends back ``bytes``, or None once it is exhausted.
+
+    Reading an async iterable needs ``await``, which only the driver has, so
+    every iterable is read by the driver (``take`` or ``take_async``), never
+    by the dialog. What the iterable raises is the caller's, not the
+    server's: the driver closes the connection (content may be half sent,
+    and only closing ends a DATA or BDAT without delivering it) and lets the
+    exception go as it was raised; the dialog never sees it.
+    """
+
+    source: Iterator[bytes] | AsyncIterator[bytes]
+
+    def take(self) -> bytes | None:
+        source = self.source
+        if not isinstance(source, Iterator):
+            raise TypeError("an async iterable of content needs the asyncio client")
+        return _checked_piece(next(source, None))
+
+    async def take_async(self) -> bytes | None:
+        source = self.source
+        if isinstance(source, Iterator):
+            return _checked_piece(next(source, None))
+        return _checked_piece(await anext(source, None))
+
+
+def _checked_piece(piece: object) -> bytes | None:
+    if piece is None or type(piece) is bytes:
+        return piece
+    if isinstance(piece, (bytes, bytearray, memoryview)):
+        return bytes(piece)
+    raise TypeError(f"message content must be an iterable of bytes, not of {type(piece).__name__}")
+
+
 class _Upgrade:
     def __repr__(self) -> str:
         return "UPGRADE"
 
 
 UPGRADE = _Upgrade()
-Request = Union[Write, Read, _Upgrade]
-Program = Generator[Request, Union[tuple[Reply, ...], None], T]
+Request = Union[Write, Read, Pull, _Upgrade]
+Program = Generator[Request, Union[tuple[Reply, ...], bytes, None], T]
 
 
 def leaves_connection_usable(error: BaseException) -> bool:
@@ -80,7 +117,7 @@ def read_many(count: int) -> Program[tuple[Reply, ...]]:
 def read_group(request: Read) -> Program[tuple[Reply, ...]]:
     """The replies ``request`` asks for; a 421 means the server is closing: raise."""
     replies = yield request
-    assert replies is not None
+    assert isinstance(replies, tuple)
     for reply in replies:
         if reply.code == 421:
             raise SMTPError(reply)

@@ -23,7 +23,7 @@ from ..protocol.params import MailOptions, RcptOptions
 from ..reply import Reply
 from . import dialog
 from .dialog import AuthArg, Program, TLSMode, Transaction
-from .prepare import Item, MessageLike, RcptOptionsArg, outcome_or_raise
+from .prepare import Item, MessageLike, RcptOptionsArg, check_content, outcome_or_raise
 from ..result import SendResult
 from .base import ClientBase
 from .settings import local_name
@@ -114,6 +114,14 @@ class SMTPClient(ClientBase):
         try:
             request = next(program)
             while True:
+                if isinstance(request, dialog.Pull):
+                    try:
+                        piece = request.take()
+                    except BaseException:
+                        self.close()  # the caller's content failed mid-message (see Pull)
+                        raise
+                    request = program.send(piece)
+                    continue
                 try:
                     value = self._perform(transport, request)
                 except (MailwireError, OSError) as err:
@@ -179,10 +187,14 @@ class SMTPClient(ClientBase):
         """RCPT TO on its own (see ``mail``)."""
         return self._run(self._rcpt(address, options))
 
-    def data(self, content: bytes) -> Reply:
+    def data(self, content: bytes | Iterable[bytes]) -> Reply:
         """DATA, the content (dot-stuffed, CRLF line endings) and its end, on
         their own (see ``mail``): the reply refusing DATA, or the reply to
-        the end of the data."""
+        the end of the data. Content given as an iterable of bytes goes out
+        piece by piece as it is read; if it raises, the connection is
+        closed before the end of the data (nothing is delivered) and the
+        exception goes on."""
+        check_content(content, asynchronous=False)
         return self._run(dialog.data(content))
 
     def noop(self) -> Reply:

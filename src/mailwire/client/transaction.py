@@ -14,9 +14,9 @@ refused, is over, 4.1.1.4).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 from ..errors import DataRefused, RecipientsRefused, SenderRefused, SMTPError
 from ..protocol.client import Sendable
@@ -25,12 +25,86 @@ from ..protocol.params import MailOptions, RcptOptions
 from ..protocol.pending import end_of_data_replies
 from ..reply import Reply
 from ..result import SendResult
-from .steps import Program, Write, read_many
+from .steps import Program, Pull, Write, read_many
 
-__all__ = ["Transaction", "CHUNK", "write_content", "read_final"]
+__all__ = ["Transaction", "Content", "ContentReader", "CHUNK", "write_content", "read_final"]
 
 CHUNK = 1 << 20  # content is written (and BDAT-framed) in pieces of 1 MiB
 _NO_RCPT_OPTIONS = RcptOptions()
+
+# A message's content as a caller may give it: whole, a binary file, or
+# pieces as they come (an async iterable only to the asyncio client).
+Content = Union[bytes, BinaryIO, Iterable[bytes], AsyncIterable[bytes]]
+
+
+def _is_file(content: object) -> bool:
+    return hasattr(content, "read")
+
+
+class ContentReader:
+    """A message's content, piece by piece, however it was given: bytes cut
+    into ``CHUNK`` pieces and a binary file read ``CHUNK`` at a time, here;
+    an iterable's pieces pulled by the driver (``Pull``), as they come, so a
+    message streamed in is streamed out and never held whole. Empty pieces
+    are skipped; ``size`` counts what was read (and ``txn.size``, if given)."""
+
+    __slots__ = ("_pieces", "_source", "_txn", "size")
+
+    def __init__(self, content: Content, txn: Transaction | None = None) -> None:
+        self.size = 0
+        self._txn = txn
+        self._pieces: Iterator[bytes] = iter(())
+        self._source: Iterator[bytes] | AsyncIterator[bytes] | None = None
+        if isinstance(content, bytes) or _is_file(content):
+            self._pieces = _chunks(content)  # type: ignore[arg-type]  # bytes or a file
+        elif isinstance(content, AsyncIterable):
+            self._source = aiter(content)
+        else:
+            self._source = iter(content)
+
+    @property
+    def streamed(self) -> bool:
+        """Its pieces come from an iterable, as the caller has them."""
+        return self._source is not None
+
+    def next_piece(self, at_least: int = 0) -> Program[bytes | None]:
+        """The next piece, None after the last. An iterable's pieces are
+        joined until there are ``at_least`` octets (or no more)."""
+        source = self._source
+        if source is None:
+            piece = next(self._pieces, None)
+        else:
+            pulled: list[bytes] = []
+            octets = 0
+            while octets < at_least or not octets:
+                got = yield Pull(source)
+                if not isinstance(got, bytes):
+                    break
+                pulled.append(got)
+                octets += len(got)
+            piece = (pulled[0] if len(pulled) == 1 else b"".join(pulled)) if octets else None
+        if piece is not None:
+            self.size += len(piece)
+            if self._txn is not None:
+                self._txn.size += len(piece)
+        return piece
+
+
+def _chunks(content: bytes | BinaryIO) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        if len(content) <= CHUNK:
+            if content:  # an empty message has no pieces at all
+                yield content
+            return
+        view = memoryview(content)
+        for start in range(0, len(view), CHUNK):
+            yield bytes(view[start:start + CHUNK])
+        return
+    while True:
+        piece = content.read(CHUNK)
+        if not piece:
+            return
+        yield piece
 
 
 @dataclass(slots=True)
@@ -39,7 +113,7 @@ class Transaction:
 
     mail_from: str
     rcpt_to: Sequence[str]
-    content: bytes | BinaryIO
+    content: Content
     mail_options: MailOptions = field(default_factory=MailOptions)
     rcpt_options: Sequence[RcptOptions] = ()
     size: int = 0
@@ -55,7 +129,7 @@ class Transaction:
     # BDAT: its MAIL met a transaction the server kept open, which took its
     # RCPTs and content (see bdat.pipelined_bdat): the replies to those decide.
     joined: bool = False
-    origin: int | None = None  # where a stream's content starts
+    origin: int | None = None  # where a file's content starts
 
     def envelope(self) -> list[Sendable]:
         events: list[Sendable] = [Mail(self.mail_from, self.mail_options)]
@@ -64,21 +138,11 @@ class Transaction:
             events.append(Rcpt(rcpt, options))
         return events
 
-    def chunks(self) -> Iterator[bytes]:
-        if isinstance(self.content, bytes) and len(self.content) <= CHUNK:
-            if self.content:  # an empty message has no pieces at all
-                yield self.content
-            return
-        if isinstance(self.content, (bytes, bytearray, memoryview)):
-            view = memoryview(self.content)
-            for start in range(0, len(view), CHUNK):
-                yield bytes(view[start:start + CHUNK])
-            return
-        while True:
-            piece = self.content.read(CHUNK)
-            if not piece:
-                return
-            yield piece
+    def mark_origin(self) -> None:
+        """Note where a file's content starts, to send it again (``rewind``)."""
+        content = self.content
+        if not isinstance(content, bytes) and _is_file(content):
+            self.origin = _tell(content)  # type: ignore[arg-type]  # a file
 
     @property
     def accepted(self) -> list[str]:
@@ -110,11 +174,12 @@ class Transaction:
     def rewind(self) -> bool:
         """Forget every reply, to be sent again; False if the content
         cannot be read again (a stream that is not seekable)."""
-        if not isinstance(self.content, bytes):
-            if self.origin is None:
-                return False
+        content = self.content
+        if not isinstance(content, bytes):
+            if self.origin is None or not _is_file(content):
+                return False  # an iterable is read once
             try:
-                self.content.seek(self.origin)
+                content.seek(self.origin)  # type: ignore[union-attr]  # a file
             except (OSError, ValueError):
                 return False
         self.mail_reply = self.data_reply = self.settled = None
@@ -140,25 +205,34 @@ class Transaction:
         else:
             self.data_reply = replies[0]
 
-    def pieces(self) -> Iterator[MessageData]:
-        """The content as events, its size counted as it goes."""
-        for piece in self.chunks():
-            self.size += len(piece)
-            yield MessageData(piece)
 
-
-def write_content(txn: Transaction, after: list[Sendable]) -> Program[None]:
+def write_content(content: ContentReader, after: list[Sendable]) -> Program[None]:
     """The content, its last piece in one write with ``after`` (the end of data
-    and whatever may be pipelined behind it)."""
-    pieces = txn.pieces()
-    current = next(pieces, None)
+    and whatever may be pipelined behind it). Pieces from an iterable are
+    written as they come, the next may be long in coming (a relay's sender
+    is still sending it), and ``after`` alone at its end. Nothing of
+    ``after`` goes before the content has ended: a stream that fails leaves
+    the data unended (see ``Pull``)."""
+    current = yield from content.next_piece()
     while current is not None:
-        upcoming = next(pieces, None)
+        if content.streamed:
+            yield Write([MessageData(current)])
+            current = yield from content.next_piece()
+            continue
+        upcoming = yield from content.next_piece()
         if upcoming is None:
             break
-        yield Write([current])
+        yield Write([MessageData(current)])
         current = upcoming
-    yield Write([current, *after] if current is not None else after)
+    yield Write([MessageData(current), *after] if current is not None else after)
+
+
+def _tell(content: BinaryIO) -> int | None:
+    """Where a file's content starts, to send it again; None if it cannot be."""
+    try:
+        return content.tell() if content.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def read_final(txn: Transaction, lmtp: bool) -> Program[None]:

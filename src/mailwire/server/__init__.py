@@ -4,6 +4,8 @@
 ``async def handle(envelope)``); sessions refuse things by raising
 ``mailwire.SMTPError``. The shipped backends are in ``backends``. A session
 may take each message as it arrives instead of whole (``StreamingSession``).
+``Workers`` (``serve_workers``) serves one address from several supervised
+processes, each with a backend from a factory.
 The types a server application meets are all here: ``Credentials`` (what
 AUTH proved, for ``AuthSession.authenticate`` and an ``Authenticator``) and
 ``BareLineEndings`` (a ``ServerConfig`` setting) come from the layers below.
@@ -22,11 +24,12 @@ from .session import (
     Step, VerifySession,
 )
 from .streaming import LMTPStreamingSession, MessageAborted, MessageContent, StreamingSession
+from .workers import Restart, Workers, WorkersFailed, serve_workers
 
 __all__ = [
     "SMTPServer", "ServerConfig", "Envelope", "ProxyInfo", "SessionInfo", "TLSInfo",
     "Backend", "Session", "AuthSession", "LMTPSession", "VerifySession", "BaseSession",
     "FunctionBackend", "Handler", "Authenticator", "Delivered", "Step", "Sink", "Printer", "Maildir", "Mbox",
     "Relay", "Credentials", "BareLineEndings", "StreamingSession", "LMTPStreamingSession", "MessageContent",
-    "MessageAborted",
+    "MessageAborted", "Workers", "serve_workers", "Restart", "WorkersFailed",
 ]

@@ -72,7 +72,7 @@ _OPEN, _ENDED, _ABORTED = 0, 1, 2
 class MessageContent:
     """A message's content as it arrives: ``async for chunk in content``.
 
-    The consumer's side is the iteration, ``size`` and ``buffered``; the
+    The consumer's side is the iteration, ``size``, ``buffered`` and ``ended``; the
     server's is ``put``, ``end`` and ``abort`` (and ``consumer_done``).
     One consumer at a time: it is made for the one ``data_stream`` call.
     """
@@ -121,6 +121,12 @@ class MessageContent:
     def buffered(self) -> int:
         """Octets received and not yet taken by the consumer."""
         return self._buffered
+
+    @property
+    def ended(self) -> bool:
+        """The message has ended whole: what is ``buffered`` is all that is
+        left of it (a consumer may then take it as one piece)."""
+        return self._state == _ENDED
 
     # -- the server's side --------------------------------------------------------
 

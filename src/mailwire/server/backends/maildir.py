@@ -17,7 +17,6 @@ form (``data``, for code that drives a session itself) goes through
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import mailbox
@@ -25,17 +24,14 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable
-from typing import IO, ClassVar, TypeVar
+from typing import IO, ClassVar
 
 from ..envelope import Envelope, SessionInfo
 from ..session import Session
 from ..streaming import MessageContent
-from .store import Store, StoreSession, fsync_directory, return_path, storage_refusal
+from .store import Store, StoreFile, StoreSession, fsync_directory, remove_file, return_path, store_stream
 
 __all__ = ["Maildir", "MaildirSession", "MaildirFile", "STALE_TMP_AGE"]
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +87,8 @@ class Maildir(Store):
         self, path: str | os.PathLike[str], create: bool = True, *, tmp_max_age: float | None = STALE_TMP_AGE
     ) -> None:
         self.path = os.fspath(path)
+        if create:
+            _make_skeleton(self.path)
         self.mailbox = self.mailbox_class(self.path, create=create)
         self._counter = itertools.count()  # next() is atomic: threads share it
         if tmp_max_age is not None:
@@ -148,6 +146,22 @@ class Maildir(Store):
             return
 
 
+def _make_skeleton(path: str) -> None:
+    """Make the Maildir at ``path`` (and its tmp/new/cur) if it is missing
+    or a bare start of one. Several processes may do it at once (server
+    workers, each with its own ``Maildir``): ``mailbox.Maildir`` would
+    raise FileExistsError in all but the first, or use a directory another
+    is still filling. A directory with anything else in it is left alone."""
+    subdirs = ("tmp", "new", "cur")
+    try:
+        if os.path.isdir(path) and not set(os.listdir(path)) <= set(subdirs):
+            return
+        for sub in ("", *subdirs):
+            os.makedirs(os.path.join(path, sub), 0o700, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        pass  # not a directory: mailbox.Maildir says so
+
+
 def _eol_of(chunks: list[bytes], start: int, before: bytes) -> tuple[bytes | None, bytes]:
     """The line ending of a message's first line, looked for in
     ``chunks[start:]`` (``before``: the octet that preceded them): b"\\r\\n",
@@ -162,7 +176,7 @@ def _eol_of(chunks: list[bytes], start: int, before: bytes) -> tuple[bytes | Non
     return None, before
 
 
-class MaildirFile:
+class MaildirFile(StoreFile):
     """One message being written to a Maildir's ``tmp/``: blocking calls,
     made by one worker thread at a time.
 
@@ -175,6 +189,7 @@ class MaildirFile:
     """
 
     def __init__(self, maildir: Maildir, envelope: Envelope) -> None:
+        super().__init__()
         self.maildir = maildir
         self.envelope = envelope
         self.name: str | None = None
@@ -182,8 +197,6 @@ class MaildirFile:
         self._held: list[bytes] = []  # before the first line's end is known
         self._last = b""
         self._committed = False
-        self.busy = False  # a worker thread has it
-        self._doomed = False  # discard it once the thread is done
 
     def write(self, chunks: list[bytes]) -> None:
         file = self._file
@@ -225,30 +238,8 @@ class MaildirFile:
         """Remove the message from ``tmp/`` (what failed, or was aborted)."""
         file, self._file = self._file, None
         self._held = []
-        if file is None or self._committed:
-            return
-        try:
-            file.close()
-        except OSError:
-            pass
-        try:
-            os.remove(file.name)
-        except FileNotFoundError:
-            pass
-
-    def discard_when_idle(self) -> None:
-        """``discard`` now, or (from the event loop, while a worker thread
-        has the file: a thread cannot be stopped) once the thread is done."""
-        if self.busy:
-            self._doomed = True
-        else:
-            self.discard()
-
-    def idle(self) -> None:
-        """The worker thread is done with the file (on the event loop)."""
-        self.busy = False
-        if self._doomed:
-            self.discard()
+        if file is not None and not self._committed:
+            remove_file(file)
 
     def _open(self, eol: bytes) -> IO[bytes]:
         maildir = self.maildir
@@ -275,34 +266,5 @@ class MaildirSession(StoreSession):
 
     async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
         file = MaildirFile(self.maildir, envelope)
-        batch: list[bytes] = []
-        size, limit = 0, self.maildir.write_batch
-        try:
-            async for chunk in content:
-                batch.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    await self._in_thread(file, file.write, batch)
-                    batch, size = [], 0
-            key = await self._in_thread(file, file.commit, batch)
-        except BaseException as err:
-            # Aborted, failed or cancelled: nothing of the message stays
-            # (a committed one excepted: see _in_thread).
-            file.discard_when_idle()
-            if isinstance(err, OSError):
-                refusal = storage_refusal(err, envelope)
-                if refusal is not None:
-                    raise refusal from err
-            raise
+        key = await store_stream(file, content, self.maildir.write_batch, envelope)
         log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.maildir.path, key)
-
-    @staticmethod
-    async def _in_thread(file: MaildirFile, step: Callable[[list[bytes]], T], batch: list[bytes]) -> T:
-        """``step(batch)`` in a worker thread. A thread cannot be stopped:
-        if the session is cancelled meanwhile, the file is discarded once
-        the thread is done with it (a committed one is kept: the sender,
-        never told 250, may send it again; at-least-once, as any MTA)."""
-        file.busy = True
-        future = asyncio.get_running_loop().run_in_executor(None, step, batch)
-        future.add_done_callback(lambda _: file.idle())  # before the shield's: idle when we wake
-        return await asyncio.shield(future)
