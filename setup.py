@@ -13,7 +13,11 @@ import runpy
 from setuptools import setup
 
 if os.environ.get("MAILWIRE_COMPILE") == "1":
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
+    except ImportError:  # an editable install, or --no-build-isolation without mypy
+        raise SystemExit("MAILWIRE_COMPILE=1 needs mypy (its mypyc) where the wheel is built: "
+                         "MAILWIRE_COMPILE=1 pip install . brings it (not pip install -e)") from None
 
     modules = runpy.run_path(os.path.join("src", "mailwire", "_compiled.py"))["MODULES"]
     paths = [os.path.join("src", *module.split(".")) + ".py" for module in modules]

@@ -14,6 +14,10 @@ in the machine's load hits every server alike; the table shows medians. smtp-sou
 first reply that is not the expected success, so a run counts only if it exits 0 with nothing on
 stderr: then every one of the N messages was answered 250. The CPU columns are the steadier
 figures: on two cores, smtp-source alone takes most of one. There are no timed assertions.
+
+The ``mailwire`` row is pure Python on asyncio's loop. ``--uvloop`` and ``--compiled`` add the
+optional fast paths as rows of the same run (``mailwire+uvloop``, ``compiled``, ``compiled+uvloop``;
+the compiled build is ``.venv-compiled``'s, made by ``dev/compiled.sh``), each with its target rows.
 """
 
 from __future__ import annotations
@@ -124,7 +128,12 @@ def bare_spec() -> ServerSpec:
 def compare_spec(cli: str) -> ServerSpec:
     """Another mailwire's ``serve --sink`` (another checkout's virtualenv, say the commit before a
     change), in the same run, so that before and after are a ratio taken under the same load."""
-    args = ["serve", "--sink", "-q", "--hostname", "localhost", "--host", HOST]
+    try:
+        usage = subprocess.run([cli, "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        usage = ""
+    loop = ["--loop", "asyncio"] if "--loop" in usage else []  # as the mailwire row
+    args = ["serve", "--sink", "-q", *loop, "--hostname", "localhost", "--host", HOST]
     return ServerSpec("mailwire@compare", lambda port: [cli, *args, "--port", str(port)],
                       f"{cli} {' '.join(args[:-2])}")  # fmt: skip
 
@@ -141,7 +150,8 @@ def stream_spec() -> ServerSpec:
 def workers_spec(workers: int) -> ServerSpec:
     """``mailwire serve --sink --workers N``: N processes on one port (the CPU column sums them)."""
     cli = Path(sys.executable).with_name("mailwire")
-    args = ["serve", "--sink", "-q", "--workers", str(workers), "--hostname", "localhost", "--host", HOST]
+    args = ["serve", "--sink", "-q", "--workers", str(workers), "--loop", "asyncio", "--hostname", "localhost",
+            "--host", HOST]
     return ServerSpec(f"mailwire x{workers}", lambda port: [str(cli), *args, "--port", str(port)],
                       f"{cli} {' '.join(args[:-2])}")  # fmt: skip
 
@@ -159,7 +169,9 @@ def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
         if "--sink" in usage:
             # -q: no line per message on stdout, which smtp-sink, aiosmtpd and smtpd don't print
             quiet = ["-q"] if "--quiet" in usage else []
-            args = ["serve", "--sink", *quiet, "--hostname", "localhost", "--host", HOST]
+            # asyncio's loop, as before --loop (whose auto takes uvloop): --uvloop adds that row
+            loop = ["--loop", "asyncio"] if "--loop" in usage else []
+            args = ["serve", "--sink", *quiet, *loop, "--hostname", "localhost", "--host", HOST]
             return ServerSpec("mailwire", lambda port: [cli, *args, "--port", str(port)],
                               f"{cli} {' '.join(args[:-2])}")  # fmt: skip
     return ServerSpec(
@@ -169,6 +181,35 @@ def mailwire_spec(cli_allowed: bool = True) -> ServerSpec:
         "serve_sink.py mailwire" + ("" if cli_allowed else " (--launcher)")
         + ("" if cli is None or not cli_allowed else " (the CLI has no `serve --sink` yet)"),
     )
+
+
+COMPILED_CLI: Final = Path(__file__).resolve().parent.parent / ".venv-compiled" / "bin" / "mailwire"
+
+
+def fast_specs(compiled: str | None, uvloop: bool) -> list[ServerSpec]:
+    """The fast paths beside the pure-Python ``mailwire`` row: ``mailwire+uvloop`` (``--uvloop``),
+    ``compiled`` (``--compiled``: another install's ``mailwire``, which must say it runs the
+    compiled core) and, with both, ``compiled+uvloop``."""
+    here = Path(sys.executable).with_name("mailwire")
+    rows = [("mailwire+uvloop", str(here), "uvloop")] if uvloop else []
+    if compiled is not None:
+        rows += [("compiled", compiled, "asyncio")] + ([("compiled+uvloop", compiled, "uvloop")] if uvloop else [])
+    specs = []
+    for name, cli, loop in rows:
+        try:
+            version = subprocess.run([cli, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        except OSError as exc:
+            version = f"cannot run {cli}: {exc}"
+        if ("compiled core" in version) != name.startswith("compiled"):
+            specs.append(ServerSpec(name, None, f"n/a: {cli} --version says {version!r}"))
+            continue
+        args = ["serve", "--sink", "-q", "--loop", loop, "--hostname", "localhost", "--host", HOST]
+        specs.append(ServerSpec(name, _serving(cli, args), f"{cli} {' '.join(args[:-2])}"))
+    return specs
+
+
+def _serving(cli: str, args: list[str]) -> Command:
+    return lambda port: [cli, *args, "--port", str(port)]
 
 
 class ServerProcess:
@@ -329,7 +370,7 @@ COLUMNS: Final = ("msg/s", "mailwire/this", "CPU s/1k msgs", "mailwire/this", "s
 
 def _line(label: str, name: str, cells: Sequence[str], free: bool = False) -> str:
     tail = "".join(cells) if free else "".join(c.rjust(w) for c, w in zip(cells, _WIDTHS))
-    return f"{label:>6}  {name:<11}{tail}"
+    return f"{label:>6}  {name:<16}{tail}"
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -394,22 +435,22 @@ TARGETS: Final = (
 )
 
 
-def format_targets(results: Results) -> str:
-    """The targets as rows: mailwire's median over the other server's, the bound, and whether
-    this run meets it (``-`` where either side has no figure)."""
-    lines = [f"{'target (mailwire / other, medians of this run)':<52}{'ratio':>8}{'target':>10}  met"]
+def format_targets(results: Results, names: Sequence[str] = (BASELINE,)) -> str:
+    """The targets as rows: each of ``names``' median over the other server's, the bound, and
+    whether this run meets it (``-`` where either side has no figure)."""
+    lines = [f"{'target (mailwire / other, medians of this run)':<56}{'ratio':>8}{'target':>10}  met"]
     lines.append("-" * len(lines[0]))
-    for target in TARGETS:
-        ours, theirs = results.get((BASELINE, target.size)), results.get((target.other, target.size))
+    for target, name in [(target, name) for name in names for target in TARGETS]:
+        ours, theirs = results.get((name, target.size)), results.get((target.other, target.size))
         mine = ours.median(getattr(ours, target.measure)) if ours else None
         other = theirs.median(getattr(theirs, target.measure)) if theirs else None
         ratio = mine / other if mine is not None and other else None
         within = ratio is not None and (ratio <= target.bound if target.most else ratio >= target.bound)
         met = "-" if ratio is None else "yes" if within else "no"
         bound = f"{'<=' if target.most else '>='} {target.bound:.1f}x"
-        label = f"{target.label}: mailwire / {target.other}"
+        label = f"{target.label}: {name} / {target.other}"
         shown = "-" if ratio is None else f"{ratio:.2f}x"
-        lines.append(f"{label:<52}{shown:>8}{bound:>10}  {met}")
+        lines.append(f"{label:<56}{shown:>8}{bound:>10}  {met}")
     return "\n".join(lines)
 
 
@@ -431,6 +472,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "session (serve_sink.py mailwire-stream), as `mailwire stream`")
     parser.add_argument("--workers", type=int, metavar="N", help="also run `mailwire serve --sink "
                         "--workers N`, as `mailwire xN` (its ratios are against one process)")
+    parser.add_argument("--uvloop", action="store_true", help="also run mailwire (and --compiled) "
+                        "on uvloop (`serve --loop uvloop`), as mailwire+uvloop; the mailwire row is on asyncio's")
+    parser.add_argument("--compiled", nargs="?", const=str(COMPILED_CLI), metavar="MAILWIRE",
+                        help="also run the compiled core, this `mailwire` executable's (default: "
+                        ".venv-compiled's, made by dev/compiled.sh), as compiled; the targets are shown for it too")
     parser.add_argument("--pin", action="store_true", help="run the servers on CPU 1 and smtp-source "
                         "on CPU 0 (sched_setaffinity), so the load generator takes no server core")
     return parser.parse_args(argv)
@@ -475,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         specs.append(compare_spec(args.compare))
     if args.workers:
         specs.append(workers_spec(args.workers))
+    fast = fast_specs(args.compiled, args.uvloop)
+    specs += fast
     if args.pin:  # servers (and the workers they fork) inherit CPU 1; smtp-source, started later, CPU 0
         os.sched_setaffinity(0, {1})
     print(f"Python {platform.python_version()}; smtp-source -d -s {SESSIONS}; "
@@ -495,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(format_table(results, specs, failed))
     print()
-    print(format_targets(results))
+    print(format_targets(results, [BASELINE, *(spec.name for spec in fast)]))
     print(f"total time {time.perf_counter() - began:.0f} s")
 
 
