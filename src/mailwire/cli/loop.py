@@ -1,9 +1,9 @@
 """``mailwire serve --loop``: which event loop the server runs on.
 
-asyncio's own loop is the default and what the suite tests everywhere;
+asyncio's own loop is always there, and what the whole suite runs on;
 uvloop (libuv, ``pip install 'mailwire[uvloop]'``) spends less CPU per
-message on the socket calls around mailwire's code. ``auto`` takes uvloop
-when it is installed. The choice is made by installing uvloop's event loop
+message on the socket calls around mailwire's code. ``auto``, the default,
+takes uvloop when it is installed. The choice is made by installing uvloop's event loop
 policy before anything runs: every ``asyncio.run`` after it, in this process
 and in the worker processes it forks, makes a uvloop loop, and the server
 code does not know or care which loop it has.

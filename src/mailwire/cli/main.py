@@ -31,10 +31,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``, worked out only when asked (it looks for uvloop)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        core = "compiled core (mypyc)" if __compiled__ else "pure Python"
+        print(f"mailwire {__version__}: {core}; event loop: {describe()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mailwire", description="SMTP on both ends of the wire.")
-    core = "compiled core (mypyc)" if __compiled__ else "pure Python"
-    parser.add_argument("--version", action="version", version=f"mailwire {__version__}: {core}; event loop: {describe()}")
+    parser.add_argument("--version", action=_Version, help="say the version, the core (pure Python or "
+                        "compiled) and the event loops there are, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     send_parser = commands.add_parser(
         "send", help="send a message, or many (a mailbox, --repeat) over concurrent connections",
