@@ -55,4 +55,5 @@ __all__ = [
     "RecipientsRefused", "RemoteProtocolError", "Reply", "SMTPError", "SenderRefused",
     "TLSRequiredError", "XOAuth2",
     "ClientMechanism", "CramMD5", "Login", "Plain",
+    "__compiled__",
 ]
