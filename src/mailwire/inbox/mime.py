@@ -1,0 +1,345 @@
+"""A message's MIME structure, scanned as a stream: no part is ever held whole.
+
+The standard library's ``email`` parser builds the whole message in memory,
+which for a 50 MB attachment is 50 MB (and more, decoded) just to list it.
+So the structure is found here, line by line, the way a MIME reader must
+find it anyway (RFC 2046 5.1.1): a multipart body is split at its boundary
+delimiter lines, and each part's header block is handed to the ``email``
+package (``BytesHeaderParser``), which does the parsing of headers it is
+good at. A part's body is only counted (octets, and where it sits in the
+file, so it can be streamed later) unless it is a text part a reader will
+see, which is kept up to ``TEXT_CAP`` octets and decoded by the ``email``
+package. Memory is bounded by the cap, the line cap and the part count.
+
+Malformed input has a defined reading, never an exception: a header block
+that never ends ends at a delimiter or at the end of the file; a boundary
+that never appears leaves the rest of the file in the last part; deeper
+than ``MAX_DEPTH`` multiparts or more than ``MAX_PARTS`` parts are read as
+opaque bodies; an unreadable header is treated as absent. Part IDs are
+IMAP section numbers (RFC 3501 6.4.5): "1", "1.2", "2"; a message that is
+not multipart has one part, "1". An attached message (message/rfc822) is
+one part: it is not looked into.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import email.message
+import email.policy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from typing import IO, Callable, TypeVar
+
+__all__ = ["Part", "Structure", "scan", "iter_decoded", "TEXT_CAP", "MAX_PARTS", "MAX_DEPTH", "safe"]
+
+T = TypeVar("T")
+
+TEXT_CAP = 1 << 20  # octets of a text part kept to show and index
+MAX_LINE = 1 << 16  # octets read at once: a longer line is read in pieces
+MAX_HEADER = 1 << 18  # octets of a header block parsed; the rest is skipped
+MAX_PARTS = 10_000
+MAX_DEPTH = 32
+
+_PARSER = BytesHeaderParser(policy=email.policy.default)
+
+
+def safe(fn: Callable[[], T], default: T) -> T:
+    """``fn()``, or ``default`` if the email package raises on hostile input
+    (its header parsers are lenient, but not everywhere)."""
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def parse_headers(block: bytes) -> email.message.EmailMessage:
+    """A header block as an ``EmailMessage`` (headers only, policy default)."""
+    message = safe(lambda: _PARSER.parsebytes(block), None)
+    if not isinstance(message, email.message.EmailMessage):
+        message = email.message.EmailMessage()
+    return message
+
+
+@dataclass(slots=True)
+class Part:
+    """One leaf of the structure (a multipart is not a part: its children are)."""
+
+    part_id: str
+    headers: email.message.EmailMessage
+    header_block: bytes
+    content_type: str  # "text/plain", lower case
+    disposition: str  # "attachment", "inline" or ""
+    filename: str
+    content_id: str
+    transfer_encoding: str  # "base64", "quoted-printable", ... lower case
+    related: bool  # inside a multipart/related: an inline resource
+    start: int = 0  # where the body starts in the file
+    end: int = 0  # where it ends (its last line ending excluded)
+    size: int = 0  # the decoded size (exact for base64, the encoded one otherwise)
+    raw_text: bytes | None = None  # the body, up to TEXT_CAP, if it is text to show
+
+    @property
+    def is_body_text(self) -> bool:
+        """A text a reader sees as the message (not an attachment)."""
+        return self.content_type in ("text/plain", "text/html") and self.disposition != "attachment" \
+            and not self.filename
+
+    @property
+    def is_attachment(self) -> bool:
+        return not self.is_body_text and not self.is_inline
+
+    @property
+    def is_inline(self) -> bool:
+        """Shown within the message (an image its HTML refers to), not attached."""
+        if self.is_body_text:
+            return False
+        return self.disposition == "inline" or (self.related and bool(self.content_id)
+                                                 and self.disposition != "attachment")
+
+    def text(self) -> str:
+        """The kept body, decoded (transfer encoding, then charset; what
+        cannot be decoded is replaced), or "" for a part not kept."""
+        if self.raw_text is None:
+            return ""
+        return decode_text(self.header_block, self.raw_text)
+
+
+@dataclass(slots=True)
+class Structure:
+    headers: email.message.EmailMessage  # the message's own header block
+    header_block: bytes
+    parts: list[Part]
+    size: int  # octets of the file
+    truncated: bool = False  # MAX_PARTS or MAX_DEPTH was reached
+
+
+def decode_text(header_block: bytes, body: bytes) -> str:
+    message = safe(lambda: email.message_from_bytes(header_block + b"\n" + body, policy=email.policy.compat32),
+                   None)
+    payload = safe(lambda: message.get_payload(decode=True), None) if message is not None else None
+    data = payload if isinstance(payload, bytes) else body
+    charset = safe(lambda: message.get_content_charset(), None) if message is not None else None
+    try:
+        codecs.lookup(charset or "utf-8")
+    except (LookupError, TypeError, ValueError):
+        charset = None
+    try:
+        text = data.decode(charset or "utf-8", "replace")
+    except Exception:  # a codec that misbehaves on its own input
+        text = data.decode("latin-1")
+    return text.replace("\r\n", "\n")
+
+
+class _Lines:
+    """The file, a line (at most MAX_LINE octets) at a time, with its position
+    and whether a read starts a line (only such a line can be a delimiter)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.pos = file.tell()
+        self.at_start = True
+        self._back: tuple[bytes, int, bool] | None = None
+
+    def read(self) -> tuple[bytes, int, bool]:
+        """(line, where it starts, whether it starts a line); b"" at the end."""
+        if self._back is not None:
+            back, self._back = self._back, None
+            return back
+        line = self.file.readline(MAX_LINE)
+        start, at_start = self.pos, self.at_start
+        self.pos += len(line)
+        self.at_start = line.endswith(b"\n")
+        return line, start, at_start
+
+    def unread(self, item: tuple[bytes, int, bool]) -> None:
+        self._back = item
+
+
+# What ended a body: (index of the boundary in the stack, whether it was the
+# close delimiter "--b--") or None for the end of the file.
+_End = tuple[int, bool] | None
+
+
+def _delimiter(line: bytes, at_start: bool, boundaries: list[bytes]) -> _End:
+    if not at_start or not line.startswith(b"--"):
+        return None
+    rest = line[2:].rstrip(b" \t\r\n")
+    for level in range(len(boundaries) - 1, -1, -1):  # the innermost first
+        boundary = boundaries[level]
+        if rest == boundary:
+            return level, False
+        if rest == boundary + b"--":
+            return level, True
+    return None
+
+
+class _Scanner:
+    def __init__(self, file: IO[bytes], text_cap: int) -> None:
+        self.lines = _Lines(file)
+        self.text_cap = text_cap
+        self.parts: list[Part] = []
+        self.truncated = False
+
+    def header_block(self, boundaries: list[bytes]) -> tuple[bytes, bool]:
+        """Read a header block; (it, whether a delimiter or the end came
+        before its empty line: the part then has no body)."""
+        kept: list[bytes] = []
+        size = 0
+        while True:
+            item = self.lines.read()
+            line, _, at_start = item
+            if not line:
+                return b"".join(kept), True
+            if _delimiter(line, at_start, boundaries) is not None:
+                self.lines.unread(item)
+                return b"".join(kept), True
+            if at_start and line in (b"\r\n", b"\n"):
+                return b"".join(kept), False
+            if size + len(line) <= MAX_HEADER:
+                kept.append(line)
+                size += len(line)
+
+    def body(self, boundaries: list[bytes], part: Part | None) -> _End:
+        """Read a body up to a delimiter of ``boundaries`` (or the end),
+        counting it into ``part`` if given."""
+        keep = part is not None and part.is_body_text
+        kept: list[bytes] = []
+        kept_size = 0
+        b64 = part is not None and part.transfer_encoding == "base64"
+        chars = padding = 0
+        last_eol = 0  # the length of the line ending before the next line
+        start = self.lines.pos
+        while True:
+            line, where, at_start = self.lines.read()
+            found = _delimiter(line, at_start, boundaries) if line else None
+            if found is not None or not line:
+                if part is not None:
+                    # The line ending before a delimiter belongs to it (RFC 2046 5.1.1).
+                    eol = last_eol if found is not None else 0
+                    part.start, part.end = start, max(start, where - eol)
+                    if keep:
+                        raw = b"".join(kept)
+                        if eol and kept_size < self.text_cap:
+                            raw = raw[: len(raw) - eol]
+                        part.raw_text = raw
+                    part.size = max(0, chars * 3 // 4 - padding) if b64 else part.end - part.start
+                return found
+            last_eol = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+            if keep and kept_size < self.text_cap:
+                piece = line[: self.text_cap - kept_size]
+                kept.append(piece)
+                kept_size += len(piece)
+            if b64:
+                stripped = line.strip()
+                chars += len(stripped)
+                padding = len(stripped) - len(stripped.rstrip(b"="))
+
+    def skip(self, boundaries: list[bytes]) -> _End:
+        return self.body(boundaries, None)
+
+    def entity(self, part_id: str, boundaries: list[bytes], depth: int, related: bool,
+               block: bytes | None = None) -> tuple[_End, email.message.EmailMessage, bytes]:
+        """Read one entity (headers and body) whose body ends at a delimiter
+        of ``boundaries``; what ended it, and its headers."""
+        headless = False
+        if block is None:
+            block, headless = self.header_block(boundaries)
+        headers = parse_headers(block)
+        ctype = safe(headers.get_content_type, "text/plain").lower()
+        boundary = safe(lambda: headers.get_boundary(), None) if ctype.startswith("multipart/") else None
+        if headless:
+            boundary = None
+        if boundary and depth < MAX_DEPTH and len(self.parts) < MAX_PARTS:
+            nested = related or ctype == "multipart/related"
+            return self.multipart(part_id, boundaries, boundary, depth, nested), headers, block
+        if boundary or len(self.parts) >= MAX_PARTS:
+            self.truncated = True  # too deep or too many: the rest is read as opaque bodies
+        if len(self.parts) >= MAX_PARTS:
+            return self.skip(boundaries), headers, block
+        part = self.leaf(part_id or "1", headers, block, ctype, related)
+        if headless:
+            part.start = part.end = self.lines.pos
+            return self.skip(boundaries), headers, block
+        return self.body(boundaries, part), headers, block
+
+    def multipart(self, part_id: str, outer: list[bytes], boundary: str, depth: int, related: bool) -> _End:
+        stack = outer + [boundary.encode("utf-8", "surrogateescape")]
+        level = len(stack) - 1
+        end = self.skip(stack)  # the preamble
+        number = 0
+        while end == (level, False):
+            number += 1
+            end, _, _ = self.entity(f"{part_id}.{number}" if part_id else str(number), stack, depth + 1, related)
+        if end == (level, True):
+            end = self.skip(outer)  # the epilogue
+        return end
+
+    def leaf(self, part_id: str, headers: email.message.EmailMessage, block: bytes, ctype: str,
+             related: bool) -> Part:
+        disposition = safe(lambda: headers.get_content_disposition() or "", "").lower()
+        filename = safe(lambda: str(headers.get_filename() or ""), "")
+        if not filename and ctype not in ("text/plain", "text/html"):
+            filename = safe(lambda: str(headers.get_param("name") or ""), "")
+        cid = safe(lambda: str(headers.get("content-id", "")), "").strip().strip("<>")
+        cte = safe(lambda: str(headers.get("content-transfer-encoding", "")), "").strip().lower()
+        part = Part(part_id, headers, block, ctype, disposition, filename, cid, cte, related)
+        self.parts.append(part)
+        return part
+
+
+def scan(file: IO[bytes], *, text_cap: int = TEXT_CAP) -> Structure:
+    """The structure of the message read from ``file`` (from its position
+    to its end), keeping at most ``text_cap`` octets of each text part."""
+    scanner = _Scanner(file, text_cap)
+    start = scanner.lines.pos
+    block, _ = scanner.header_block([])
+    _, headers, _ = scanner.entity("", [], 0, False, block=block)
+    return Structure(headers, block, scanner.parts, scanner.lines.pos - start, scanner.truncated)
+
+
+def iter_decoded(file: IO[bytes], part: Part, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """A part's body, decoded from its transfer encoding, a chunk at a time
+    (``file`` is the file it was scanned from). Broken base64 or
+    quoted-printable is decoded as far as it goes; the rest is skipped."""
+    file.seek(part.start)
+    remaining = part.end - part.start
+    encoding = part.transfer_encoding
+    pending = b""
+    while remaining > 0:
+        data = file.read(min(chunk, remaining))
+        if not data:
+            return
+        remaining -= len(data)
+        if encoding == "base64":
+            data = pending + b"".join(data.split())
+            usable = len(data) - len(data) % 4 if remaining > 0 else len(data)
+            data, pending = data[:usable], data[usable:]
+            yield _a2b_base64(data)
+        elif encoding == "quoted-printable":
+            data = pending + data
+            cut = data.rfind(b"\n") + 1 if remaining > 0 else len(data)
+            data, pending = data[:cut], data[cut:]
+            yield binascii.a2b_qp(data)
+        else:
+            yield data
+    if pending:
+        yield _a2b_base64(pending) if encoding == "base64" else binascii.a2b_qp(pending)
+
+
+def _a2b_base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        # Bad padding or a stray octet: decode what is whole, drop the rest.
+        data = bytes(c for c in data if c in _B64)
+        data = data.rstrip(b"=")
+        data = data[: len(data) - len(data) % 4]
+        try:
+            return binascii.a2b_base64(data)
+        except binascii.Error:
+            return b""
+
+
+_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
