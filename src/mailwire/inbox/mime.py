@@ -30,7 +30,7 @@ import email.policy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from typing import IO, Callable, TypeVar
+from typing import IO, Callable, TypeVar, Union
 
 __all__ = ["Part", "Structure", "scan", "iter_decoded", "TEXT_CAP", "MAX_PARTS", "MAX_DEPTH", "safe"]
 
@@ -156,10 +156,57 @@ class _Lines:
     def unread(self, item: tuple[bytes, int, bool]) -> None:
         self._back = item
 
+    def pending(self) -> bool:
+        return self._back is not None
+
+    def seek(self, pos: int, at_start: bool) -> None:
+        """Go on reading from ``pos`` (read by another means)."""
+        self.file.seek(pos)
+        self.pos, self.at_start, self._back = pos, at_start, None
+
+
+BLOCK_SIZE = 1 << 18  # octets read at once while skipping a body
 
 # What ended a body: (index of the boundary in the stack, whether it was the
 # close delimiter "--b--") or None for the end of the file.
-_End = tuple[int, bool] | None
+_End = Union[tuple[int, bool], None]
+
+
+def _dashed_lines(block: bytes, at_start: bool) -> Iterator[int]:
+    """Where the lines of ``block`` that start with "--" start (the first
+    line only if ``block`` starts a line): the only ones that may be delimiters."""
+    if at_start and block.startswith(b"--"):
+        yield 0
+    found = block.find(b"\n--")
+    while found >= 0:
+        yield found + 1
+        found = block.find(b"\n--", found + 1)
+
+
+class _Run:
+    """What reading one body found: where and how it ended, what was kept,
+    and the counts its size is reckoned from."""
+
+    __slots__ = ("found", "where", "ended", "last_eol", "kept", "kept_size", "chars", "padding")
+
+    def __init__(self) -> None:
+        self.found: _End = None  # the delimiter that ended it (None: the end of the file)
+        self.where = 0  # where that delimiter line (or the end) starts
+        self.ended = False
+        self.last_eol = 0  # the length of the line ending before ``where``
+        self.kept: list[bytes] | None = None
+        self.kept_size = 0
+        self.chars = 0  # octets other than white space (base64's size)
+        self.padding = 0  # "=" at the end of the last of them
+
+    def count(self, data: bytes) -> None:
+        white = data.count(b"\n") + data.count(b"\r") + data.count(b" ") + data.count(b"\t")
+        self.chars += len(data) - white
+        stripped = data.rstrip()
+        if stripped:
+            self.padding = len(stripped) - len(stripped.rstrip(b"="))
+
+
 
 
 def _delimiter(line: bytes, at_start: bool, boundaries: list[bytes]) -> _End:
@@ -176,9 +223,10 @@ def _delimiter(line: bytes, at_start: bool, boundaries: list[bytes]) -> _End:
 
 
 class _Scanner:
-    def __init__(self, file: IO[bytes], text_cap: int) -> None:
+    def __init__(self, file: IO[bytes], text_cap: int, block_size: int) -> None:
         self.lines = _Lines(file)
         self.text_cap = text_cap
+        self.block_size = block_size
         self.parts: list[Part] = []
         self.truncated = False
 
@@ -203,38 +251,91 @@ class _Scanner:
 
     def body(self, boundaries: list[bytes], part: Part | None) -> _End:
         """Read a body up to a delimiter of ``boundaries`` (or the end),
-        counting it into ``part`` if given."""
-        keep = part is not None and part.is_body_text
-        kept: list[bytes] = []
-        kept_size = 0
-        b64 = part is not None and part.transfer_encoding == "base64"
-        chars = padding = 0
-        last_eol = 0  # the length of the line ending before the next line
+        counting it into ``part`` if given (and keeping it, if it is text
+        to show, up to the cap)."""
         start = self.lines.pos
-        while True:
+        run = _Run()
+        if part is not None and part.is_body_text:
+            self._keep_lines(boundaries, run)
+        if not run.ended:
+            self._skip_blocks(boundaries, run)
+        if part is not None:
+            # The line ending before a delimiter belongs to it (RFC 2046 5.1.1).
+            eol = run.last_eol if run.found is not None else 0
+            part.start, part.end = start, max(start, run.where - eol)
+            if run.kept is not None:
+                raw = b"".join(run.kept)
+                if run.kept_size < self.text_cap and raw.endswith(b"\n"):
+                    raw = raw[: len(raw) - eol]
+                part.raw_text = raw
+            b64 = part.transfer_encoding == "base64"
+            part.size = max(0, run.chars * 3 // 4 - run.padding) if b64 else part.end - part.start
+        return run.found
+
+    def _keep_lines(self, boundaries: list[bytes], run: _Run) -> None:
+        """Read a text body a line at a time, keeping it, until its end or the cap."""
+        kept = run.kept = []
+        while run.kept_size < self.text_cap:
             line, where, at_start = self.lines.read()
-            found = _delimiter(line, at_start, boundaries) if line else None
-            if found is not None or not line:
-                if part is not None:
-                    # The line ending before a delimiter belongs to it (RFC 2046 5.1.1).
-                    eol = last_eol if found is not None else 0
-                    part.start, part.end = start, max(start, where - eol)
-                    if keep:
-                        raw = b"".join(kept)
-                        if eol and kept_size < self.text_cap:
-                            raw = raw[: len(raw) - eol]
-                        part.raw_text = raw
-                    part.size = max(0, chars * 3 // 4 - padding) if b64 else part.end - part.start
-                return found
-            last_eol = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
-            if keep and kept_size < self.text_cap:
-                piece = line[: self.text_cap - kept_size]
+            if line and _delimiter(line, at_start, boundaries) is None:
+                piece = line[: self.text_cap - run.kept_size]
                 kept.append(piece)
-                kept_size += len(piece)
-            if b64:
-                stripped = line.strip()
-                chars += len(stripped)
-                padding = len(stripped) - len(stripped.rstrip(b"="))
+                run.kept_size += len(piece)
+            self.lines.unread((line, where, at_start))
+            if self._one_line(boundaries, run):
+                return
+
+    def _one_line(self, boundaries: list[bytes], run: _Run) -> bool:
+        """Read a line of a body; whether it ended the body."""
+        line, where, at_start = self.lines.read()
+        found = _delimiter(line, at_start, boundaries) if line else None
+        if found is not None or not line:
+            run.found, run.where, run.ended = found, where, True
+            return True
+        run.last_eol = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+        run.count(line)
+        return False
+
+    def _skip_blocks(self, boundaries: list[bytes], run: _Run) -> None:
+        """Read a body a block at a time (bytes.find, not a line loop: a
+        50 MB attachment is 700,000 lines) up to its delimiter line, and
+        leave the reader just after that line."""
+        lines = self.lines
+        if lines.pending() and self._one_line(boundaries, run):  # a line read ahead
+            return
+        file, pos, at_start = lines.file, lines.pos, lines.at_start
+        while True:
+            file.seek(pos)
+            block = file.read(self.block_size)
+            if len(block) == self.block_size:  # only whole lines: a delimiter is never cut in two
+                cut = block.rfind(b"\n") + 1
+                if not cut:  # a line longer than a block: read it as a line
+                    lines.seek(pos, at_start)
+                    if self._one_line(boundaries, run):
+                        return
+                    pos, at_start = lines.pos, lines.at_start
+                    continue
+                block = block[:cut]
+            if not block:
+                run.found, run.where, run.ended = None, pos, True
+                lines.seek(pos, at_start)
+                return
+            for candidate in _dashed_lines(block, at_start):
+                end = block.find(b"\n", candidate) + 1 or len(block)
+                line = block[candidate:end]
+                found = _delimiter(line, True, boundaries)
+                if found is not None:
+                    before = block[:candidate]
+                    run.count(before)
+                    if before:
+                        run.last_eol = 2 if before.endswith(b"\r\n") else 1
+                    run.found, run.where, run.ended = found, pos + candidate, True
+                    lines.seek(pos + end, line.endswith(b"\n"))
+                    return
+            run.count(block)
+            run.last_eol = 2 if block.endswith(b"\r\n") else 1 if block.endswith(b"\n") else 0
+            pos += len(block)
+            at_start = block.endswith(b"\n")
 
     def skip(self, boundaries: list[bytes]) -> _End:
         return self.body(boundaries, None)
@@ -289,10 +390,11 @@ class _Scanner:
         return part
 
 
-def scan(file: IO[bytes], *, text_cap: int = TEXT_CAP) -> Structure:
+def scan(file: IO[bytes], *, text_cap: int = TEXT_CAP, block_size: int = BLOCK_SIZE) -> Structure:
     """The structure of the message read from ``file`` (from its position
-    to its end), keeping at most ``text_cap`` octets of each text part."""
-    scanner = _Scanner(file, text_cap)
+    to its end), keeping at most ``text_cap`` octets of each text part;
+    other bodies are skipped reading ``block_size`` octets at a time."""
+    scanner = _Scanner(file, text_cap, block_size)
     start = scanner.lines.pos
     block, _ = scanner.header_block([])
     _, headers, _ = scanner.entity("", [], 0, False, block=block)

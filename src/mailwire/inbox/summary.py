@@ -244,9 +244,9 @@ def _bodies(parts: list[Part]) -> tuple[str, str, bool]:
     for part in parts:
         if not part.is_body_text:
             continue
-        if part.content_type == "text/plain" and text is None:
+        if part.content_type == "text/plain" and not text:
             text = part.text()
-        elif part.content_type == "text/html" and html is None:
+        elif part.content_type == "text/html" and not html:
             html = part.text()
         else:
             continue
