@@ -31,11 +31,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message as _Parsed
 from html.parser import HTMLParser
 from typing import IO
 
-from .mime import TEXT_CAP, Part, Structure, safe, scan
+from .mime import TEXT_CAP, Part, Structure, header_text, safe, scan
 
 __all__ = [
     "Address", "Summary", "Digest", "Message", "Attachment", "read_summary", "read_message",
@@ -163,40 +164,25 @@ def _trace(block: bytes) -> tuple[str, tuple[str, ...], str]:
     return return_path, rcpt, user
 
 
-def _text(headers: EmailMessage, name: str) -> str:
-    def read() -> str:
-        value = headers.get(name)
-        return "" if value is None else str(value)
-
-    value = safe(read, None)
-    if value is None:  # the decoder failed: the raw value, as it is
-        value = safe(lambda: str(headers.get_all(name, [""])[0]), "")
-    return " ".join(value.split())
+def _text(headers: _Parsed, name: str) -> str:
+    value = safe(lambda: headers.get(name), None)
+    return "" if value is None else " ".join(header_text(value).split())
 
 
-def _addresses(headers: EmailMessage, name: str) -> tuple[Address, ...]:
-    def parsed() -> tuple[Address, ...]:
-        found: list[Address] = []
-        for header in headers.get_all(name, []):
-            for a in header.addresses:
-                found.append(Address(a.display_name, a.addr_spec))
-        return tuple(found)
-
-    result = safe(parsed, None)
-    if result is None:  # the structured parser failed: the classic one
-        no_values: list[str] = []
-        raw = safe(lambda: [str(v) for v in headers.get_all(name, [])], no_values)
-        no_pairs: list[tuple[str, str]] = []
-        pairs = safe(lambda: email.utils.getaddresses(raw), no_pairs)
-        result = tuple(Address(n, a) for n, a in pairs if n or a)
-    return tuple(Address(_clean(a.name), _clean(a.address)) for a in result)
+def _addresses(headers: _Parsed, name: str) -> tuple[Address, ...]:
+    no_values: list[object] = []
+    found: list[object] = safe(lambda: list(headers.get_all(name, [])), no_values)
+    values = [header_text(v) if isinstance(v, Header) else str(v) for v in found]
+    no_pairs: list[tuple[str, str]] = []
+    pairs = safe(lambda: email.utils.getaddresses(values), no_pairs)
+    return tuple(Address(_clean(header_text(n)), _clean(a)) for n, a in pairs if n or a)
 
 
 def _clean(value: str) -> str:
     return " ".join(value.encode("utf-8", "replace").decode("utf-8").split())
 
 
-def _date(headers: EmailMessage) -> datetime | None:
+def _date(headers: _Parsed) -> datetime | None:
     raw = _text(headers, "date")
     if not raw:
         return None
@@ -313,15 +299,10 @@ def _attachment(part: Part) -> Attachment:
     return Attachment(part.part_id, part.filename, part.content_type, part.content_id, part.size)
 
 
-def _header_list(headers: EmailMessage) -> tuple[tuple[str, str], ...]:
-    found: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    no_keys: list[str] = []
-    for key in safe(headers.keys, no_keys):
-        nth = seen[key.lower()] = seen.get(key.lower(), -1) + 1
-        value = safe(lambda: str(headers.get_all(key, [""])[nth]), "")
-        found.append((key, " ".join(value.split())))
-    return tuple(found)
+def _header_list(headers: _Parsed) -> tuple[tuple[str, str], ...]:
+    no_items: list[tuple[str, object]] = []
+    items: list[tuple[str, object]] = safe(lambda: list(headers.items()), no_items)
+    return tuple((k, " ".join(header_text(v).split())) for k, v in items)
 
 
 def read_message(file: IO[bytes], path: str, *, read: bool | None = None) -> tuple[Message, Structure]:
