@@ -45,9 +45,10 @@ def store(maildir: str, content: bytes, *, mail_from: str = "alice@example.com",
     head = f"Return-Path: <{mail_from}>\r\n".encode()
     if rcpt is not None:
         head += envelope_trace(rcpt, user, b"\r\n")
-    path = os.path.join(maildir, sub, name)
-    with open(path, "wb") as file:
+    tmp = os.path.join(maildir, "tmp", name)
+    with open(tmp, "wb") as file:  # in tmp/, then renamed: a reader never sees it half-written
         file.write(head + content)
     if when is not None:
-        os.utime(path, (when, when))
+        os.utime(tmp, (when, when))
+    os.rename(tmp, os.path.join(maildir, sub, name))
     return name

@@ -70,15 +70,15 @@ def test_whole_messages_are_indexed_too(tmp_path: Path) -> None:
 def test_a_failure_to_index_loses_no_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     inbox = Inbox(tmp_path)
 
-    def broken(name: str) -> None:
+    def broken(items: object) -> None:
         raise OSError("the index is on fire")
 
-    inbox.add = broken  # type: ignore[method-assign]
+    inbox.index.add_many = broken  # type: ignore[method-assign,assignment]
     with ServerThread(Catcher(inbox)) as server, caplog.at_level(logging.ERROR):
         with SMTPClient(*server.address, tls="none") as client:
             client.send(message("Survivor"), "a@example.com", ["b@example.org"])  # 250: it did not raise
-    assert "could not index" in caplog.text
-    assert inbox.list().total == 0 and len(os.listdir(tmp_path / "new")) == 1
+    assert inbox.list().total == 0 and len(os.listdir(tmp_path / "new")) == 1  # (the list flushed the queue)
+    assert "could not index 1 message" in caplog.text
     inbox.close()
     with Inbox(tmp_path) as again:  # the next open catches up
         assert [s.subject for s in again.list().messages] == ["Survivor"]
@@ -97,3 +97,22 @@ def test_a_plain_maildir_message_still_reads(tmp_path: Path) -> None:
         (summary,) = inbox.list().messages
         assert summary.recipients == () and summary.return_path == "a@example.com"
         assert inbox.list(mailbox="c@example.org").total == 1
+
+
+def test_concurrent_clients(tmp_path: Path) -> None:
+    import threading
+
+    with Inbox(tmp_path) as inbox, ServerThread(Catcher(inbox)) as server:
+        def client(n: int) -> None:
+            with SMTPClient(*server.address, tls="none") as smtp:
+                for i in range(20):
+                    smtp.send(message(f"c{n}-{i}"), "a@example.com", [f"to{n}@example.org"])
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        subjects = [s.subject for s in inbox.list(limit=1000).messages]
+        assert len(subjects) == 100 == len(set(subjects))
+        assert inbox.list(mailbox="to3@example.org").total == 20 and inbox.sync() == (0, 0)

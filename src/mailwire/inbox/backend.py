@@ -7,19 +7,20 @@ both through that backend's hooks rather than a copy of it:
 * after ``Return-Path:`` it writes the envelope (``X-Mailwire-Envelope:``,
   the recipients and the AUTH user), so the mailboxes a message is shown
   in survive a rebuild of the index from the Maildir;
-* once the file is in ``new/``, it indexes it (``Inbox.add``) in a worker
-  thread, before the sender hears 250, so a test that sent a message
-  finds it in the inbox as soon as its client returns.
+* once the file is in ``new/`` (and before the 250), it queues its name
+  for the inbox's indexer (``Inbox.submit``; ``indexer.py``), which indexes
+  in batches, in a thread, at once if someone waits for mail and always
+  before the index is read: a test that sent a message finds it in the
+  inbox as soon as its client returns, and a burst of mail is not slowed
+  by an index transaction per message.
 
 Indexing never costs a message: if it fails, the failure is logged, the
-sender still hears 250 (the message is stored), and the index catches up
-at its next sync (``Inbox.sync``, made when an inbox is opened).
+sender has heard 250 (the message is stored), and the index catches up at
+its next sync (``Inbox.sync``, made when an inbox is opened).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 
 from ..server.backends.maildir import Maildir, MaildirSession
 from ..server.envelope import Envelope, SessionInfo
@@ -28,8 +29,6 @@ from .store import Inbox
 from .summary import envelope_trace
 
 __all__ = ["Catcher", "CatcherSession"]
-
-log = logging.getLogger(__name__)
 
 
 class Catcher(Maildir):
@@ -47,16 +46,7 @@ class Catcher(Maildir):
         return super().trace(envelope, eol) + envelope_trace(envelope.rcpt_to, user, eol)
 
     def store(self, envelope: Envelope) -> None:
-        self.index(self.add(envelope))
-
-    def index(self, name: str) -> None:
-        """Index the message stored as ``name`` (blocking); a failure is
-        logged, never raised: the message is kept, and found by the next sync."""
-        try:
-            self.inbox.add(name)
-        except Exception:
-            log.exception("could not index the message %s in %s (kept; indexed at the next sync)",
-                          name, self.path)
+        self.inbox.submit(self.add(envelope))
 
 
 class CatcherSession(MaildirSession):
@@ -65,4 +55,4 @@ class CatcherSession(MaildirSession):
         self.catcher = catcher
 
     async def stored(self, envelope: Envelope, name: str) -> None:
-        await asyncio.to_thread(self.catcher.index, name)
+        self.catcher.inbox.submit(name)  # queued: indexed in batches by the inbox's indexer

@@ -17,11 +17,16 @@ string is ``QueryError`` (a ``ValueError``: 400). Read and unread are the
 Maildir's own (RFC-less but universal) convention, so a mail client on the
 same Maildir agrees: a read message is in ``cur/`` with the ``S`` flag.
 
+The catcher hands each stored message to ``submit``, which queues it for
+the inbox's indexer (``indexer.py``: batches, in a thread); every read
+here first ``flush``es that queue, so what a client heard 250 for is
+listed, and ``wait``/``arrivals`` make the indexer work at once.
 Arrivals are seen two ways: a message indexed by this process wakes the
 waiters at once; one indexed by another process (``serve --workers N``)
-is seen by polling the index's sequence every ``poll_interval`` seconds.
-Retention (``max_messages``, ``max_age``) prunes the oldest after each
-message added here, and on ``prune()``.
+is seen by polling the index's sequence every ``poll_interval`` seconds
+(that process indexes within its indexer's ``max_delay``). Retention
+(``max_messages``, ``max_age``) prunes the oldest after each batch
+indexed here, and on ``prune()``.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
 from .index import Index, Page
+from .indexer import Indexer
 from .mime import Part, iter_decoded
 from .query import Query, parse
-from .summary import Message, Summary, read_message, read_summary
+from .summary import Digest, Message, Summary, read_message, read_summary
 
 __all__ = ["Inbox", "MessageNotFound", "PartNotFound", "PartContent"]
 
@@ -93,9 +99,14 @@ class Inbox:
         self.index = Index(self.path, index_path)
         self._arrived = threading.Condition()
         self._loops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiting = 0  # callers in wait() or arrivals(): index at once for them
+        self._indexer: Indexer | None = None
+        self._indexer_lock = threading.Lock()
         self.sync()
 
     def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.close()
         self.index.close()
 
     def __enter__(self) -> Inbox:
@@ -116,9 +127,11 @@ class Inbox:
         """A page of messages, newest first, with the counts Mailpit's list shows."""
         if start < 0 or limit < 0:
             raise ValueError("start and limit must not be negative")
+        self.flush()
         return self.index.page(start, limit, self.query(query), mailbox)
 
     def summary(self, message_id: str) -> Summary:
+        self.flush()
         found = self.index.summary(message_id)
         if found is None:
             raise MessageNotFound(message_id)
@@ -127,6 +140,7 @@ class Inbox:
     def _file(self, message_id: str) -> tuple[str, bool]:
         """The full path of a message's file and its read flag; a file moved
         meanwhile (read by another process) is found by a sync."""
+        self.flush()
         for attempt in range(2):
             found = self.index.locate(message_id)
             if found is not None:
@@ -180,6 +194,7 @@ class Inbox:
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these messages (files and rows); how many there were."""
+        self.flush()
         removed = self.index.remove(list(ids))
         for _, path in removed:
             try:
@@ -201,9 +216,11 @@ class Inbox:
 
     def delete_matching(self, query: str | Query | None = None, mailbox: str | None = None) -> int:
         """Delete every message the query matches (all, without one)."""
+        parsed = self.query(query)
+        self.flush()
         if query is None and mailbox is None:
             self.sync()
-        return self.delete(self.index.ids(self.query(query), mailbox))
+        return self.delete(self.index.ids(parsed, mailbox))
 
     def delete_all(self) -> int:
         return self.delete_matching()
@@ -230,7 +247,9 @@ class Inbox:
 
     def mark_matching(self, read: bool, query: str | Query | None = None, mailbox: str | None = None) -> int:
         """``mark_read`` for every message the query matches (all, without one)."""
-        return self.mark_read(self.index.ids(self.query(query), mailbox), read)
+        parsed = self.query(query)
+        self.flush()
+        return self.mark_read(self.index.ids(parsed, mailbox), read)
 
     def prune(self) -> int:
         """Apply retention now; how many messages went."""
@@ -247,9 +266,8 @@ class Inbox:
         return added, dropped
 
     def add(self, name: str) -> Summary | None:
-        """Index the message the store just put in ``new/`` as ``name``; its
-        summary (None if it was indexed already), waiters woken, retention
-        applied."""
+        """Index now the message stored in ``new/`` as ``name``; its summary
+        (None if it was indexed already), waiters woken, retention applied."""
         relative = f"new/{name}"
         digest = read_summary(os.path.join(self.path, relative))
         seq = self.index.add(digest, relative)
@@ -258,6 +276,33 @@ class Inbox:
         self.prune()
         self._notify()
         return digest.summary
+
+    def submit(self, name: str) -> None:
+        """Queue the message stored in ``new/`` as ``name`` for indexing
+        (``indexer.py``: in batches, in a thread, before anyone reads the
+        index); returns at once."""
+        with self._indexer_lock:
+            if self._indexer is None:
+                self._indexer = Indexer(self._index_names, lambda: self._waiting > 0)
+            indexer = self._indexer
+        indexer.submit(name)
+
+    def flush(self) -> None:
+        """Index what was submitted so far (every read does it first)."""
+        if self._indexer is not None:
+            self._indexer.flush()
+
+    def _index_names(self, names: Sequence[str]) -> None:
+        items: list[tuple[Digest, str]] = []
+        for name in names:
+            relative = f"new/{name}"
+            try:
+                items.append((read_summary(os.path.join(self.path, relative)), relative))
+            except FileNotFoundError:
+                continue  # read (moved to cur/) or deleted already: the next sync finds it
+        if any(seq is not None for seq in self.index.add_many(items)):
+            self.prune()
+            self._notify()
 
     # -- waiting for mail --------------------------------------------------------------
 
@@ -278,20 +323,35 @@ class Inbox:
         or the first to arrive within ``timeout`` seconds; ``TimeoutError``."""
         parsed = self.query(query)
         deadline = time.monotonic() + timeout
-        seq = self.index.last_seq()
-        if existing:
-            page = self.index.page(0, 1, parsed, mailbox)
-            if page.messages:
-                return page.messages[0]
-        while True:
-            found = self.index.after(seq, parsed, mailbox, limit=1)
-            if found:
-                return found[0][1]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no message matching {query!r} arrived within {timeout} s")
-            with self._arrived:
-                self._arrived.wait(min(remaining, self.poll_interval))
+        self._waiting_starts()
+        try:
+            self.flush()
+            seq = self.index.last_seq()
+            if existing:
+                page = self.index.page(0, 1, parsed, mailbox)
+                if page.messages:
+                    return page.messages[0]
+            while True:
+                found = self.index.after(seq, parsed, mailbox, limit=1)
+                if found:
+                    return found[0][1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no message matching {query!r} arrived within {timeout} s")
+                with self._arrived:
+                    self._arrived.wait(min(remaining, self.poll_interval))
+        finally:
+            self._waiting_ends()
+
+    def _waiting_starts(self) -> None:
+        with self._arrived:
+            self._waiting += 1
+        if self._indexer is not None:
+            self._indexer.wake()
+
+    def _waiting_ends(self) -> None:
+        with self._arrived:
+            self._waiting -= 1
 
     async def arrivals(self, query: str | Query | None = None, *, mailbox: str | None = None,
                        since: int | None = None) -> AsyncIterator[Summary]:
@@ -303,7 +363,9 @@ class Inbox:
         entry = (loop, event)
         with self._arrived:
             self._loops.add(entry)
+        self._waiting_starts()
         try:
+            await asyncio.to_thread(self.flush)
             seq = since if since is not None else await asyncio.to_thread(self.index.last_seq)
             while True:
                 found = await asyncio.to_thread(self.index.after, seq, parsed, mailbox)
@@ -319,6 +381,7 @@ class Inbox:
         finally:
             with self._arrived:
                 self._loops.discard(entry)
+            self._waiting_ends()
 
 
 def _streamed(file: IO[bytes], part: Part) -> Iterator[bytes]:
