@@ -209,17 +209,26 @@ class _Run:
     """What reading one body found: where and how it ended, what was kept,
     and the counts its size is reckoned from."""
 
-    __slots__ = ("found", "where", "ended", "last_eol", "kept", "kept_size", "chars", "padding")
+    __slots__ = ("found", "where", "ended", "last_eol", "kept", "kept_size", "cap", "chars", "padding")
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int) -> None:
         self.found: _End = None  # the delimiter that ended it (None: the end of the file)
         self.where = 0  # where that delimiter line (or the end) starts
         self.ended = False
         self.last_eol = 0  # the length of the line ending before ``where``
-        self.kept: list[bytes] | None = None
+        self.kept: list[bytes] | None = [] if cap else None  # the body, up to ``cap`` octets
         self.kept_size = 0
+        self.cap = cap
         self.chars = 0  # octets other than white space (base64's size)
         self.padding = 0  # "=" at the end of the last of them
+
+    def take(self, data: bytes) -> None:
+        """Body octets read: counted, and kept up to the cap."""
+        if self.kept is not None and self.kept_size < self.cap:
+            piece = data[: self.cap - self.kept_size]
+            self.kept.append(piece)
+            self.kept_size += len(piece)
+        self.count(data)
 
     def count(self, data: bytes) -> None:
         white = data.count(b"\n") + data.count(b"\r") + data.count(b" ") + data.count(b"\t")
@@ -276,11 +285,8 @@ class _Scanner:
         counting it into ``part`` if given (and keeping it, if it is text
         to show, up to the cap)."""
         start = self.lines.pos
-        run = _Run()
-        if part is not None and part.is_body_text:
-            self._keep_lines(boundaries, run)
-        if not run.ended:
-            self._skip_blocks(boundaries, run)
+        run = _Run(self.text_cap if part is not None and part.is_body_text else 0)
+        self._blocks(boundaries, run)
         if part is not None:
             # The line ending before a delimiter belongs to it (RFC 2046 5.1.1).
             eol = run.last_eol if run.found is not None else 0
@@ -294,19 +300,6 @@ class _Scanner:
             part.size = max(0, run.chars * 3 // 4 - run.padding) if b64 else part.end - part.start
         return run.found
 
-    def _keep_lines(self, boundaries: list[bytes], run: _Run) -> None:
-        """Read a text body a line at a time, keeping it, until its end or the cap."""
-        kept = run.kept = []
-        while run.kept_size < self.text_cap:
-            line, where, at_start = self.lines.read()
-            if line and _delimiter(line, at_start, boundaries) is None:
-                piece = line[: self.text_cap - run.kept_size]
-                kept.append(piece)
-                run.kept_size += len(piece)
-            self.lines.unread((line, where, at_start))
-            if self._one_line(boundaries, run):
-                return
-
     def _one_line(self, boundaries: list[bytes], run: _Run) -> bool:
         """Read a line of a body; whether it ended the body."""
         line, where, at_start = self.lines.read()
@@ -315,16 +308,17 @@ class _Scanner:
             run.found, run.where, run.ended = found, where, True
             return True
         run.last_eol = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
-        run.count(line)
+        run.take(line)
         return False
 
-    def _skip_blocks(self, boundaries: list[bytes], run: _Run) -> None:
+    def _blocks(self, boundaries: list[bytes], run: _Run) -> None:
         """Read a body a block at a time (bytes.find, not a line loop: a
         50 MB attachment is 700,000 lines) up to its delimiter line, and
         leave the reader just after that line."""
         lines = self.lines
         if lines.pending() and self._one_line(boundaries, run):  # a line read ahead
             return
+        # (A kept text body is read the same way: the cap bounds what is kept.)
         file, pos, at_start = lines.file, lines.pos, lines.at_start
         while True:
             file.seek(pos)
@@ -348,13 +342,13 @@ class _Scanner:
                 found = _delimiter(line, True, boundaries)
                 if found is not None:
                     before = block[:candidate]
-                    run.count(before)
+                    run.take(before)
                     if before:
                         run.last_eol = 2 if before.endswith(b"\r\n") else 1
                     run.found, run.where, run.ended = found, pos + candidate, True
                     lines.seek(pos + end, line.endswith(b"\n"))
                     return
-            run.count(block)
+            run.take(block)
             run.last_eol = 2 if block.endswith(b"\r\n") else 1 if block.endswith(b"\n") else 0
             pos += len(block)
             at_start = block.endswith(b"\n")
