@@ -123,6 +123,10 @@ def test_search(inbox: Inbox, query: str, subjects: list[str]) -> None:
     assert page.matched == len(subjects) and page.total == 3 and page.unread == 2
 
 
+def test_tags(inbox: Inbox) -> None:
+    assert inbox.tags() == ["auth", "urgent"]
+
+
 def test_message_id_and_dates(inbox: Inbox) -> None:
     newest = inbox.list().messages[0]
     assert [s.subject for s in inbox.list(query=f"message-id:{newest.message_id}").messages] == ["Hi"]

@@ -130,6 +130,11 @@ class Inbox:
         self.flush()
         return self.index.page(start, limit, self.query(query), mailbox)
 
+    def tags(self) -> list[str]:
+        """Every tag in use (Mailpit's list shows them), sorted."""
+        self.flush()
+        return self.index.tags()
+
     def summary(self, message_id: str) -> Summary:
         self.flush()
         found = self.index.summary(message_id)
