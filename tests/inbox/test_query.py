@@ -124,7 +124,7 @@ def test_search(inbox: Inbox, query: str, subjects: list[str]) -> None:
 
 
 def test_tags(inbox: Inbox) -> None:
-    assert inbox.tags() == ["auth", "urgent"]
+    assert inbox.tags() == ("auth", "urgent")
 
 
 def test_message_id_and_dates(inbox: Inbox) -> None:

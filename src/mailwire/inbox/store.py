@@ -130,10 +130,10 @@ class Inbox:
         self.flush()
         return self.index.page(start, limit, self.query(query), mailbox)
 
-    def tags(self) -> list[str]:
+    def tags(self) -> tuple[str, ...]:
         """Every tag in use (Mailpit's list shows them), sorted."""
         self.flush()
-        return self.index.tags()
+        return tuple(self.index.tags())
 
     def summary(self, message_id: str) -> Summary:
         self.flush()
@@ -233,22 +233,23 @@ class Inbox:
     def mark_read(self, ids: Iterable[str], read: bool = True) -> int:
         """Mark messages read (moved to cur/ with the S flag) or unread (the
         flag dropped); how many changed."""
-        changed = 0
-        for message_id in ids:
+        return sum(self._mark(message_id, read) for message_id in ids)
+
+    def _mark(self, message_id: str, read: bool) -> bool:
+        for attempt in range(3):
             path, was = self._file(message_id)
             if was == read:
-                continue
-            name = os.path.basename(path)
-            unique, _, flags = name.partition(":2,")
+                return False
+            unique, _, flags = os.path.basename(path).partition(":2,")
             flags = "".join(sorted(set(flags.replace("S", "")) | ({"S"} if read else set())))
             target = os.path.join(self.path, "cur", f"{unique}:2,{flags}")
             try:
                 os.rename(path, target)
             except FileNotFoundError:
-                raise MessageNotFound(message_id) from None
+                continue  # moved meanwhile (another thread or process marked it): look again
             self.index.moved(message_id, os.path.relpath(target, self.path), read)
-            changed += 1
-        return changed
+            return True
+        raise MessageNotFound(message_id)
 
     def mark_matching(self, read: bool, query: str | Query | None = None, mailbox: str | None = None) -> int:
         """``mark_read`` for every message the query matches (all, without one)."""
@@ -358,10 +359,10 @@ class Inbox:
         with self._arrived:
             self._waiting -= 1
 
-    async def arrivals(self, query: str | Query | None = None, *, mailbox: str | None = None,
-                       since: int | None = None) -> AsyncIterator[Summary]:
-        """Each message indexed from now on (or after sequence ``since``),
-        oldest first, as it arrives: ``async for summary in inbox.arrivals():``."""
+    async def arrivals(self, query: str | Query | None = None, *,
+                       mailbox: str | None = None) -> AsyncIterator[Summary]:
+        """Each message indexed from now on that matches, oldest first, as
+        it arrives: ``async for summary in inbox.arrivals("to:alice"):``."""
         parsed = self.query(query)
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
@@ -371,7 +372,7 @@ class Inbox:
         self._waiting_starts()
         try:
             await asyncio.to_thread(self.flush)
-            seq = since if since is not None else await asyncio.to_thread(self.index.last_seq)
+            seq = await asyncio.to_thread(self.index.last_seq)
             while True:
                 found = await asyncio.to_thread(self.index.after, seq, parsed, mailbox)
                 for seq, summary in found:

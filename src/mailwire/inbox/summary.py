@@ -291,7 +291,7 @@ def read_summary(path: str) -> Digest:
     words += [read.text, html_text(read.html)]
     mailboxes = {r.lower() for r in s.recipients} or {a.address.lower() for a in s.to + s.cc + s.bcc}
     if s.username:
-        mailboxes.add(s.username)
+        mailboxes.add(s.username.lower())
     return Digest(s, "\n".join(w for w in words if w), tuple(sorted(m for m in mailboxes if m)))
 
 
