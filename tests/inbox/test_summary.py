@@ -214,3 +214,19 @@ def test_the_structure_does_not_depend_on_the_block_size(raw: bytes, block: int)
     # Text parts are read a line at a time (to keep them); with nothing
     # to keep they are skipped by blocks: the same structure either way.
     assert shape(block, text_cap=0) == [s[:5] for s in shape(1 << 18)]
+
+
+@given(value=st.text(alphabet="ab .<>@\"',;:()\\\t=?", max_size=24))
+def test_the_simple_address_reading_agrees_with_the_classic_parser(value: str) -> None:
+    """One plain address is read without ``getaddresses``: where that
+    shortcut applies, it reads what the classic parser reads."""
+    import email.message
+    import email.utils
+
+    from mailwire.inbox.summary import _addresses
+
+    headers = email.message.Message()
+    headers["To"] = value
+    pairs = [(" ".join(n.split()), " ".join(a.split())) for n, a in email.utils.getaddresses([value])]
+    classic = [(n, a) for n, a in pairs if n or a]
+    assert [(a.name, a.address) for a in _addresses(headers, "to")] == classic

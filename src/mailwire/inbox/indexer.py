@@ -12,10 +12,13 @@ these holds:
 * a reader needs the index (``flush``: every ``Inbox`` read does it), so a
   list made after a client heard 250 shows its message;
 * deliveries paused for ``idle`` seconds, or the oldest queued message has
-  waited ``max_delay`` seconds, or ``backlog`` messages are queued: so a
-  burst is indexed in large batches after (or between) its messages, and
-  another process reading the shared index sees a message within about
-  ``max_delay`` seconds.
+  waited ``max_delay`` seconds (None: no such limit), or ``backlog``
+  messages are queued: so a burst is indexed in large batches after (or
+  between) its messages, and another process reading the shared index
+  sees a message within about ``max_delay`` seconds. A server that is the
+  only reader of its index (one process) can do without ``max_delay``:
+  its reads flush the queue, and a long stream of mail is then indexed
+  only when it pauses, when someone reads, or every ``backlog`` messages.
 
 Nothing is lost if this fails or the process dies: the message is in the
 Maildir, and ``Index.sync`` (made when an inbox opens) indexes what the
@@ -40,7 +43,7 @@ class Indexer:
 
     def __init__(
         self, index: Callable[[Sequence[str]], None], eager: Callable[[], bool], *, idle: float = 0.05,
-        max_delay: float = 2.0, backlog: int = 2000,
+        max_delay: float | None = 2.0, backlog: int = 2000,
     ) -> None:
         self._index = index
         self._eager = eager
@@ -100,7 +103,9 @@ class Indexer:
         if self._closed or self._wanted > self._done or len(self._queue) >= self.backlog or self._eager():
             return None
         now = time.monotonic()
-        wait = min(self._last + self.idle, self._first + self.max_delay) - now
+        wait = self._last + self.idle - now
+        if self.max_delay is not None:
+            wait = min(wait, self._first + self.max_delay - now)
         return None if wait <= 0 else wait
 
     def _run(self) -> None:

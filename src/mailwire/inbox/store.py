@@ -82,13 +82,17 @@ class Inbox:
     """The messages of the Maildir at ``path`` (made if missing), indexed.
 
     ``max_messages`` and ``max_age`` (seconds) bound what is kept: the
-    oldest go first. ``tz`` is the zone of dates without one in queries
-    (None: local time, as Mailpit has it).
+    oldest go first (after each batch indexed, and on ``prune``: call it
+    now and then for ``max_age`` on an idle inbox). ``index_delay`` and
+    ``index_backlog`` are the indexer's ``max_delay`` and ``backlog``
+    (``indexer.py``): how long, and for how many messages, the catcher's
+    deliveries may wait to be indexed while nobody reads or waits.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, max_messages: int | None = None, max_age: float | None = None,
-        poll_interval: float = 1.0, index_path: str | None = None,
+        poll_interval: float = 1.0, index_path: str | None = None, index_delay: float | None = 2.0,
+        index_backlog: int = 2000,
     ) -> None:
         self.path = os.fspath(path)
         for sub in ("tmp", "new", "cur"):
@@ -96,6 +100,8 @@ class Inbox:
         self.max_messages = max_messages
         self.max_age = max_age
         self.poll_interval = poll_interval
+        self.index_delay = index_delay
+        self.index_backlog = index_backlog
         self.index = Index(self.path, index_path)
         self._arrived = threading.Condition()
         self._loops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -289,7 +295,8 @@ class Inbox:
         index); returns at once."""
         with self._indexer_lock:
             if self._indexer is None:
-                self._indexer = Indexer(self._index_names, lambda: self._waiting > 0)
+                self._indexer = Indexer(self._index_names, lambda: self._waiting > 0,
+                                        max_delay=self.index_delay, backlog=self.index_backlog)
             indexer = self._indexer
         indexer.submit(name)
 

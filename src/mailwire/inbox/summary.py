@@ -28,6 +28,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -169,13 +170,25 @@ def _text(headers: _Parsed, name: str) -> str:
     return "" if value is None else " ".join(header_text(value).split())
 
 
+# One address, bare or in angle brackets after a plain name: most mail. The
+# classic parser (getaddresses) takes the rest; this spares it the common case.
+_SIMPLE = re.compile(r'\s*([^"<>,;:()\\@]*?)\s*<?([^\s"<>,;:()\\@]+@[^\s"<>,;:()\\@]+)>?\s*')
+
+
 def _addresses(headers: _Parsed, name: str) -> tuple[Address, ...]:
     no_values: list[object] = []
     found: list[object] = safe(lambda: list(headers.get_all(name, [])), no_values)
+    if not found:
+        return ()
     values = [header_text(v) if isinstance(v, Header) else str(v) for v in found]
+    if len(values) == 1:
+        simple = _SIMPLE.fullmatch(values[0])
+        if simple is not None and (not simple.group(1) or "<" in values[0]):
+            return (Address(_clean(header_text(simple.group(1))), simple.group(2)),)
     no_pairs: list[tuple[str, str]] = []
     pairs = safe(lambda: email.utils.getaddresses(values), no_pairs)
-    return tuple(Address(_clean(header_text(n)), _clean(a)) for n, a in pairs if n or a)
+    found_addresses = (Address(_clean(header_text(n)), _clean(a)) for n, a in pairs)
+    return tuple(a for a in found_addresses if a.name or a.address)
 
 
 def _clean(value: str) -> str:
