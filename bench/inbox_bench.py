@@ -17,7 +17,7 @@ Two measurements, figures only (no assertion on time):
   medians and their ratio.
 
     .venv/bin/python bench/inbox_bench.py                  # the store, 10,000 messages
-    .venv/bin/python bench/inbox_bench.py --smtp --messages 2000 --repeat 5
+    .venv/bin/python bench/inbox_bench.py --count 0 --smtp --messages 8000 --repeat 6
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ import asyncio, sys
 from mailwire.server import SMTPServer, ServerConfig, Maildir
 from mailwire.inbox import Catcher, Inbox
 kind, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-backend = Maildir(path) if kind == "maildir" else Catcher(Inbox(path))
+delay = None if sys.argv[4] == "none" else float(sys.argv[4])
+backend = Maildir(path) if kind == "maildir" else Catcher(Inbox(path, index_delay=delay, index_backlog=int(sys.argv[5])))
 async def main():
     server = SMTPServer(backend, ServerConfig(hostname="localhost"))
     await server.start("127.0.0.1", port)
@@ -135,10 +136,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def smtp_run(kind: str, messages: int) -> float:
+def smtp_run(kind: str, messages: int, delay: str, backlog: int) -> float:
     port = free_port()
     with tempfile.TemporaryDirectory() as path:
-        server = subprocess.Popen([sys.executable, "-c", SERVER, kind, os.path.join(path, "mail"), str(port)])
+        server = subprocess.Popen([sys.executable, "-c", SERVER, kind, os.path.join(path, "mail"), str(port),
+                                   delay, str(backlog)])
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -167,15 +169,16 @@ def smtp_run(kind: str, messages: int) -> float:
             server.wait(30)
 
 
-def smtp_bench(messages: int, repeat: int) -> None:
+def smtp_bench(messages: int, repeat: int, delay: str, backlog: int) -> None:
     rates: dict[str, list[float]] = {"maildir": [], "catcher": []}
     for kind in rates:  # warm-up
-        smtp_run(kind, min(messages, 200))
+        smtp_run(kind, min(messages, 200), delay, backlog)
     for n in range(repeat):
         for kind in (("maildir", "catcher") if n % 2 == 0 else ("catcher", "maildir")):
-            rates[kind].append(smtp_run(kind, messages))
+            rates[kind].append(smtp_run(kind, messages, delay, backlog))
     maildir, catcher = (statistics.median(rates[k]) for k in ("maildir", "catcher"))
-    print(f"\nSMTP, {messages} x 1 KB, 20 sessions, median of {repeat} (msg/s):")
+    print(f"\nSMTP, {messages} x 1 KB, 20 sessions, median of {repeat} (msg/s); "
+          f"index_delay={delay}, index_backlog={backlog}:")
     print(f"  Maildir              {maildir:8.0f}")
     print(f"  Catcher (+ index)    {catcher:8.0f}   ratio {catcher / maildir:.2f}")
 
@@ -186,10 +189,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="repeats per figure; the median is shown")
     parser.add_argument("--smtp", action="store_true", help="also the SMTP rate, Maildir against the catcher")
     parser.add_argument("--messages", type=int, default=2000, help="messages per SMTP run (2,000)")
+    parser.add_argument("--index-delay", default="2", help="the catcher's Inbox(index_delay=...), or none (2)")
+    parser.add_argument("--index-backlog", type=int, default=2000, help="Inbox(index_backlog=...) (2,000)")
     args = parser.parse_args()
-    store_bench(args.count, args.repeat)
+    if args.count:
+        store_bench(args.count, args.repeat)
     if args.smtp:
-        smtp_bench(args.messages, max(args.repeat // 2, 3))
+        smtp_bench(args.messages, max(args.repeat // 2, 3), args.index_delay, args.index_backlog)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 The standard library's ``email`` parser builds the whole message in memory,
 which for a 50 MB attachment is 50 MB (and more, decoded) just to list it.
-So the structure is found here, line by line, the way a MIME reader must
-find it anyway (RFC 2046 5.1.1): a multipart body is split at its boundary
-delimiter lines, and each part's header block is handed to the ``email``
-package (``BytesHeaderParser``), which does the parsing of headers it is
-good at. A part's body is only counted (octets, and where it sits in the
-file, so it can be streamed later) unless it is a text part a reader will
-see, which is kept up to ``TEXT_CAP`` octets and decoded by the ``email``
-package. Memory is bounded by the cap, the line cap and the part count.
+So the structure is found here the way a MIME reader must find it anyway
+(RFC 2046 5.1.1): a multipart body is split at its boundary delimiter lines
+(header blocks are read a line at a time, bodies a block at a time, the
+delimiters found with ``bytes.find``), and each part's header block is
+handed to the ``email`` package (``BytesHeaderParser``), which does the
+parsing of headers it is good at. A part's body is only counted (octets,
+and where it sits in the file, so it can be streamed later) unless it is a
+text part a reader will see, which is kept up to ``TEXT_CAP`` octets and
+decoded (transfer encoding, charset). Memory is bounded by the cap, the
+block and line sizes and the part count.
 
 Malformed input has a defined reading, never an exception: a header block
 that never ends ends at a delimiter or at the end of the file; a boundary
@@ -236,8 +238,6 @@ class _Run:
         stripped = data.rstrip()
         if stripped:
             self.padding = len(stripped) - len(stripped.rstrip(b"="))
-
-
 
 
 def _delimiter(line: bytes, at_start: bool, boundaries: list[bytes]) -> _End:
