@@ -42,8 +42,8 @@ class Indexer:
     in batches (see the module doc); ``eager()`` says whether someone waits."""
 
     def __init__(
-        self, index: Callable[[Sequence[str]], None], eager: Callable[[], bool], *, idle: float = 0.05,
-        max_delay: float | None = 2.0, backlog: int = 2000,
+        self, index: Callable[[Sequence[str]], None], eager: Callable[[], bool], *, idle: float = 0.25,
+        max_delay: float | None = 5.0, backlog: int = 5000,
     ) -> None:
         self._index = index
         self._eager = eager

@@ -91,8 +91,8 @@ class Inbox:
 
     def __init__(
         self, path: str | os.PathLike[str], *, max_messages: int | None = None, max_age: float | None = None,
-        poll_interval: float = 1.0, index_path: str | None = None, index_delay: float | None = 2.0,
-        index_backlog: int = 2000,
+        poll_interval: float = 1.0, index_path: str | None = None, index_delay: float | None = 5.0,
+        index_backlog: int = 5000,
     ) -> None:
         self.path = os.fspath(path)
         for sub in ("tmp", "new", "cur"):
