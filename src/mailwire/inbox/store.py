@@ -154,10 +154,11 @@ class Inbox:
         self.flush()
         for attempt in range(2):
             found = self.index.locate(message_id)
-            if found is not None:
-                path = os.path.join(self.path, found[0])
-                if os.path.exists(path):
-                    return path, found[1]
+            if found is None:
+                break  # an unknown ID: no listing of the Maildir for it
+            path = os.path.join(self.path, found[0])
+            if os.path.exists(path):
+                return path, found[1]
             if attempt == 0:
                 self.sync()
         raise MessageNotFound(message_id)
