@@ -107,7 +107,7 @@ def test_the_index_is_rebuilt_when_deleted_and_its_ids_are_the_same(tmp_path: Pa
     with Inbox(tmp_path) as inbox:
         before = inbox.list(limit=100).messages
         inbox.mark_read([before[0].id])
-    os.remove(tmp_path / ".mailwire" / "index.sqlite3")
+    os.remove(tmp_path / "mailwire-index.sqlite3")
     with Inbox(tmp_path) as inbox:
         after = inbox.list(limit=100).messages
     assert [s.id for s in after] == [s.id for s in before] and after[0].read and not after[1].read
@@ -116,7 +116,7 @@ def test_the_index_is_rebuilt_when_deleted_and_its_ids_are_the_same(tmp_path: Pa
 def test_an_index_of_another_version_is_rebuilt(tmp_path: Path) -> None:
     _fill(tmp_path, 3)
     Inbox(tmp_path).close()
-    db = sqlite3.connect(tmp_path / ".mailwire" / "index.sqlite3")
+    db = sqlite3.connect(tmp_path / "mailwire-index.sqlite3")
     db.execute("DELETE FROM messages")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.commit()

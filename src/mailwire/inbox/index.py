@@ -1,6 +1,6 @@
 """The index beside a Maildir: SQLite, with FTS5 for search; the Maildir stays the truth.
 
-``<maildir>/.mailwire/index.sqlite3`` holds one row per message file in
+``<maildir>/mailwire-index.sqlite3`` holds one row per message file in
 ``new/`` and ``cur/``: what the list shows (the summary, as JSON, and the
 columns the search filters on), the read flag, where the file is, the
 mailboxes it is visible in (a join table: envelope recipients and the AUTH
@@ -135,8 +135,11 @@ class Index:
 
     def __init__(self, maildir: str, path: str | None = None) -> None:
         self.maildir = maildir
-        self.path = path or os.path.join(maildir, ".mailwire", "index.sqlite3")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        # A file in the Maildir's root, as Dovecot keeps its dovecot.index
+        # files: a directory whose name starts with a dot would be read as a
+        # Maildir++ folder by Dovecot and Courier.
+        self.path = path or os.path.join(maildir, "mailwire-index.sqlite3")
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
