@@ -431,6 +431,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "session (serve_sink.py mailwire-stream), as `mailwire stream`")
     parser.add_argument("--workers", type=int, metavar="N", help="also run `mailwire serve --sink "
                         "--workers N`, as `mailwire xN` (its ratios are against one process)")
+    parser.add_argument("--memory", action="store_true", help="then the large-message memory run of "
+                        "memory_bench.py (20 x 50 MB at once, one 500 MB message) against `serve --maildir`, "
+                        "the --compare executable first when given")
     parser.add_argument("--pin", action="store_true", help="run the servers on CPU 1 and smtp-source "
                         "on CPU 0 (sched_setaffinity), so the load generator takes no server core")
     return parser.parse_args(argv)
@@ -496,7 +499,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(format_table(results, specs, failed))
     print()
     print(format_targets(results))
+    if args.memory:
+        print()
+        memory_run(args.compare)
     print(f"total time {time.perf_counter() - began:.0f} s")
+
+
+def memory_run(compare: str | None) -> None:
+    """Peak RSS of ``serve --maildir`` under large messages (memory_bench.py),
+    every 250'd message checked by SHA-256."""
+    import memory_bench  # bench/ is on sys.path when this file runs as a script
+
+    executables = [*([compare] if compare else []), str(Path(sys.executable).with_name("mailwire"))]
+    if memory_bench.main(executables) != 0:
+        print("memory run: a message was lost or changed (above)", flush=True)
 
 
 if __name__ == "__main__":
