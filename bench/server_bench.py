@@ -477,6 +477,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compiled", nargs="?", const=str(COMPILED_CLI), metavar="MAILWIRE",
                         help="also run the compiled core, this `mailwire` executable's (default: "
                         ".venv-compiled's, made by dev/compiled.sh), as compiled; the targets are shown for it too")
+    parser.add_argument("--memory", action="store_true", help="then the large-message memory run of "
+                        "memory_bench.py (20 x 50 MB at once, one 500 MB message) against `serve --maildir`, "
+                        "the --compare executable first when given")
     parser.add_argument("--pin", action="store_true", help="run the servers on CPU 1 and smtp-source "
                         "on CPU 0 (sched_setaffinity), so the load generator takes no server core")
     return parser.parse_args(argv)
@@ -544,7 +547,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(format_table(results, specs, failed))
     print()
     print(format_targets(results, [BASELINE, *(spec.name for spec in fast)]))
+    if args.memory:
+        print()
+        memory_run(args.compare)
     print(f"total time {time.perf_counter() - began:.0f} s")
+
+
+def memory_run(compare: str | None) -> None:
+    """Peak RSS of ``serve --maildir`` under large messages (memory_bench.py),
+    every 250'd message checked by SHA-256."""
+    import memory_bench  # bench/ is on sys.path when this file runs as a script
+
+    executables = [*([compare] if compare else []), str(Path(sys.executable).with_name("mailwire"))]
+    if memory_bench.main(executables) != 0:
+        print("memory run: a message was lost or changed (above)", flush=True)
 
 
 if __name__ == "__main__":

@@ -334,6 +334,9 @@ LAYOUT_RULES = {
     "client": ({"server", "server.backends"} | _ABOVE_THE_LIBRARY, "the client knows no server"),
     "server": ({"client"} | _ABOVE_THE_LIBRARY, "only a backend (server/backends/) may use the client"),
     "server.backends": (_ABOVE_THE_LIBRARY, "backends are part of the library"),
+    # The catcher's store: its backend builds on the server's Maildir; the web
+    # layer (web/, an extra) builds on it, never the reverse.
+    "inbox": ({"client", "web"} | _ABOVE_THE_LIBRARY, "the store knows no HTTP and no client"),
 }
 CLI_ENTRIES = {"mailwire.__main__", "mailwire.smtpd"}  # the two that may import cli/
 
@@ -397,6 +400,9 @@ def test_each_part_imports_only_what_sits_below_it() -> None:
         ("mailwire.server.aio", "from ..testing import ServerThread"),
         ("mailwire.server.backends.relay", "from ...cli.serve import plan"),
         ("mailwire.testing", "from .cli.main import main"),
+        ("mailwire.inbox.store", "from ..web.api import routes"),
+        ("mailwire.inbox.index", "from ..cli.serve import plan"),
+        ("mailwire.inbox.backend", "from ..client.sync import SMTPClient"),
         ("mailwire.server.connection", "import importlib\nimportlib.import_module('mailwire.cli')"),
     ],
 )
@@ -416,6 +422,7 @@ def test_the_layout_checker_catches_offences(tmp_path: Path, module: str, source
         ("mailwire.client.aio", "from .._aio.deadline import Deadline"),
         ("mailwire.smtpd", "from mailwire.cli.smtpd import main"),
         ("mailwire.cli.serve", "from ..server.backends import Sink\nfrom ..client.sync import TLSMode"),
+        ("mailwire.inbox.backend", "from ..server.backends.maildir import Maildir\nfrom .store import Inbox"),
     ],
 )
 def test_the_layout_checker_lets_the_layout_be(tmp_path: Path, module: str, source: str) -> None:
@@ -496,3 +503,25 @@ def test_the_protocol_homes_and_backends_do_write_codes() -> None:
 def test_the_reply_code_checker_catches_offences(source: str) -> None:
     assert _literal_codes(source) == [1]
     assert _literal_codes("raise SMTPError(AUTH_FAILED)\nReply.of(code, None, text)") == []
+
+
+# -- the inbox reads mail without an event loop ---------------------------------------
+#
+# Reading a stored message, its index and a query (mime, summary, query,
+# index) is plain blocking code over files and SQLite: usable from any
+# thread, a command line or a test helper in another process. Only the
+# Inbox (its ``arrivals``, an async iterator) and the catcher backend (a
+# server session) know asyncio, and only the backend knows the server.
+
+INBOX_PLAIN = ("mime", "summary", "query", "index")
+
+
+@pytest.mark.parametrize("name", INBOX_PLAIN)
+def test_the_inbox_reads_mail_without_io_drivers(name: str) -> None:
+    path = PACKAGE_ROOT / "inbox" / f"{name}.py"
+    offences = [
+        f"inbox/{name}.py:{line}: imports {imported}" for imported, line in _imports(path, runtime_only=False)
+        if imported.split(".")[0] in FORBIDDEN
+        or (imported.split(".")[0] == "mailwire" and not imported.startswith("mailwire.inbox"))
+    ]
+    assert offences == []

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 import mailwire
+import mailwire.inbox
 import mailwire.protocol
 import mailwire.server
 import mailwire.testing
@@ -36,7 +37,7 @@ from mailwire.server.connection import SMTPConnection
 
 PACKAGE_ROOT = Path(mailwire.__file__).parent
 REPO = PACKAGE_ROOT.parents[1]
-HOMES = (mailwire, mailwire.server, mailwire.protocol, mailwire.testing)
+HOMES = (mailwire, mailwire.server, mailwire.protocol, mailwire.testing, mailwire.inbox)
 DROP_INS = {"mailwire.smtplib", "mailwire.smtpd"}
 # Where the README may take a name from. Any module may be named as such
 # (a logger, say), but not a name from one outside these.

@@ -128,11 +128,20 @@ class Maildir(Store):
             log.info("removed %d stale file(s) from %s (left by an interrupted delivery)", removed, tmp)
         return removed
 
+    def trace(self, envelope: Envelope, eol: bytes) -> bytes:
+        """The lines written before the message: ``Return-Path:`` (a
+        subclass may add its own after it, each ending with ``eol``)."""
+        return return_path(envelope, eol)
+
     def store(self, envelope: Envelope) -> None:
+        self.add(envelope)
+
+    def add(self, envelope: Envelope) -> str:
+        """``store``, giving the message's name in the Maildir."""
         content = envelope.content
         first_eol = content.find(b"\n")
         eol = b"\n" if first_eol >= 0 and content[first_eol - 1:first_eol] != b"\r" else b"\r\n"
-        message = return_path(envelope, eol) + content
+        message = self.trace(envelope, eol) + content
         for attempt in range(self.name_retries):
             try:
                 key = self.mailbox.add(message)
@@ -143,7 +152,8 @@ class Maildir(Store):
             # The link is an entry in new/: on disk only once new/ is.
             fsync_directory(os.path.join(self.path, "new"))
             log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.path, key)
-            return
+            return key
+        raise AssertionError("unreachable")
 
 
 def _make_skeleton(path: str) -> None:
@@ -252,7 +262,7 @@ class MaildirFile(StoreFile):
                     raise
                 continue
             self._file = file
-            file.write(return_path(self.envelope, eol))
+            file.write(maildir.trace(self.envelope, eol))
             return file
         raise AssertionError("unreachable")
 
@@ -268,3 +278,10 @@ class MaildirSession(StoreSession):
         file = MaildirFile(self.maildir, envelope)
         key = await store_stream(file, content, self.maildir.write_batch, envelope)
         log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.maildir.path, key)
+        await self.stored(envelope, key)
+
+    async def stored(self, envelope: Envelope, name: str) -> None:
+        """Told of each streamed message once it is in ``new/`` as ``name``
+        (before the sender hears 250): nothing here; a subclass's hook
+        (the catcher indexes it). What it raises, the sender hears (451),
+        though the message is stored: a hook should not raise."""
