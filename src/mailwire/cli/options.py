@@ -18,15 +18,19 @@ may cross the network in plaintext.
 from __future__ import annotations
 
 import argparse
+import email.utils
 import os
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..client.settings import TLS_MODES, ClientSettings
+from ..errors import LocalProtocolError
+from ..protocol.grammar import check_address
 
 __all__ = [
-    "UsageError", "user_password", "server_address", "seconds", "add_tls_auth_options", "Destination",
+    "UsageError", "user_password", "addresses", "server_address", "seconds", "add_tls_auth_options", "Destination",
     "destination",
 ]
 
@@ -41,6 +45,23 @@ def user_password(text: str) -> tuple[str, str]:
     if not sep or not user:
         raise argparse.ArgumentTypeError("expected USER:PASSWORD")
     return user, password
+
+
+def addresses(values: Iterable[str], option: str) -> list[str]:
+    """The addresses in ``values`` (each one address or a comma-separated
+    list, display names allowed), each fit for MAIL or RCPT (UsageError)."""
+    found = []
+    for value in values:
+        for _, address in email.utils.getaddresses([value]):
+            # getaddresses() mends what it cannot parse ('a@b c' gives 'a@bc'): refuse that.
+            if not address or address not in value:
+                raise UsageError(f"{option} {value!r}: not an address")
+            try:
+                check_address(address, option)
+            except LocalProtocolError as err:
+                raise UsageError(str(err)) from None
+            found.append(address)
+    return found
 
 
 def server_address(text: str) -> tuple[str, int | None]:

@@ -26,14 +26,12 @@ import mailbox
 import os
 import re
 import sys
-from collections.abc import Iterable
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
 from ..client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
-from ..errors import LocalProtocolError
-from ..protocol.grammar import check_address
-from .options import UsageError, add_tls_auth_options, destination, seconds, server_address
+from .options import UsageError, add_tls_auth_options, addresses, destination, seconds, server_address
+from .sendmail_message import FIELD, without_bcc
 from .send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
 
 __all__ = ["configure_parser", "run", "plan", "UsageError"]
@@ -85,25 +83,10 @@ def configure_parser(send: argparse.ArgumentParser) -> None:
 
 
 _EOL = re.compile(rb"\r\n|\r|\n")
-_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 def _crlf(data: bytes) -> bytes:
     return _EOL.sub(b"\r\n", data)
-
-
-def _without_bcc(content: bytes, end: int) -> bytes:
-    """``content`` less its Bcc and Resent-Bcc fields (the header block ends at ``end``)."""
-    head = content[:end] if end >= 0 else content
-    if b"bcc:" not in head.lower():
-        return content
-    kept, skipping = [], False
-    for line in head.split(b"\r\n"):
-        if not line[:1] in (b" ", b"\t"):
-            skipping = line.lower().startswith((b"bcc:", b"resent-bcc:"))
-        if not skipping:
-            kept.append(line)
-    return b"\r\n".join(kept) + (content[end:] if end >= 0 else b"")
 
 
 def _outgoing(raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...] | None) -> Item:
@@ -117,28 +100,13 @@ def _outgoing(raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...] | None
         return str(err)
     if not envelope.rcpt_to:
         return "no recipients (no To, Cc or Bcc header; --to gives them)"
-    return Outgoing(_without_bcc(content, end), envelope.mail_from, envelope.rcpt_to)
+    return Outgoing(without_bcc(content, end), envelope.mail_from, envelope.rcpt_to)
 
 
 def _is_message(data: bytes) -> bool:
     """Does ``data`` open with a header block that has a From: field?"""
     head = _crlf(data[:65536]).split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-    return bool(_FIELD.match(head[0])) and any(line.lower().startswith(b"from:") for line in head)
-
-
-def _addresses(values: Iterable[str], option: str) -> list[str]:
-    found = []
-    for value in values:
-        for _, address in email.utils.getaddresses([value]):
-            # getaddresses() mends what it cannot parse ('a@b c' gives 'a@bc'): refuse that.
-            if not address or address not in value:
-                raise UsageError(f"{option} {value!r}: not an address")
-            try:
-                check_address(address, option)
-            except LocalProtocolError as err:
-                raise UsageError(str(err)) from None
-            found.append(address)
-    return found
+    return bool(FIELD.match(head[0])) and any(line.lower().startswith(b"from:") for line in head)
 
 
 def _read(path: str, option: str) -> bytes:
@@ -207,11 +175,11 @@ def _messages(args: argparse.Namespace) -> list[Item]:
         raise UsageError(f"{given[0][0]} and {given[1][0]}: give one message source")
     mail_from = None
     if args.sender is not None:
-        senders = _addresses([args.sender], "--from") if args.sender.strip() not in ("", "<>") else [""]
+        senders = addresses([args.sender], "--from") if args.sender.strip() not in ("", "<>") else [""]
         if len(senders) != 1:
             raise UsageError(f"--from {args.sender!r}: one address expected")
         mail_from = senders[0]
-    rcpt_to = _addresses(args.to, "--to") + _addresses(args.cc, "--cc")
+    rcpt_to = addresses(args.to, "--to") + addresses(args.cc, "--cc")
     override = tuple(rcpt_to) or None
     if given:
         option, path = given[0]
