@@ -335,11 +335,7 @@ def run(plan: Plan, stdin: object) -> int:
         lines, start = reader.head()
         rcpts = plan.recipients
         if plan.extract:
-            found = recipients(lines)
-            try:
-                rcpts = _unique([*rcpts, *(qualify(a) for a in addresses(found, "a To, Cc or Bcc field"))])
-            except UsageError as err:
-                raise DataError(str(err)) from None
+            rcpts = _unique([*rcpts, *(qualify(address) for address in recipients(lines))])
             if not rcpts:
                 raise Failed(EX_USAGE, "no recipients: -t found no To, Cc or Bcc field, and none were given")
         head = complete(lines, sender=plan.sender, full_name=plan.full_name)
@@ -355,6 +351,15 @@ def run(plan: Plan, stdin: object) -> int:
     return EX_OK
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and recipients in any order (``a@x -f me b@y``); after
+    ``--`` only recipients (argparse's intermixed parsing drops those)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_intermixed_args(argv[:end])
+    args.recipients += argv[end + 1:]
+    return args
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``sendmail ARGS``: the exit code (for the console script, ``mailwire
     sendmail`` and a ``sendmail`` symlink to ``mailwire``)."""
@@ -362,7 +367,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         argv = sys.argv[1:]
     prog = prog or ("sendmail" if os.path.basename(sys.argv[0]) == "sendmail" else "mailwire sendmail")
     try:
-        args = parser(prog).parse_intermixed_args(argv)
+        args = _parse(parser(prog), list(argv))
         checked = plan(args, os.environ)
         if args.verbose:
             logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")

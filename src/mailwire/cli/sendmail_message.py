@@ -15,8 +15,8 @@ sendmail's own rules, kept here:
   ``From `` line in front is dropped. It may not be larger than
   ``HEAD_LIMIT``.
 * ``-t``: the recipients are those of To, Cc and Bcc (of their ``Resent-``
-  forms when the message has a Resent- block), added to those given as
-  arguments (as Postfix does).
+  forms when the message has Resent- fields), added to those given as
+  arguments (as Postfix does; sendmail 8 would leave those out).
 * Bcc and Resent-Bcc fields are removed, always: blind recipients are in the
   envelope and never on the wire (as ``mailwire send`` does).
 * A missing Date, Message-ID or From is added (From names the envelope sender,
@@ -39,7 +39,8 @@ from collections.abc import Iterator
 from email.parser import BytesHeaderParser
 from typing import BinaryIO
 
-from ..client.message import envelope_from_headers
+from ..errors import LocalProtocolError
+from ..protocol.grammar import check_address
 
 __all__ = [
     "FIELD", "HEAD_LIMIT", "Input", "InputError", "DataError", "complete", "recipients", "without_bcc",
@@ -52,6 +53,7 @@ CHUNK = 1 << 16  # the most read from stdin at once
 FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")  # a header field's start: its name and the colon
 _LONE_DOT_FIRST = re.compile(rb"\.\r?\n")  # a lone-dot line at the start of what is read
 _LONE_DOT = re.compile(rb"\n\.\r?\n")  # one after a line
+_EMPTY_GROUP = re.compile(r"\s*[^:,@]*:\s*;\s*")  # undisclosed-recipients:;
 
 
 class InputError(Exception):
@@ -161,13 +163,26 @@ def without_bcc(content: bytes, end: int) -> bytes:
 
 
 def recipients(lines: list[bytes]) -> list[str]:
-    """The addresses of To, Cc and Bcc (``Resent-`` ones if the message has
-    a Resent- block), for ``-t`` (DataError if there are two such blocks)."""
+    """The addresses of To, Cc and Bcc, or of Resent-To, -Cc and -Bcc if
+    the message has Resent- fields, for ``-t``; an empty group
+    (``undisclosed-recipients:;``) has none. DataError for what is not an
+    address (the email package would mend it into one)."""
     head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(b"\r\n".join(lines) + b"\r\n\r\n")
-    try:
-        return list(envelope_from_headers(head, "", None).rcpt_to)
-    except ValueError as err:
-        raise DataError(str(err)) from None
+    prefix = "Resent-" if any(name.lower().startswith("resent-") for name in head.keys()) else ""
+    found = []
+    for name in (prefix + "To", prefix + "Cc", prefix + "Bcc"):
+        for field in head.get_all(name, []):
+            value = str(field)
+            if _EMPTY_GROUP.fullmatch(value):
+                continue
+            for _, address in email.utils.getaddresses([value]):
+                if not address or address not in value:
+                    raise DataError(f"{name} field {' '.join(value.split())!r}: not a list of addresses")
+                try:
+                    found.append(check_address(address, f"an address in the {name} field"))
+                except LocalProtocolError as err:
+                    raise DataError(str(err)) from None
+    return found
 
 
 def _names(lines: list[bytes]) -> set[bytes]:
