@@ -223,6 +223,31 @@ def test_a_long_message_streams_whole_with_8bitmime() -> None:
     assert envelope.mail_options.body == "8BITMIME" and envelope.mail_options.size is None
 
 
+SMTP_SESSION = (  # what Symfony Mailer and Laravel say to `sendmail -bs` (here all at once)
+    f"EHLO app.test\r\nMAIL FROM:<{ME}>\r\nRCPT TO:<{YOU}>\r\nDATA\r\nSubject: over -bs\r\n\r\nhi\r\n.\r\n"
+    "QUIT\r\n"
+).encode()
+
+
+@pytest.mark.parametrize("flags", [["-bs"], ["-bs", "-i"]])
+def test_bs_joins_stdin_and_stdout_to_the_server(flags: list[str]) -> None:
+    with run_server() as server:
+        done = sendmail(*flags, server=server, input=SMTP_SESSION)
+        (envelope,) = server.wait_for(1)
+    assert (done.returncode, done.stderr) == (0, "")
+    replies = done.stdout.splitlines()
+    assert replies[0].startswith("220 ") and replies[-1].startswith("221 ")
+    assert "250 2.0.0 Message accepted for delivery" in replies
+    assert envelope.mail_from == ME and envelope.rcpt_to == [YOU]
+    assert envelope.content == b"Subject: over -bs\r\n\r\nhi\r\n"  # as the program wrote it: nothing added
+
+
+def test_bs_with_the_server_down_is_tempfail() -> None:
+    done = sendmail("-bs", env={"MAILWIRE_SMTP": "127.0.0.1:1"}, input=SMTP_SESSION)
+    assert done.returncode == 75
+    assert one_line(done.stderr).startswith("mailwire sendmail: cannot reach 127.0.0.1:1: ")
+
+
 def test_console_script_and_a_sendmail_symlink(tmp_path: Path) -> None:
     scripts = Path(sys.executable).parent
     link = tmp_path / "sendmail"
@@ -321,7 +346,9 @@ def test_starttls_required_but_not_offered_is_unavailable() -> None:
 @pytest.mark.parametrize("args, said", [
     ([], "no recipients: give them as arguments, or -t"),
     (["-Z", YOU], "unrecognized arguments: -Z"),
-    (["-bs"], "-bs (SMTP on stdin and stdout) is not supported"),
+    (["-bp"], "-bp (the queue: there is none) is not supported"),
+    (["-bs", "--auth", "u:p"], "-bs: the program on stdin authenticates itself"),
+    (["-bs", "--tls", "starttls"], "-bs: the program on stdin speaks SMTP itself, so --tls starttls cannot be done"),
     (["-bx", YOU], "-bx: not a sendmail mode"),
     (["-q"], "-q (a queue run) is not supported"),
     (["-I"], "-I (the alias database: there is none) is not supported"),

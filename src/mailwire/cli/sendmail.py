@@ -8,10 +8,11 @@ or any SMTP server instead of a local MTA. It takes Postfix's sendmail
 options: those that mean something for one message sent at once (``-t``,
 ``-i``/``-oi``, ``-f``/``-r``, ``-F``, ``-B``, the DSN ones ``-N``/``-R``/
 ``-V``, ``-v``) do it; the rest are accepted and ignored as Postfix does
-(``-o*``, ``-G``, ``-U``, ``-h N``, ``-L``, ...); the modes that are not
-"send a message" (``-bs``, ``-bp``, ``-bi``/``-I``, ``-bd``, ``-bv``,
-``-q``) are refused with one line, exit 64: there is no queue, alias file
-or daemon behind it. Where to send comes from ``--server``/``-S``
+(``-o*``, ``-G``, ``-U``, ``-h N``, ``-L``, ...); ``-bs`` (SMTP on stdin
+and stdout, Symfony Mailer's and Laravel's default) joins the pipes to the
+server (``sendmail_smtp``, as Mailpit's does); the other modes (``-bp``,
+``-bi``/``-I``, ``-bd``, ``-bv``, ``-q``) are refused with one line, exit
+64: there is no queue, alias file or daemon behind it. Where to send comes from ``--server``/``-S``
 (Mailpit's) or ``--unix`` and the TLS and AUTH options ``mailwire send``
 has (``options.py``), or from the environment: ``MAILWIRE_SMTP``
 (``HOST:PORT`` or ``unix:PATH``), ``MAILWIRE_SMTP_TLS``,
@@ -55,6 +56,7 @@ from ..result import SendResult
 from .options import (
     Destination, UsageError, add_tls_auth_options, addresses, destination, seconds, server_address, user_password,
 )
+from .sendmail_smtp import relay_session
 from .sendmail_message import DataError, Input, InputError, complete, local_sender, qualify, recipients
 
 __all__ = ["main", "run"]
@@ -67,7 +69,7 @@ WHOLE = 1 << 20  # octets of body read ahead: a message that ends within them is
 ENVIRONMENT = ("MAILWIRE_SMTP", "MAILWIRE_SMTP_TLS", "MAILWIRE_SMTP_AUTH", "MAILWIRE_FROM")
 _MODES = {
     "m": "", "h": "", "H": "",  # deliver (the default); -bh and -bH are ignored, as Postfix does
-    "s": "-bs (SMTP on stdin and stdout)", "p": "-bp (the queue: there is none)",
+    "s": "", "p": "-bp (the queue: there is none)",
     "i": "-bi (the alias database: there is none)", "d": "-bd (a daemon: run mailwire serve)",
     "l": "-bl (a daemon: run mailwire serve)", "v": "-bv (address verification)", "t": "-bt (address test mode)",
 }
@@ -145,7 +147,8 @@ def parser(prog: str = "mailwire sendmail") -> argparse.ArgumentParser:
     msg.add_argument("-o", dest="o_options", action="append", default=[], metavar="X",
                      help="-oi is -i; any other (-oem, -odb, -o7, -oA...) is accepted and ignored")
     msg.add_argument("-b", dest="mode", default="m", metavar="MODE",
-                     help="m: send a message (the default); s, p, i, d, v, t are refused")
+                     help="m: send a message (the default); s: SMTP on stdin and stdout, relayed to the "
+                     "server; p, i, d, v, t are refused")
     msg.add_argument("-I", dest="newaliases", action="store_true", help=argparse.SUPPRESS)
     msg.add_argument("-q", dest="queue", nargs="?", const="", help=argparse.SUPPRESS)
     for flag in ("-G", "-U", "-m", "-n"):
@@ -182,6 +185,7 @@ class Plan:
     notify: tuple[Notify, ...] | None
     ret: Literal["FULL", "HDRS"] | None
     envid: str | None
+    smtp: bool = False  # -bs: SMTP on stdin and stdout
 
 
 def _environment(args: argparse.Namespace, env: Mapping[str, str]) -> None:
@@ -207,6 +211,19 @@ def _environment(args: argparse.Namespace, env: Mapping[str, str]) -> None:
         args.sender = env.get("MAILWIRE_FROM") or local_sender()
 
 
+def _smtp_plan(args: argparse.Namespace) -> Plan:
+    """``-bs``: where to connect, the program doing the talking (no AUTH or
+    STARTTLS on its behalf; plain TCP unless --tls implicit)."""
+    if args.auth is not None:
+        raise UsageError("-bs: the program on stdin authenticates itself; --auth ($MAILWIRE_SMTP_AUTH) does not apply")
+    if args.tls not in (None, "none", "implicit"):
+        raise UsageError(f"-bs: the program on stdin speaks SMTP itself, so --tls {args.tls} cannot be done "
+                         "for it (--tls implicit or none)")
+    args.tls = args.tls or "none"
+    where = destination(args, args.server, args.unix, default=DEFAULT_SERVER)
+    return Plan(where, "", (), False, False, None, None, None, None, None, smtp=True)
+
+
 def plan(args: argparse.Namespace, env: Mapping[str, str]) -> Plan:
     """Check the options (UsageError)."""
     if args.newaliases:
@@ -219,6 +236,8 @@ def plan(args: argparse.Namespace, env: Mapping[str, str]) -> Plan:
     if args.queue is not None:
         raise UsageError("-q (a queue run) is not supported: mailwire sendmail sends at once and keeps no queue")
     _environment(args, env)
+    if args.mode == "s":
+        return _smtp_plan(args)
     sender = args.sender.strip()
     if sender in ("", "<>"):
         sender = ""
@@ -251,27 +270,42 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _no_session(err: BaseException, target: str) -> Failed:
+    """Why no session could be opened with ``target``, with its exit code."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return Failed(EX_UNAVAILABLE, f"TLS with {target} failed: its certificate did not verify "
+                      f"({err.verify_message or err.reason}); --ca FILE trusts its CA, --insecure skips the check")
+    if isinstance(err, ssl.SSLError):
+        return Failed(EX_UNAVAILABLE, f"TLS with {target} failed: {err.reason or err}")
+    if isinstance(err, TLSRequiredError):
+        return Failed(EX_UNAVAILABLE, f"{target} does not offer STARTTLS, and --tls or --auth needs it")
+    if isinstance(err, AuthenticationError):
+        return Failed(_code(err.reply), f"authentication failed at {target}: {_show(err.reply)}")
+    if isinstance(err, SMTPError):
+        return Failed(_code(err.reply), f"{target} refused the session: {_show(err.reply)}")
+    if isinstance(err, RemoteProtocolError):
+        return Failed(EX_PROTOCOL, f"{target} broke the protocol: {err}")
+    if isinstance(err, socket.gaierror):
+        return Failed(EX_NOHOST, f"cannot reach {target}: unknown host ({err.strerror or err})")
+    # Refused, unreachable, timed out, closed: sendmail would have queued it and tried again.
+    why = (err.strerror if isinstance(err, OSError) else None) or str(err) or type(err).__name__
+    return Failed(EX_TEMPFAIL, f"cannot reach {target}: {why}")
+
+
 def _connect(plan: Plan) -> SMTPClient:
-    target = plan.where.target
     try:
         return SMTPClient(plan.where.host, plan.where.port, **plan.where.settings)
-    except ssl.SSLCertVerificationError as err:
-        raise Failed(EX_UNAVAILABLE, f"TLS with {target} failed: its certificate did not verify "
-                     f"({err.verify_message or err.reason}); --ca FILE trusts its CA, --insecure skips the check")
-    except ssl.SSLError as err:
-        raise Failed(EX_UNAVAILABLE, f"TLS with {target} failed: {err.reason or err}")
-    except TLSRequiredError:
-        raise Failed(EX_UNAVAILABLE, f"{target} does not offer STARTTLS, and --tls or --auth needs it")
-    except AuthenticationError as err:
-        raise Failed(_code(err.reply), f"authentication failed at {target}: {_show(err.reply)}")
-    except SMTPError as err:
-        raise Failed(_code(err.reply), f"{target} refused the session: {_show(err.reply)}")
-    except RemoteProtocolError as err:
-        raise Failed(EX_PROTOCOL, f"{target} broke the protocol: {err}")
-    except socket.gaierror as err:
-        raise Failed(EX_NOHOST, f"cannot reach {target}: unknown host ({err.strerror or err})")
-    except OSError as err:  # refused, unreachable, timed out, closed: sendmail would queue and retry
-        raise Failed(EX_TEMPFAIL, f"cannot reach {target}: {err.strerror or err or type(err).__name__}")
+    except (MailwireError, OSError) as err:
+        raise _no_session(err, plan.where.target) from None
+
+
+def _smtp_session(plan: Plan) -> int:
+    """``-bs``: the program on stdin and stdout talks to the server itself."""
+    try:
+        relay_session(plan.where)
+    except OSError as err:
+        raise _no_session(err, plan.where.target) from None
+    return EX_OK
 
 
 def _options(plan: Plan, client: SMTPClient, streamed: bool) -> tuple[MailOptions, RcptOptions | None]:
@@ -371,7 +405,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         checked = plan(args, os.environ)
         if args.verbose:
             logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
-        return run(checked, sys.stdin)
+        return _smtp_session(checked) if checked.smtp else run(checked, sys.stdin)
     except UsageError as err:
         print(f"{prog}: {err} (see {prog} --help)", file=sys.stderr)
         return EX_USAGE
