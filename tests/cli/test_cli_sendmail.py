@@ -24,11 +24,11 @@ import pytest
 from mailwire import SMTPError
 from mailwire.cli import sendmail as sendmail_cli
 from mailwire.cli import serve as serve_cli
+from mailwire.cli.serve_run import Users
 from mailwire.cli.sendmail_message import DataError, Input, complete, recipients
 from mailwire.protocol.params import RcptOptions
-from mailwire.sasl import Credentials
 from mailwire.server.envelope import Envelope, SessionInfo
-from mailwire.server.session import BaseSession, FunctionBackend, Session
+from mailwire.server.session import BaseSession, Session
 from mailwire.testing import ServerThread, run_server
 
 SENDMAIL = [sys.executable, "-m", "mailwire", "sendmail"]
@@ -276,17 +276,7 @@ def test_defaults_are_mailwire_serves() -> None:
 
 
 def test_auth_from_the_environment_reaches_the_server() -> None:
-    logins: list[str] = []
-
-    async def handle(envelope: Envelope) -> None:
-        pass
-
-    async def authenticate(credentials: Credentials) -> None:
-        logins.append(credentials.username)
-        if not credentials.check_password("secret"):
-            raise SMTPError(535, "5.7.8", "Authentication credentials invalid")
-
-    with run_server(FunctionBackend(handle, authenticate), allow_plaintext_auth=True) as server:
+    with run_server(authenticator=Users({"app": "secret"}), allow_plaintext_auth=True) as server:
         done = sendmail("--allow-plaintext-auth", YOU, server=server, input=b"x\n",
                         env={"MAILWIRE_SMTP_AUTH": "app:secret", "MAILWIRE_SMTP_TLS": "none"})
         assert done.returncode == 0, done.stderr
@@ -448,6 +438,8 @@ def test_complete_adds_what_is_missing_and_drops_bcc() -> None:
     assert lines[:2] == [b"To: a@b", b"Subject: s"] and lines[-2:] == [b"", b""]
     assert lines[2] == b"From: =?utf-8?b?w5xuw69jb2RlIE5hbWU=?= <me@example.org>"
     assert lines[3].startswith(b"Date: Thu, 01 Jan 1970") and lines[4].startswith(b"Message-ID: <")
+    injected = complete([], sender="me@x.org", full_name="Name\nBcc: evil@x.org")
+    assert injected.split(b"\r\n")[0] == b'From: "Name Bcc: evil@x.org" <me@x.org>'
     given = [b"From: x@y", b"date: Sun, 6 Dec 2026 10:00:00 +0000", b"Message-Id: <1@y>"]
     assert complete(given, sender="", full_name=None) == b"\r\n".join(given) + b"\r\n\r\n"
 

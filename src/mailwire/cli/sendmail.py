@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from typing import Literal, NoReturn
 
+from ..client.settings import TLS_MODES
 from ..client.sync import SMTPClient
 from ..errors import (
     AuthenticationError, DataRefused, MailwireError, NotSupportedError, RecipientsRefused,
@@ -199,8 +200,9 @@ def _environment(args: argparse.Namespace, env: Mapping[str, str]) -> None:
                 args.server = server_address(value)
         value = env.get("MAILWIRE_SMTP_TLS", "").strip()
         if args.tls is None and value:
-            if value not in ("starttls", "implicit", "none", "opportunistic"):
-                raise argparse.ArgumentTypeError(f"expected starttls, implicit, opportunistic or none, not {value!r}")
+            if value not in TLS_MODES:
+                raise argparse.ArgumentTypeError(f"MAILWIRE_SMTP_TLS: expected one of {', '.join(TLS_MODES)}, "
+                                                 f"not {value!r}")
             args.tls = value
         value = env.get("MAILWIRE_SMTP_AUTH", "")
         if args.auth is None and value:

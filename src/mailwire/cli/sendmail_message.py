@@ -196,7 +196,8 @@ def complete(lines: list[bytes], *, sender: str, full_name: str | None, now: flo
     present = _names(lines)
     added = []
     if b"from" not in present:
-        added.append("From: " + email.utils.formataddr((full_name or "", sender or local_sender()), "utf-8"))
+        name = " ".join((full_name or "").split())  # a line break in it would start a header field of its own
+        added.append("From: " + email.utils.formataddr((name, sender or local_sender()), "utf-8"))
     if b"date" not in present:
         added.append("Date: " + email.utils.formatdate(now, localtime=True))
     if b"message-id" not in present:
