@@ -27,9 +27,9 @@ BODY=8BITMIME declared when the server offers it (its content is not known
 ahead). Nothing is printed on success. A failure is one line on stderr and
 sendmail's exit code from ``sysexits.h``: 64 usage, 65 a message that
 cannot be sent (a bad address in its headers), 66 no stdin, 68 unknown
-host, 69 refused (a 5xx, failed TLS or AUTH), 70 internal, 74 stdin failed
-mid-message, 75 try again later (a 4xx, server unreachable, timeout: where
-sendmail would have queued the message), 76 the server broke the protocol.
+host, 69 refused (a 5xx, failed TLS or AUTH), 74 stdin failed mid-message,
+75 try again later (a 4xx, server unreachable, timeout: where sendmail
+would have queued the message), 76 the server broke the protocol.
 """
 
 from __future__ import annotations
@@ -357,7 +357,9 @@ def _send(plan: Plan, reader: Input, head: bytes, start: bytes) -> SendResult:
     except (MailwireError, OSError) as err:
         raise Failed(EX_TEMPFAIL, f"not sent to {plan.where.target}: {err}") from None
     finally:
-        client.quit() if client.connected else client.close()
+        if client.connected:
+            client.quit()
+        client.close()
     return result
 
 
