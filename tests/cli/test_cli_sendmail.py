@@ -380,8 +380,9 @@ def test_stdin_closed_is_noinput() -> None:
 
 def test_help_lists_the_options() -> None:
     done = sendmail("--help")
-    assert done.returncode == 0
-    for option in ("-t", "-i", "-f SENDER", "-F NAME", "--server HOST:PORT", "--tls", "--auth USER:PASS"):
+    assert done.returncode == 0 and done.stdout.startswith("usage: mailwire sendmail [options]")
+    for option in ("-t", "-i", "-f", "-r", "SENDER", "-F NAME", "--server", "-S", "HOST:PORT", "--tls", "--auth",
+                   "USER:PASS", "-bs"):
         assert option in done.stdout
 
 

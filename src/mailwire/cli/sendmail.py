@@ -148,8 +148,8 @@ def parser(prog: str = "mailwire sendmail") -> argparse.ArgumentParser:
     msg.add_argument("-o", dest="o_options", action="append", default=[], metavar="X",
                      help="-oi is -i; any other (-oem, -odb, -o7, -oA...) is accepted and ignored")
     msg.add_argument("-b", dest="mode", default="m", metavar="MODE",
-                     help="m: send a message (the default); s: SMTP on stdin and stdout, relayed to the "
-                     "server; p, i, d, v, t are refused")
+                     help="-bm: send a message (the default); -bs: SMTP on stdin and stdout, relayed to "
+                     "the server; -bp, -bi, -bd, -bv, -bt are refused")
     msg.add_argument("-I", dest="newaliases", action="store_true", help=argparse.SUPPRESS)
     msg.add_argument("-q", dest="queue", nargs="?", const="", help=argparse.SUPPRESS)
     for flag in ("-G", "-U", "-m", "-n"):
