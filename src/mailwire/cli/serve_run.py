@@ -3,7 +3,8 @@
 ``serve.plan`` has checked the options and built a ``Plan``: the backend,
 the ``ServerConfig`` and where to listen. This module runs it. The server
 gets two hooks (``ServerConfig`` settings, not wrappers round the backend):
-``Users`` checks AUTH against the ``--auth-file`` users, ``Reporter`` prints
+``Users`` checks AUTH against the ``--auth-file`` users (``AcceptAny``, for
+``--auth-accept-any``, takes whatever is presented), ``Reporter`` prints
 one summary line per delivered message on stdout. ``serve`` listens (a port
 in use is a ``RuntimeFailure``: one line, exit 1), prints the banner once it
 does (flushed; with ``--port 0`` it names the port chosen) and waits for
@@ -38,7 +39,7 @@ from ..server.session import Backend
 from ..server.stopping import StopSignals
 from ..server.workers import Workers, WorkersFailed
 
-__all__ = ["Plan", "serve", "serve_workers", "Users", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
+__all__ = ["Plan", "serve", "serve_workers", "Users", "AcceptAny", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
 
 log = logging.getLogger("mailwire.serve")
 
@@ -102,6 +103,17 @@ class Users:
             raise SMTPError(AUTH_FAILED)
 
 
+class AcceptAny:
+    """``--auth-accept-any``'s authenticator: every user and password (or
+    CRAM-MD5 digest, which needs no password to be taken) is accepted, so an
+    application configured with credentials sends to the catcher unchanged;
+    the server records the user in ``SessionInfo.auth_identity``, hence on
+    each message's envelope."""
+
+    def __call__(self, credentials: Credentials) -> None:
+        log.debug("AUTH %s accepted for %r (--auth-accept-any)", credentials.mechanism, credentials.username)
+
+
 class Reporter:
     """One summary line on stdout per delivered message (``ServerConfig.on_delivered``)."""
 
@@ -133,7 +145,7 @@ def _banner(addresses: Sequence[Any], plan: Plan) -> str:
     if plan.config.tls_context is not None:
         features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
     if plan.config.authenticator is not None:
-        features.append("AUTH")
+        features.append("AUTH accepting any" if isinstance(plan.config.authenticator, AcceptAny) else "AUTH")
     if plan.config.proxy_protocol:
         features.append("PROXY")
     where = " and ".join(_format_address(a) for a in addresses)
