@@ -34,6 +34,7 @@ from ..server.networks import parse_networks
 from ..server.session import Backend
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
+from . import serve_web
 from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers
 
 __all__ = ["configure_parser", "run", "plan", "UsageError", "read_auth_file"]
@@ -228,6 +229,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     where.add_argument("--relay-auth", type=user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
     _add_limit_options(serve)
+    serve_web.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -374,8 +376,10 @@ def plan(args: argparse.Namespace) -> Plan:
     if users is not None and context is None and not args.allow_plaintext_auth:
         log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
                     "send; add --tls-cert or --allow-plaintext-auth")
-    return Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
-                lambda: _delivery(args)[0])
+    checked = Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
+                   lambda: _delivery(args)[0])
+    serve_web.attach(args, checked)
+    return checked
 
 
 def _setup_logging(verbose: int) -> None:
