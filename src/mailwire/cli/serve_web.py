@@ -54,7 +54,10 @@ def add_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("aiohttp", "nh3"))
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("aiohttp", "nh3"))
+    except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
+        return False
 
 
 def _loopback(host: str) -> bool:
