@@ -68,6 +68,7 @@ def sanitise(html: str, *, embed: bool = False) -> str:
     """The HTML with everything that could run, submit or frame removed."""
     return nh3.clean(
         html, tags=_TAGS, attributes=_ATTRIBUTES, filter_style_properties=_STYLE_PROPERTIES,
+        clean_content_tags={"script", "style", "title", "head", "template"},
         strip_comments=True, link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}} if embed else None,
     )
