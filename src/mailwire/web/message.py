@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 from urllib.parse import quote
 
@@ -78,23 +78,17 @@ async def headers(request: web.Request) -> web.Response:
     return web.json_response(shapes.headers(found))
 
 
-async def _stream(request: web.Request, response: web.StreamResponse, read: IO[bytes] | Iterator[bytes]) -> None:
-    """Write what ``read`` gives (a file, or an iterator of chunks) to the
-    client, a chunk at a time, each read in a thread; closed at the end."""
-    def next_chunk() -> bytes:
-        if isinstance(read, Iterator):
-            return next(read, b"")
-        return read.read(CHUNK)
-
+async def _stream(request: web.Request, response: web.StreamResponse, read: Callable[[], bytes],
+                  close: Callable[[], None]) -> None:
+    """Write what ``read`` gives (a chunk a call, b"" at the end) to the
+    client, each read in a thread; ``close`` at the end, whatever happens."""
     try:
         await response.prepare(request)
-        while chunk := await asyncio.to_thread(next_chunk):
+        while chunk := await asyncio.to_thread(read):
             await response.write(chunk)
         await response.write_eof()
     finally:
-        close = getattr(read, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        await asyncio.to_thread(close)
 
 
 @routes.get("/api/v1/message/{id}/raw")
@@ -113,7 +107,7 @@ async def raw(request: web.Request) -> web.StreamResponse:
     except BaseException:
         file.close()
         raise
-    await _stream(request, response, file)
+    await _stream(request, response, lambda: file.read(CHUNK), file.close)
     return response
 
 
@@ -137,6 +131,22 @@ def disposition(part: PartContent, kind: str) -> str:
     return value
 
 
+def _gathered(chunks: Iterator[bytes]) -> Callable[[], bytes]:
+    """A reader of ``chunks`` that gives about CHUNK octets a call (a
+    decoded part comes in smaller pieces: one thread hop for several)."""
+    def read() -> bytes:
+        out: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            out.append(chunk)
+            size += len(chunk)
+            if size >= CHUNK:
+                break
+        return b"".join(out)
+
+    return read
+
+
 @routes.get("/api/v1/message/{id}/part/{part}")
 async def part(request: web.Request) -> web.StreamResponse:
     """A part, decoded from its transfer encoding as it streams: an
@@ -152,5 +162,5 @@ async def part(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": disposition(found, kind),
         "Content-Security-Policy": PART_POLICY, "X-Content-Type-Options": "nosniff",
     })
-    await _stream(request, response, found.chunks)
+    await _stream(request, response, _gathered(found.chunks), found.close)
     return response
