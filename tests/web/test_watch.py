@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import urllib.request
 from typing import Any
+
+import aiohttp
 
 from .conftest import TIMEOUT, Catching, mail, start_catching, stop_catching
 
@@ -96,3 +99,22 @@ def test_the_server_stops_with_a_wait_and_a_stream_open(tmp_path: Any) -> None:
         waiter.join(TIMEOUT)
         assert not waiter.is_alive()
     assert len(results) == 2
+
+
+def test_mailpits_websocket_sends_each_arrival(catcher: Catching) -> None:
+    seen: list[str] = []
+
+    async def listen() -> Any:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(catcher.url + "/api/events") as ws:
+                sender = threading.Thread(target=_send_until, args=(catcher, seen))
+                sender.start()
+                try:
+                    return await asyncio.wait_for(ws.receive_json(), TIMEOUT)
+                finally:
+                    seen.append("stop")
+                    await asyncio.to_thread(sender.join, TIMEOUT)
+
+    event = asyncio.run(listen())
+    assert event["Type"] == "new" and event["Data"]["Subject"].startswith("event ")
+    assert event["Data"]["To"] == [{"Name": "Bob", "Address": "bob@example.org"}]

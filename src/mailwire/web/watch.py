@@ -14,7 +14,10 @@ event per arriving message that matches, its data the MessageSummary, and
 a comment line every ``KEEPALIVE`` seconds so proxies and clients see the
 stream alive (and a client gone is noticed).
 
-Both are ``Inbox.arrivals``: asyncio-native, woken by the inbox's indexer,
+``GET /api/events`` is Mailpit's WebSocket of the same (``{"Type": "new",
+"Data": summary}``), for clients written for it.
+
+All are ``Inbox.arrivals``: asyncio-native, woken by the inbox's indexer,
 so a waiter holds no thread. Each open stream is tracked (``STREAMS``) so
 stopping the server ends them at once rather than waiting on them.
 """
@@ -25,7 +28,7 @@ import asyncio
 import contextlib
 import json
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 
@@ -78,10 +81,23 @@ async def wait(request: web.Request) -> web.Response:
     return web.json_response(shapes.summary(found))
 
 
-async def _pump(inbox: Inbox, query: Query | None, queue: asyncio.Queue[Summary]) -> None:
-    async with contextlib.aclosing(inbox.arrivals(query)) as arrivals:
-        async for summary in arrivals:
-            await queue.put(summary)
+@contextlib.asynccontextmanager
+async def _watching(inbox: Inbox, query: Query | None) -> AsyncIterator[asyncio.Queue[Summary]]:
+    """A queue of the arrivals from now on, filled by a task while in the block."""
+    queue: asyncio.Queue[Summary] = asyncio.Queue(maxsize=1000)
+
+    async def pump() -> None:
+        async with contextlib.aclosing(inbox.arrivals(query)) as arrivals:
+            async for summary in arrivals:
+                await queue.put(summary)
+
+    task = asyncio.ensure_future(pump())
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 @routes.get("/api/v1/events")
@@ -91,24 +107,49 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
     })
-    queue: asyncio.Queue[Summary] = asyncio.Queue(maxsize=1000)
-    pump = asyncio.ensure_future(_pump(inbox, query, queue))
     try:
-        with _tracked(request):
-            await response.prepare(request)
-            await response.write(b": mailwire events\n\n")
-            while True:
-                try:
-                    summary = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except asyncio.TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                data = json.dumps(shapes.summary(summary), separators=(",", ":"))
-                await response.write(f"event: new\nid: {summary.id}\ndata: {data}\n\n".encode())
+        async with _watching(inbox, query) as queue:
+            with _tracked(request):
+                await response.prepare(request)
+                await response.write(b": mailwire events\n\n")
+                while True:
+                    try:
+                        summary = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    except asyncio.TimeoutError:
+                        await response.write(b": keep-alive\n\n")
+                        continue
+                    data = json.dumps(shapes.summary(summary), separators=(",", ":"))
+                    await response.write(f"event: new\nid: {summary.id}\ndata: {data}\n\n".encode())
     except ConnectionResetError:
         pass  # the client went away
-    finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
     return response
+
+
+async def _drain(socket: web.WebSocketResponse) -> None:
+    async for _ in socket:  # what the client says is not listened to; its close is
+        pass
+
+
+@routes.get("/api/events")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Mailpit's WebSocket of events: ``{"Type": "new", "Data": MessageSummary}``
+    per arrival (Mailpit's other event types are not sent)."""
+    socket = web.WebSocketResponse(heartbeat=KEEPALIVE)
+    await socket.prepare(request)
+    async with _watching(request.app[INBOX], None) as queue:
+        with _tracked(request):
+            reader = asyncio.ensure_future(_drain(socket))
+            try:
+                while not reader.done():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter not in done:
+                        getter.cancel()
+                        break
+                    await socket.send_json({"Type": "new", "Data": shapes.summary(getter.result())})
+            except ConnectionResetError:
+                pass
+            finally:
+                reader.cancel()
+    await socket.close()
+    return socket
