@@ -166,3 +166,12 @@ def test_info_and_webui(catcher: Catching) -> None:
     assert info["RuntimeStats"]["Memory"] > 0
     webui = catcher.get("/api/v1/webui").json()
     assert webui["MessageRelay"]["Enabled"] is False and webui["ChaosEnabled"] is False
+
+
+def test_a_loopback_inbox_answers_only_requests_for_localhost(catcher: Catching) -> None:
+    port = catcher.web.port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "app.localhost"):
+        assert catcher.get("/api/v1/messages", headers={"Host": host}).status == 200, host
+    for host in (f"evil.example:{port}", "192.0.2.1", "localhost.evil.example"):
+        reply = catcher.get("/api/v1/messages", headers={"Host": host})  # DNS rebinding
+        assert reply.status == 403 and "localhost only" in reply.json()["Error"], host

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import ipaddress
 import sys
 
 from ..server.backends import Maildir
+from ..web.hosts import is_loopback
 from .options import UsageError, user_password
 from .serve_run import PROG, Plan, RuntimeFailure
 
@@ -57,15 +57,6 @@ def _available() -> bool:
     try:
         return all(importlib.util.find_spec(name) is not None for name in ("aiohttp", "nh3"))
     except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
-        return False
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
         return False
 
 
@@ -103,7 +94,7 @@ def attach(args: argparse.Namespace, plan: Plan) -> None:
     plan.backend = catcher
     plan.config = web.hook(plan.config)
     plan.companions = (*plan.companions, web)
-    if not _loopback(host):
+    if not is_loopback(host):
         protection = "it asks for --web-auth's password" if args.web_auth else "add --web-auth USER:PASSWORD"
         print(f"{PROG}: warning: the web inbox listens on {host}, beyond this machine: whoever reaches it "
               f"reads the mail ({protection}; plain HTTP)", file=sys.stderr)

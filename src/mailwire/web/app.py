@@ -2,10 +2,14 @@
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
 ``messages.py``, ``message.py``, ``view.py`` and ``watch.py``, and here
-``/api/v1/info`` and ``/api/v1/webui``. Two middlewares wrap every route:
+``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
+outermost first:
 
-* ``--web-auth``'s basic auth (``basic_auth``), checked before anything
-  else, comparing the whole ``user:password`` in constant time;
+* on a loopback listener, ``_local_only``: a request whose ``Host`` is not
+  a loopback name is refused (403), so a web page elsewhere cannot read
+  the inbox through DNS rebinding;
+* ``--web-auth``'s basic auth (``basic_auth``), comparing the whole
+  ``user:password`` in constant time;
 * errors as JSON ``{"Error": "..."}`` with their status: a query that does
   not parse (``QueryError``) or a bad parameter 400, an unknown message or
   part 404, and aiohttp's own (an unknown route 404, a method 405, a body
@@ -34,6 +38,7 @@ from aiohttp.typedefs import Middleware
 from ..inbox import Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
 from . import message, messages, params, view, watch
+from .hosts import is_loopback
 from .messages import INBOX
 
 __all__ = ["make_app", "Stats", "STATS"]
@@ -72,6 +77,15 @@ def _basic_auth(expected: bytes) -> Middleware:
         return await handler(request)
 
     return basic_auth
+
+
+@web.middleware
+async def _local_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a loopback listener, a request must name a loopback host: one
+    under another name is a page elsewhere reaching in (DNS rebinding)."""
+    if not is_loopback(request.url.host or ""):
+        return params.error_response(403, f"this inbox answers requests for localhost only, not {request.host!r}")
+    return await handler(request)
 
 
 @web.middleware
@@ -152,11 +166,15 @@ async def _end_streams(app: web.Application) -> None:
         task.cancel()
 
 
-def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None) -> web.Application:
-    """The application serving ``inbox``; ``auth``: (user, password) for basic auth."""
+def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
+             local_only: bool = False) -> web.Application:
+    """The application serving ``inbox``; ``auth``: (user, password) for
+    basic auth; ``local_only``: only requests for a loopback host (403)."""
     middlewares: list[Middleware] = [_errors]
     if auth is not None:
         middlewares.insert(0, _basic_auth(f"{auth[0]}:{auth[1]}".encode()))
+    if local_only:
+        middlewares.insert(0, _local_only)
     app = web.Application(middlewares=middlewares, client_max_size=params.MAX_BODY)
     app[INBOX] = inbox
     app[STATS] = stats or Stats()

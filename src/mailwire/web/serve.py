@@ -23,6 +23,7 @@ from ..inbox import Catcher, Inbox
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from .app import Stats, make_app
+from .hosts import is_loopback
 
 __all__ = ["WebInbox", "open_inbox", "SHUTDOWN_TIMEOUT"]
 
@@ -52,7 +53,7 @@ class WebInbox:
         self.host = host
         self.port = port
         self.stats = Stats()
-        self.app = make_app(inbox, auth=auth, stats=self.stats)
+        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host))
         self._runner: web.AppRunner | None = None
 
     @property
