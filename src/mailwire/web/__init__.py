@@ -14,7 +14,9 @@ nothing outside this package and ``cli/`` imports aiohttp.
 * ``message.py``: one message: its summary, headers, raw source, parts;
 * ``view.py``: ``/view/{ID}.html`` (sanitised, under a strict CSP) and ``.txt``;
 * ``watch.py``: the wait and the event stream;
-* ``app.py``: the application (routes, error and auth middleware, info);
+* ``watch.py`` also serves Mailpit's WebSocket of events (``/api/events``);
+* ``hosts.py``: which host names are loopback (no aiohttp: the CLI asks it);
+* ``app.py``: the application (routes; loopback, auth and error middleware; info);
 * ``serve.py``: running it on the SMTP server's event loop (``WebInbox``).
 
 This module imports none of them (nor aiohttp), so ``mailwire serve`` can
