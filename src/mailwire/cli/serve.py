@@ -36,6 +36,7 @@ from ..server.networks import parse_networks
 from ..server.session import Backend
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
+from . import serve_web
 from .serve_run import (
     EXIT_RUNTIME, EXIT_USAGE, PROG, AcceptAny, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers,
 )
@@ -238,6 +239,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     where.add_argument("--relay-auth", type=user_password, metavar="USER:PASSWORD",
                        help="credentials for the relay (needs --relay-tls)")
     _add_limit_options(serve)
+    serve_web.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -391,8 +393,10 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.auth_accept_any and context is None and tcp is not None and not _loopback(tcp[0]):
         log.warning("--auth-accept-any without --tls-cert on %s: the credentials clients send cross the "
                     "network in plaintext", tcp[0])
-    return Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
-                lambda: _delivery(args)[0])
+    checked = Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
+                   lambda: _delivery(args)[0])
+    serve_web.attach(args, checked)
+    return checked
 
 
 def _loopback(host: str) -> bool:

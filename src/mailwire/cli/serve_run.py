@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import SMTPError
 from ..reply import AUTH_FAILED
@@ -39,7 +39,10 @@ from ..server.session import Backend
 from ..server.stopping import StopSignals
 from ..server.workers import Workers, WorkersFailed
 
-__all__ = ["Plan", "serve", "serve_workers", "Users", "AcceptAny", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
+__all__ = [
+    "Plan", "Companion", "serve", "serve_workers", "Users", "AcceptAny", "Reporter", "RuntimeFailure",
+    "summary_line", "PROG",
+]
 
 log = logging.getLogger("mailwire.serve")
 
@@ -63,6 +66,19 @@ class Plan:
     storing: str  # what the banner says happens to messages
     workers: int = 1  # above 1: processes, each with a backend from make_backend
     make_backend: Callable[[], Backend] | None = None
+    companions: tuple[Companion, ...] = ()  # run beside the server on its loop: the web inbox
+
+
+class Companion(Protocol):
+    """What runs beside the SMTP server on its event loop (``serve_web.py``:
+    the web inbox): started once the server listens, stopped after it."""
+
+    @property
+    def where(self) -> str: ...  # where it listens, for an error message
+
+    async def start(self) -> str: ...  # listen (OSError if it cannot); words for the banner
+
+    async def stop(self) -> None: ...
 
 
 # -- the server's hooks -------------------------------------------------------------
@@ -176,16 +192,29 @@ async def serve(plan: Plan) -> int:
         if plan.tcp is not None:
             where = _format_address(plan.tcp)
             await server.start(*plan.tcp)
+        beside = []
+        for companion in plan.companions:
+            where = companion.where
+            beside.append(await companion.start())
     except OSError as err:
         await server.stop(0)
+        await _stop(plan.companions)
         raise RuntimeFailure(_listen_error(where, err)) from None
-    print(_banner(server.addresses, plan), flush=True)
+    print(", ".join([_banner(server.addresses, plan), *beside]), flush=True)
     name = await signals.wait()
     log.info("%s: stopping; messages in progress have %gs to end", name, plan.grace)
-    if not await signals.stop(server, plan.grace):
-        print(f"{PROG}: {signals.received[-1]} again, stopping now", file=sys.stderr)
-        return EXIT_RUNTIME
+    try:
+        if not await signals.stop(server, plan.grace):
+            print(f"{PROG}: {signals.received[-1]} again, stopping now", file=sys.stderr)
+            return EXIT_RUNTIME
+    finally:
+        await _stop(plan.companions)
     return EXIT_OK
+
+
+async def _stop(companions: Sequence[Companion]) -> None:
+    for companion in companions:
+        await companion.stop()
 
 
 def serve_workers(plan: Plan) -> int:
