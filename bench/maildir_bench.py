@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 import time
 
+from sink import plain_maildir_options
+
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SESSIONS = 20
@@ -65,7 +67,12 @@ def server_command(mailwire: str, backend: str, box: str, port: int, upstream: i
     if backend == "mbox":
         python = os.path.join(os.path.dirname(mailwire), "python")
         return [python, "-c", MBOX_SERVER, f"{box}/mbox", str(port)]
-    where = ["--relay", f"127.0.0.1:{upstream}"] if backend == "relay" else ["--maildir", box]
+    if backend == "relay":
+        where = ["--relay", f"127.0.0.1:{upstream}"]
+    elif backend == "catcher":  # the web inbox's catcher: Maildir and its index
+        where = ["--maildir", box]
+    else:
+        where = ["--maildir", box, *plain_maildir_options(mailwire)]
     return [mailwire, "serve", *where, "-q", "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -108,7 +115,8 @@ def main() -> None:
     parser.add_argument("after", help="the `mailwire` executable measured")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--messages", type=int, nargs=2, default=(3000, 1000), metavar=("1KB", "100KB"))
-    parser.add_argument("--backend", choices=("maildir", "mbox", "relay"), default="maildir")
+    parser.add_argument("--backend", choices=("maildir", "catcher", "mbox", "relay"), default="maildir",
+                        help="maildir: serve --maildir without the web inbox; catcher: with it (the index)")
     args = parser.parse_args()
     upstream = sink = None
     if args.backend == "relay":  # one upstream for every run: Postfix's smtp-sink, which keeps nothing

@@ -38,6 +38,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sink import plain_maildir_options
+
 HOST = "127.0.0.1"
 BLOCK_LINES = 840  # 840 lines of 78 octets: a block of 65,520 octets
 
@@ -140,7 +142,8 @@ def run(mailwire: str, clients: int, size_mb: int) -> Run:
     box = tempfile.mkdtemp(prefix="mw-memory-")
     maildir = os.path.join(box, "Maildir")
     max_size = str(size_mb * 1024 * 1024 + (1 << 20))
-    server = subprocess.Popen([mailwire, "serve", "--maildir", maildir, "-q", "--host", HOST,
+    server = subprocess.Popen([mailwire, "serve", "--maildir", maildir, *plain_maildir_options(mailwire),
+                               "-q", "--host", HOST,
                                "--port", str(port), "--max-size", max_size],
                               stdout=subprocess.DEVNULL)
     result = Run()

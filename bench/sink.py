@@ -111,3 +111,11 @@ class SmtpSink:
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
         args = [SMTP_SINK, *user, *self._extra_args, f"{self.host}:{port}", str(BACKLOG)]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def plain_maildir_options(mailwire: str) -> list[str]:
+    """``--no-web`` for an install whose ``serve --maildir`` runs the web inbox by default (its
+    catcher indexes every message, a different backend, measured as such), else nothing: older
+    installs have no such option."""
+    shown = subprocess.run([mailwire, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
+    return ["--no-web"] if "--no-web" in shown else []

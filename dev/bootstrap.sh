@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or refresh) a virtualenv with mailwire and its test tools, and the
+# Create (or refresh) a virtualenv with mailwire, its web extra (the inbox
+# `mailwire serve` shows) and its test tools, and the
 # Debian packages the interop tests talk to. Idempotent; safe to run often.
 #   dev/bootstrap.sh [PYTHON] [VENV]    defaults: python3.11 (or python3), .venv
 set -euo pipefail
@@ -15,7 +16,7 @@ fi
 stamp="$venv/.mailwire-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,web]"
   touch "$stamp"
 fi
 # Real peers for the interop tests: Postfix's smtp-sink/smtp-source and swaks.

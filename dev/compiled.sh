@@ -22,7 +22,7 @@ sources=$({ cat setup.py build_mailwire.py pyproject.toml
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sources" ]; then
   rm -f "$stamp"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  MAILWIRE_COMPILE=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+  MAILWIRE_COMPILE=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test,web]"
   rm -rf build  # setuptools' work directory
   echo "$sources" >"$stamp"
 fi

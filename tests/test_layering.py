@@ -310,6 +310,49 @@ def test_mailwire_imports_without_django() -> None:
     assert " ok; " in result.stdout and int(result.stdout.split()[0]) > 20
 
 
+# -- the web stack stays an extra ----------------------------------------------------------------
+
+
+WEB_STACK = {"aiohttp", "nh3"}
+
+
+def test_only_web_and_cli_import_the_web_stack() -> None:
+    """aiohttp and nh3 are the ``web`` extra: only ``mailwire/web/`` imports
+    them (``cli/`` may, to run it), and nothing but ``cli/`` imports ``web/``."""
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        part = _part(_module_name(path))
+        for name, line in _imports(path, runtime_only=False):
+            where = f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+            if name.split(".")[0] in WEB_STACK and part not in ("web", "cli"):
+                offences.append(f"{where}: imports {name}")
+            if name.startswith("mailwire.web") and part not in ("web", "cli"):
+                offences.append(f"{where}: imports {name}")
+    assert offences == []
+
+
+def test_mailwire_and_its_cli_import_without_the_web_stack() -> None:
+    # A fresh interpreter where aiohttp and nh3 fail to import: every module but web/'s loads.
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        sys.modules["aiohttp"] = sys.modules["nh3"] = None
+        import mailwire
+        names = [m.name for m in pkgutil.walk_packages(mailwire.__path__, "mailwire.")
+                 if not m.name.startswith("mailwire.web.") and m.name not in ("mailwire.django", "mailwire.__main__")]
+        for name in names:
+            importlib.import_module(name)
+        try:
+            import mailwire.web.app
+        except ImportError:
+            print(len(names), "ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1:] == ["ok"] and int(result.stdout.split()[0]) > 20
+
+
 # -- the layout: each part imports only what sits below it -------------------------------------
 #
 # Bottom to top: the values (errors, reply, limits, sasl), which every part
@@ -337,6 +380,8 @@ LAYOUT_RULES = {
     # The catcher's store: its backend builds on the server's Maildir; the web
     # layer (web/, an extra) builds on it, never the reverse.
     "inbox": ({"client", "web"} | _ABOVE_THE_LIBRARY, "the store knows no HTTP and no client"),
+    # The web inbox (an extra): on the inbox and the server's values, below the CLI that runs it.
+    "web": ({"client"} | _ABOVE_THE_LIBRARY, "the web layer builds on the inbox, below the CLI"),
 }
 CLI_ENTRIES = {"mailwire.__main__", "mailwire.smtpd"}  # the two that may import cli/
 
@@ -403,6 +448,8 @@ def test_each_part_imports_only_what_sits_below_it() -> None:
         ("mailwire.inbox.store", "from ..web.api import routes"),
         ("mailwire.inbox.index", "from ..cli.serve import plan"),
         ("mailwire.inbox.backend", "from ..client.sync import SMTPClient"),
+        ("mailwire.web.app", "from ..cli.serve_run import Plan"),
+        ("mailwire.web.serve", "from .. import Inbox"),
         ("mailwire.server.connection", "import importlib\nimportlib.import_module('mailwire.cli')"),
     ],
 )

@@ -132,13 +132,15 @@ def dropping_script(accept: int) -> Any:
 
 
 class Serve:
-    """``python -m mailwire serve ARGS --port 0``; the port from its banner."""
+    """``python -m mailwire serve ARGS --port 0``; the port from its banner
+    (without the web inbox: these test Django's sending, and its URL would
+    be a second address in the banner)."""
 
     BANNER = re.compile(r"listening on .*127\.0\.0\.1:(\d+)")
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailwire", "serve", "--port", "0", "-q", *args], cwd=cwd,
+            [sys.executable, "-m", "mailwire", "serve", "--port", "0", "-q", "--no-web", *args], cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         lines: queue.Queue[str] = queue.Queue()

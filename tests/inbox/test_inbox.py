@@ -196,6 +196,22 @@ def test_arrivals(tmp_path: Path) -> None:
     assert asyncio.run(main()) == ["one", "two"]
 
 
+def test_arrivals_with_existing_first_gives_the_newest_already_there(tmp_path: Path) -> None:
+    async def main() -> list[str]:
+        with Inbox(tmp_path, poll_interval=5) as inbox:
+            for subject, age in (("old", 20), ("older one", 30), ("skip", 10)):
+                inbox.add(store(str(tmp_path), message(subject), when=time.time() - age))
+            seen: list[str] = []
+            async for summary in inbox.arrivals(query="-subject:skip", existing=True):
+                seen.append(summary.subject)
+                if len(seen) == 2:
+                    return seen
+                await asyncio.to_thread(inbox.add, store(str(tmp_path), message("new")))
+            return seen
+
+    assert asyncio.run(main()) == ["old", "new"]
+
+
 def _deliver(path: str, count: int, tag: str) -> None:
     with Inbox(path) as inbox:
         for i in range(count):

@@ -138,12 +138,16 @@ class Serve:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
-    """``serve(*args, cwd=..., env=..., wait=True)``: a started process, killed at teardown."""
+    """``serve(*args, cwd=..., env=..., wait=True)``: a started process, killed at teardown.
+
+    These are tests of the SMTP side: they run it without the web inbox
+    (``--no-web``: the plain Maildir store, the banner without the web
+    listener) unless ``web=True``; tests/web/ tests it with."""
     started: list[Serve] = []
 
     def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, wait: bool = True,
-              umask: int = -1) -> Serve:
-        process = Serve(list(args), cwd or tmp_path, env, umask)
+              umask: int = -1, web: bool = False) -> Serve:
+        process = Serve(list(args) if web else ["--no-web", *args], cwd or tmp_path, env, umask)
         started.append(process)
         return process.wait_banner() if wait else process
 

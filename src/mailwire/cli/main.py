@@ -2,8 +2,11 @@
 
 ``mailwire send`` (``send``, run by ``send_run``) sends one message, or many
 for load; ``mailwire serve`` (``serve``, run by ``serve_run``) runs a local
-server that keeps what it receives. This module only registers them and
-dispatches. Every error a user can cause (a bad argument, an unreachable
+server that keeps what it receives; ``mailwire sendmail`` (``sendmail``) is
+the ``sendmail`` command, and so is ``mailwire`` run under the name
+``sendmail`` (a symlink). This module only registers them and dispatches;
+``sendmail`` parses its own arguments, sendmail's way (its exit codes are
+``sysexits.h``'s). Every error a user can cause (a bad argument, an unreachable
 server, a refusal, a port in use) ends in one clear line on stderr and a
 non-zero exit code, never a traceback: argument errors exit 2 without the
 usage block argparse prints.
@@ -12,11 +15,12 @@ usage block argparse prints.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn, Sequence
 
 from .. import __compiled__, __version__
-from . import send, serve
+from . import send, sendmail, serve
 from .loop import describe
 
 __all__ = ["main"]
@@ -64,10 +68,19 @@ def _parser() -> argparse.ArgumentParser:
         "stop it cleanly.",
     )
     serve.configure_parser(serve_parser)
+    commands.add_parser(
+        "sendmail", add_help=False, help="the sendmail command: send the message on stdin "
+        "(-t, -i, -f ...; mailwire sendmail --help)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and os.path.basename(sys.argv[0]) == "sendmail":
+        return sendmail.main(sys.argv[1:], "sendmail")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sendmail"]:
+        return sendmail.main(argv[1:], "mailwire sendmail")
     args = _parser().parse_args(argv)
     if args.command == "send":
         return send.run(args)

@@ -25,18 +25,13 @@ import logging
 import mailbox
 import os
 import re
-import ssl
 import sys
-from collections.abc import Iterable
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from typing import Any
 
 from ..client.message import Envelope, envelope_from_headers, flatten, needs_smtputf8
-from ..client.settings import TLS_MODES, ClientSettings
-from ..errors import LocalProtocolError
-from ..protocol.grammar import check_address
-from .options import UsageError, user_password
+from .options import UsageError, add_tls_auth_options, addresses, destination, seconds, server_address
+from .sendmail_message import FIELD, without_bcc
 from .send_run import EXIT_USAGE, PROG, Item, Outgoing, Plan, execute
 
 __all__ = ["configure_parser", "run", "plan", "UsageError"]
@@ -45,38 +40,10 @@ __all__ = ["configure_parser", "run", "plan", "UsageError"]
 # -- arguments ------------------------------------------------------------------------
 
 
-def _server(text: str) -> tuple[str, int | None]:
-    """HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address."""
-    host, port = text, ""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            host = ""
-        port = rest[1:] if rest else ""
-        if rest == ":":
-            port = "x"
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-        port = port or "x"
-    if not host or any(c.isspace() for c in host) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT (port 1-65535), not {text!r}")
-    return host, int(port) if port else None
-
-
 def _count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 10_000_000:
         raise argparse.ArgumentTypeError(f"expected a whole number from 1, not {text!r}")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
-    return value
 
 
 def configure_parser(send: argparse.ArgumentParser) -> None:
@@ -95,23 +62,17 @@ def configure_parser(send: argparse.ArgumentParser) -> None:
     what.add_argument("--body", help="message text (default: stdin, when it is not a terminal)")
     what.add_argument("--repeat", type=_count, default=1, metavar="N", help="send the message(s) N times (load)")
     net = send.add_argument_group("the server")
-    net.add_argument("--server", type=_server, metavar="HOST:PORT",
+    net.add_argument("--server", type=server_address, metavar="HOST:PORT",
                      help="where to send (default 127.0.0.1:25; 465 with --tls implicit, 2003 with --lmtp)")
     net.add_argument("--unix", metavar="PATH", help="a Unix socket instead of --server")
     net.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033): a reply per recipient")
     net.add_argument("-c", "--connections", type=_count, default=1, metavar="N",
                      help="concurrent connections (default 1)")
-    net.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+    net.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS",
                      help="for connecting and for each reply (default 30)")
     net.add_argument("--helo", metavar="NAME", help="our name in EHLO/LHLO (default: this host's)")
     sec = send.add_argument_group("TLS and AUTH")
-    sec.add_argument("--tls", choices=TLS_MODES,
-                     help="starttls (required), implicit (port 465 style), opportunistic (STARTTLS when "
-                     "offered: the default) or none (the default over --unix)")
-    sec.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
-    sec.add_argument("--ca", metavar="FILE", help="trust the CA certificate(s) in this PEM file")
-    sec.add_argument("--auth", type=user_password, metavar="USER:PASS", help="authenticate (only over TLS)")
-    sec.add_argument("--allow-plaintext-auth", action="store_true", help="allow --auth without TLS")
+    add_tls_auth_options(sec)
     out = send.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     out.add_argument("-v", "--verbose", action="count", default=0,
@@ -122,25 +83,10 @@ def configure_parser(send: argparse.ArgumentParser) -> None:
 
 
 _EOL = re.compile(rb"\r\n|\r|\n")
-_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 def _crlf(data: bytes) -> bytes:
     return _EOL.sub(b"\r\n", data)
-
-
-def _without_bcc(content: bytes, end: int) -> bytes:
-    """``content`` less its Bcc and Resent-Bcc fields (the header block ends at ``end``)."""
-    head = content[:end] if end >= 0 else content
-    if b"bcc:" not in head.lower():
-        return content
-    kept, skipping = [], False
-    for line in head.split(b"\r\n"):
-        if not line[:1] in (b" ", b"\t"):
-            skipping = line.lower().startswith((b"bcc:", b"resent-bcc:"))
-        if not skipping:
-            kept.append(line)
-    return b"\r\n".join(kept) + (content[end:] if end >= 0 else b"")
 
 
 def _outgoing(raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...] | None) -> Item:
@@ -154,28 +100,13 @@ def _outgoing(raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...] | None
         return str(err)
     if not envelope.rcpt_to:
         return "no recipients (no To, Cc or Bcc header; --to gives them)"
-    return Outgoing(_without_bcc(content, end), envelope.mail_from, envelope.rcpt_to)
+    return Outgoing(without_bcc(content, end), envelope.mail_from, envelope.rcpt_to)
 
 
 def _is_message(data: bytes) -> bool:
     """Does ``data`` open with a header block that has a From: field?"""
     head = _crlf(data[:65536]).split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-    return bool(_FIELD.match(head[0])) and any(line.lower().startswith(b"from:") for line in head)
-
-
-def _addresses(values: Iterable[str], option: str) -> list[str]:
-    found = []
-    for value in values:
-        for _, address in email.utils.getaddresses([value]):
-            # getaddresses() mends what it cannot parse ('a@b c' gives 'a@bc'): refuse that.
-            if not address or address not in value:
-                raise UsageError(f"{option} {value!r}: not an address")
-            try:
-                check_address(address, option)
-            except LocalProtocolError as err:
-                raise UsageError(str(err)) from None
-            found.append(address)
-    return found
+    return bool(FIELD.match(head[0])) and any(line.lower().startswith(b"from:") for line in head)
 
 
 def _read(path: str, option: str) -> bytes:
@@ -244,11 +175,11 @@ def _messages(args: argparse.Namespace) -> list[Item]:
         raise UsageError(f"{given[0][0]} and {given[1][0]}: give one message source")
     mail_from = None
     if args.sender is not None:
-        senders = _addresses([args.sender], "--from") if args.sender.strip() not in ("", "<>") else [""]
+        senders = addresses([args.sender], "--from") if args.sender.strip() not in ("", "<>") else [""]
         if len(senders) != 1:
             raise UsageError(f"--from {args.sender!r}: one address expected")
         mail_from = senders[0]
-    rcpt_to = _addresses(args.to, "--to") + _addresses(args.cc, "--cc")
+    rcpt_to = addresses(args.to, "--to") + addresses(args.cc, "--cc")
     override = tuple(rcpt_to) or None
     if given:
         option, path = given[0]
@@ -272,55 +203,12 @@ def _messages(args: argparse.Namespace) -> list[Item]:
     return [_compose(args, mail_from, rcpt_to, body or "")]
 
 
-def _context(args: argparse.Namespace, tls: str, unix: bool) -> ssl.SSLContext | None:
-    if tls == "none":
-        if args.insecure or args.ca:
-            raise UsageError("--insecure and --ca are about TLS, and --tls is none")
-        return None
-    if args.insecure and args.ca:
-        raise UsageError("--insecure and --ca contradict each other: give one")
-    try:
-        context = ssl.create_default_context(cafile=args.ca)
-    except ssl.SSLError as err:
-        raise UsageError(f"--ca {args.ca}: no PEM certificate in it ({err.reason or err})") from None
-    except OSError as err:
-        raise UsageError(f"cannot read --ca {args.ca}: {err.strerror or err}") from None
-    if args.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif unix:
-        context.check_hostname = False  # a path has no host name; the chain is still verified
-    return context
-
-
 def plan(args: argparse.Namespace) -> Plan:
     """Check the arguments and read the messages (UsageError)."""
-    if args.unix is not None and args.server is not None:
-        raise UsageError("--server and --unix both say where to send: give one")
-    tls = args.tls or ("none" if args.unix is not None else "opportunistic")
-    if args.allow_plaintext_auth and args.auth is None:
-        raise UsageError("--allow-plaintext-auth needs --auth")
-    if args.auth is not None and tls == "none" and not args.allow_plaintext_auth:
-        raise UsageError("--auth with --tls none would send the password in plaintext "
-                         "(--allow-plaintext-auth to do it anyway)")
-    if args.helo is not None and (not args.helo or not args.helo.isprintable() or " " in args.helo):
-        raise UsageError(f"--helo {args.helo!r}: expected a host name")
-    if args.unix is not None:
-        host, port, target = os.path.abspath(args.unix), None, args.unix
-    else:
-        host, port = args.server or ("127.0.0.1", None)
-        port = port or ClientSettings.default_port(tls, args.lmtp)
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    settings: dict[str, Any] = {
-        "tls": tls, "auth": args.auth, "timeout": args.timeout, "allow_plaintext_auth": args.allow_plaintext_auth,
-        "ssl_context": _context(args, tls, args.unix is not None), "local_hostname": args.helo,
-    }
-    try:
-        ClientSettings(host, port or 0, lmtp=args.lmtp, **settings)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    where = destination(args, args.server, args.unix, lmtp=args.lmtp)
     items = _messages(args)
-    return Plan(items, args.repeat, host, port, target, args.lmtp, args.connections, settings, args.quiet)
+    return Plan(items, args.repeat, where.host, where.port, where.target, args.lmtp, args.connections,
+                where.settings, args.quiet)
 
 
 def _setup_logging(verbose: int) -> None:

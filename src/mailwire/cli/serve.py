@@ -3,7 +3,8 @@
 The command is a thin shell over the public server API: this module turns
 the options into a ``Plan`` (a ``ServerConfig`` and one of the shipped
 backends: ``Maildir`` by default, ``Printer``, ``Sink`` or ``Relay``; with
-``--auth-file``, AUTH required before MAIL), checking everything it can
+``--auth-file``, AUTH required before MAIL; with ``--auth-accept-any``, AUTH
+offered and anything accepted), checking everything it can
 before anything binds; ``serve_run`` runs it until SIGINT or SIGTERM, in
 this process or (``--workers N``) in N supervised ones
 (``mailwire.server.workers``).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import ssl
@@ -36,7 +38,10 @@ from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
-from .serve_run import EXIT_RUNTIME, EXIT_USAGE, PROG, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers
+from . import serve_web
+from .serve_run import (
+    EXIT_RUNTIME, EXIT_USAGE, PROG, AcceptAny, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers,
+)
 
 __all__ = ["configure_parser", "run", "plan", "UsageError", "read_auth_file"]
 
@@ -214,6 +219,12 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     auth = serve.add_argument_group("AUTH")
     auth.add_argument("--auth-file", metavar="FILE",
                       help="lines user:password; offers AUTH PLAIN, LOGIN, CRAM-MD5 and requires it before MAIL")
+    auth.add_argument("--auth-accept-any", action="store_true",
+                      help="offer AUTH PLAIN, LOGIN, CRAM-MD5 and accept any user and password (or none: MAIL "
+                      "without AUTH is taken too), so an application configured with credentials sends here "
+                      "unchanged; the user is recorded with each message. Allowed without TLS, as a catcher "
+                      "on loopback needs (it checks nothing, so nothing to protect; but the credentials cross "
+                      "the network in plaintext if --host is not loopback)")
     auth.add_argument("--allow-plaintext-auth", action="store_true",
                       help="allow AUTH without TLS (otherwise refused with 538)")
     where = serve.add_argument_group("what happens to messages (one of)")
@@ -234,6 +245,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
         "--loop", choices=LOOPS, default="auto",
         help="the event loop: asyncio's own, or uvloop (pip install 'mailwire[uvloop]'), which spends less "
              "CPU per message; auto (the default): uvloop when it is installed")
+    serve_web.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -290,7 +302,9 @@ def _check_conflicts(args: argparse.Namespace) -> None:
     needs = [
         (args.tls_key and not args.tls_cert, "--tls-key needs --tls-cert"),
         (args.implicit_tls and not args.tls_cert, "--implicit-tls needs --tls-cert and --tls-key"),
-        (args.allow_plaintext_auth and not args.auth_file, "--allow-plaintext-auth needs --auth-file"),
+        (args.allow_plaintext_auth and not args.auth_file and not args.auth_accept_any,
+         "--allow-plaintext-auth needs --auth-file"),
+        (args.auth_accept_any and args.auth_file, "--auth-accept-any and --auth-file: give one"),
         (args.relay_tls is not None and args.relay is None, "--relay-tls needs --relay"),
         (args.unix_mode is not None and args.unix is None, "--unix-mode needs --unix"),
         (args.proxy_from is not None and not args.proxy_protocol, "--proxy-from needs --proxy-protocol"),
@@ -371,6 +385,8 @@ def plan(args: argparse.Namespace) -> Plan:
     backend, storing, report = _delivery(args)
     if users is not None:
         settings.update(authenticator=Users(users), require_auth=True)
+    elif args.auth_accept_any:
+        settings.update(authenticator=AcceptAny(), allow_plaintext_auth=True)
     if report:
         settings["on_delivered"] = Reporter()
     config = ServerConfig(**settings)
@@ -380,8 +396,20 @@ def plan(args: argparse.Namespace) -> Plan:
     if users is not None and context is None and not args.allow_plaintext_auth:
         log.warning("--auth-file without --tls-cert: AUTH is refused over plaintext, so no client can "
                     "send; add --tls-cert or --allow-plaintext-auth")
-    return Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
-                lambda: _delivery(args)[0])
+    if args.auth_accept_any and context is None and tcp is not None and not _loopback(tcp[0]):
+        log.warning("--auth-accept-any without --tls-cert on %s: the credentials clients send cross the "
+                    "network in plaintext", tcp[0])
+    checked = Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
+                   lambda: _delivery(args)[0])
+    serve_web.attach(args, checked)
+    return checked
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _setup_logging(verbose: int) -> None:

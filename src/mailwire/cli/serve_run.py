@@ -3,7 +3,8 @@
 ``serve.plan`` has checked the options and built a ``Plan``: the backend,
 the ``ServerConfig`` and where to listen. This module runs it. The server
 gets two hooks (``ServerConfig`` settings, not wrappers round the backend):
-``Users`` checks AUTH against the ``--auth-file`` users, ``Reporter`` prints
+``Users`` checks AUTH against the ``--auth-file`` users (``AcceptAny``, for
+``--auth-accept-any``, takes whatever is presented), ``Reporter`` prints
 one summary line per delivered message on stdout. ``serve`` listens (a port
 in use is a ``RuntimeFailure``: one line, exit 1), prints the banner once it
 does (flushed; with ``--port 0`` it names the port chosen) and waits for
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import SMTPError
 from ..reply import AUTH_FAILED
@@ -38,7 +39,10 @@ from ..server.session import Backend
 from ..server.stopping import StopSignals
 from ..server.workers import Workers, WorkersFailed
 
-__all__ = ["Plan", "serve", "serve_workers", "Users", "Reporter", "RuntimeFailure", "summary_line", "PROG"]
+__all__ = [
+    "Plan", "Companion", "serve", "serve_workers", "Users", "AcceptAny", "Reporter", "RuntimeFailure",
+    "summary_line", "PROG",
+]
 
 log = logging.getLogger("mailwire.serve")
 
@@ -62,6 +66,19 @@ class Plan:
     storing: str  # what the banner says happens to messages
     workers: int = 1  # above 1: processes, each with a backend from make_backend
     make_backend: Callable[[], Backend] | None = None
+    companions: tuple[Companion, ...] = ()  # run beside the server on its loop: the web inbox
+
+
+class Companion(Protocol):
+    """What runs beside the SMTP server on its event loop (``serve_web.py``:
+    the web inbox): started once the server listens, stopped after it."""
+
+    @property
+    def where(self) -> str: ...  # where it listens, for an error message
+
+    async def start(self) -> str: ...  # listen (OSError if it cannot); words for the banner
+
+    async def stop(self) -> None: ...
 
 
 # -- the server's hooks -------------------------------------------------------------
@@ -102,6 +119,17 @@ class Users:
             raise SMTPError(AUTH_FAILED)
 
 
+class AcceptAny:
+    """``--auth-accept-any``'s authenticator: every user and password (or
+    CRAM-MD5 digest, which needs no password to be taken) is accepted, so an
+    application configured with credentials sends to the catcher unchanged;
+    the server records the user in ``SessionInfo.auth_identity``, hence on
+    each message's envelope."""
+
+    def __call__(self, credentials: Credentials) -> None:
+        log.debug("AUTH %s accepted for %r (--auth-accept-any)", credentials.mechanism, credentials.username)
+
+
 class Reporter:
     """One summary line on stdout per delivered message (``ServerConfig.on_delivered``)."""
 
@@ -133,7 +161,7 @@ def _banner(addresses: Sequence[Any], plan: Plan) -> str:
     if plan.config.tls_context is not None:
         features.append("implicit TLS" if plan.config.implicit_tls else "STARTTLS")
     if plan.config.authenticator is not None:
-        features.append("AUTH")
+        features.append("AUTH accepting any" if isinstance(plan.config.authenticator, AcceptAny) else "AUTH")
     if plan.config.proxy_protocol:
         features.append("PROXY")
     where = " and ".join(_format_address(a) for a in addresses)
@@ -164,16 +192,29 @@ async def serve(plan: Plan) -> int:
         if plan.tcp is not None:
             where = _format_address(plan.tcp)
             await server.start(*plan.tcp)
+        beside = []
+        for companion in plan.companions:
+            where = companion.where
+            beside.append(await companion.start())
     except OSError as err:
         await server.stop(0)
+        await _stop(plan.companions)
         raise RuntimeFailure(_listen_error(where, err)) from None
-    print(_banner(server.addresses, plan), flush=True)
+    print(", ".join([_banner(server.addresses, plan), *beside]), flush=True)
     name = await signals.wait()
     log.info("%s: stopping; messages in progress have %gs to end", name, plan.grace)
-    if not await signals.stop(server, plan.grace):
-        print(f"{PROG}: {signals.received[-1]} again, stopping now", file=sys.stderr)
-        return EXIT_RUNTIME
+    try:
+        if not await signals.stop(server, plan.grace):
+            print(f"{PROG}: {signals.received[-1]} again, stopping now", file=sys.stderr)
+            return EXIT_RUNTIME
+    finally:
+        await _stop(plan.companions)
     return EXIT_OK
+
+
+async def _stop(companions: Sequence[Companion]) -> None:
+    for companion in companions:
+        await companion.stop()
 
 
 def serve_workers(plan: Plan) -> int:

@@ -35,7 +35,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -367,10 +367,13 @@ class Inbox:
         with self._arrived:
             self._waiting -= 1
 
-    async def arrivals(self, query: str | Query | None = None, *,
-                       mailbox: str | None = None) -> AsyncIterator[Summary]:
+    async def arrivals(self, query: str | Query | None = None, *, mailbox: str | None = None,
+                       existing: bool = False) -> AsyncGenerator[Summary, None]:
         """Each message indexed from now on that matches, oldest first, as
-        it arrives: ``async for summary in inbox.arrivals("to:alice"):``."""
+        it arrives: ``async for summary in inbox.arrivals("to:alice"):``.
+        ``existing``: first the newest matching message already here, if
+        any (``wait`` without a thread: nothing that arrives between the
+        look and the watch is missed)."""
         parsed = self.query(query)
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
@@ -381,10 +384,17 @@ class Inbox:
         try:
             await asyncio.to_thread(self.flush)
             seq = await asyncio.to_thread(self.index.last_seq)
+            given = ""  # the existing one, if it came in after ``seq``: not given twice
+            if existing:
+                page = await asyncio.to_thread(self.index.page, 0, 1, parsed, mailbox)
+                if page.messages:
+                    given = page.messages[0].id
+                    yield page.messages[0]
             while True:
                 found = await asyncio.to_thread(self.index.after, seq, parsed, mailbox)
                 for seq, summary in found:
-                    yield summary
+                    if summary.id != given:
+                        yield summary
                 if found:
                     continue
                 event.clear()

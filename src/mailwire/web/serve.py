@@ -1,0 +1,101 @@
+"""Running the web inbox beside the SMTP server, on the same event loop.
+
+``mailwire serve`` (``cli/serve_web.py``) builds a ``WebInbox`` for the
+Maildir it stores in: ``open_inbox`` opens the ``Inbox`` (the index is
+brought up to date with the Maildir) and gives the ``Catcher`` backend
+that the SMTP server stores through, so what arrives is indexed as it is
+stored. ``WebInbox.start`` binds aiohttp's ``AppRunner``/``TCPSite`` on the
+running loop (the SMTP server's: one loop, no second thread of requests;
+the inbox's blocking calls run in threads, ``asyncio.to_thread``) and
+answers the banner's words; ``stop`` ends open event streams and waits,
+closes the listener and then the inbox. The start/stop pair is what
+``serve_run`` calls a companion: it knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from aiohttp import web
+
+from ..inbox import Catcher, Inbox
+from ..server.config import ServerConfig
+from ..server.envelope import Envelope
+from .app import Stats, make_app
+from .hosts import is_loopback
+
+__all__ = ["WebInbox", "open_inbox", "SHUTDOWN_TIMEOUT"]
+
+SHUTDOWN_TIMEOUT = 2.0  # seconds requests in progress get when the server stops
+
+
+def _url(address: object) -> str:
+    if isinstance(address, tuple):
+        host = str(address[0])
+        return f"http://[{host}]:{address[1]}/" if ":" in host else f"http://{host}:{address[1]}/"
+    return str(address)
+
+
+def open_inbox(maildir: str) -> tuple[Inbox, Catcher]:
+    """The inbox of ``maildir`` and the backend that fills it (``OSError``
+    or ``sqlite3.Error`` if the index cannot be opened)."""
+    inbox = Inbox(maildir)
+    return inbox, Catcher(inbox)
+
+
+class WebInbox:
+    """Mailpit's API v1 over ``inbox``, served on ``host:port`` (port 0: a
+    free one) once started; ``auth``: (user, password) for basic auth."""
+
+    def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None) -> None:
+        self.inbox = inbox
+        self.host = host
+        self.port = port
+        self.stats = Stats()
+        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host))
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def where(self) -> str:
+        """Where it listens (or is to), for messages."""
+        return _url((self.host, self.port)).removeprefix("http://").rstrip("/")
+
+    def hook(self, config: ServerConfig) -> ServerConfig:
+        """``config`` with ``on_delivered`` also counting for ``info``."""
+        earlier = config.on_delivered
+        if earlier is None:
+            return replace(config, on_delivered=self.stats.delivered)
+
+        def both(envelope: Envelope, recipients: Sequence[str]) -> None:
+            earlier(envelope, recipients)
+            self.stats.delivered(envelope, recipients)
+
+        return replace(config, on_delivered=both)
+
+    @property
+    def urls(self) -> list[str]:
+        if self._runner is None:
+            return []
+        return [_url(a) for a in self._runner.addresses]
+
+    async def start(self) -> str:
+        """Listen (``OSError`` if it cannot); the banner's words."""
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1] if runner.addresses else self.port
+        return "web inbox on " + " and ".join(self.urls)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            self.inbox.close()

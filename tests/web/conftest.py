@@ -1,0 +1,118 @@
+"""An SMTP server storing through the catcher and the web inbox on one loop, in a thread.
+
+``catcher`` is what ``mailwire serve`` runs (``Catcher`` over an ``Inbox``,
+``WebInbox`` on the SMTP server's loop), in-process on loopback; tests
+send real mail with ``smtplib`` and ask the API with ``urllib``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailwire.inbox import Catcher, Inbox
+from mailwire.testing import ServerThread
+from mailwire.web.serve import WebInbox
+
+TIMEOUT = 30.0
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Catching:
+    smtp: ServerThread
+    web: WebInbox
+    inbox: Inbox
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.web.urls[0].rstrip("/")
+
+    def send(self, message: EmailMessage | bytes, sender: str = "alice@example.com",
+             to: tuple[str, ...] = ("bob@example.org",)) -> None:
+        with smtplib.SMTP(*self.smtp.address, timeout=TIMEOUT) as client:
+            if isinstance(message, bytes):
+                client.sendmail(sender, list(to), message)
+            else:
+                client.send_message(message, sender, list(to))
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                raw: bytes | None = None) -> Reply:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                return Reply(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                return Reply(err.code, dict(err.headers), err.read())
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("GET", path, **kwargs)
+
+
+def mail(subject: str = "Hello", *, sender: str = "Alice <alice@example.com>", to: str = "Bob <bob@example.org>",
+         text: str = "Hi Bob", html: str | None = None, cc: str | None = None,
+         attachments: tuple[tuple[str, bytes, str], ...] = (), headers: dict[str, str] | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    if cc:
+        message["Cc"] = cc
+    message["Subject"] = subject
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    for filename, data, ctype in attachments:
+        maintype, subtype = ctype.split("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message
+
+
+def start_catching(path: Path, auth: tuple[str, str] | None = None, **config: Any) -> Catching:
+    inbox = Inbox(path)
+    smtp = ServerThread(Catcher(inbox), record=False, **config)
+    smtp.start()
+    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth)
+    assert smtp.loop is not None
+    asyncio.run_coroutine_threadsafe(web.start(), smtp.loop).result(TIMEOUT)
+    return Catching(smtp, web, inbox)
+
+
+def stop_catching(catching: Catching) -> None:
+    assert catching.smtp.loop is not None
+    try:
+        asyncio.run_coroutine_threadsafe(catching.web.stop(), catching.smtp.loop).result(TIMEOUT)
+    finally:
+        catching.smtp.stop()
+
+
+@pytest.fixture
+def catcher(tmp_path: Path) -> Iterator[Catching]:
+    catching = start_catching(tmp_path / "mail")
+    try:
+        yield catching
+    finally:
+        stop_catching(catching)
