@@ -114,20 +114,58 @@ StreamStep = Callable[[Envelope, MessageContent], Any]
 
 class _Streamed:
     """A message being handed to a streaming session: its content, and the
-    task in which the session consumes it."""
+    task in which the session consumes it.
 
-    __slots__ = ("content", "consumer", "envelope", "heading")
+    The task starts once the loop runs again, not at the first chunk: a
+    message that ends within the read that began it (most small ones) is
+    consumed in the connection's own task instead (``claim``), without a
+    task of its own and the wake-ups between two tasks, a twentieth of the
+    server's CPU for a 1 KB message stored in a Maildir."""
+
+    __slots__ = ("content", "consumer", "envelope", "heading", "_step", "_claimed")
 
     def __init__(self, step: StreamStep, envelope: Envelope, limit: int) -> None:
-        self.content = content = MessageContent(limit)
+        self.content = MessageContent(limit)
         self.envelope = envelope
         self.heading = True  # its envelope's head is being kept
+        self._step = step
+        self._claimed = False  # consumed (or dropped) without a task
+        self.consumer: asyncio.Future[Any] | None = None
+        asyncio.get_running_loop().call_soon(self.start)
+
+    def start(self) -> asyncio.Future[Any] | None:
+        """The session consumes the message in a task of its own (unless
+        the connection has claimed it)."""
+        if self.consumer is None and not self._claimed:
+            try:
+                self.consumer = asyncio.ensure_future(self._step(self.envelope, self.content))
+            except Exception as err:  # raised at once, or returned nothing to await
+                self.consumer = asyncio.get_running_loop().create_future()
+                self.consumer.set_exception(err)
+            self.consumer.add_done_callback(self._done)
+        return self.consumer
+
+    def claim(self) -> None:
+        """The message is whole: if no task has started on it, none will;
+        ``outcome`` consumes it in the caller's task."""
+        self._claimed = True
+
+    async def outcome(self) -> Any:
+        """What the session answers for the whole message (once claimed)."""
+        if self.consumer is not None:
+            return await self.consumer
         try:
-            self.consumer: asyncio.Future[Any] = asyncio.ensure_future(step(envelope, content))
-        except Exception as err:  # raised at once, or returned nothing to await
-            self.consumer = asyncio.get_running_loop().create_future()
-            self.consumer.set_exception(err)
-        self.consumer.add_done_callback(self._done)
+            return await self._step(self.envelope, self.content)
+        finally:
+            self.content.consumer_done()
+
+    def drop(self) -> None:
+        """The connection is cancelled: no session starts on this message,
+        and one consuming it is cancelled."""
+        self._claimed = True
+        self.content.abort()
+        if self.consumer is not None:
+            self.consumer.cancel()
 
     def _done(self, consumer: asyncio.Future[Any]) -> None:
         self.content.consumer_done()
@@ -137,7 +175,9 @@ class _Streamed:
     async def settle(self, peer: object) -> None:
         """Abort the message and wait for the session to let go of it."""
         self.content.abort()
-        consumer = self.consumer
+        consumer = self.start()
+        if consumer is None:
+            return  # claimed: the connection's own task consumed it
         try:
             await asyncio.wait((consumer,))
         except asyncio.CancelledError:
@@ -266,7 +306,7 @@ class SessionPolicy:
     def cancel_stream(self) -> None:
         """The connection is cancelled: so is a session consuming a message."""
         if self.streamed is not None:
-            self.streamed.consumer.cancel()
+            self.streamed.drop()
 
     async def finish(self) -> None:
         """The connection is over: drop a message being streamed, reset an
@@ -373,6 +413,7 @@ class SessionPolicy:
             streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
             streamed.content.end()
             envelope.size = streamed.content.size
+            streamed.claim()
             return Wait(self._outcome(streamed), answer, envelope, self.refusal)
         envelope.content = b"".join(self.chunks)
         envelope.size = len(envelope.content)
@@ -384,7 +425,7 @@ class SessionPolicy:
     async def _outcome(self, streamed: _Streamed) -> Any:
         """What the streaming session answered, once it has finished."""
         try:
-            outcome = await streamed.consumer
+            outcome = await streamed.outcome()
         finally:
             self.streamed = None
         if not streamed.content.complete:
