@@ -115,7 +115,8 @@ class SmtpSink:
 
 def plain_maildir_options(mailwire: str) -> list[str]:
     """``--no-web`` for an install whose ``serve --maildir`` runs the web inbox by default (its
-    catcher indexes every message, a different backend, measured as such), else nothing: older
-    installs have no such option."""
+    catcher indexes every message, a different backend, measured as such), and ``--loop asyncio``
+    for one that would take uvloop when installed (the fast paths have rows of their own in
+    server_bench.py), else nothing: older installs have no such options."""
     shown = subprocess.run([mailwire, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
-    return ["--no-web"] if "--no-web" in shown else []
+    return [*(["--no-web"] if "--no-web" in shown else []), *(["--loop", "asyncio"] if "--loop" in shown else [])]
