@@ -15,6 +15,7 @@ must survive a power cut.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import errno
 import logging
@@ -82,7 +83,7 @@ def storage_refusal(err: OSError, envelope: Envelope) -> SMTPError | None:
     return SMTPError(452, "4.3.1", "Insufficient system storage")
 
 
-class StoreFile:
+class StoreFile(abc.ABC):
     """One message being stored as it arrives: blocking calls, made by one
     worker thread at a time. ``write`` takes a batch of chunks; ``commit``
     the last ones, and makes the message part of the store (its name there,
@@ -94,14 +95,17 @@ class StoreFile:
         self.busy = False  # a worker thread has it
         self._doomed = False  # discard it once the thread is done
 
+    @abc.abstractmethod
     def write(self, chunks: list[bytes]) -> None:
-        raise NotImplementedError
+        """A store's own (see the class)."""
 
+    @abc.abstractmethod
     def commit(self, chunks: list[bytes]) -> str:
-        raise NotImplementedError
+        """A store's own (see the class)."""
 
+    @abc.abstractmethod
     def discard(self) -> None:
-        raise NotImplementedError
+        """A store's own (see the class)."""
 
     def discard_when_idle(self) -> None:
         """``discard`` now, or (from the event loop, while a worker thread
