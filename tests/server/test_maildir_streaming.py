@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import smtplib
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,8 @@ from mailwire.limits import Limits
 from mailwire.server import Envelope, Maildir, StreamingSession
 from mailwire.server.backends.maildir import MaildirFile, MaildirSession
 from mailwire.server.envelope import SessionInfo
+
+from helpers.raw_smtp import in_data
 
 from .conftest import RawClient, ServerThread, wait_for
 from .test_cli_serve import Serve, serve  # noqa: F401 - the fixture
@@ -230,18 +231,7 @@ def test_a_200_mb_message_is_stored_with_flat_memory(serve: Callable[..., Serve]
     process = serve("--maildir", str(tmp_path / "Maildir"), "--port", "0", "--max-size", str(2 * size))
     before = peak_rss(process.proc.pid)
     digest = hashlib.sha256(RETURN_PATH)
-    with socket.create_connection(("127.0.0.1", process.port), timeout=60) as sock, \
-            sock.makefile("rb") as replies:
-        def reply() -> bytes:
-            line = replies.readline()
-            while line[3:4] == b"-":
-                line = replies.readline()
-            return line
-
-        assert reply().startswith(b"220")
-        for command in (b"EHLO t", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"):
-            sock.sendall(command + b"\r\n")
-            assert reply()[:1] in (b"2", b"3"), command
+    with in_data(("127.0.0.1", process.port), "a@example.com", "b@example.com") as (sock, reply):
         for part in lines(blocks):
             digest.update(part)
             sock.sendall(part)

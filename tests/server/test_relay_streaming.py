@@ -12,11 +12,9 @@ the data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import smtplib
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from mailwire.server import Envelope, Relay, StreamingSession
 from mailwire.server.envelope import SessionInfo
 from mailwire.server.streaming import LMTPStreamingSession, MessageAborted, MessageContent
 
+from helpers.raw_smtp import in_data
 from helpers.scripted import Peer, ScriptedServer
 
 from .test_backends import Upstream, aiosmtpd_server
@@ -272,23 +271,6 @@ def test_end_to_end_with_smtplib_through_the_server(aio_upstream: Any, server_fa
     first, second = aio_upstream.handler.envelopes
     assert sha(first.original_content) == sha(content)
     assert second.original_content == b"Subject: small\r\n\r\nhi\r\n"
-
-
-@contextlib.contextmanager
-def in_data(address: tuple[str, int], sender: str, rcpt: str) -> Iterator[tuple[socket.socket, Callable[[], bytes]]]:
-    """A raw client whose DATA was answered 354, and how it reads a reply."""
-    with socket.create_connection(address, timeout=60) as sock, sock.makefile("rb") as replies:
-        def reply() -> bytes:
-            line = replies.readline()
-            while line[3:4] == b"-":
-                line = replies.readline()
-            return line
-
-        assert reply().startswith(b"220")
-        for command in (b"EHLO t", f"MAIL FROM:<{sender}>".encode(), f"RCPT TO:<{rcpt}>".encode(), b"DATA"):
-            sock.sendall(command + b"\r\n")
-            assert reply()[:1] in (b"2", b"3"), command
-        yield sock, reply
 
 
 def test_end_to_end_a_sender_gone_mid_data_delivers_nothing(
