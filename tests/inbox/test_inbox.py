@@ -233,3 +233,34 @@ def test_concurrent_delivery_from_threads_and_processes(tmp_path: Path) -> None:
         assert inbox.sync() == (0, 0)  # every message was indexed by whoever delivered it
         subjects = _subjects(inbox, limit=1000)
     assert len(subjects) == 150 == len(set(subjects))
+
+
+def test_close_waits_for_a_query_running_in_another_thread(tmp_path: Path) -> None:
+    """The web inbox stops (closing the index) while a request's query may
+    still run in the thread pool: closing a connection under a running
+    statement crashed CPython 3.13.0, so close waits for it, and a query
+    begun after close is a clear error."""
+    from mailwire.inbox.index import Index
+
+    index = Index(str(tmp_path))
+    inside, release, closed = threading.Event(), threading.Event(), threading.Event()
+    answers: list[object] = []
+
+    def reader() -> None:
+        with index._use() as db:  # a query in progress, held open
+            inside.set()
+            release.wait(10)
+            answers.append(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=lambda: (index.close(), closed.set()))]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    assert not closed.wait(0.3)  # close waits while the query runs...
+    release.set()
+    assert closed.wait(10)  # ...and returns once it is over
+    for thread in threads:
+        thread.join(10)
+    assert answers == [0]
+    with pytest.raises(RuntimeError, match="closed"):
+        index.last_seq()

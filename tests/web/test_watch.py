@@ -118,3 +118,14 @@ def test_mailpits_websocket_sends_each_arrival(catcher: Catching) -> None:
     event = asyncio.run(listen())
     assert event["Type"] == "new" and event["Data"]["Subject"].startswith("event ")
     assert event["Data"]["To"] == [{"Name": "Bob", "Address": "bob@example.org"}]
+
+
+def test_a_wait_or_stream_begun_once_the_stop_has_is_refused_503(catcher: Catching) -> None:
+    """One that began after the stop ended the others would never end."""
+    from mailwire.web.watch import STREAMS
+
+    catcher.web.app[STREAMS].stop()  # what the server's shutdown does first
+    for path in ("/api/v1/wait?timeout=300", "/api/v1/events", "/api/events"):
+        reply = catcher.get(path)
+        assert reply.status == 503 and "stopping" in reply.json()["Error"], path
+    assert catcher.get("/api/v1/messages").status == 200  # the rest still answers until it stops

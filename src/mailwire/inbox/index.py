@@ -145,6 +145,8 @@ class Index:
         self._lock = threading.Lock()
         self._writing = threading.Lock()
         self._closed = False
+        self._busy = 0  # blocks in _use
+        self._idle = threading.Condition(self._lock)
         self._prepare()
 
     # -- connections and schema ----------------------------------------------------
@@ -152,8 +154,6 @@ class Index:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            if self._closed:
-                raise RuntimeError("the index is closed")
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys = ON")
@@ -164,13 +164,34 @@ class Index:
         return db
 
     @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, counted as in use until the block ends.
+
+        ``close`` runs in another thread than the readers (the web inbox
+        stops while a request's query may still run in the thread pool), and
+        closing a connection under a running statement can crash the
+        interpreter (CPython 3.13.0 did, in the suite); so ``close`` waits
+        for every block to end, and none begins once it has been called.
+        """
+        with self._idle:
+            if self._closed:
+                raise RuntimeError("the index is closed")
+            self._busy += 1
+        try:
+            yield self._db()
+        finally:
+            with self._idle:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.notify_all()
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # The threads of this process take turns here: waiting on SQLite's
         # own lock is a busy loop of sleeps (a millisecond, then more), which
         # under a burst of deliveries costs more than the writes themselves.
         # Processes still meet at SQLite's lock (BEGIN IMMEDIATE).
-        with self._writing:
-            db = self._db()
+        with self._writing, self._use() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -180,8 +201,8 @@ class Index:
             db.execute("COMMIT")
 
     def _prepare(self) -> None:
-        db = self._db()
-        db.execute("PRAGMA journal_mode = WAL")
+        with self._use() as db:
+            db.execute("PRAGMA journal_mode = WAL")
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
@@ -194,9 +215,11 @@ class Index:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     def close(self) -> None:
-        """Close every thread's connection (a thread using it after gets an error)."""
-        with self._lock:
+        """Close every thread's connection once none is in use (a thread
+        using the index after gets ``RuntimeError``)."""
+        with self._idle:
             self._closed = True
+            self._idle.wait_for(lambda: self._busy == 0)
             dbs, self._all = self._all, []
         for db in dbs:
             db.close()
@@ -254,11 +277,13 @@ class Index:
 
     def locate(self, message_id: str) -> tuple[str, bool] | None:
         """(path relative to the Maildir, read) of a message, or None."""
-        row = self._db().execute("SELECT path, read FROM messages WHERE id = ?", (message_id,)).fetchone()
+        with self._use() as db:
+            row = db.execute("SELECT path, read FROM messages WHERE id = ?", (message_id,)).fetchone()
         return None if row is None else (row["path"], bool(row["read"]))
 
     def summary(self, message_id: str) -> Summary | None:
-        row = self._db().execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        with self._use() as db:
+            row = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return None if row is None else _summary_of(row)
 
     @staticmethod
@@ -270,55 +295,60 @@ class Index:
         return where, params
 
     def page(self, start: int, limit: int, query: Query | None = None, mailbox: str | None = None) -> Page:
-        db = self._db()
-        db.execute("BEGIN")  # one snapshot for the counts and the page
-        try:
-            where, params = self._where(None, mailbox)
-            total, unread = db.execute(
-                f"SELECT count(*), count(*) - total(m.read) FROM messages m WHERE {where}", params).fetchone()
-            if query:
-                where, params = self._where(query, mailbox)
-                matched, matched_unread = db.execute(
+        with self._use() as db:
+            db.execute("BEGIN")  # one snapshot for the counts and the page
+            try:
+                where, params = self._where(None, mailbox)
+                total, unread = db.execute(
                     f"SELECT count(*), count(*) - total(m.read) FROM messages m WHERE {where}", params).fetchone()
-            else:
-                matched, matched_unread = total, unread
-            rows = db.execute(
-                f"SELECT * FROM messages m WHERE {where} ORDER BY m.created DESC, m.seq DESC LIMIT ? OFFSET ?",
-                [*params, limit, start]).fetchall()
-        finally:
-            db.execute("COMMIT")
+                if query:
+                    where, params = self._where(query, mailbox)
+                    matched, matched_unread = db.execute(
+                        f"SELECT count(*), count(*) - total(m.read) FROM messages m WHERE {where}",
+                        params).fetchone()
+                else:
+                    matched, matched_unread = total, unread
+                rows = db.execute(
+                    f"SELECT * FROM messages m WHERE {where} ORDER BY m.created DESC, m.seq DESC LIMIT ? OFFSET ?",
+                    [*params, limit, start]).fetchall()
+            finally:
+                db.execute("COMMIT")
         return Page(total, int(unread), matched, int(matched_unread), start, tuple(_summary_of(r) for r in rows))
 
     def ids(self, query: Query | None = None, mailbox: str | None = None) -> list[str]:
         where, params = self._where(query, mailbox)
-        return [r[0] for r in self._db().execute(f"SELECT m.id FROM messages m WHERE {where}", params)]
+        with self._use() as db:
+            return [r[0] for r in db.execute(f"SELECT m.id FROM messages m WHERE {where}", params)]
 
     def after(self, seq: int, query: Query | None = None, mailbox: str | None = None,
               limit: int = 100) -> list[tuple[int, Summary]]:
         """Messages indexed after ``seq`` (oldest first), with their sequence numbers."""
         where, params = self._where(query, mailbox)
-        rows = self._db().execute(
-            f"SELECT * FROM messages m WHERE m.seq > ? AND ({where}) ORDER BY m.seq LIMIT ?",
-            [seq, *params, limit]).fetchall()
+        with self._use() as db:
+            rows = db.execute(
+                f"SELECT * FROM messages m WHERE m.seq > ? AND ({where}) ORDER BY m.seq LIMIT ?",
+                [seq, *params, limit]).fetchall()
         return [(r["seq"], _summary_of(r)) for r in rows]
 
     def last_seq(self) -> int:
-        row = self._db().execute("SELECT max(seq) FROM messages").fetchone()
+        with self._use() as db:
+            row = db.execute("SELECT max(seq) FROM messages").fetchone()
         return int(row[0] or 0)
 
     def oldest(self, keep: int | None, before: float | None) -> list[str]:
         """IDs beyond the newest ``keep``, and those received before ``before``."""
-        db = self._db()
         found: list[str] = []
-        if keep is not None:
-            found += [r[0] for r in db.execute(
-                "SELECT id FROM messages ORDER BY created DESC, seq DESC LIMIT -1 OFFSET ?", (keep,))]
-        if before is not None:
-            found += [r[0] for r in db.execute("SELECT id FROM messages WHERE created < ?", (before,))]
+        with self._use() as db:
+            if keep is not None:
+                found += [r[0] for r in db.execute(
+                    "SELECT id FROM messages ORDER BY created DESC, seq DESC LIMIT -1 OFFSET ?", (keep,))]
+            if before is not None:
+                found += [r[0] for r in db.execute("SELECT id FROM messages WHERE created < ?", (before,))]
         return list(dict.fromkeys(found))
 
     def tags(self) -> list[str]:
-        return [r[0] for r in self._db().execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]
+        with self._use() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]
 
     # -- keeping up with the Maildir -------------------------------------------------
 
@@ -339,7 +369,8 @@ class Index:
         """Bring the index in line with the Maildir (see the module doc);
         (messages added, rows dropped)."""
         files = self._listing()
-        rows = {r["name"]: (r["id"], r["path"]) for r in self._db().execute("SELECT id, name, path FROM messages")}
+        with self._use() as db:
+            rows = {r["name"]: (r["id"], r["path"]) for r in db.execute("SELECT id, name, path FROM messages")}
         missing = [name for name in files if name not in rows]
         added = 0
         for start in range(0, len(missing), _SYNC_BATCH):

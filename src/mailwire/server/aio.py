@@ -20,8 +20,9 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from .._aio.accepting import stop_accepting
 from ..protocol.commands import CommandCache
-from ..reply import TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT
+from ..reply import SHUTTING_DOWN, TOO_MANY_CONNECTIONS, TOO_MANY_FROM_CLIENT
 from .clients import ClientTable
 from .config import ServerConfig, check_unix_mode
 from .connection import SMTPConnection
@@ -67,7 +68,7 @@ class SMTPServer:
             return False
         refusal = None
         if not self.admit(connection):
-            refusal = TOO_MANY_CONNECTIONS
+            refusal = SHUTTING_DOWN if self._closing else TOO_MANY_CONNECTIONS
         elif not config.proxy_protocol and not self.admit_client(connection, self.clients.key(peer)):
             refusal = TOO_MANY_FROM_CLIENT
             self.release(connection)
@@ -78,7 +79,9 @@ class SMTPServer:
         return True
 
     def admit(self, connection: SMTPConnection) -> bool:
-        if self._closing or len(self._connections) >= self.config.limits.connections:
+        if self._closing:
+            return False
+        if len(self._connections) >= self.config.limits.connections:
             if self.clients.refusal_log("*"):  # a flood of refusals is one line a minute
                 log.warning("refusing connections: %d open (limit %d)", len(self._connections),
                             self.config.limits.connections)
@@ -164,6 +167,7 @@ class SMTPServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self._closing = True
+        await stop_accepting(self._servers)  # (the ones still attaching are refused: _closing)
         for server in self._servers:
             server.close()
         for connection in list(self._connections):

@@ -161,9 +161,7 @@ async def webui(request: web.Request) -> web.Response:
 
 async def _end_streams(app: web.Application) -> None:
     """On shutdown: end the waits and event streams now (they would hold it)."""
-    streams: set[asyncio.Task[Any]] = app[watch.STREAMS]
-    for task in list(streams):
-        task.cancel()
+    app[watch.STREAMS].stop()
 
 
 def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
@@ -178,8 +176,7 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     app = web.Application(middlewares=middlewares, client_max_size=params.MAX_BODY)
     app[INBOX] = inbox
     app[STATS] = stats or Stats()
-    streams: set[asyncio.Task[Any]] = set()
-    app[watch.STREAMS] = streams
+    app[watch.STREAMS] = watch.Streams()
     for table in (messages.routes, message.routes, view.routes, watch.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)

@@ -14,11 +14,13 @@ closes the listener and then the inbox. The start/stop pair is what
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 
 from aiohttp import web
 
+from .._aio.accepting import stop_accepting
 from ..inbox import Catcher, Inbox
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
@@ -96,6 +98,29 @@ class WebInbox:
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
+                server = runner.server
+                # aiohttp does not expose a site's asyncio.Server, hence getattr.
+                await stop_accepting(getattr(site, "_server", None) for site in runner.sites)
                 await runner.cleanup()
+                if server is not None:
+                    await _close_late(server)
         finally:
             self.inbox.close()
+
+
+LATE_ROUNDS = 5  # loop rounds after the stop in which a connection accepted before it may still appear
+
+
+async def _close_late(server: web.Server) -> None:
+    """Close connections that reached aiohttp after it closed its own.
+
+    A connection attached in the rounds while the sites stopped reaches its
+    protocol a round later; aiohttp's shutdown has by then closed the
+    connections it knew, so one arriving after is never closed by it, and
+    its client would wait for ever if the loop stops next (as an embedding
+    program's or a test's does).
+    """
+    for _ in range(LATE_ROUNDS):
+        await asyncio.sleep(0)
+        for handler in server.connections:
+            handler.force_close()

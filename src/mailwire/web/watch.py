@@ -19,7 +19,9 @@ stream alive (and a client gone is noticed).
 
 All are ``Inbox.arrivals``: asyncio-native, woken by the inbox's indexer,
 so a waiter holds no thread. Each open stream is tracked (``STREAMS``) so
-stopping the server ends them at once rather than waiting on them.
+stopping the server ends them at once rather than waiting on them; one
+that begins once the stop has (a connection accepted as the listener
+closed) is answered 503 at once, since nothing would ever end it.
 """
 
 from __future__ import annotations
@@ -36,12 +38,27 @@ from ..inbox import Inbox, Query, Summary
 from . import params, shapes
 from .messages import INBOX
 
-__all__ = ["routes", "MAX_WAIT", "KEEPALIVE", "STREAMS"]
+__all__ = ["routes", "MAX_WAIT", "KEEPALIVE", "STREAMS", "Streams"]
 
 MAX_WAIT = 300.0  # seconds a wait may ask for
 KEEPALIVE = 15.0  # seconds between keep-alive comments on an idle event stream
-# The tasks serving event streams and waits.
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
+
+
+class Streams:
+    """The tasks serving event streams and waits, and whether the server stops."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End every open one, and refuse those yet to begin."""
+        self.stopped = True
+        for task in list(self.tasks):
+            task.cancel()
+
+
+STREAMS: web.AppKey[Streams] = web.AppKey("streams", Streams)
 routes = web.RouteTableDef()
 
 
@@ -56,13 +73,15 @@ async def _first(inbox: Inbox, query: Query | None, existing: bool) -> Summary:
 def _tracked(request: web.Request) -> Iterator[None]:
     task = asyncio.current_task()
     streams = request.app[STREAMS]
+    if streams.stopped:
+        raise web.HTTPServiceUnavailable(reason="the server is stopping")
     if task is not None:
-        streams.add(task)
+        streams.tasks.add(task)
     try:
         yield
     finally:
         if task is not None:
-            streams.discard(task)
+            streams.tasks.discard(task)
 
 
 @routes.get("/api/v1/wait")
@@ -134,6 +153,8 @@ async def _drain(socket: web.WebSocketResponse) -> None:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Mailpit's WebSocket of events: ``{"Type": "new", "Data": MessageSummary}``
     per arrival (Mailpit's other event types are not sent)."""
+    if request.app[STREAMS].stopped:
+        raise web.HTTPServiceUnavailable(reason="the server is stopping")
     socket = web.WebSocketResponse(heartbeat=KEEPALIVE)
     await socket.prepare(request)
     async with _watching(request.app[INBOX], None) as queue:
