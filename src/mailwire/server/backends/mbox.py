@@ -399,5 +399,6 @@ class MboxSession(StoreSession):
         self.mbox = mbox
 
     async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
-        await store_stream(MboxSpool(self.mbox, envelope), content, self.mbox.write_batch, envelope)
+        await store_stream(MboxSpool(self.mbox, envelope), content, self.mbox.write_batch, envelope,
+                           self.mbox.writers)
         log.debug("appended a message from <%s> to %s", envelope.mail_from, self.mbox.path)
