@@ -183,3 +183,87 @@ def test_serve_removes_stale_tmp_files_at_start(serve: Callable[..., Serve], tmp
     assert not files["stale"].exists()
     assert files["fresh"].exists() and files["just-under"].exists()
     assert server.stop() == 0
+
+
+class _Clock:
+    """A sequence number shared by the threads: the order things happened in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = 0
+
+    def tick(self) -> int:
+        with self._lock:
+            self._now += 1
+            return self._now
+
+
+def _spied_directory_fsync(monkeypatch: pytest.MonkeyPatch, clock: _Clock,
+                           fail_first: bool = False) -> list[tuple[int, int, bool]]:
+    """Replace the real directory fsync with one that records (began, ended, ok) and takes a moment."""
+    from mailwire.server.backends import store
+
+    made: list[tuple[int, int, bool]] = []
+    real = store.fsync_directory
+
+    def fsync_directory(path: str) -> None:
+        began = clock.tick()
+        time.sleep(0.02)  # long enough for the other threads to queue behind it
+        if fail_first and not made:
+            made.append((began, clock.tick(), False))
+            raise OSError(5, "Input/output error")
+        real(path)
+        made.append((began, clock.tick(), True))
+
+    monkeypatch.setattr(store, "fsync_directory", fsync_directory)
+    return made
+
+
+def _sync_from_threads(sync: Callable[[], None], clock: _Clock, threads: int) -> list[tuple[int, int, str]]:
+    calls: list[tuple[int, int, str]] = []
+    start = threading.Barrier(threads)
+
+    def one() -> None:
+        start.wait(10)
+        entered = clock.tick()
+        try:
+            sync()
+            outcome = "ok"
+        except OSError as err:
+            outcome = str(err)
+        calls.append((entered, clock.tick(), outcome))
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert len(calls) == threads
+    return calls
+
+
+def test_threads_linking_at_once_share_directory_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sync returns only after a directory fsync that began after it was
+    called (so it covers that thread's link) and ended before it returned;
+    sixteen threads at once share a few of them."""
+    from mailwire.server.backends.store import DirectorySync
+
+    clock = _Clock()
+    made = _spied_directory_fsync(monkeypatch, clock)
+    calls = _sync_from_threads(DirectorySync(str(tmp_path)).sync, clock, 16)
+    for entered, returned, outcome in calls:
+        assert outcome == "ok"
+        assert any(entered < began and ended < returned for began, ended, _ in made), (entered, returned, made)
+    assert len(made) < 16, made  # shared: a group commit, not one each
+
+
+def test_a_failed_directory_fsync_covers_nobody(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailwire.server.backends.store import DirectorySync
+
+    clock = _Clock()
+    made = _spied_directory_fsync(monkeypatch, clock, fail_first=True)
+    calls = _sync_from_threads(DirectorySync(str(tmp_path)).sync, clock, 8)
+    assert sum(outcome != "ok" for *_, outcome in calls) == 1  # the thread that made it hears the error
+    for entered, returned, outcome in calls:
+        if outcome == "ok":
+            assert any(ok and entered < began and ended < returned for began, ended, ok in made), made

@@ -29,7 +29,7 @@ from typing import IO, ClassVar
 from ..envelope import Envelope, SessionInfo
 from ..session import Session
 from ..streaming import MessageContent
-from .store import Store, StoreFile, StoreSession, fsync_directory, remove_file, return_path, store_stream
+from .store import DirectorySync, Store, StoreFile, StoreSession, remove_file, return_path, store_stream
 
 __all__ = ["Maildir", "MaildirSession", "MaildirFile", "STALE_TMP_AGE"]
 
@@ -90,6 +90,8 @@ class Maildir(Store):
         if create:
             _make_skeleton(self.path)
         self.mailbox = self.mailbox_class(self.path, create=create)
+        # The link of a message is an entry in new/: on disk only once new/ is.
+        self.new_synced = DirectorySync(os.path.join(self.path, "new"))
         self._counter = itertools.count()  # next() is atomic: threads share it
         if tmp_max_age is not None:
             self.remove_stale_tmp(tmp_max_age)
@@ -149,8 +151,7 @@ class Maildir(Store):
                 if attempt == self.name_retries - 1:
                     raise
                 continue
-            # The link is an entry in new/: on disk only once new/ is.
-            fsync_directory(os.path.join(self.path, "new"))
+            self.new_synced.sync()
             log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.path, key)
             return key
         raise AssertionError("unreachable")
@@ -240,8 +241,7 @@ class MaildirFile(StoreFile):
         else:
             os.remove(tmp)
         self._committed = True
-        # The link is an entry in new/: on disk only once new/ is.
-        fsync_directory(os.path.join(self.maildir.path, "new"))
+        self.maildir.new_synced.sync()
         return self.name
 
     def discard(self) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
@@ -38,8 +39,8 @@ from ..session import BaseSession, Session
 from ..streaming import MessageContent
 
 __all__ = [
-    "Store", "StoreSession", "StoreFile", "Writers", "store_stream", "fsync_directory", "return_path",
-    "storage_refusal", "remove_file",
+    "Store", "StoreSession", "StoreFile", "Writers", "DirectorySync", "store_stream", "fsync_directory",
+    "return_path", "storage_refusal", "remove_file",
 ]
 
 T = TypeVar("T")
@@ -62,6 +63,53 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectorySync:
+    """The fsync of one directory, shared by the threads that need it.
+
+    Each message linked into a Maildir's ``new/`` needs ``new/`` on disk
+    before its 250; one fsync of the directory covers every link made
+    before it began. So the threads that link at about the same time share
+    one (a group commit, as databases make for their logs): a thread waits
+    for an fsync that begins after its link, and makes it itself if none is
+    under way. Twenty sessions storing at once then pay a few directory
+    fsyncs, not twenty. One that fails covers nobody: each waiter then
+    tries again (and hears its own error).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._started = 0  # fsyncs begun (each one's ticket)
+        self._finished = 0  # the ticket of the last that succeeded
+        self._running = False
+        self.fsyncs = 0  # made, for the curious (a test, a bench)
+
+    def sync(self) -> None:
+        """Return once ``path`` was fsynced by a call begun after this one."""
+        with self._cond:
+            needed = self._started + 1  # one under way may have begun before our link
+            while self._finished < needed:
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    ticket = self._started
+                    break
+                self._cond.wait()
+            else:
+                return
+        done = False
+        try:
+            fsync_directory(self.path)
+            done = True
+        finally:
+            with self._cond:
+                self._running = False
+                self.fsyncs += 1
+                if done:
+                    self._finished = ticket
+                self._cond.notify_all()
 
 
 def remove_file(file: IO[bytes]) -> None:
