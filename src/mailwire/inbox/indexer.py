@@ -62,15 +62,24 @@ class Indexer:
         self._thread.start()
 
     def submit(self, name: str) -> None:
-        """Queue a stored message's name; returns at once."""
+        """Queue a stored message's name; returns at once.
+
+        The thread is woken only when that changes what it waits for: the
+        first name of a batch (it slept with nothing queued), a full
+        backlog, or someone waiting for mail. Otherwise it already sleeps
+        until the batch's deadline and reads the newer ``_last`` when it
+        wakes; waking it per message cost a thread switch each.
+        """
         with self._cond:
             now = time.monotonic()
-            if not self._queue:
+            first = not self._queue
+            if first:
                 self._first = now
             self._last = now
             self._queue.append(name)
             self._submitted += 1
-            self._cond.notify_all()
+            if first or len(self._queue) >= self.backlog or self._eager():
+                self._cond.notify_all()
 
     def wake(self) -> None:
         """Someone started waiting for mail: index what is queued now."""
