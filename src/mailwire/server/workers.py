@@ -441,7 +441,7 @@ class Workers:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover (runs in the child; the tests see it from outside)
+        if pid == 0:  # pragma: no cover (the child; coverage traces only the frames it begins after fork)
             os.close(ready_r)
             os.close(out_r)
             self._be_worker(slot, ready_w, out_w)
@@ -451,7 +451,7 @@ class Workers:
         slot.pending.clear()
         log.info("worker %d (pid %d) started", slot.number, pid)
 
-    def _be_worker(self, slot: _Slot, ready_w: int, out_w: int) -> NoReturn:  # pragma: no cover
+    def _be_worker(self, slot: _Slot, ready_w: int, out_w: int) -> NoReturn:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
@@ -487,7 +487,7 @@ class Workers:
                     pass
             os._exit(code)
 
-    async def _serve(self, listeners: list[socket.socket], ready_w: int) -> int:  # pragma: no cover
+    async def _serve(self, listeners: list[socket.socket], ready_w: int) -> int:
         signals = StopSignals((signal.SIGTERM,))
         loop = asyncio.get_running_loop()
         loop.add_reader(self._lifeline[0], signals.trigger, "supervisor gone")
