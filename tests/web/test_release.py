@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ if _TESTS not in sys.path:  # helpers/ (the trustme contexts) lives next to this
     sys.path.insert(0, _TESTS)
 
 from helpers.certs import client_context, server_context  # noqa: E402
+from helpers.smtp_sink import smtp_sink  # noqa: E402
 
 RAW = (b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.org>\r\nBcc: hidden@example.net\r\n"
        b"Subject: Release me\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <orig@example.com>\r\n"
@@ -244,3 +247,20 @@ def test_a_20_mb_message_is_released_without_loading_it_whole(make_catcher: Any,
         assert _without(content, b"date:", b"message-id:") == _without(original, b"date:", b"message-id:")
         # The catcher, its web API and the relay, all in this process: a few chunks, not 20 MB.
         assert peak < 8 * 1024 * 1024, peak
+
+
+def test_release_to_postfix_smtp_sink(make_catcher: Any) -> None:
+    """Another implementation as the relay: Postfix's smtp-sink (plaintext, on loopback: it has no TLS)."""
+    dump_dir = Path(tempfile.mkdtemp(prefix="mw-"))  # in /tmp: smtp-sink runs as nobody
+    dump_dir.chmod(0o755)
+    try:
+        with smtp_sink(dump_dir=dump_dir) as sink:
+            catcher = make_catcher(ReleaseRelay(sink.host, sink.port, tls="none"))
+            catcher.send(RAW)
+            assert _released(catcher, ["carol@example.net"]).status == 200
+            dumped = sink.dumped()
+    finally:
+        shutil.rmtree(dump_dir, ignore_errors=True)
+    assert "X-Mail-Args: <alice@example.com>" in dumped and "X-Rcpt-Args: <carol@example.net>\n" in dumped, dumped
+    assert "Subject: Release me" in dumped and "Hello Bob," in dumped and "hidden@example.net" not in dumped
+    assert ".leading dot" in dumped and "..leading dot" not in dumped  # dot-stuffed on the wire, and back
