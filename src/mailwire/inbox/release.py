@@ -2,10 +2,12 @@
 
 ``release(inbox, message_id, recipients, relay)`` is what Mailpit's
 ``POST /api/v1/message/{ID}/release`` does, without HTTP: the stored file
-is read a chunk at a time in a thread and handed to ``AsyncSMTPClient`` as
-an async iterable, so a 20 MB message costs a chunk of memory, not 20 MB.
-The client verifies the relay's certificate (``ReleaseRelay.ssl_context``:
-the system's trust, or a private CA's); nothing here turns that off.
+is read a chunk at a time in a thread and handed, as an async iterable,
+to the server's ``Relay`` backend (``Relay.forward_stream``: mailwire's
+``AsyncSMTPClient``, its failures turned into replies in one place), so a
+20 MB message costs a chunk of memory, not 20 MB. The client verifies the
+relay's certificate (``ReleaseRelay.ssl_context``: the system's trust, or
+a private CA's); nothing here turns that off.
 
 What is sent is the message as received with Mailpit's changes and no
 others, made to the header section as it streams past (each field is
@@ -39,11 +41,12 @@ from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
-from ..client.aio import AsyncSMTPClient
-from ..errors import LocalProtocolError, MailwireError, SMTPError
+from ..errors import LocalProtocolError, SMTPError
 from ..protocol.grammar import check_address
 from ..protocol.params import MailOptions
 from ..result import SendResult
+from ..server.backends.relay import Relay
+from ..server.envelope import Envelope
 from .store import Inbox
 from .summary import TRACE_HEADER
 
@@ -85,6 +88,13 @@ class ReleaseRelay:
     return_path: str = ""
     preserve_message_ids: bool = False
     timeout: float = 60.0
+    upstream: Relay = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The server's Relay backend forwards: one place for how a message
+        # goes upstream (streamed, TLS verified, 8BITMIME, failures as replies).
+        object.__setattr__(self, "upstream", Relay(
+            self.host, self.port, tls=self.tls, auth=self.auth, ssl_context=self.ssl_context, timeout=self.timeout))
 
     @property
     def server(self) -> str:
@@ -236,31 +246,32 @@ async def _threaded(source: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-def _tls_failure(relay: ReleaseRelay, err: ssl.SSLError) -> ReleaseFailed:
-    if isinstance(err, ssl.SSLCertVerificationError):
+def _failure(relay: ReleaseRelay, err: SMTPError) -> ReleaseFailed:
+    """What the caller hears of ``Relay``'s refusal ``err`` (its reply
+    carries the upstream's own, or what went wrong on the way)."""
+    if isinstance(err.__cause__, ssl.SSLCertVerificationError):
         return ReleaseFailed(
-            f"TLS with {relay.server} failed: its certificate cannot be verified ({err.verify_message}); "
-            "a relay with a private CA needs its CA certificate (mailwire serve --release-ca FILE)")
-    return ReleaseFailed(f"TLS with {relay.server} failed: {err.reason or err}")
+            f"TLS with {relay.server} failed: its certificate cannot be verified "
+            f"({err.__cause__.verify_message}); a relay with a private CA needs its CA certificate "
+            "(mailwire serve --release-ca FILE)")
+    reply = err.reply
+    if reply.text.startswith(_UPSTREAM):  # the relay's own reply, as Relay passes it on
+        said = " ".join(str(p) for p in (reply.code, reply.enhanced, reply.text[len(_UPSTREAM):]) if p)
+        return ReleaseFailed(f"the relay {relay.server} refused the message: {said}")
+    return ReleaseFailed(f"cannot release to {relay.server}: {reply.text}")
+
+
+_UPSTREAM = "upstream: "
 
 
 async def _send(relay: ReleaseRelay, sender: str, recipients: list[str], content: AsyncIterator[bytes]) -> SendResult:
-    client = AsyncSMTPClient(relay.host, relay.port, tls=relay.tls, auth=relay.auth, ssl_context=relay.ssl_context,
-                             timeout=relay.timeout, auto_reconnect=False)
+    # 8BITMIME is declared where the upstream offers it (RFC 6152 allows it for
+    # any content); where it does not, Relay refuses 8-bit content as it passes.
+    envelope = Envelope(sender, MailOptions(body="8BITMIME"), recipients)
     try:
-        async with client:
-            # 8BITMIME may be declared for any content (RFC 6152): the file is not read twice to see if it must.
-            options = MailOptions(body="8BITMIME") if client.capabilities.eightbitmime else None
-            result = await client.send(content, sender, recipients, mail_options=options)
-    except ssl.SSLError as err:
-        raise _tls_failure(relay, err) from None
+        result = await relay.upstream.forward_stream(envelope, content)
     except SMTPError as err:
-        raise ReleaseFailed(f"the relay {relay.server} refused the message: {err}") from None
-    except (MailwireError, OSError, asyncio.TimeoutError) as err:
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, ssl.SSLError):
-            raise _tls_failure(relay, cause) from None
-        raise ReleaseFailed(f"cannot release to {relay.server}: {err or type(err).__name__}") from None
+        raise _failure(relay, err) from None
     if result.refused:
         refused = "; ".join(f"{rcpt}: {reply}" for rcpt, reply in result.refused.items())
         raise ReleaseFailed(f"the relay {relay.server} took the message for {', '.join(result.accepted)} "
