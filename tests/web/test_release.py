@@ -278,3 +278,14 @@ def test_release_to_postfix_smtp_sink(make_catcher: Any) -> None:
     assert "X-Mail-Args: <alice@example.com>" in dumped and "X-Rcpt-Args: <carol@example.net>\n" in dumped, dumped
     assert "Subject: Release me" in dumped and "Hello Bob," in dumped and "hidden@example.net" not in dumped
     assert ".leading dot" in dumped and "..leading dot" not in dumped  # dot-stuffed on the wire, and back
+
+
+def test_release_speaks_mailpits_description() -> None:
+    from .test_swagger import SWAGGER, _spec
+
+    if SWAGGER is None:
+        pytest.skip("Mailpit's swagger.json is not beside the repository")
+    operation = _spec()["paths"]["/api/v1/message/{ID}/release"]["post"]
+    body = next(p for p in operation["parameters"] if p["in"] == "body")
+    assert body["schema"]["required"] == ["To"] and body["schema"]["properties"]["To"]["type"] == "array"
+    assert operation["produces"] == ["text/plain"] and set(operation["responses"]) == {"200", "400", "404"}

@@ -95,7 +95,7 @@ def attach(args: argparse.Namespace, plan: Plan) -> None:
         inbox, catcher = open_inbox(plan.backend.path)
     except Exception as err:  # OSError, sqlite3.Error: the index cannot be made
         raise RuntimeFailure(f"cannot open the inbox's index in {plan.backend.path}: {err}") from None
-    web = WebInbox(inbox, host, port, auth=args.web_auth, relay=relay)
+    web = WebInbox(inbox, host, port, auth=args.web_auth, relay=relay, catcher=catcher)
     plan.backend = catcher
     plan.config = web.hook(plan.config)
     plan.companions = (*plan.companions, web)

@@ -2,7 +2,8 @@
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
 ``messages.py``, ``message.py``, ``view.py``, ``watch.py`` and
-``release.py`` (with ``relay``, the server released messages go to), and here
+``release.py`` (with ``relay``, the server released messages go to) and
+``send.py`` (storing through ``catcher``, the SMTP side's), and here
 ``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
 outermost first:
 
@@ -36,10 +37,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..inbox import Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
+from ..inbox import Catcher, Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
 from ..inbox.release import ReleaseRelay
-from . import message, messages, params, release, view, watch
+from . import message, messages, params, release, send, view, watch
 from .hosts import is_loopback
 from .messages import INBOX
 
@@ -166,10 +167,12 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
-             local_only: bool = False, relay: ReleaseRelay | None = None) -> web.Application:
+             local_only: bool = False, relay: ReleaseRelay | None = None,
+             catcher: Catcher | None = None) -> web.Application:
     """The application serving ``inbox``; ``auth``: (user, password) for
     basic auth; ``local_only``: only requests for a loopback host (403);
-    ``relay``: where ``release`` sends (None: releasing is refused, 400)."""
+    ``relay``: where ``release`` sends (None: releasing is refused, 400);
+    ``catcher``: what ``send`` stores through (None: one of its own)."""
     middlewares: list[Middleware] = [_errors]
     if auth is not None:
         middlewares.insert(0, _basic_auth(f"{auth[0]}:{auth[1]}".encode()))
@@ -181,7 +184,8 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     app[watch.STREAMS] = watch.Streams()
     if relay is not None:
         app[release.RELAY] = relay
-    for table in (messages.routes, message.routes, view.routes, watch.routes, release.routes):
+    app[send.CATCHER] = catcher if catcher is not None else Catcher(inbox)
+    for table in (messages.routes, message.routes, view.routes, watch.routes, release.routes, send.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)
