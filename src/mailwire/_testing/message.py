@@ -39,19 +39,20 @@ __all__ = ["CaughtMessage", "Headers"]
 class Headers(Mapping[str, str]):
     """A message's header fields, by name in any case: ``headers["subject"]``
     is the first field's value (encoded words decoded, folding undone);
-    ``get_all(name)`` every one's, in order."""
+    ``get_all(name)`` every one's, in order; iterating gives each name
+    once, as first written."""
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
         self.pairs = tuple(pairs)
-        self._first: dict[str, str] = {}
+        self._first: dict[str, tuple[str, str]] = {}  # by lower-case name: (name as written, value)
         for name, value in self.pairs:
-            self._first.setdefault(name.lower(), value)
+            self._first.setdefault(name.lower(), (name, value))
 
     def __getitem__(self, name: str) -> str:
-        return self._first[name.lower()]
+        return self._first[name.lower()][1]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._first)
+        return (written for written, _ in self._first.values())
 
     def __len__(self) -> int:
         return len(self._first)
