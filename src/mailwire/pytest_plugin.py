@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["smtp_server", "smtp_messages", "smtp_mail", "mail_address", "inbox_client", "DOMAIN"]
 
 DOMAIN = "mailwire.test"  # a reserved name (RFC 2606): mail to it never leaves by mistake
-_RUN = pytest.StashKey[str]()
+_RUN = pytest.StashKey[tuple[str, str]]()  # (the run's token, the xdist worker's ID or "main")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,8 +59,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "mailwire_server(handler=None, **config): how the smtp_server fixture builds its server",
     )
-    # One token per run, shared by pytest-xdist's workers (they get the run's ID).
-    config.stash[_RUN] = os.environ.get("PYTEST_XDIST_TESTRUNUID") or secrets.token_hex(8)
+    # One token per run, shared by pytest-xdist's workers (each gets the run's
+    # ID and its own in ``workerinput``; the environment would also reach a
+    # pytest run started inside a worker, which is another run).
+    worker = getattr(config, "workerinput", None)
+    if isinstance(worker, dict) and "testrunuid" in worker:
+        config.stash[_RUN] = (str(worker["testrunuid"]), str(worker.get("workerid", "gw")))
+    else:
+        config.stash[_RUN] = (secrets.token_hex(8), "main")
 
 
 @pytest.fixture
@@ -90,9 +96,8 @@ def smtp_mail(smtp_server: ServerThread) -> ServerMail:
 @pytest.fixture
 def mail_address(request: pytest.FixtureRequest) -> str:
     """An address for this test alone: its node ID and the run, hashed, and the xdist worker."""
-    run = request.config.stash.get(_RUN, "")
+    run, worker = request.config.stash.get(_RUN, ("", "main"))
     digest = hashlib.blake2b(f"{run}\0{request.node.nodeid}".encode(), digest_size=5).hexdigest()
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return f"t-{digest}-{worker}@{DOMAIN}".lower()
 
 

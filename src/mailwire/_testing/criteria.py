@@ -23,10 +23,13 @@ ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..inbox.query import Query, Term, parse
 from .message import CaughtMessage
 from .reading import read_html
+
+if TYPE_CHECKING:
+    from ..inbox.query import Term
 
 __all__ = ["Criteria"]
 
@@ -89,19 +92,23 @@ class Criteria:
     subject: str | None = None
     query: str | None = None
 
-    def local_query(self) -> Query:
-        """``query`` parsed for answering here; ValueError (a ``QueryError``)
-        if it does not parse or asks what only a store knows."""
-        parsed = parse(self.query or "")
-        refused = sorted({t.field for t in parsed.terms if t.field in _STORE_ONLY})
+    def local_query(self) -> tuple[Term, ...]:
+        """``query`` parsed for answering here, its terms; ValueError (a
+        ``QueryError``) if it does not parse or asks what only a store knows."""
+        if not self.query:
+            return ()
+        from ..inbox.query import parse  # only here: the store's import costs a run without queries
+
+        terms = parse(self.query).terms
+        refused = sorted({t.field for t in terms if t.field in _STORE_ONLY})
         if refused:
             names = ", ".join(f"{name}:" for name in refused)
             raise ValueError(f"{names} in {self.query!r} is answered by a catcher's store (InboxClient), "
                              "not by an in-process server")
-        return parsed
+        return terms
 
-    def matches(self, message: CaughtMessage, query: Query) -> bool:
-        """Whether ``message`` is the one (``query``: ``local_query()``)."""
+    def matches(self, message: CaughtMessage, terms: tuple[Term, ...]) -> bool:
+        """Whether ``message`` is the one (``terms``: ``local_query()``)."""
         if self.to is not None:
             wanted = self.to.lower()
             if not any(wanted in r.lower() for r in message.to) and wanted not in _fields(message, ("to", "cc")):
@@ -110,7 +117,7 @@ class Criteria:
             return False
         if self.subject is not None and self.subject.lower() not in message.subject.lower():
             return False
-        return all(_holds(term, message) != term.negate for term in query.terms)
+        return all(_holds(term, message) != term.negate for term in terms)
 
     def as_query(self) -> str:
         """The criteria as one query in Mailpit's syntax, for a server."""

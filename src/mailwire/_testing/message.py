@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from email.message import EmailMessage, Message
 from functools import cached_property
 
-from ..inbox.mime import header_text
 from ..server.envelope import Envelope
 from .codes import find_code
 from .reading import bare_urls, read_html, unique_links
@@ -68,6 +67,8 @@ def _pairs(parsed: EmailMessage, raw: bytes) -> list[tuple[str, str]]:
     try:
         return [(name, " ".join(str(value).split())) for name, value in parsed.items()]
     except Exception:  # a field policy.default cannot parse: take every one as written
+        from ..inbox.mime import header_text  # only here: the store's import costs a plain test run
+
         plain = email.message_from_bytes(raw, policy=email.policy.compat32)
         return [(name, " ".join(header_text(value).split())) for name, value in plain.items()]
 
