@@ -80,6 +80,19 @@ def test_a_message_arriving_during_the_wait(catching: Catching) -> None:
     assert client.waits is (catching.web.app.middlewares[0] is not like_mailpit)
 
 
+def test_a_long_wait_asks_again_after_each_round(catching: Catching) -> None:
+    client = InboxClient(catching.url)
+    client.wait_round = 0.1  # the server's most is 300 s: a wait longer than that takes rounds
+    later = threading.Timer(0.5, catching.send, (mail("Slow"),))
+    later.start()
+    try:
+        assert client.wait_for(subject="slow", timeout=TIMEOUT).subject == "Slow"
+    finally:
+        later.join(TIMEOUT)
+    with pytest.raises(AssertionError, match=r"no message subject='never' arrived within 0.35 s; 1 message"):
+        client.wait_for(subject="never", timeout=0.35)
+
+
 def test_a_timeout_lists_what_did_arrive(catching: Catching) -> None:
     client = InboxClient(catching.url)
     catching.send(mail("Welcome"), to=("bob@example.org",))

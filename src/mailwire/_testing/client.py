@@ -79,6 +79,8 @@ class InboxClient(CaughtMail):
     ``to``: see only the mail to this address (``scoped``); ``poll``:
     seconds between searches where the server cannot wait."""
 
+    wait_round = 300.0  # seconds one /api/v1/wait may ask for (mailwire's most); a longer wait asks again
+
     def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 30.0,
                  to: str | None = None, poll: float = 0.1) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -187,16 +189,19 @@ class InboxClient(CaughtMail):
         """See ``CaughtMail.wait_for``; ``to`` defaults to the scope's."""
         criteria = Criteria(to if to is not None else self.to, sender, subject, query)
         text = criteria.as_query()
-        if self.waits is not False:
-            status, body = self._request("GET", "/api/v1/wait", {"query": text, "timeout": f"{timeout:g}"},
-                                         timeout=timeout + self.timeout, ok=(404, 408))
-            if status == 200:
-                self.waits = True
-                return self._caught(json.loads(body))
-            if status == 408:
-                raise self._timed_out(criteria, timeout)
-            self.waits = False  # Mailpit: no such route
         deadline = time.monotonic() + timeout
+        while self.waits is not False:
+            wait = min(max(deadline - time.monotonic(), 0.0), self.wait_round)
+            status, body = self._request("GET", "/api/v1/wait", {"query": text, "timeout": f"{wait:g}"},
+                                         timeout=wait + self.timeout, ok=(404, 408))
+            if status == 404:
+                self.waits = False  # Mailpit: no such route
+                break
+            self.waits = True
+            if status == 200:
+                return self._caught(json.loads(body))
+            if time.monotonic() >= deadline:
+                raise self._timed_out(criteria, timeout)
         while True:
             found = self.scoped(None).summaries(text or None, limit=1)
             if found["messages"]:
