@@ -219,3 +219,25 @@ def test_parallel_tests_never_see_each_others_mail(pytester: pytest.Pytester, tm
         assert len(json.loads(running.get("/api/v1/messages").body)["messages"]) == 4
     finally:
         stop_catching(running)
+
+
+def test_the_inbox_client_fixture_takes_the_url_from_the_environment(
+        pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = start_catching(tmp_path / "mail")
+    try:
+        monkeypatch.setenv("MAILWIRE_URL", running.url)
+        monkeypatch.setenv("CATCHER_SMTP_PORT", str(running.smtp.port))
+        pytester.makepyfile(test_env="""
+            import os
+            import smtplib
+
+            def test_reset(mail_address, inbox_client):
+                assert inbox_client.to == mail_address
+                with smtplib.SMTP("127.0.0.1", int(os.environ["CATCHER_SMTP_PORT"]), timeout=10) as client:
+                    client.sendmail("app@example.com", [mail_address],
+                                    f"To: {mail_address}\\r\\nSubject: Reset\\r\\n\\r\\nPIN: 8080\\r\\n".encode())
+                assert inbox_client.wait_for(timeout=10).code() == "8080"
+        """)
+        pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    finally:
+        stop_catching(running)
