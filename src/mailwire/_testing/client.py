@@ -25,6 +25,7 @@ message of its JSON error.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import socket
 import time
@@ -99,8 +100,8 @@ class InboxClient(CaughtMail):
 
     def scoped(self, to: str | None) -> InboxClient:
         """This client, seeing only the mail to ``to`` (None: all)."""
-        scoped = InboxClient(self.url, auth=self.auth, timeout=self.timeout, to=to, poll=self.poll)
-        scoped.waits = self.waits
+        scoped = copy.copy(self)  # its settings, and what it learnt of the server
+        scoped.to = to
         return scoped
 
     # -- HTTP --------------------------------------------------------------------------------
