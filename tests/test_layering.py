@@ -366,7 +366,7 @@ def test_mailwire_and_its_cli_import_without_the_web_stack() -> None:
 # much as any. The package root (``mailwire/__init__``, the public names,
 # drivers included) is above every part of the library: it imports them.
 
-ADAPTERS = {"smtplib", "smtpd", "testing", "pytest_plugin", "django", "django_sending"}
+ADAPTERS = {"smtplib", "smtpd", "testing", "_testing", "pytest_plugin", "django", "django_sending"}
 _ABOVE_THE_LIBRARY = {"cli", "mailwire"} | ADAPTERS  # "mailwire": a name from the package root
 LAYOUT_RULES = {
     # part: (what it may not import, why)

@@ -1,4 +1,4 @@
-"""pytest fixtures: a real SMTP server per test, and what it received.
+"""pytest fixtures: a real SMTP server per test, what it received, and waiting for mail.
 
 Registered through the ``pytest11`` entry point, so installing mailwire makes
 the fixtures available everywhere; disable with ``-p no:mailwire``. The
@@ -12,19 +12,46 @@ that does not use them is not affected.
 ``messages``, the envelopes it accepted. Configure the server of one test
 with the marker ``@pytest.mark.mailwire_server(handler=None, **config)``,
 which takes ``run_server``'s arguments (ServerConfig fields, ``grace`` ...).
+
+``smtp_mail``: ``smtp_server.mail`` (a ``mailwire.testing.ServerMail``):
+``smtp_mail.wait_for(to=..., sender=..., subject=..., query=...,
+timeout=...)`` gives a ``CaughtMessage`` (``.text``, ``.html``,
+``.links``, ``.link(containing=...)``, ``.code()``).
+
+``mail_address``: an address unique to this test and this run
+(``t-<hash of the run and the test's node ID>-<xdist worker>@mailwire.test``),
+so tests that share a catcher, in parallel or one run after another, never
+take each other's mail. ``inbox_client``: a ``mailwire.testing.InboxClient``
+for a catcher running elsewhere (``mailwire serve``, Mailpit), at
+``--mailwire-url`` or ``$MAILWIRE_URL``, seeing only the mail to
+``mail_address``; a test that asks for it is skipped when no URL is given.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import Messages, ServerThread
+    from .testing import InboxClient, Messages, ServerMail, ServerThread
 
-__all__ = ["smtp_server", "smtp_messages"]
+__all__ = ["smtp_server", "smtp_messages", "smtp_mail", "mail_address", "inbox_client", "DOMAIN"]
+
+DOMAIN = "mailwire.test"  # a reserved name (RFC 2606): mail to it never leaves by mistake
+_RUN = pytest.StashKey[tuple[str, str]]()  # (the run's token, the xdist worker's ID or "main")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("mailwire").addoption(
+        "--mailwire-url", default=None, metavar="URL",
+        help="the HTTP API of a running mailwire serve or Mailpit, for the inbox_client fixture "
+             "(default: $MAILWIRE_URL)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,6 +59,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "mailwire_server(handler=None, **config): how the smtp_server fixture builds its server",
     )
+    # One token per run, shared by pytest-xdist's workers (each gets the run's
+    # ID and its own in ``workerinput``; the environment would also reach a
+    # pytest run started inside a worker, which is another run).
+    worker = getattr(config, "workerinput", None)
+    if isinstance(worker, dict) and "testrunuid" in worker:
+        config.stash[_RUN] = (str(worker["testrunuid"]), str(worker.get("workerid", "gw")))
+    else:
+        config.stash[_RUN] = (secrets.token_hex(8), "main")
 
 
 @pytest.fixture
@@ -50,3 +85,29 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
 def smtp_messages(smtp_server: ServerThread) -> Messages:
     """The messages ``smtp_server`` accepted (live, thread-safe)."""
     return smtp_server.messages
+
+
+@pytest.fixture
+def smtp_mail(smtp_server: ServerThread) -> ServerMail:
+    """The mail ``smtp_server`` caught, to wait for and read (``ServerMail``)."""
+    return smtp_server.mail
+
+
+@pytest.fixture
+def mail_address(request: pytest.FixtureRequest) -> str:
+    """An address for this test alone: its node ID and the run, hashed, and the xdist worker."""
+    run, worker = request.config.stash.get(_RUN, ("", "main"))
+    digest = hashlib.blake2b(f"{run}\0{request.node.nodeid}".encode(), digest_size=5).hexdigest()
+    return f"t-{digest}-{worker}@{DOMAIN}".lower()
+
+
+@pytest.fixture
+def inbox_client(request: pytest.FixtureRequest, mail_address: str) -> InboxClient:
+    """The running catcher at ``--mailwire-url`` (or ``$MAILWIRE_URL``),
+    seeing the mail to ``mail_address`` only; the test is skipped without one."""
+    url = request.config.getoption("mailwire_url") or os.environ.get("MAILWIRE_URL")
+    if not url:
+        pytest.skip("no running catcher to ask: give --mailwire-url URL or set MAILWIRE_URL")
+    from .testing import InboxClient
+
+    return InboxClient(url, to=mail_address)

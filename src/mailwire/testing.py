@@ -22,6 +22,12 @@ reads, waits (``wait_for``) or empties it (``clear``). Leaving the ``with``
 block stops the server (open connections get ``grace`` seconds, then 421),
 ends the event loop, joins the thread and so releases the port.
 
+To wait for one message and read it (its text, links, one-time code),
+``server.mail.wait_for(to=..., subject=...)`` gives a ``CaughtMessage``;
+``InboxClient(url)`` is the same over the HTTP API of a catcher running
+elsewhere (``mailwire serve`` or Mailpit). They live in
+``mailwire._testing`` and are exported here.
+
 ``ServerThread`` is the one "server in a thread" of mailwire: the pytest
 fixtures ``smtp_server`` and ``smtp_messages`` (``mailwire.pytest_plugin``)
 are this, one server per test; ``mailwire.smtpd.run_in_thread`` and
@@ -44,8 +50,14 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope
 from .server.session import Backend, Delivered, Handler
+from ._testing.client import InboxClient, InboxError
+from ._testing.message import CaughtMessage, Headers
+from ._testing.waiting import CaughtMail, ServerMail
 
-__all__ = ["Messages", "ServerThread", "run_server"]
+__all__ = [
+    "Messages", "ServerThread", "run_server",
+    "CaughtMessage", "Headers", "CaughtMail", "ServerMail", "InboxClient", "InboxError",
+]
 
 
 class Messages(Sequence[Envelope]):
@@ -138,7 +150,8 @@ class ServerThread:
     listens on TCP at ``host`` (None: not on TCP), on the Unix socket
     ``unix_path`` if given, and on the listening socket ``sock`` if given
     (closed when the server stops). ``record=False`` keeps no ``messages``
-    (a long-running server must not collect them). ``loop_factory`` makes
+    (a long-running server must not collect them). ``mail`` is the
+    messages read for a test: ``mail.wait_for(to=..., subject=...)``. ``loop_factory`` makes
     the event loop (``uvloop.new_event_loop``, say). ``start()``/``stop()``
     or ``with``. After ``start``, ``port`` is the bound TCP port.
 
@@ -166,6 +179,7 @@ class ServerThread:
             raise TypeError("give either a ServerConfig or settings, not both")
         settings = given if given is not None else ServerConfig(**{"hostname": "localhost", **config})
         self.messages = Messages()
+        self.mail = ServerMail(self.messages)
         if record:
             hook = self.messages.record
             settings = replace(settings, on_delivered=hook if settings.on_delivered is None

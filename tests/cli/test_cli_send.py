@@ -198,37 +198,57 @@ def test_progress_lines_when_stderr_is_not_a_terminal() -> None:
     assert len(lines) <= 11  # every 10%, not every message
 
 
+def _on_a_terminal(command: list[str]) -> tuple[int, str, str]:
+    """Run ``command`` with its stderr a pseudo-terminal: (exit code, what it drew there, stdout)."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        stdout = proc.communicate(timeout=30)[0].decode()
+    finally:
+        os.close(master)
+    return proc.returncode, seen.decode("utf-8", "replace"), stdout
+
+
 def test_progress_bar_on_a_terminal() -> None:
     """stderr is a pseudo-terminal: tqdm draws its bar there (rate, count)."""
     with run_server() as server:
-        master, slave = os.openpty()
-        try:
-            proc = subprocess.Popen(
-                [*SEND, *at(server), "--from", ALICE, "--to", BOB, "--body", "x", "--repeat", "300"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-            )
-            os.close(slave)
-            seen = b""
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([master], [], [], 0.5)
-                if ready:
-                    try:
-                        chunk = os.read(master, 65536)
-                    except OSError:  # EIO: the child closed its end
-                        break
-                    if not chunk:
-                        break
-                    seen += chunk
-                elif proc.poll() is not None:
-                    break
-            stdout = proc.communicate(timeout=30)[0].decode()
-        finally:
-            os.close(master)
-    assert proc.returncode == 0
-    bar = seen.decode("utf-8", "replace")
+        code, bar, stdout = _on_a_terminal(
+            [*SEND, *at(server), "--from", ALICE, "--to", BOB, "--body", "x", "--repeat", "300"])
+    assert code == 0
     assert "300/300" in bar and "msg/s" in bar and "100%" in bar and "sending" in bar, bar
     assert "\r" in bar  # redrawn in place, not line after line
+    assert "accepted 300," in stdout
+
+
+# mailwire send as a Python without tqdm runs it: tqdm is the progress extra, not a dependency.
+WITHOUT_TQDM = [sys.executable, "-c",
+                "import sys; sys.modules['tqdm'] = None; from mailwire.cli.main import main; sys.exit(main())"]
+
+
+def test_progress_lines_on_a_terminal_without_tqdm() -> None:
+    """Without the progress extra, a terminal gets the plain lines instead of the bar."""
+    with run_server() as server:
+        code, drawn, stdout = _on_a_terminal(
+            [*WITHOUT_TQDM, "send", *at(server), "--from", ALICE, "--to", BOB, "--body", "x", "--repeat", "300"])
+    assert code == 0, drawn
+    lines = drawn.splitlines()
+    assert lines and all(re.fullmatch(r"sent \d+/300 \(\d+%\), \d+ msg/s", line) for line in lines), lines
+    assert lines[-1].startswith("sent 300/300 (100%)") and "\r" not in drawn.replace("\r\n", "")
     assert "accepted 300," in stdout
 
 

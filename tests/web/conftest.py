@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.typedefs import Middleware
 
 from mailwire.inbox import Catcher, Inbox
 from mailwire.inbox.release import ReleaseRelay
@@ -93,12 +94,14 @@ def mail(subject: str = "Hello", *, sender: str = "Alice <alice@example.com>", t
 
 
 def start_catching(path: Path, auth: tuple[str, str] | None = None, relay: ReleaseRelay | None = None,
-                   **config: Any) -> Catching:
+                   middlewares: tuple[Middleware, ...] = (), **config: Any) -> Catching:
+    """``middlewares`` go first on the web app (a test may change what it answers)."""
     inbox = Inbox(path)
     catcher = Catcher(inbox)
     smtp = ServerThread(catcher, record=False, **config)
     smtp.start()
     web = WebInbox(inbox, "127.0.0.1", 0, auth=auth, relay=relay, catcher=catcher)
+    web.app.middlewares[:0] = middlewares
     assert smtp.loop is not None
     asyncio.run_coroutine_threadsafe(web.start(), smtp.loop).result(TIMEOUT)
     return Catching(smtp, web, inbox)

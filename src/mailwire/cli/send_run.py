@@ -10,8 +10,8 @@ two batches per connection are in flight, so memory stays flat however many
 messages there are. When a connection fails mid-run the server is checked
 again; if it cannot be reached any more, the rest is not sent.
 
-Output: a tqdm progress bar on stderr when it is a terminal, else a plain line
-every 10% or 5 s; then a summary on stdout (messages accepted, refused
+Output: a tqdm progress bar on stderr when it is a terminal and tqdm is
+installed (the ``progress`` extra), else a plain line every 10% or 5 s; then a summary on stdout (messages accepted, refused
 recipients grouped by reply, connection errors apart). Exit codes: 0 every
 message accepted by every recipient, 1 anything else, 3 the server could not
 be reached (2, a mistake in the arguments, is ``send``'s). All of it runs
@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..client.aio import AsyncLMTPClient, AsyncSMTPClient
 from ..client.pool import LMTPPool, PoolClosed, SMTPPool
@@ -45,6 +45,9 @@ from ..errors import (
     NotSupportedError, RecipientsRefused, RemoteProtocolError, SMTPError, TLSRequiredError,
 )
 from ..reply import Reply
+
+if TYPE_CHECKING:
+    from tqdm import tqdm as Tqdm
 
 __all__ = ["Outgoing", "Item", "Plan", "Tally", "execute"]
 
@@ -224,11 +227,9 @@ class _Silent:
 
 
 class _Bar:
-    """tqdm's bar with rate and ETA, for a terminal."""
+    """tqdm's bar with rate and ETA, for a terminal (``tqdm`` is the tqdm class)."""
 
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm  # only here: a plain run never pays for the import
-
+    def __init__(self, total: int, tqdm: type[Tqdm[Any]]) -> None:
         try:
             width = os.get_terminal_size(sys.stderr.fileno()).columns
         except OSError:
@@ -269,9 +270,20 @@ class _Lines:
 
 
 def _progress(plan: Plan) -> _Progress:
+    """The bar on a terminal when tqdm is installed: it is an extra
+    (``mailwire[progress]``), so the library keeps no run-time dependency;
+    without it a terminal gets the plain lines. Imported only here: a run
+    that shows no bar never pays for the import."""
     if plan.quiet or plan.total < 2:
         return _Silent()
-    return _Bar(plan.total) if sys.stderr.isatty() else _Lines(plan.total)
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return _Bar(plan.total, tqdm)
+    return _Lines(plan.total)
 
 
 # -- sending --------------------------------------------------------------------------------
