@@ -12,6 +12,11 @@ that does not use them is not affected.
 ``messages``, the envelopes it accepted. Configure the server of one test
 with the marker ``@pytest.mark.mailwire_server(handler=None, **config)``,
 which takes ``run_server``'s arguments (ServerConfig fields, ``grace`` ...).
+``smtp_chaos``: the ``mailwire.server.chaos.Chaos`` of ``smtp_server``
+(asking for it gives the server one), to make it fail on purpose:
+``smtp_chaos.fail("rcpt", 451, times=2, match="*@flaky.test")``; a
+``mailwire serve`` in another process is told the same over its API with
+``mailwire.chaos_client.RemoteChaos``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from .server.chaos import Chaos
     from .testing import Messages, ServerThread
 
-__all__ = ["smtp_server", "smtp_messages"]
+__all__ = ["smtp_server", "smtp_messages", "smtp_chaos"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +48,10 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     marker = request.node.get_closest_marker("mailwire_server")
     args = marker.args if marker is not None else ()
     kwargs = marker.kwargs if marker is not None else {}
+    if "smtp_chaos" in request.fixturenames and kwargs.get("chaos") is None and "config" not in kwargs:
+        from .server.chaos import Chaos
+
+        kwargs = {**kwargs, "chaos": Chaos()}
     with run_server(*args, **kwargs) as server:
         yield server
 
@@ -50,3 +60,13 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
 def smtp_messages(smtp_server: ServerThread) -> Messages:
     """The messages ``smtp_server`` accepted (live, thread-safe)."""
     return smtp_server.messages
+
+
+@pytest.fixture
+def smtp_chaos(smtp_server: ServerThread) -> Chaos:
+    """The failures ``smtp_server`` injects (none until the test asks):
+    ``smtp_chaos.fail(stage, code, times=..., probability=..., match=...)``."""
+    chaos = smtp_server.server.config.chaos
+    if chaos is None:
+        raise pytest.UsageError("smtp_chaos needs a server with chaos: the marker's config= has none")
+    return chaos
