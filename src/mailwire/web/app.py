@@ -1,7 +1,8 @@
 """The web application: Mailpit's API v1 routes over an ``Inbox``, with errors and auth.
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
-``messages.py``, ``message.py``, ``view.py`` and ``watch.py``, and here
+``messages.py``, ``message.py``, ``view.py``, ``watch.py`` and ``chaos.py``
+(given the SMTP server's ``Chaos``), and here
 ``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
 outermost first:
 
@@ -37,6 +38,8 @@ from aiohttp.typedefs import Middleware
 
 from ..inbox import Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
+from ..server.chaos import Chaos
+from . import chaos as chaos_routes
 from . import message, messages, params, view, watch
 from .hosts import is_loopback
 from .messages import INBOX
@@ -152,10 +155,10 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def webui(request: web.Request) -> web.Response:
-    """Mailpit's WebUIConfiguration: no relay, chaos or SpamAssassin here (yet)."""
+    """Mailpit's WebUIConfiguration: no relay or SpamAssassin here (yet)."""
     relay = {"Enabled": False, "SMTPServer": "", "AllowedRecipients": "", "BlockedRecipients": "",
              "ReturnPath": "", "OverrideFrom": "", "PreserveMessageIDs": False}
-    return web.json_response({"Label": "", "MessageRelay": relay, "SpamAssassin": False, "ChaosEnabled": False,
+    return web.json_response({"Label": "", "MessageRelay": relay, "SpamAssassin": False, "ChaosEnabled": request.app.get(chaos_routes.CHAOS) is not None,
                               "DuplicatesIgnored": False, "HideDeleteAllButton": False})
 
 
@@ -165,9 +168,10 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
-             local_only: bool = False) -> web.Application:
+             local_only: bool = False, chaos: Chaos | None = None) -> web.Application:
     """The application serving ``inbox``; ``auth``: (user, password) for
-    basic auth; ``local_only``: only requests for a loopback host (403)."""
+    basic auth; ``local_only``: only requests for a loopback host (403);
+    ``chaos``: the SMTP server's injected failures, for ``/api/v1/chaos``."""
     middlewares: list[Middleware] = [_errors]
     if auth is not None:
         middlewares.insert(0, _basic_auth(f"{auth[0]}:{auth[1]}".encode()))
@@ -177,7 +181,8 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     app[INBOX] = inbox
     app[STATS] = stats or Stats()
     app[watch.STREAMS] = watch.Streams()
-    for table in (messages.routes, message.routes, view.routes, watch.routes):
+    app[chaos_routes.CHAOS] = chaos
+    for table in (messages.routes, message.routes, view.routes, watch.routes, chaos_routes.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .._aio.accepting import stop_accepting
 from ..inbox import Catcher, Inbox
+from ..server.chaos import Chaos
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from .app import Stats, make_app
@@ -48,14 +49,18 @@ def open_inbox(maildir: str) -> tuple[Inbox, Catcher]:
 
 class WebInbox:
     """Mailpit's API v1 over ``inbox``, served on ``host:port`` (port 0: a
-    free one) once started; ``auth``: (user, password) for basic auth."""
+    free one) once started; ``auth``: (user, password) for basic auth;
+    ``chaos``: the failures the SMTP server injects, set over the API
+    (``hook`` gives them to the server)."""
 
-    def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None,
+                 chaos: Chaos | None = None) -> None:
         self.inbox = inbox
         self.host = host
         self.port = port
         self.stats = Stats()
-        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host))
+        self.chaos = chaos
+        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host), chaos=chaos)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -64,7 +69,10 @@ class WebInbox:
         return _url((self.host, self.port)).removeprefix("http://").rstrip("/")
 
     def hook(self, config: ServerConfig) -> ServerConfig:
-        """``config`` with ``on_delivered`` also counting for ``info``."""
+        """``config`` with ``on_delivered`` also counting for ``info``, and
+        with this inbox's ``chaos`` (if it has one)."""
+        if self.chaos is not None:
+            config = replace(config, chaos=self.chaos)
         earlier = config.on_delivered
         if earlier is None:
             return replace(config, on_delivered=self.stats.delivered)
