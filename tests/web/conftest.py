@@ -95,7 +95,7 @@ def start_catching(path: Path, auth: tuple[str, str] | None = None, **config: An
     inbox = Inbox(path)
     smtp = ServerThread(Catcher(inbox), record=False, **config)
     smtp.start()
-    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth)
+    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth, chaos=config.get("chaos"))
     assert smtp.loop is not None
     asyncio.run_coroutine_threadsafe(web.start(), smtp.loop).result(TIMEOUT)
     return Catching(smtp, web, inbox)
