@@ -207,6 +207,11 @@ class Inbox:
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these messages (files and rows); how many there were."""
         self.flush()
+        return self._delete(ids)
+
+    def _delete(self, ids: Iterable[str]) -> int:
+        """``delete`` without the flush: the indexer's own thread prunes
+        through it (a flush there would wait for itself)."""
         removed = self.index.remove(list(ids))
         for _, path in removed:
             try:
@@ -266,10 +271,14 @@ class Inbox:
 
     def prune(self) -> int:
         """Apply retention now; how many messages went."""
+        self.flush()
+        return self._prune()
+
+    def _prune(self) -> int:
         if self.max_messages is None and self.max_age is None:
             return 0
         before = time.time() - self.max_age if self.max_age is not None else None
-        return self.delete(self.index.oldest(self.max_messages, before))
+        return self._delete(self.index.oldest(self.max_messages, before))
 
     def sync(self) -> tuple[int, int]:
         """Bring the index in line with the Maildir: (added, dropped)."""
@@ -315,7 +324,7 @@ class Inbox:
             except FileNotFoundError:
                 continue  # read (moved to cur/) or deleted already: the next sync finds it
         if any(seq is not None for seq in self.index.add_many(items)):
-            self.prune()
+            self._prune()  # in the indexer's thread: no flush
             self._notify()
 
     # -- waiting for mail --------------------------------------------------------------
