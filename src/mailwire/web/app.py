@@ -1,7 +1,7 @@
 """The web application: Mailpit's API v1 routes over an ``Inbox``, with errors and auth.
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
-``messages.py``, ``message.py``, ``view.py``, ``watch.py`` and ``chaos.py``
+``messages.py``, ``message.py``, ``view.py``, ``watch.py``, ``tags.py`` and ``chaos.py``
 (given the SMTP server's ``Chaos``), and here
 ``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
 outermost first:
@@ -41,6 +41,7 @@ from ..server.envelope import Envelope
 from ..server.chaos import Chaos
 from . import chaos as chaos_routes
 from . import message, messages, params, view, watch
+from . import tags as tag_routes
 from .hosts import is_loopback
 from .messages import INBOX
 
@@ -182,7 +183,7 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     app[STATS] = stats or Stats()
     app[watch.STREAMS] = watch.Streams()
     app[chaos_routes.CHAOS] = chaos
-    for table in (messages.routes, message.routes, view.routes, watch.routes, chaos_routes.routes):
+    for table in (messages.routes, message.routes, view.routes, watch.routes, tag_routes.routes, chaos_routes.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)
