@@ -96,11 +96,11 @@ class Chaos:
 
     def __init__(self, faults: Iterable[Fault] = (), *, seed: int | None = None) -> None:
         self._lock = threading.Lock()
-        self._faults: tuple[Fault, ...] = ()
-        self._fired: list[int] = []
-        self._stages: frozenset[str] = frozenset()
-        self.seed = seed
-        self._random = random.Random(seed)
+        self._faults: tuple[Fault, ...]
+        self._fired: list[int]  # per fault, under the lock
+        self._stages: frozenset[str]  # those with a fault: the others answer without the lock
+        self.seed: int | None
+        self._random: random.Random
         self.replace(faults, seed=seed)
 
     @property
