@@ -15,22 +15,25 @@ which takes ``run_server``'s arguments (ServerConfig fields, ``grace`` ...).
 ``smtp_chaos``: the ``mailwire.server.chaos.Chaos`` of ``smtp_server``
 (asking for it gives the server one), to make it fail on purpose:
 ``smtp_chaos.fail("rcpt", 451, times=2, match="*@flaky.test")``; a
-``mailwire serve`` in another process is told the same over its API with
-``mailwire.chaos_client.RemoteChaos``.
+``mailwire serve`` in another process is told the same over its API:
+``remote_chaos(url)`` is a ``mailwire.chaos_client.RemoteChaos`` whose
+failures are turned off after the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from .chaos_client import RemoteChaos
     from .server.chaos import Chaos
     from .testing import Messages, ServerThread
 
-__all__ = ["smtp_server", "smtp_messages", "smtp_chaos"]
+__all__ = ["smtp_server", "smtp_messages", "smtp_chaos", "remote_chaos"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,3 +73,21 @@ def smtp_chaos(smtp_server: ServerThread) -> Chaos:
     if chaos is None:
         raise pytest.UsageError("smtp_chaos needs a server with chaos: the marker's config= has none")
     return chaos
+
+
+@pytest.fixture
+def remote_chaos() -> Iterator[Callable[..., RemoteChaos]]:
+    """``remote_chaos(url, auth=None)``: the chaos of a running ``mailwire
+    serve`` (its web inbox's URL), over its API; every server it was asked
+    for has its failures turned off after the test."""
+    from .chaos_client import RemoteChaos
+
+    made: list[RemoteChaos] = []
+
+    def connect(url: str, **settings: Any) -> RemoteChaos:
+        made.append(RemoteChaos(url, **settings))
+        return made[-1]
+
+    yield connect
+    for remote in made:
+        remote.clear()

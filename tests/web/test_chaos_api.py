@@ -141,6 +141,23 @@ def test_remote_chaos_adds_failures_and_clears_them(chaotic: Catching) -> None:
     assert remote.triggers()["Recipient"] == OFF
 
 
+@pytest.fixture
+def checked_after(chaotic: Catching) -> Iterator[Catching]:
+    """``chaotic``, checked after the fixtures a test asked for later have gone."""
+    yield chaotic
+    chaos = chaotic.smtp.server.config.chaos
+    assert chaos is not None and chaos.faults == (), "remote_chaos left failures on"
+
+
+def test_the_remote_chaos_fixture_turns_failures_off_after_the_test(
+        checked_after: Catching, remote_chaos: Callable[..., RemoteChaos]) -> None:
+    remote_chaos(checked_after.url).fail("mail", 451, times=3)
+    with smtplib.SMTP(*checked_after.smtp.address, timeout=TIMEOUT) as client:
+        client.ehlo()
+        assert client.mail("a@example.org")[0] == 451
+    assert checked_after.get("/api/v1/chaos").json()["Sender"]["Fired"] == 1
+
+
 def _spec_error(*args: str) -> tuple[int, str]:
     done = subprocess.run([sys.executable, "-m", "mailwire", "serve", "--port", "0", *args],
                           capture_output=True, text=True, timeout=TIMEOUT)
