@@ -25,6 +25,13 @@ take each other's mail. ``inbox_client``: a ``mailwire.testing.InboxClient``
 for a catcher running elsewhere (``mailwire serve``, Mailpit), at
 ``--mailwire-url`` or ``$MAILWIRE_URL``, seeing only the mail to
 ``mail_address``; a test that asks for it is skipped when no URL is given.
+
+``smtp_chaos``: the ``mailwire.server.chaos.Chaos`` of ``smtp_server``
+(asking for it gives the server one), to make it fail on purpose:
+``smtp_chaos.fail("rcpt", 451, times=2, match="*@flaky.test")``; a
+``mailwire serve`` in another process is told the same over its API:
+``remote_chaos(url)`` is a ``mailwire.chaos_client.RemoteChaos`` whose
+failures are turned off after the test.
 """
 
 from __future__ import annotations
@@ -32,15 +39,19 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from .chaos_client import RemoteChaos
+    from .server.chaos import Chaos
     from .testing import InboxClient, Messages, ServerMail, ServerThread
 
-__all__ = ["smtp_server", "smtp_messages", "smtp_mail", "mail_address", "inbox_client", "DOMAIN"]
+__all__ = ["smtp_server", "smtp_messages", "smtp_mail", "mail_address", "inbox_client", "smtp_chaos", "remote_chaos",
+           "DOMAIN"]
 
 DOMAIN = "mailwire.test"  # a reserved name (RFC 2606): mail to it never leaves by mistake
 _RUN = pytest.StashKey[tuple[str, str]]()  # (the run's token, the xdist worker's ID or "main")
@@ -77,6 +88,10 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     marker = request.node.get_closest_marker("mailwire_server")
     args = marker.args if marker is not None else ()
     kwargs = marker.kwargs if marker is not None else {}
+    if "smtp_chaos" in request.fixturenames and kwargs.get("chaos") is None and "config" not in kwargs:
+        from .server.chaos import Chaos
+
+        kwargs = {**kwargs, "chaos": Chaos()}
     with run_server(*args, **kwargs) as server:
         yield server
 
@@ -111,3 +126,31 @@ def inbox_client(request: pytest.FixtureRequest, mail_address: str) -> InboxClie
     from .testing import InboxClient
 
     return InboxClient(url, to=mail_address)
+
+
+@pytest.fixture
+def smtp_chaos(smtp_server: ServerThread) -> Chaos:
+    """The failures ``smtp_server`` injects (none until the test asks):
+    ``smtp_chaos.fail(stage, code, times=..., probability=..., match=...)``."""
+    chaos = smtp_server.server.config.chaos
+    if chaos is None:
+        raise pytest.UsageError("smtp_chaos needs a server with chaos: the marker's config= has none")
+    return chaos
+
+
+@pytest.fixture
+def remote_chaos() -> Iterator[Callable[..., RemoteChaos]]:
+    """``remote_chaos(url, auth=None)``: the chaos of a running ``mailwire
+    serve`` (its web inbox's URL), over its API; every server it was asked
+    for has its failures turned off after the test."""
+    from .chaos_client import RemoteChaos
+
+    made: list[RemoteChaos] = []
+
+    def connect(url: str, **settings: Any) -> RemoteChaos:
+        made.append(RemoteChaos(url, **settings))
+        return made[-1]
+
+    yield connect
+    for remote in made:
+        remote.clear()

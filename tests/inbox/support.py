@@ -21,7 +21,9 @@ def message(subject: str = "Hello", *, sender: str = "Alice <alice@example.com>"
     if cc:
         msg["Cc"] = cc
     msg["Subject"] = subject
-    msg["Message-ID"] = f"<m{next(_counter)}@example.com>"
+    # Unique, and without digits: a search for a number (test_query's "42")
+    # must not find it in the Message-ID of whichever message came 42nd.
+    msg["Message-ID"] = f"<m{''.join('abcdefghij'[int(d)] for d in str(next(_counter)))}@example.com>"
     for name, value in (headers or {}).items():
         msg[name] = value
     msg.set_content(body)

@@ -102,6 +102,16 @@ def test_retention(tmp_path: Path) -> None:
         assert _subjects(inbox) == ["newest", "m3", "m2"] and len(os.listdir(tmp_path / "new")) == 3
 
 
+def test_retention_of_submitted_messages_prunes_in_the_indexer(tmp_path: Path) -> None:
+    # The catcher's way: names queued, indexed (and pruned) in the indexer's
+    # thread, where a flush would wait for itself (60 s, past the suite's timeout).
+    with Inbox(tmp_path, max_messages=3, index_delay=None) as inbox:
+        for n in range(6):
+            inbox.submit(store(str(tmp_path), message(f"q{n}"), when=time.time() - 60 + n))
+        assert _subjects(inbox) == ["q5", "q4", "q3"]
+        assert len(os.listdir(tmp_path / "new")) == 3
+
+
 def test_the_index_is_rebuilt_when_deleted_and_its_ids_are_the_same(tmp_path: Path) -> None:
     _fill(tmp_path, 20)
     with Inbox(tmp_path) as inbox:

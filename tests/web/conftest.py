@@ -100,7 +100,7 @@ def start_catching(path: Path, auth: tuple[str, str] | None = None, relay: Relea
     catcher = Catcher(inbox)
     smtp = ServerThread(catcher, record=False, **config)
     smtp.start()
-    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth, relay=relay, catcher=catcher)
+    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth, relay=relay, catcher=catcher, chaos=config.get("chaos"))
     web.app.middlewares[:0] = middlewares
     assert smtp.loop is not None
     asyncio.run_coroutine_threadsafe(web.start(), smtp.loop).result(TIMEOUT)

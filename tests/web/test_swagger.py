@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Catching, mail
+from mailwire.server.chaos import Chaos
+
+from .conftest import Catching, mail, start_catching, stop_catching
 
 _HERE = Path(__file__).resolve()
 CANDIDATES = [parent / "shared" / "reference" / "mailpit-api-v1.swagger.json" for parent in _HERE.parents]
@@ -39,10 +41,21 @@ CLAIMED = [
     ("get", "/view/{ID}.html", "/view/{id}.html", {"embed": "1"}),
     ("get", "/view/{ID}.txt", "/view/{id}.txt", {}),
     ("put", "/api/v1/messages", "/api/v1/messages", {}),
+    ("get", "/api/v1/tags", "/api/v1/tags", {}),
+    ("put", "/api/v1/tags", "/api/v1/tags", {}),
+    ("put", "/api/v1/tags/{Tag}", "/api/v1/tags/billing", {}),
+    ("delete", "/api/v1/tags/{Tag}", "/api/v1/tags/paid", {}),
     ("delete", "/api/v1/search", "/api/v1/search", {"query": "subject:nothing-matches"}),
     ("delete", "/api/v1/messages", "/api/v1/messages", {}),
 ]
-EXTRA = {"MessagesSummary": {"count"}}  # Mailpit's list also sends the page's count
+# The body of each PUT (the others: mark the message read).
+BODIES = {"/api/v1/tags": {"IDs": ["{id}"], "Tags": ["billing", "urgent"]}, "/api/v1/tags/billing": {"Name": "paid"}}
+EXTRA = {
+    "MessagesSummary": {"count"},  # Mailpit's list also sends the page's count
+    # mailwire's additions to chaos (server/chaos_triggers.py)
+    "ChaosTriggers": {"Connect", "Data", "Seed"},
+    "ChaosTrigger": {"Times", "Match", "Text", "EnhancedCode", "Fired"},
+}
 
 
 def _spec() -> dict[str, Any]:
@@ -116,7 +129,9 @@ def test_every_claimed_route_answers_the_described_shape(filled: Catching) -> No
         url = path.format(id=newest["ID"], part=part)
         if query:
             url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
-        body = {"IDs": [newest["ID"]], "Read": True} if method == "put" else None
+        body: Any = {"IDs": [newest["ID"]], "Read": True} if method == "put" else None
+        if path in BODIES:
+            body = json.loads(json.dumps(BODIES[path]).replace("{id}", newest["ID"]))
         reply = filled.request(method.upper(), url, body=body)
         assert reply.status == 200, (method, url, reply.body[:200])
         schema = operation["responses"]["200"]
@@ -139,3 +154,18 @@ def test_the_checker_finds_a_wrong_field() -> None:
         "x: fields not in the description: ['Mail']"]
     assert _check(spec, {"$ref": "#/definitions/MessageSummary"}, {"Size": "big"}, "s")[1:] == [
         "s.Size: expected integer, got 'big'"]
+
+
+def test_chaos_answers_the_described_shape(tmp_path: Path) -> None:
+    spec = _spec()
+    catching = start_catching(tmp_path / "mail", chaos=Chaos())
+    try:
+        for method in ("get", "put"):
+            operation = spec["paths"]["/api/v1/chaos"][method]
+            body = {"Sender": {"ErrorCode": 451, "Probability": 5}, "Recipient": {"ErrorCode": 450, "Times": 2,
+                                                                                   "Match": "*@x.test"}}
+            reply = catching.request(method.upper(), "/api/v1/chaos", body=body if method == "put" else None)
+            assert reply.status == 200 and reply.headers["Content-Type"].startswith("application/json")
+            assert _check(spec, operation["responses"]["200"], reply.json(), f"{method} chaos") == []
+    finally:
+        stop_catching(catching)

@@ -38,7 +38,7 @@ from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
-from . import serve_relay, serve_web
+from . import serve_chaos, serve_relay, serve_retention, serve_web
 from .serve_run import (
     EXIT_RUNTIME, EXIT_USAGE, PROG, AcceptAny, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers,
 )
@@ -247,6 +247,8 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
              "CPU per message; auto (the default): uvloop when it is installed")
     serve_web.add_options(serve)
     serve_relay.add_options(serve)
+    serve_chaos.add_options(serve)
+    serve_retention.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -390,6 +392,7 @@ def plan(args: argparse.Namespace) -> Plan:
         settings.update(authenticator=AcceptAny(), allow_plaintext_auth=True)
     if report:
         settings["on_delivered"] = Reporter()
+    serve_chaos.configure(args, settings)
     config = ServerConfig(**settings)
     tcp = None
     if args.unix is None or args.host is not None or args.port is not None:
@@ -403,6 +406,7 @@ def plan(args: argparse.Namespace) -> Plan:
     checked = Plan(backend, config, tcp, args.unix, args.grace, storing, args.workers,
                    lambda: _delivery(args)[0])
     serve_web.attach(args, checked)
+    serve_retention.attach(args, checked)
     return checked
 
 

@@ -27,6 +27,7 @@ import importlib.util
 import sys
 
 from ..server.backends import Maildir
+from ..server.chaos import Chaos
 from ..web.hosts import is_loopback
 from . import serve_relay
 from .options import UsageError, user_password
@@ -95,7 +96,9 @@ def attach(args: argparse.Namespace, plan: Plan) -> None:
         inbox, catcher = open_inbox(plan.backend.path)
     except Exception as err:  # OSError, sqlite3.Error: the index cannot be made
         raise RuntimeFailure(f"cannot open the inbox's index in {plan.backend.path}: {err}") from None
-    web = WebInbox(inbox, host, port, auth=args.web_auth, relay=relay, catcher=catcher)
+    # The API can set failures to inject (/api/v1/chaos) whether or not --chaos set some.
+    web = WebInbox(inbox, host, port, auth=args.web_auth, relay=relay, catcher=catcher,
+                   chaos=plan.config.chaos or Chaos())
     plan.backend = catcher
     plan.config = web.hook(plan.config)
     plan.companions = (*plan.companions, web)

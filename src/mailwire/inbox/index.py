@@ -4,7 +4,13 @@
 ``new/`` and ``cur/``: what the list shows (the summary, as JSON, and the
 columns the search filters on), the read flag, where the file is, the
 mailboxes it is visible in (a join table: envelope recipients and the AUTH
-user) and its searchable text (an FTS5 table, trigram tokenizer).
+user), its tags (a join table, and in the summary: its ``X-Tags`` header's
+as it arrived, then as ``set_tags``/``rename_tag``/``delete_tag`` change
+them) and its searchable text (an FTS5 table, trigram tokenizer).
+
+Tags set through the index live in the index only (as in Mailpit's
+database): a rebuild from the Maildir gives each message its ``X-Tags``
+again.
 
 It can always be rebuilt from the Maildir, and is: when the file is
 missing, when its schema is of another version (``PRAGMA user_version``),
@@ -30,7 +36,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -269,6 +275,52 @@ class Index:
                 found += [(r["id"], r["path"]) for r in rows]
         return found
 
+    def set_tags(self, ids: Sequence[str], tags: Sequence[str]) -> list[str]:
+        """Give these messages exactly ``tags``, all or none: the IDs not
+        found (then nothing changed)."""
+        with self._write() as db:
+            rows: list[sqlite3.Row] = []
+            missing: list[str] = []
+            for message_id in dict.fromkeys(ids):
+                row = db.execute("SELECT seq, summary FROM messages WHERE id = ?", (message_id,)).fetchone()
+                if row is None:
+                    missing.append(message_id)
+                else:
+                    rows.append(row)
+            if not missing:
+                for row in rows:
+                    self._retag(db, row, lambda _: list(tags))
+        return missing
+
+    def rename_tag(self, old: str, new: str) -> int:
+        """``old`` becomes ``new`` on every message with it (merged where
+        both are); how many messages had it."""
+        return self._edit_tag(old, lambda tags: [new if t == old else t for t in tags])
+
+    def delete_tag(self, tag: str) -> int:
+        """``tag`` removed from every message; how many had it."""
+        return self._edit_tag(tag, lambda tags: [t for t in tags if t != tag])
+
+    def _edit_tag(self, tag: str, change: Callable[[list[str]], list[str]]) -> int:
+        with self._write() as db:
+            rows = db.execute("SELECT m.seq, m.summary FROM messages m JOIN tags t ON t.message = m.seq"
+                              " WHERE t.tag = ?", (tag,)).fetchall()
+            for row in rows:
+                self._retag(db, row, change)
+        return len(rows)
+
+    @staticmethod
+    def _retag(db: sqlite3.Connection, row: sqlite3.Row, change: Callable[[list[str]], list[str]]) -> None:
+        """A message's tags, in its summary and the tags table (the search
+        text keeps the message as received: ``tag:`` finds the tags)."""
+        data = json.loads(row["summary"])
+        tags = list(dict.fromkeys(change(data["tags"])))
+        data["tags"] = tags
+        seq = row["seq"]
+        db.execute("UPDATE messages SET summary = ? WHERE seq = ?", (json.dumps(data), seq))
+        db.execute("DELETE FROM tags WHERE message = ?", (seq,))
+        db.executemany("INSERT INTO tags (tag, message) VALUES (?, ?)", [(t, seq) for t in tags])
+
     def moved(self, message_id: str, path: str, read: bool) -> None:
         with self._write() as db:
             db.execute("UPDATE messages SET path = ?, read = ? WHERE id = ?", (path, int(read), message_id))
@@ -345,6 +397,12 @@ class Index:
             if before is not None:
                 found += [r[0] for r in db.execute("SELECT id FROM messages WHERE created < ?", (before,))]
         return list(dict.fromkeys(found))
+
+    def tags_of(self, message_id: str) -> tuple[str, ...] | None:
+        """A message's tags, in their order (None: no such message)."""
+        with self._use() as db:
+            row = db.execute("SELECT summary FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return None if row is None else tuple(json.loads(row["summary"])["tags"])
 
     def tags(self) -> list[str]:
         with self._use() as db:

@@ -9,7 +9,8 @@ route of Mailpit's API v1 needs: ``list`` (``GET /messages``, ``/search``),
 (``…/raw``, an open file: a 50 MB message is streamed, not read),
 ``part`` (``…/part/{PartID}``, decoded as it is streamed), ``delete`` and
 ``delete_all``/``delete_matching`` (``DELETE /messages``, ``/search``),
-``mark_read`` (``PUT /messages``); ``wait`` is the blocking wait Mailpit
+``mark_read`` (``PUT /messages``), ``set_tags``/``rename_tag``/``delete_tag``
+(``/tags``); ``wait`` is the blocking wait Mailpit
 lacks, ``arrivals`` the event stream of arrivals.
 
 A missing ID is ``MessageNotFound`` (a ``KeyError``: 404); a bad query
@@ -36,7 +37,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from .index import Index, Page
@@ -45,7 +46,7 @@ from .mime import Part, iter_decoded
 from .query import Query, parse
 from .summary import Digest, Message, Summary, read_message, read_summary
 
-__all__ = ["Inbox", "MessageNotFound", "PartNotFound", "PartContent"]
+__all__ = ["Inbox", "MessageNotFound", "PartNotFound", "PartContent", "clean_tag", "MAX_TAG"]
 
 
 class MessageNotFound(KeyError):
@@ -173,11 +174,15 @@ class Inbox:
         raise MessageNotFound(message_id)
 
     def message(self, message_id: str) -> Message:
-        """The message view: summary, headers, text and HTML, attachments."""
+        """The message view: summary, headers, text and HTML, attachments;
+        its tags are the index's (the file has those it arrived with)."""
         file, path, read = self._open(message_id)
         with file:
             message, _ = read_message(file, path, read=read)
-        return message
+        tags = self.index.tags_of(message_id)
+        if tags is None or tags == message.summary.tags:
+            return message
+        return replace(message, summary=replace(message.summary, tags=tags))
 
     def headers(self, message_id: str) -> tuple[tuple[str, str], ...]:
         return self.message(message_id).headers
@@ -207,6 +212,11 @@ class Inbox:
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these messages (files and rows); how many there were."""
         self.flush()
+        return self._delete(ids)
+
+    def _delete(self, ids: Iterable[str]) -> int:
+        """``delete`` without the flush: the indexer's own thread prunes
+        through it (a flush there would wait for itself)."""
         removed = self.index.remove(list(ids))
         for _, path in removed:
             try:
@@ -264,12 +274,37 @@ class Inbox:
         self.flush()
         return self.mark_read(self.index.ids(parsed, mailbox), read)
 
+    def set_tags(self, ids: Iterable[str], tags: Iterable[str]) -> None:
+        """Give these messages exactly these tags (none: untagged); all or
+        none of them, ``MessageNotFound`` for an unknown ID; ``ValueError``
+        for a tag ``clean_tag`` refuses."""
+        cleaned = list(dict.fromkeys(clean_tag(t) for t in tags))
+        self.flush()
+        missing = self.index.set_tags(list(ids), cleaned)
+        if missing:
+            raise MessageNotFound(missing[0])
+
+    def rename_tag(self, old: str, new: str) -> int:
+        """``old`` becomes ``new`` on every message; how many had it."""
+        cleaned = clean_tag(new)
+        self.flush()
+        return self.index.rename_tag(old, cleaned)
+
+    def delete_tag(self, tag: str) -> int:
+        """``tag`` removed from every message (the messages stay); how many had it."""
+        self.flush()
+        return self.index.delete_tag(tag)
+
     def prune(self) -> int:
         """Apply retention now; how many messages went."""
+        self.flush()
+        return self._prune()
+
+    def _prune(self) -> int:
         if self.max_messages is None and self.max_age is None:
             return 0
         before = time.time() - self.max_age if self.max_age is not None else None
-        return self.delete(self.index.oldest(self.max_messages, before))
+        return self._delete(self.index.oldest(self.max_messages, before))
 
     def sync(self) -> tuple[int, int]:
         """Bring the index in line with the Maildir: (added, dropped)."""
@@ -315,7 +350,7 @@ class Inbox:
             except FileNotFoundError:
                 continue  # read (moved to cur/) or deleted already: the next sync finds it
         if any(seq is not None for seq in self.index.add_many(items)):
-            self.prune()
+            self._prune()  # in the indexer's thread: no flush
             self._notify()
 
     # -- waiting for mail --------------------------------------------------------------
@@ -406,6 +441,26 @@ class Inbox:
             with self._arrived:
                 self._loops.discard(entry)
             self._waiting_ends()
+
+
+MAX_TAG = 100  # characters in a tag
+
+
+def clean_tag(text: str) -> str:
+    """A tag as kept: runs of white space made one space, the ends trimmed
+    (as the ``X-Tags`` header's are); ``ValueError`` for one that is empty,
+    longer than ``MAX_TAG``, or holds a comma (``X-Tags`` separates tags
+    with them) or a control character."""
+    if not isinstance(text, str):
+        raise ValueError(f"a tag is a string, not {text!r}")
+    tag = " ".join(text.split())
+    if not tag:
+        raise ValueError("a tag must not be empty")
+    if len(tag) > MAX_TAG:
+        raise ValueError(f"a tag is at most {MAX_TAG} characters")
+    if "," in tag or any(ord(c) < 32 or ord(c) == 127 for c in tag):
+        raise ValueError(f"a tag holds no comma nor control character: {tag!r}")
+    return tag
 
 
 def _streamed(file: IO[bytes], part: Part) -> Iterator[bytes]:

@@ -7,6 +7,7 @@ The core runs the SASL exchange (``protocol/server.py``) and hands the driver
   (``Limits.auth_failures`` per ``auth_failure_window``, counted across its
   connections in ``clients.py``) hears 421 and is disconnected: no more
   guesses until the window ends. Mail without AUTH still flows from there.
+* A failure injected for AUTH (``chaos.py``) answers first, uncounted.
 * The credentials are checked by ``ServerConfig.authenticator`` if the
   server has one, else by the session (``AuthSession.authenticate``).
 * A refusal (5xx) is counted for the connection and the address, and
@@ -41,6 +42,10 @@ def judge(policy: SessionPolicy, credentials: Credentials) -> Optional[Wait]:
     if conn.server.clients.auth_refused(conn.client_key):
         log.debug("AUTH from %s refused: too many failures", policy.info.peer)
         policy.reply(TOO_MANY_AUTH_FAILURES)  # a 421: the connection closes
+        return None
+    injected = policy.injected("auth", credentials.username)
+    if injected is not None:  # chaos.py: a failure asked for, not a wrong guess
+        policy.reply(injected)
         return None
     check = policy.config.authenticator
     if check is None:

@@ -7,11 +7,12 @@ here but derived: ``extensions`` gives the core its ``ServerExtensions``, from
 which the core both writes the EHLO keywords and refuses what they do not
 allow, so what is advertised is exactly what is enforced.
 
-Two hooks make a server do more without a wrapper around its backend:
+Three hooks make a server do more without a wrapper around its backend:
 ``authenticator`` checks credentials for every session (AUTH is offered with
 it, as with a session that implements ``AuthSession``), and ``on_delivered``
 is told of every message a session accepted (``mailwire serve`` prints its
-line there, ``mailwire.testing`` records the envelope).
+line there, ``mailwire.testing`` records the envelope); ``chaos`` makes it
+fail when told to (``chaos.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from ..limits import DEFAULT_LIMITS, Limits
 from ..protocol.data import BareLineEndings
 from ..protocol.extensions import ServerExtensions
+from .chaos import Chaos
 from .envelope import Address
 from .networks import Network, parse_networks
 from .proxy_protocol import trusted_proxy
@@ -73,6 +75,9 @@ class ServerConfig:
     require_auth: bool = False
     # Told of each message delivered (see session.Delivered).
     on_delivered: Delivered | None = field(default=None, compare=False)
+    # Failures to inject (chaos.py): consulted where the server asks the
+    # backend; the object is shared and may be changed while serving.
+    chaos: Chaos | None = field(default=None, compare=False)
     # What the core is told it offers: without AUTH, and with it.
     _offers: tuple[ServerExtensions, ServerExtensions] = field(
         default=(ServerExtensions(), ServerExtensions()), init=False, repr=False, compare=False

@@ -26,6 +26,12 @@ no coroutine is ever driven by hand.
 
 Exceptions from the backend other than ``SMTPError`` become ``451 4.3.0``,
 are logged, and the session goes on.
+
+Injected failures (``ServerConfig.chaos``, ``chaos.py``) are asked here,
+before the backend, for the greeting, MAIL, RCPT and the message
+(``injected``; AUTH in ``auth.py``): a fault that fires is the answer, and
+the backend never hears of that command (a message refused so is dropped as
+one the core refused, and the session reset).
 """
 
 from __future__ import annotations
@@ -228,6 +234,10 @@ class SessionPolicy:
         """The backend's session for this connection (SMTPError refuses it),
         and so what the core offers: AUTH if something can check credentials
         (the server's authenticator, or the session itself)."""
+        peer = self.info.peer
+        refusal = self.injected("connect", str(peer[0]) if isinstance(peer, tuple) and peer else "")
+        if refusal is not None:
+            raise SMTPError(refusal)
         session = self.session = await backend.new_session(self.info)
         can_auth = self.config.authenticator is not None or isinstance(session, AuthSession)
         self.core.advertise(self.config.extensions(auth=can_auth))
@@ -260,6 +270,11 @@ class SessionPolicy:
             if outcome is not None and isinstance(outcome, Awaitable):
                 return Wait(outcome, answer, event, self.refusal)
         return answer(event, outcome)
+
+    def injected(self, stage: str, *subjects: str) -> Reply | None:
+        """The reply of a fault injected at ``stage`` (see ``chaos.py``), if one fires."""
+        chaos = self.config.chaos
+        return None if chaos is None else chaos.refusal(stage, *subjects)
 
     def refusal(self, err: Exception) -> Reply:
         if isinstance(err, SMTPError):
@@ -331,6 +346,9 @@ class SessionPolicy:
 
     def _mail(self, event: Mail) -> Pending:
         assert self.session is not None
+        refusal = self.injected("mail", event.address)
+        if refusal is not None:
+            return self._mail_answered(event, refusal)
         return self.ask(self._mail_answered, event, self.session.mail, event.address, event.options)
 
     def _mail_answered(self, event: Mail, refusal: Reply | None) -> Pending:
@@ -344,6 +362,9 @@ class SessionPolicy:
 
     def _rcpt(self, event: Rcpt) -> Pending:
         assert self.session is not None
+        refusal = self.injected("rcpt", event.address)
+        if refusal is not None:
+            return self._rcpt_answered(event, refusal)
         return self.ask(self._rcpt_answered, event, self.session.rcpt, event.address, event.options)
 
     def _rcpt_answered(self, event: Rcpt, refusal: Reply | None) -> Pending:
@@ -408,6 +429,10 @@ class SessionPolicy:
         session = self.session
         assert envelope is not None and session is not None
         self.envelope = None  # delivered (or refused): not an abandoned transaction
+        refusal = self.injected("data", envelope.mail_from, *envelope.rcpt_to)
+        if refusal is not None:
+            self.chunks.clear()
+            return Wait(self._drop_stream(), self._injected_refusal, (envelope, refusal))
         answer = self._delivered_lmtp if self.per_recipient else self._delivered
         if self.streaming is not None:
             streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
@@ -431,6 +456,16 @@ class SessionPolicy:
         if not streamed.content.complete:
             raise RuntimeError("a streaming session returned before the end of the message")
         return outcome if self.per_recipient else None
+
+    def _injected_refusal(self, refused: tuple[Envelope, Reply], outcome: object) -> Pending:
+        """A message refused by an injected fault: said (once if it is a 421,
+        which closes), and the session reset, as it never saw the message."""
+        envelope, refusal = refused
+        if refusal.code == 421:
+            self.reply(refusal)
+        else:
+            self._delivered(envelope, refusal)
+        return self._reset(None, None)
 
     def _delivered(self, envelope: Envelope, refusal: Reply | None) -> Pending:
         if refusal is None and self.config.on_delivered is not None:

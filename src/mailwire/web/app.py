@@ -1,9 +1,10 @@
 """The web application: Mailpit's API v1 routes over an ``Inbox``, with errors and auth.
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
-``messages.py``, ``message.py``, ``view.py``, ``watch.py`` and
-``release.py`` (with ``relay``, the server released messages go to) and
-``send.py`` (storing through ``catcher``, the SMTP side's), and here
+``messages.py``, ``message.py``, ``view.py``, ``watch.py``, ``tags.py``,
+``chaos.py`` (given the SMTP server's ``Chaos``), ``release.py`` (with
+``relay``, the server released messages go to) and ``send.py`` (storing
+through ``catcher``, the SMTP side's), and here
 ``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
 outermost first:
 
@@ -40,7 +41,10 @@ from aiohttp.typedefs import Middleware
 from ..inbox import Catcher, Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
 from ..inbox.release import ReleaseRelay
+from ..server.chaos import Chaos
+from . import chaos as chaos_routes
 from . import message, messages, params, release, send, view, watch
+from . import tags as tag_routes
 from .hosts import is_loopback
 from .messages import INBOX
 
@@ -155,9 +159,10 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def webui(request: web.Request) -> web.Response:
-    """Mailpit's WebUIConfiguration: the release relay; no chaos or SpamAssassin here (yet)."""
+    """Mailpit's WebUIConfiguration: the release relay and whether chaos is on; no SpamAssassin here."""
     relay = release.relay_info(request.app.get(release.RELAY))
-    return web.json_response({"Label": "", "MessageRelay": relay, "SpamAssassin": False, "ChaosEnabled": False,
+    chaos_on = request.app.get(chaos_routes.CHAOS) is not None
+    return web.json_response({"Label": "", "MessageRelay": relay, "SpamAssassin": False, "ChaosEnabled": chaos_on,
                               "DuplicatesIgnored": False, "HideDeleteAllButton": False})
 
 
@@ -168,11 +173,12 @@ async def _end_streams(app: web.Application) -> None:
 
 def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
              local_only: bool = False, relay: ReleaseRelay | None = None,
-             catcher: Catcher | None = None) -> web.Application:
+             catcher: Catcher | None = None, chaos: Chaos | None = None) -> web.Application:
     """The application serving ``inbox``; ``auth``: (user, password) for
     basic auth; ``local_only``: only requests for a loopback host (403);
     ``relay``: where ``release`` sends (None: releasing is refused, 400);
-    ``catcher``: what ``send`` stores through (None: one of its own)."""
+    ``catcher``: what ``send`` stores through (None: one of its own);
+    ``chaos``: the SMTP server's injected failures, for ``/api/v1/chaos``."""
     middlewares: list[Middleware] = [_errors]
     if auth is not None:
         middlewares.insert(0, _basic_auth(f"{auth[0]}:{auth[1]}".encode()))
@@ -185,7 +191,9 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     if relay is not None:
         app[release.RELAY] = relay
     app[send.CATCHER] = catcher if catcher is not None else Catcher(inbox)
-    for table in (messages.routes, message.routes, view.routes, watch.routes, release.routes, send.routes):
+    app[chaos_routes.CHAOS] = chaos
+    for table in (messages.routes, message.routes, view.routes, watch.routes, release.routes, send.routes,
+                  tag_routes.routes, chaos_routes.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)

@@ -23,6 +23,7 @@ from aiohttp import web
 from .._aio.accepting import stop_accepting
 from ..inbox import Catcher, Inbox
 from ..inbox.release import ReleaseRelay
+from ..server.chaos import Chaos
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from .app import Stats, make_app
@@ -51,16 +52,20 @@ class WebInbox:
     """Mailpit's API v1 over ``inbox``, served on ``host:port`` (port 0: a
     free one) once started; ``auth``: (user, password) for basic auth;
     ``relay``: where the release route sends; ``catcher``: the SMTP side's
-    backend, which the send route stores through too."""
+    backend, which the send route stores through too; ``chaos``: the
+    failures the SMTP server injects, set over the API (``hook`` gives them
+    to the server)."""
 
     def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None,
-                 relay: ReleaseRelay | None = None, catcher: Catcher | None = None) -> None:
+                 relay: ReleaseRelay | None = None, catcher: Catcher | None = None,
+                 chaos: Chaos | None = None) -> None:
         self.inbox = inbox
         self.host = host
         self.port = port
         self.stats = Stats()
+        self.chaos = chaos
         self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host), relay=relay,
-                            catcher=catcher)
+                            catcher=catcher, chaos=chaos)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -69,7 +74,10 @@ class WebInbox:
         return _url((self.host, self.port)).removeprefix("http://").rstrip("/")
 
     def hook(self, config: ServerConfig) -> ServerConfig:
-        """``config`` with ``on_delivered`` also counting for ``info``."""
+        """``config`` with ``on_delivered`` also counting for ``info``, and
+        with this inbox's ``chaos`` (if it has one)."""
+        if self.chaos is not None:
+            config = replace(config, chaos=self.chaos)
         earlier = config.on_delivered
         if earlier is None:
             return replace(config, on_delivered=self.stats.delivered)
