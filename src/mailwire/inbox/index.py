@@ -346,6 +346,13 @@ class Index:
                 found += [r[0] for r in db.execute("SELECT id FROM messages WHERE created < ?", (before,))]
         return list(dict.fromkeys(found))
 
+    def mailboxes(self) -> list[tuple[str, int, int]]:
+        """Every mailbox with its (messages, unread), by name."""
+        with self._use() as db:
+            return [(r[0], r[1], int(r[2])) for r in db.execute(
+                "SELECT b.mailbox, count(*), count(*) - total(m.read) FROM mailboxes b"
+                " JOIN messages m ON m.seq = b.message GROUP BY b.mailbox ORDER BY b.mailbox")]
+
     def tags(self) -> list[str]:
         with self._use() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]

@@ -2,7 +2,7 @@
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
 ``messages.py``, ``message.py``, ``view.py`` and ``watch.py``, and here
-``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
+``/api/v1/info`` and ``/api/v1/webui``; the page itself (``page.py``) at ``/``. Middlewares wrap every route,
 outermost first:
 
 * on a loopback listener, ``_local_only``: a request whose ``Host`` is not
@@ -38,6 +38,7 @@ from aiohttp.typedefs import Middleware
 from ..inbox import Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
 from . import message, messages, params, view, watch
+from .page import add_page
 from .hosts import is_loopback
 from .messages import INBOX
 
@@ -181,5 +182,6 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)
+    add_page(app)
     app.on_shutdown.append(_end_streams)
     return app
