@@ -163,7 +163,8 @@ def click(driver: Any, element_id: str) -> None:
 
 
 def open_message(driver: Any, subject: str) -> None:
-    row(driver, subject).find_element(By.CSS_SELECTOR, "a.row").click()
+    until(driver, lambda d: row(d, subject).find_element(By.CSS_SELECTOR, "a.row").click() or True,
+          f"a click on {subject!r}")  # again if the list was redrawn under the click
     until(driver, lambda d: d.find_element(By.ID, "subject").text == subject, f"the message {subject!r} open")
 
 

@@ -141,11 +141,11 @@ class Inbox:
         self.flush()
         return tuple(self.index.tags())
 
-    def mailboxes(self) -> list[tuple[str, int, int]]:
+    def mailboxes(self) -> tuple[tuple[str, int, int], ...]:
         """Every mailbox (an envelope recipient or an AUTH user, lower-case)
         with how many messages it holds and how many of them are unread."""
         self.flush()
-        return self.index.mailboxes()
+        return tuple(self.index.mailboxes())
 
     def summary(self, message_id: str) -> Summary:
         self.flush()

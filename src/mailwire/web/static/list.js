@@ -28,10 +28,23 @@ export function row(summary, selected) {
   return item;
 }
 
+let shown = "";
+
+// The rows are rebuilt only when what they show changed (an event that brought
+// nothing new leaves them, and the focus, alone); the focused row keeps the focus.
 export function render(page, state) {
-  const items = page.messages.map((s) => row(s, state.selected));
-  $("messages").replaceChildren(...items);
-  $("empty").hidden = items.length > 0;
+  const key = JSON.stringify([page.start, page.messages.map((s) => [s.ID, s.Read])]);
+  if (key !== shown) {
+    shown = key;
+    const active = document.activeElement;
+    const focused = active && active.closest("#messages li");
+    const part = focused && active.matches("input") ? "input.select" : "a.row";
+    const items = page.messages.map((s) => row(s, state.selected));
+    $("messages").replaceChildren(...items);
+    const again = focused && items.find((item) => item.dataset.id === focused.dataset.id);
+    if (again) again.querySelector(part).focus();
+  }
+  $("empty").hidden = page.messages.length > 0;
   const first = page.messages.length ? page.start + 1 : 0;
   const last = page.start + page.messages.length;
   const matched = page.messages_count;
