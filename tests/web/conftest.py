@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from mailwire.inbox import Catcher, Inbox
+from mailwire.inbox.release import ReleaseRelay
 from mailwire.testing import ServerThread
 from mailwire.web.serve import WebInbox
 
@@ -91,11 +92,13 @@ def mail(subject: str = "Hello", *, sender: str = "Alice <alice@example.com>", t
     return message
 
 
-def start_catching(path: Path, auth: tuple[str, str] | None = None, **config: Any) -> Catching:
+def start_catching(path: Path, auth: tuple[str, str] | None = None, relay: ReleaseRelay | None = None,
+                   **config: Any) -> Catching:
     inbox = Inbox(path)
-    smtp = ServerThread(Catcher(inbox), record=False, **config)
+    catcher = Catcher(inbox)
+    smtp = ServerThread(catcher, record=False, **config)
     smtp.start()
-    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth)
+    web = WebInbox(inbox, "127.0.0.1", 0, auth=auth, relay=relay, catcher=catcher)
     assert smtp.loop is not None
     asyncio.run_coroutine_threadsafe(web.start(), smtp.loop).result(TIMEOUT)
     return Catching(smtp, web, inbox)

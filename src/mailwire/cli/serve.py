@@ -38,7 +38,7 @@ from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
-from . import serve_web
+from . import serve_relay, serve_web
 from .serve_run import (
     EXIT_RUNTIME, EXIT_USAGE, PROG, AcceptAny, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers,
 )
@@ -246,6 +246,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
         help="the event loop: asyncio's own, or uvloop (pip install 'mailwire[uvloop]'), which spends less "
              "CPU per message; auto (the default): uvloop when it is installed")
     serve_web.add_options(serve)
+    serve_relay.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")

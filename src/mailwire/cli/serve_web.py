@@ -13,7 +13,8 @@ its several servers fight over 8026). ``--no-web`` turns it off.
 It does not run, with one line on stderr saying why, without the extra
 (``pip install 'mailwire[web]'``) or with ``--workers`` above 1 (the
 supervisor runs no event loop, and one worker's inbox would see only its
-own share of the arrivals); asked for explicitly (``--web``, ``--web-auth``)
+own share of the arrivals); asked for explicitly (``--web``, ``--web-auth``,
+``--release-to``: releasing is the inbox's, ``serve_relay.py``)
 in either case, or with ``--print``, ``--sink`` or ``--relay`` (nothing is
 kept to show), it is a usage error. Off loopback it warns that anyone who
 can reach it reads the mail, unless ``--web-auth USER:PASSWORD`` is given.
@@ -27,6 +28,7 @@ import sys
 
 from ..server.backends import Maildir
 from ..web.hosts import is_loopback
+from . import serve_relay
 from .options import UsageError, user_password
 from .serve_run import PROG, Plan, RuntimeFailure
 
@@ -62,18 +64,21 @@ def _available() -> bool:
 
 def attach(args: argparse.Namespace, plan: Plan) -> None:
     """Run the web inbox beside ``plan``'s server if it should (see above)."""
-    asked = args.web is not None or args.web_auth is not None
+    relay = serve_relay.relay(args)
+    asked = args.web is not None or args.web_auth is not None or relay is not None
     if args.no_web:
         if asked:
-            raise UsageError("--no-web contradicts --web and --web-auth")
+            raise UsageError("--no-web contradicts --web, --web-auth and --release-to")
         return
     if not isinstance(plan.backend, Maildir):
         if asked:
-            raise UsageError("the web inbox shows the Maildir store: --web needs it (not --print, --sink or --relay)")
+            raise UsageError("the web inbox shows the Maildir store: --web needs it, as --web-auth and --release-to "
+                             "do (not --print, --sink or --relay)")
         return
     if plan.workers > 1:
         if asked:
-            raise UsageError("the web inbox runs with --workers 1 only: drop --workers, or --web/--web-auth")
+            raise UsageError("the web inbox runs with --workers 1 only: drop --workers, "
+                             "or --web/--web-auth/--release-to")
         print(f"{PROG}: no web inbox with --workers above 1 (--no-web silences this)", file=sys.stderr)
         return
     if not _available():
@@ -90,7 +95,7 @@ def attach(args: argparse.Namespace, plan: Plan) -> None:
         inbox, catcher = open_inbox(plan.backend.path)
     except Exception as err:  # OSError, sqlite3.Error: the index cannot be made
         raise RuntimeFailure(f"cannot open the inbox's index in {plan.backend.path}: {err}") from None
-    web = WebInbox(inbox, host, port, auth=args.web_auth)
+    web = WebInbox(inbox, host, port, auth=args.web_auth, relay=relay, catcher=catcher)
     plan.backend = catcher
     plan.config = web.hook(plan.config)
     plan.companions = (*plan.companions, web)

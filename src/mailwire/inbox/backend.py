@@ -26,7 +26,7 @@ from ..server.backends.maildir import Maildir, MaildirSession
 from ..server.envelope import Envelope, SessionInfo
 from ..server.session import Session
 from .store import Inbox
-from .summary import envelope_trace
+from .summary import envelope_trace, message_id_of, unique_name
 
 __all__ = ["Catcher", "CatcherSession"]
 
@@ -46,7 +46,14 @@ class Catcher(Maildir):
         return super().trace(envelope, eol) + envelope_trace(envelope.rcpt_to, user, eol)
 
     def store(self, envelope: Envelope) -> None:
-        self.inbox.submit(self.add(envelope))
+        self.deliver(envelope)
+
+    def deliver(self, envelope: Envelope) -> str:
+        """``store``, giving the message's ID: how a message that did not
+        come over SMTP (the web API's send) enters the inbox the same way."""
+        name = self.add(envelope)
+        self.inbox.submit(name)
+        return message_id_of(unique_name(name))
 
 
 class CatcherSession(MaildirSession):

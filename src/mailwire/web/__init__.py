@@ -15,6 +15,8 @@ nothing outside this package and ``cli/`` imports aiohttp.
 * ``view.py``: ``/view/{ID}.html`` (sanitised, under a strict CSP) and ``.txt``;
 * ``watch.py``: the wait and the event stream;
 * ``watch.py`` also serves Mailpit's WebSocket of events (``/api/events``);
+* ``release.py``: releasing a message to a real server (``inbox/release.py`` sends);
+* ``send.py``: Mailpit's send API: a message built from JSON, stored as SMTP mail is;
 * ``page.py``: the web inbox page at ``/`` (``static/``: its HTML, CSS and JavaScript);
 * ``hosts.py``: which host names are loopback (no aiohttp: the CLI asks it);
 * ``app.py``: the application (routes; loopback, auth and error middleware; info);

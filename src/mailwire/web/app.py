@@ -1,8 +1,11 @@
 """The web application: Mailpit's API v1 routes over an ``Inbox``, with errors and auth.
 
 ``make_app(inbox)`` builds the aiohttp application: the route tables of
-``messages.py``, ``message.py``, ``view.py`` and ``watch.py``, and here
-``/api/v1/info`` and ``/api/v1/webui``; the page itself (``page.py``) at ``/``. Middlewares wrap every route,
+``messages.py``, ``message.py``, ``view.py``, ``watch.py`` and
+``release.py`` (with ``relay``, the server released messages go to) and
+``send.py`` (storing through ``catcher``, the SMTP side's), and here
+``/api/v1/info`` and ``/api/v1/webui``; the page itself (``page.py``) at
+``/``. Middlewares wrap every route,
 outermost first:
 
 * on a loopback listener, ``_local_only``: a request whose ``Host`` is not
@@ -35,9 +38,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..inbox import Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
+from ..inbox import Catcher, Inbox, MessageNotFound, PartNotFound, Query, QueryError, Term
 from ..server.envelope import Envelope
-from . import message, messages, params, view, watch
+from ..inbox.release import ReleaseRelay
+from . import message, messages, params, release, send, view, watch
 from .page import add_page
 from .hosts import is_loopback
 from .messages import INBOX
@@ -153,9 +157,8 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def webui(request: web.Request) -> web.Response:
-    """Mailpit's WebUIConfiguration: no relay, chaos or SpamAssassin here (yet)."""
-    relay = {"Enabled": False, "SMTPServer": "", "AllowedRecipients": "", "BlockedRecipients": "",
-             "ReturnPath": "", "OverrideFrom": "", "PreserveMessageIDs": False}
+    """Mailpit's WebUIConfiguration: the release relay; no chaos or SpamAssassin here (yet)."""
+    relay = release.relay_info(request.app.get(release.RELAY))
     return web.json_response({"Label": "", "MessageRelay": relay, "SpamAssassin": False, "ChaosEnabled": False,
                               "DuplicatesIgnored": False, "HideDeleteAllButton": False})
 
@@ -166,9 +169,12 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats | None = None,
-             local_only: bool = False) -> web.Application:
+             local_only: bool = False, relay: ReleaseRelay | None = None,
+             catcher: Catcher | None = None) -> web.Application:
     """The application serving ``inbox``; ``auth``: (user, password) for
-    basic auth; ``local_only``: only requests for a loopback host (403)."""
+    basic auth; ``local_only``: only requests for a loopback host (403);
+    ``relay``: where ``release`` sends (None: releasing is refused, 400);
+    ``catcher``: what ``send`` stores through (None: one of its own)."""
     middlewares: list[Middleware] = [_errors]
     if auth is not None:
         middlewares.insert(0, _basic_auth(f"{auth[0]}:{auth[1]}".encode()))
@@ -178,7 +184,10 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
     app[INBOX] = inbox
     app[STATS] = stats or Stats()
     app[watch.STREAMS] = watch.Streams()
-    for table in (messages.routes, message.routes, view.routes, watch.routes):
+    if relay is not None:
+        app[release.RELAY] = relay
+    app[send.CATCHER] = catcher if catcher is not None else Catcher(inbox)
+    for table in (messages.routes, message.routes, view.routes, watch.routes, release.routes, send.routes):
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)

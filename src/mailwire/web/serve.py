@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .._aio.accepting import stop_accepting
 from ..inbox import Catcher, Inbox
+from ..inbox.release import ReleaseRelay
 from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from .app import Stats, make_app
@@ -48,14 +49,18 @@ def open_inbox(maildir: str) -> tuple[Inbox, Catcher]:
 
 class WebInbox:
     """Mailpit's API v1 over ``inbox``, served on ``host:port`` (port 0: a
-    free one) once started; ``auth``: (user, password) for basic auth."""
+    free one) once started; ``auth``: (user, password) for basic auth;
+    ``relay``: where the release route sends; ``catcher``: the SMTP side's
+    backend, which the send route stores through too."""
 
-    def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, inbox: Inbox, host: str, port: int, *, auth: tuple[str, str] | None = None,
+                 relay: ReleaseRelay | None = None, catcher: Catcher | None = None) -> None:
         self.inbox = inbox
         self.host = host
         self.port = port
         self.stats = Stats()
-        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host))
+        self.app = make_app(inbox, auth=auth, stats=self.stats, local_only=is_loopback(host), relay=relay,
+                            catcher=catcher)
         self._runner: web.AppRunner | None = None
 
     @property
