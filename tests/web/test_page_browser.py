@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mailwire.inbox.release import ReleaseRelay
+
 from .conftest import Catching, mail, start_catching, stop_catching
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -79,8 +81,20 @@ class Listener:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catching]:
-    catching = start_catching(tmp_path_factory.mktemp("page") / "mail")
+def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catching]:
+    """A second mailwire server (a catcher too, so what it got can be asked): where releases go."""
+    catching = start_catching(tmp_path_factory.mktemp("second") / "mail")
+    try:
+        yield catching
+    finally:
+        stop_catching(catching)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, second: Catching) -> Iterator[Catching]:
+    # Plaintext to a relay on loopback (TLS to the relay is test_release.py's).
+    relay = ReleaseRelay("127.0.0.1", second.smtp.address[1], tls="none")
+    catching = start_catching(tmp_path_factory.mktemp("page") / "mail", relay=relay)
     try:
         yield catching
     finally:
@@ -428,3 +442,27 @@ def test_a_thousand_part_message_and_a_50_mb_attachment_list_and_open(site: Catc
     until(page, lambda d: "the first 1.0 MB shown" in d.find_element(By.ID, "raw").text, "the head of the source")
     page.find_element(By.ID, "tab-parts").click()
     assert "big.bin" in page.find_element(By.ID, "parts").text and "50.0 MB" in page.find_element(By.ID, "parts").text
+
+
+def test_release_delivers_it_to_a_second_server(site: Catching, second: Catching, page: Any) -> None:
+    site.send(mail("Release me to Carol", text="Hello Carol"))
+    open_message(page, "Release me to Carol")
+    click(page, "release")
+    dialog = page.find_element(By.ID, "release-dialog")
+    until(page, lambda d: dialog.is_displayed(), "the release dialog")
+    assert f"127.0.0.1:{second.smtp.address[1]}" in dialog.text  # where it goes, from /api/v1/webui
+    field = page.find_element(By.ID, "release-to")
+    assert field.get_attribute("value") == "bob@example.org"  # the message's own To, to start from
+    field.clear()
+    field.send_keys("not an address@")
+    page.find_element(By.ID, "release-send").click()
+    until(page, lambda d: "address" in d.find_element(By.ID, "release-error").text, "the refusal shown")
+    [refused] = _console_errors(page)  # the browser logs the 400 itself: the one error expected
+    assert "/release" in refused and "400" in refused
+    field.clear()
+    field.send_keys("carol@example.net, dave@example.net" + Keys.ENTER)
+    until(page, lambda d: not dialog.is_displayed(), "the dialog closed once released")
+    assert "Released to carol@example.net, dave@example.net" in page.find_element(By.ID, "status").text
+    arrived = second.inbox.wait("subject:\"Release me to Carol\"", timeout=WAIT)
+    assert set(arrived.recipients) == {"carol@example.net", "dave@example.net"}
+    assert second.inbox.message(arrived.id).text.strip() == "Hello Carol"

@@ -65,6 +65,7 @@ export const list = (params) => getJSON(params.query ? "/api/v1/search" : "/api/
 export const message = (id) => getJSON(`/api/v1/message/${encodeURIComponent(id)}`);
 export const headers = (id) => getJSON(`/api/v1/message/${encodeURIComponent(id)}/headers`);
 export const mailboxes = () => getJSON("/api/v1/mailboxes");
+export const webui = () => getJSON("/api/v1/webui");
 export const markRead = (ids, read) => send("PUT", "/api/v1/messages", {}, { IDs: ids, Read: read });
 export const remove = (ids) => send("DELETE", "/api/v1/messages", {}, { IDs: ids });
 export const removeAll = (mailbox) => send("DELETE", "/api/v1/messages", { mailbox });

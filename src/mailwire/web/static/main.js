@@ -299,7 +299,19 @@ function keys(event) {
   else if (event.key === "p" && !$("prev").disabled) $("prev").click();
 }
 
+// Release is offered where the server has a relay to release to (serve --release-to).
+async function configure() {
+  const config = await attempt("Could not read the configuration", api.webui);
+  const relay = config && config.MessageRelay;
+  $("release").hidden = !(relay && relay.Enabled);
+  if (relay && relay.Enabled) {
+    $("release-server").textContent = relay.SMTPServer;
+    $("release").title = `Send it on through ${relay.SMTPServer}`;
+  }
+}
+
 wire();
+configure();
 listen();
 refresh();
 route();
