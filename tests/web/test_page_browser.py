@@ -348,7 +348,7 @@ def test_mailboxes_filter_the_list_and_delete_all_matching_asks_first(site: Catc
     select = page.find_element(By.ID, "mailbox")
     until(page, lambda d: select.find_elements(By.CSS_SELECTOR, 'option[value="dave@example.org"]'),
           "the mailboxes listed")
-    assert "dave@example.org (2/2)" in select.text  # (unread/total)
+    assert "dave@example.org (2, 2 unread)" in select.text
     webdriver.support.select.Select(select).select_by_value("dave@example.org")
     until(page, lambda d: subjects(d) == ["Welcome Dave", "Reset for Dave"], "Dave's mailbox")
     _search(page, "subject:reset")
@@ -403,6 +403,25 @@ def test_a_phone_sized_window_has_no_horizontal_scroll(site: Catching, page: Any
     assert _no_horizontal_scroll(page)
     page.find_element(By.ID, "tab-parts").click()
     assert _no_horizontal_scroll(page)
+
+
+def _luminance(driver: Any, script: str) -> float:
+    rgb = driver.execute_script(f"return getComputedStyle({script}).backgroundColor")
+    red, green, blue = (int(v) for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
+    return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+
+def test_the_dark_theme_follows_the_system(site: Catching, page: Any) -> None:
+    site.send(mail("In the dark"))
+    row(page, "In the dark")
+    assert _luminance(page, "document.body") > 0.9
+    page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        until(page, lambda d: _luminance(d, "document.body") < 0.2, "a dark page")
+        text = page.execute_script("return getComputedStyle(document.querySelector('#messages .subj')).color")
+        assert min(int(v) for v in text[text.index("(") + 1:text.index(")")].split(",")[:3]) > 150  # light text
+    finally:
+        page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def _many_parts(count: int) -> bytes:

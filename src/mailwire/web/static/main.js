@@ -48,9 +48,11 @@ async function refresh() {
   loadMailboxes();
 }
 
+// At most one refresh per 150 ms however fast mail comes (a burst of thousands
+// costs a handful of list requests, and the list keeps up while it lasts).
 function refreshSoon() {
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refresh, 150);
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = 0; refresh(); }, 150);
 }
 
 async function loadMailboxes() {
@@ -61,7 +63,7 @@ async function loadMailboxes() {
   const names = new Set();
   for (const box of found.mailboxes) {
     names.add(box.Mailbox);
-    options.push(el("option", { value: box.Mailbox, text: `${box.Mailbox} (${box.Unread ? `${box.Unread}/` : ""}${box.Total})` }));
+    options.push(el("option", { value: box.Mailbox, text: `${box.Mailbox} (${box.Total}${box.Unread ? `, ${box.Unread} unread` : ""})` }));
   }
   if (state.mailbox && !names.has(state.mailbox)) options.push(el("option", { value: state.mailbox, text: `${state.mailbox} (0)` }));
   select.replaceChildren(...options);
