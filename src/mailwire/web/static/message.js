@@ -27,7 +27,7 @@ function part(m, p, kind) {
   const name = p.FileName || `part ${p.PartID}`;
   return el("li", {}, [
     el("a", { href, download: p.FileName || "", text: name }),
-    el("span", { class: "meta", text: `${kind} \u00b7 ${p.ContentType || "application/octet-stream"} \u00b7 ${size(p.Size)}` }),
+    el("span", { class: "meta", text: `part ${p.PartID} \u00b7 ${kind} \u00b7 ${p.ContentType || "application/octet-stream"} \u00b7 ${size(p.Size)}` }),
   ]);
 }
 
