@@ -132,7 +132,8 @@ def main() -> int:
                              + inbox.list(0, 50, "subject:week").messages])
             driver = _browser(args.width, args.height, args.dark)
             try:
-                wait = WebDriverWait(driver, 20, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,))
+                wait = WebDriverWait(driver, 20, poll_frequency=0.05,
+                                     ignored_exceptions=(StaleElementReferenceException,))
                 driver.get(web.urls[0])
                 wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages li")) == len(SAMPLES))
                 wait.until(lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class").split())

@@ -15,7 +15,8 @@ from .conftest import TIMEOUT, Catching, first_event, mail
 def _fill(catcher: Catching) -> None:
     catcher.send(mail("For Carol", to="Carol <carol@example.org>"), to=("Carol@Example.org",))
     catcher.send(mail("For Dave", to="Dave <dave@example.org>"), to=("dave@example.org",))
-    catcher.send(mail("For both, Bcc Dave", to="Carol <carol@example.org>"), to=("carol@example.org", "dave@example.org"))
+    catcher.send(mail("For both, Bcc Dave", to="Carol <carol@example.org>"),
+                 to=("carol@example.org", "dave@example.org"))
 
 
 def test_mailboxes_are_listed_with_their_counts(catcher: Catching) -> None:

@@ -139,15 +139,15 @@ def page(site: Catching, browser: Any) -> Iterator[Any]:
     browser.set_window_size(*DESKTOP)
     browser.get(site.url + "/")
     until(browser, lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class").split())
-    browser.get_log("browser")  # from here on
+    assert _console_errors(browser) == []  # loading it logged none
     yield browser
     assert _console_errors(browser) == []
 
 
 def until(driver: Any, condition: Callable[[Any], T], message: str = "") -> T:
     try:
-        return WebDriverWait(driver, WAIT, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(
-            condition, message)
+        waiting = WebDriverWait(driver, WAIT, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,))
+        return waiting.until(condition, message)
     except TimeoutException:
         driver.switch_to.default_content()
         shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
@@ -286,12 +286,15 @@ def test_search_finds_it_and_hides_the_others_mark_read_and_unread_and_delete(si
     until(page, lambda d: subjects(d) == ["Weekly newsletter"], "the search cleared")
 
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
 def _rich() -> EmailMessage:
-    message = mail("Your order has shipped", html='<p>Your parcel is on its way.</p><img src="cid:logo@shop.test" alt="logo">',
-                   text="Your parcel is on its way.", attachments=(("invoice.pdf", b"%PDF-1.4 fake", "application/pdf"),))
+    message = mail("Your order has shipped",
+                   html='<p>Your parcel is on its way.</p><img src="cid:logo@shop.test" alt="logo">',
+                   text="Your parcel is on its way.",
+                   attachments=(("invoice.pdf", b"%PDF-1.4 fake", "application/pdf"),))
     message.get_payload()[0].get_payload()[1].add_related(PNG, maintype="image", subtype="png", cid="<logo@shop.test>")
     return message
 
@@ -413,7 +416,8 @@ def test_the_dark_theme_follows_the_system(site: Catching, page: Any) -> None:
     site.send(mail("In the dark"))
     row(page, "In the dark")
     assert _luminance(page, "document.body") > 0.9
-    page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = [{"name": "prefers-color-scheme", "value": "dark"}]
+    page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": dark})
     try:
         until(page, lambda d: _luminance(d, "document.body") < 0.2, "a dark page")
         text = page.execute_script("return getComputedStyle(document.querySelector('#messages .subj')).color")
@@ -439,7 +443,8 @@ def _big(size: int) -> bytes:
     return (b"From: robot@example.com\r\nTo: bob@example.org\r\nSubject: 50 MB attached\r\nMIME-Version: 1.0\r\n"
             b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\na big one\r\n'
             b'--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
-            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(bytes(range(256)) * (size // 256)).replace(b"\n", b"\r\n")
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(bytes(range(256)) * (size // 256)).replace(b"\n", b"\r\n")
             + b"--b--\r\n")
 
 
