@@ -50,8 +50,8 @@ from ..server.envelope import Envelope
 from .store import Inbox
 from .summary import TRACE_HEADER
 
-__all__ = ["ReleaseRelay", "ReleaseRefused", "ReleaseFailed", "release", "recipient", "check_recipients",
-           "CHUNK", "MAX_RECIPIENTS"]
+__all__ = ["ReleaseRelay", "RelayTLS", "ReleaseRefused", "ReleaseFailed", "release", "recipient",
+           "check_recipients", "envelope_sender", "pieces", "CHUNK", "MAX_RECIPIENTS"]
 
 CHUNK = 1 << 18  # octets read from the stored file, then sent, at a time
 MAX_RECIPIENTS = 100
