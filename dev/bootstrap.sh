@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or refresh) a virtualenv with mailwire, its web extra (the inbox
 # `mailwire serve` shows) and its test tools, and the
-# Debian packages the interop tests talk to. Idempotent; safe to run often.
+# Debian packages the interop and browser tests use. Idempotent; safe to run often.
 #   dev/bootstrap.sh [PYTHON] [VENV]    defaults: python3.11 (or python3), .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +19,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,web]"
   touch "$stamp"
 fi
-# Real peers for the interop tests: Postfix's smtp-sink/smtp-source and swaks.
+# Real peers for the interop tests: Postfix's smtp-sink/smtp-source and swaks;
+# and the browser the web inbox's tests drive (chromium with its chromedriver).
+packages=()
 if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ] || ! command -v swaks >/dev/null; then
+  packages+=(postfix swaks)
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  packages+=(chromium chromium-driver)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq </dev/null
-  $sudo apt-get install -y -qq postfix swaks </dev/null >/dev/null
+  $sudo apt-get install -y -qq "${packages[@]}" </dev/null >/dev/null
 fi

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from aiohttp.typedefs import Middleware
@@ -91,6 +92,31 @@ def mail(subject: str = "Hello", *, sender: str = "Alice <alice@example.com>", t
         maintype, subtype = ctype.split("/")
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return message
+
+
+def first_event(stream: IO[bytes], send: Callable[[int], None]) -> dict[str, str]:
+    """The fields of the first event on an open event stream, while a thread
+    calls ``send(n)`` for n = 0, 1, ... (at most 50) until it comes: the
+    stream watches from its start, so a message sent before is not one."""
+    done = threading.Event()
+
+    def sending() -> None:
+        for n in range(50):
+            send(n)
+            if done.wait(0.2):
+                return
+
+    sender = threading.Thread(target=sending)
+    sender.start()
+    try:
+        fields = {}
+        while (line := stream.readline().decode().rstrip("\n")) != "":
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        return fields
+    finally:
+        done.set()
+        sender.join(TIMEOUT)
 
 
 def start_catching(path: Path, auth: tuple[str, str] | None = None, relay: ReleaseRelay | None = None,

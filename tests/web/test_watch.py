@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import TIMEOUT, Catching, mail, start_catching, stop_catching
+from .conftest import TIMEOUT, Catching, first_event, mail, start_catching, stop_catching
 
 
 def test_wait_returns_a_message_already_there(catcher: Catching) -> None:
@@ -50,17 +50,7 @@ def test_events_stream_each_arrival(catcher: Catching) -> None:
         assert stream.readline() == b"\n"
         # The stream watches from its start: keep sending until an event comes
         # (a message sent before the watch began is not one); at most 50.
-        seen: list[str] = []
-        sender = threading.Thread(target=_send_until, args=(catcher, seen))
-        sender.start()
-        try:
-            fields = {}
-            while (line := stream.readline().decode().rstrip("\n")) != "":
-                name, _, value = line.partition(": ")
-                fields[name] = value
-        finally:
-            seen.append("stop")
-            sender.join(TIMEOUT)
+        fields = first_event(stream, lambda n: catcher.send(mail(f"event {n}")))
     assert fields["event"] == "new"
     data = json.loads(fields["data"])
     assert data["Subject"].startswith("event ") and data["ID"] == fields["id"]

@@ -404,6 +404,13 @@ class Index:
             row = db.execute("SELECT summary FROM messages WHERE id = ?", (message_id,)).fetchone()
         return None if row is None else tuple(json.loads(row["summary"])["tags"])
 
+    def mailboxes(self) -> list[tuple[str, int, int]]:
+        """Every mailbox with its (messages, unread), by name."""
+        with self._use() as db:
+            return [(r[0], r[1], int(r[2])) for r in db.execute(
+                "SELECT b.mailbox, count(*), count(*) - total(m.read) FROM mailboxes b"
+                " JOIN messages m ON m.seq = b.message GROUP BY b.mailbox ORDER BY b.mailbox")]
+
     def tags(self) -> list[str]:
         with self._use() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]

@@ -142,6 +142,12 @@ class Inbox:
         self.flush()
         return tuple(self.index.tags())
 
+    def mailboxes(self) -> tuple[tuple[str, int, int], ...]:
+        """Every mailbox (an envelope recipient or an AUTH user, lower-case)
+        with how many messages it holds and how many of them are unread."""
+        self.flush()
+        return tuple(self.index.mailboxes())
+
     def summary(self, message_id: str) -> Summary:
         self.flush()
         found = self.index.summary(message_id)

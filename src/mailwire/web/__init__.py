@@ -17,6 +17,7 @@ nothing outside this package and ``cli/`` imports aiohttp.
 * ``watch.py`` also serves Mailpit's WebSocket of events (``/api/events``);
 * ``release.py``: releasing a message to a real server (``inbox/release.py`` sends);
 * ``send.py``: Mailpit's send API: a message built from JSON, stored as SMTP mail is;
+* ``page.py``: the web inbox page at ``/`` (``static/``: its HTML, CSS and JavaScript);
 * ``hosts.py``: which host names are loopback (no aiohttp: the CLI asks it);
 * ``app.py``: the application (routes; loopback, auth and error middleware; info);
 * ``serve.py``: running it on the SMTP server's event loop (``WebInbox``).

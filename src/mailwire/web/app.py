@@ -5,7 +5,8 @@
 ``chaos.py`` (given the SMTP server's ``Chaos``), ``release.py`` (with
 ``relay``, the server released messages go to) and ``send.py`` (storing
 through ``catcher``, the SMTP side's), and here
-``/api/v1/info`` and ``/api/v1/webui``. Middlewares wrap every route,
+``/api/v1/info`` and ``/api/v1/webui``; the page itself (``page.py``) at
+``/``. Middlewares wrap every route,
 outermost first:
 
 * on a loopback listener, ``_local_only``: a request whose ``Host`` is not
@@ -45,6 +46,7 @@ from ..server.chaos import Chaos
 from . import chaos as chaos_routes
 from . import message, messages, params, release, send, view, watch
 from . import tags as tag_routes
+from .page import add_page
 from .hosts import is_loopback
 from .messages import INBOX
 
@@ -197,5 +199,6 @@ def make_app(inbox: Inbox, *, auth: tuple[str, str] | None = None, stats: Stats 
         app.add_routes(table)
     app.router.add_get("/api/v1/info", info)
     app.router.add_get("/api/v1/webui", webui)
+    add_page(app)
     app.on_shutdown.append(_end_streams)
     return app

@@ -31,9 +31,10 @@ async def _page(request: web.Request, required: bool) -> web.Response:
     start = params.integer(request, "start", 0)
     limit = params.integer(request, "limit", 50, params.MAX_LIMIT)
     query = params.query(request, required=required)
+    mailbox = params.mailbox(request)
 
     def read() -> web.Response:
-        found = inbox.list(start, limit, query)
+        found = inbox.list(start, limit, query, mailbox)
         return web.json_response(shapes.page(found, inbox.tags()))
 
     return await asyncio.to_thread(read)
@@ -53,23 +54,36 @@ async def search(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/messages")
 async def delete_messages(request: web.Request) -> web.Response:
-    """``{"IDs": [...]}`` deletes those; no IDs (or no body) deletes every message."""
+    """``{"IDs": [...]}`` deletes those; no IDs (or no body) deletes every
+    message (of ``mailbox``, if given)."""
     inbox = request.app[INBOX]
+    mailbox = params.mailbox(request)
     chosen = params.ids(await params.json_body(request))
     if chosen:
         await asyncio.to_thread(inbox.delete, chosen)
     else:
-        await asyncio.to_thread(inbox.delete_all)
+        await asyncio.to_thread(inbox.delete_matching, None, mailbox)
     return _ok()
 
 
 @routes.delete("/api/v1/search")
 async def delete_search(request: web.Request) -> web.Response:
-    """Deletes what ``query`` (required: never "everything" by omission) matches."""
+    """Deletes what ``query`` (required: never "everything" by omission)
+    matches (in ``mailbox``, if given)."""
     inbox = request.app[INBOX]
     query = params.query(request, required=True)
-    await asyncio.to_thread(inbox.delete_matching, query)
+    mailbox = params.mailbox(request)
+    await asyncio.to_thread(inbox.delete_matching, query, mailbox)
     return _ok()
+
+
+@routes.get("/api/v1/mailboxes")
+async def mailboxes(request: web.Request) -> web.Response:
+    """mailwire's: every mailbox (envelope recipient or AUTH user), with
+    its counts: ``{"mailboxes": [{"Mailbox", "Total", "Unread"}]}``."""
+    found = await asyncio.to_thread(request.app[INBOX].mailboxes)
+    return web.json_response({"mailboxes": [{"Mailbox": name, "Total": total, "Unread": unread}
+                                            for name, total, unread in found]})
 
 
 @routes.put("/api/v1/messages")

@@ -21,7 +21,7 @@ from aiohttp import web
 from ..inbox import Inbox, MessageNotFound, Query, parse
 
 __all__ = ["BadRequest", "error_response", "integer", "number", "tz", "query", "json_body", "ids",
-           "latest_id", "MAX_LIMIT", "MAX_BODY"]
+           "latest_id", "mailbox", "MAX_LIMIT", "MAX_BODY"]
 
 MAX_LIMIT = 10_000  # messages in one page; a larger limit is answered with this many
 MAX_BODY = 1 << 20  # octets of a PUT or DELETE body (some 40,000 IDs)
@@ -82,6 +82,18 @@ def query(request: web.Request, *, required: bool) -> Query | None:
             raise BadRequest("query is required")
         return None
     return parse(text, tz=tz(request))
+
+
+def mailbox(request: web.Request) -> str | None:
+    """``mailbox``: mailwire's filter beyond Mailpit, the messages of one
+    envelope recipient or AUTH user (``GET /api/v1/mailboxes`` lists them);
+    absent or blank is every message."""
+    text = request.query.get("mailbox", "").strip()
+    if not text:
+        return None
+    if len(text) > 998 or not text.isprintable():
+        raise BadRequest("mailbox must be an address or a user name (printable, at most 998 characters)")
+    return text.lower()
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

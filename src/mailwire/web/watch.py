@@ -62,8 +62,8 @@ STREAMS: web.AppKey[Streams] = web.AppKey("streams", Streams)
 routes = web.RouteTableDef()
 
 
-async def _first(inbox: Inbox, query: Query | None, existing: bool) -> Summary:
-    async with contextlib.aclosing(inbox.arrivals(query, existing=existing)) as arrivals:
+async def _first(inbox: Inbox, query: Query | None, mailbox: str | None, existing: bool) -> Summary:
+    async with contextlib.aclosing(inbox.arrivals(query, mailbox=mailbox, existing=existing)) as arrivals:
         async for summary in arrivals:
             return summary
     raise AssertionError("arrivals ended")  # it never does: it waits for ever
@@ -88,11 +88,12 @@ def _tracked(request: web.Request) -> Iterator[None]:
 async def wait(request: web.Request) -> web.Response:
     inbox = request.app[INBOX]
     query = params.query(request, required=False)
+    mailbox = params.mailbox(request)
     timeout = params.number(request, "timeout", 10.0, MAX_WAIT)
     existing = request.query.get("existing", "1") not in ("0", "false")
     with _tracked(request):
         try:
-            found = await asyncio.wait_for(_first(inbox, query, existing), timeout)
+            found = await asyncio.wait_for(_first(inbox, query, mailbox, existing), timeout)
         except asyncio.TimeoutError:
             text = request.query.get("query", "")
             what = f"matching {text!r} " if text.strip() else ""
@@ -101,12 +102,13 @@ async def wait(request: web.Request) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def _watching(inbox: Inbox, query: Query | None) -> AsyncIterator[asyncio.Queue[Summary]]:
+async def _watching(inbox: Inbox, query: Query | None,
+                    mailbox: str | None = None) -> AsyncIterator[asyncio.Queue[Summary]]:
     """A queue of the arrivals from now on, filled by a task while in the block."""
     queue: asyncio.Queue[Summary] = asyncio.Queue(maxsize=1000)
 
     async def pump() -> None:
-        async with contextlib.aclosing(inbox.arrivals(query)) as arrivals:
+        async with contextlib.aclosing(inbox.arrivals(query, mailbox=mailbox)) as arrivals:
             async for summary in arrivals:
                 await queue.put(summary)
 
@@ -123,11 +125,12 @@ async def _watching(inbox: Inbox, query: Query | None) -> AsyncIterator[asyncio.
 async def events(request: web.Request) -> web.StreamResponse:
     inbox = request.app[INBOX]
     query = params.query(request, required=False)
+    mailbox = params.mailbox(request)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
     })
     try:
-        async with _watching(inbox, query) as queue:
+        async with _watching(inbox, query, mailbox) as queue:
             with _tracked(request):
                 await response.prepare(request)
                 await response.write(b": mailwire events\n\n")
