@@ -25,7 +25,9 @@ __all__ = ["SessionInfo", "TLSInfo", "ProxyInfo", "Envelope", "HEAD_LIMIT"]
 # header section longer than this is cut (and its end not found in it).
 HEAD_LIMIT = 65536
 
-Address = tuple[str, int] | str  # (host, port) for TCP, a path for Unix sockets
+# (host, port) for TCP over IPv4, (host, port, flowinfo, scope_id) over IPv6
+# (as the socket names its peer), a path for Unix sockets.
+Address = tuple[str, int] | tuple[str, int, int, int] | str
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,7 +276,7 @@ class MaildirSession(StoreSession):
 
     async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
         file = MaildirFile(self.maildir, envelope)
-        key = await store_stream(file, content, self.maildir.write_batch, envelope, self.maildir.writers)
+        key = await store_stream(file, content, self.maildir.write_batch, envelope, self.maildir._threads)
         log.debug("stored a message from <%s> in %s as %s", envelope.mail_from, self.maildir.path, key)
         await self.stored(envelope, key)
 

@@ -400,5 +400,5 @@ class MboxSession(StoreSession):
 
     async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
         await store_stream(MboxSpool(self.mbox, envelope), content, self.mbox.write_batch, envelope,
-                           self.mbox.writers)
+                           self.mbox._threads)
         log.debug("appended a message from <%s> to %s", envelope.mail_from, self.mbox.path)

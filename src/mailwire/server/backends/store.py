@@ -272,7 +272,7 @@ class StoreSession(BaseSession):
 
     async def data(self, envelope: Envelope) -> None:
         try:
-            await self._store.writers.call(self._store.store, envelope)
+            await self._store._threads.call(self._store.store, envelope)
         except OSError as err:
             refusal = storage_refusal(err, envelope)
             if refusal is not None:
@@ -287,8 +287,8 @@ class Store:
     _writers: Writers | None = None
 
     @property
-    def writers(self) -> Writers:
-        """Its worker threads (made on first use)."""
+    def _threads(self) -> Writers:
+        """Its worker threads (made on first use; its sessions' alone)."""
         if self._writers is None:
             self._writers = Writers()
         return self._writers
