@@ -30,7 +30,7 @@ for a catcher running elsewhere (``mailwire serve``, Mailpit), at
 (asking for it gives the server one), to make it fail on purpose:
 ``smtp_chaos.fail("rcpt", 451, times=2, match="*@flaky.test")``; a
 ``mailwire serve`` in another process is told the same over its API:
-``remote_chaos(url)`` is a ``mailwire.chaos_client.RemoteChaos`` whose
+``remote_chaos(url)`` is a ``mailwire.testing.RemoteChaos`` whose
 failures are turned off after the test.
 """
 
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .chaos_client import RemoteChaos
+    from .testing import RemoteChaos
     from .server.chaos import Chaos
     from .testing import InboxClient, Messages, ServerMail, ServerThread
 
@@ -143,7 +143,7 @@ def remote_chaos() -> Iterator[Callable[..., RemoteChaos]]:
     """``remote_chaos(url, auth=None)``: the chaos of a running ``mailwire
     serve`` (its web inbox's URL), over its API; every server it was asked
     for has its failures turned off after the test."""
-    from .chaos_client import RemoteChaos
+    from .testing import RemoteChaos
 
     made: list[RemoteChaos] = []
 

@@ -50,13 +50,14 @@ from .server.aio import SMTPServer
 from .server.config import ServerConfig
 from .server.envelope import Envelope
 from .server.session import Backend, Delivered, Handler
+from ._testing.chaos import RemoteChaos
 from ._testing.client import InboxClient, InboxError
 from ._testing.message import CaughtMessage, Headers
 from ._testing.waiting import CaughtMail, ServerMail
 
 __all__ = [
     "Messages", "ServerThread", "run_server",
-    "CaughtMessage", "Headers", "CaughtMail", "ServerMail", "InboxClient", "InboxError",
+    "CaughtMessage", "Headers", "CaughtMail", "ServerMail", "InboxClient", "InboxError", "RemoteChaos",
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mailwire.chaos_client import RemoteChaos
+from mailwire.testing import InboxError, RemoteChaos
 from mailwire.server.chaos import Chaos
 
 from server.test_cli_serve import MSG, TIMEOUT, Serve, serve  # noqa: F401 - the fixture
@@ -136,7 +136,7 @@ def test_remote_chaos_adds_failures_and_clears_them(chaotic: Catching) -> None:
             with pytest.raises(smtplib.SMTPDataError):  # the data failure: once
                 client.sendmail("a@example.org", ["d@example.net"], MSG)
             client.sendmail("a@example.org", ["d@example.net"], MSG)
-        with pytest.raises(ValueError, match="400 unknown trigger"):
+        with pytest.raises(InboxError, match="400 unknown trigger"):
             remote.set({"Bogus": {}})
     assert remote.triggers()["Recipient"] == OFF
 

@@ -8,7 +8,9 @@
 * ``waiting.py``: ``CaughtMail``, the ``wait_for`` both kinds of catcher
   share, and ``ServerMail``, over an in-process ``ServerThread``;
 * ``client.py``: ``InboxClient``, the same over the HTTP API of a running
-  ``mailwire serve`` or Mailpit (standard library only: ``urllib``).
+  ``mailwire serve`` or Mailpit (standard library only: ``urllib``);
+* ``chaos.py``: ``RemoteChaos``, that server's injected failures, through
+  an ``InboxClient``.
 
 ``mailwire.testing`` is the public home of these names; this package is
 private so that the modules can move without breaking an import.

@@ -32,11 +32,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .criteria import Criteria
 from .message import CaughtMessage
 from .waiting import LISTED, CaughtMail, timed_out
+
+if TYPE_CHECKING:
+    from .chaos import RemoteChaos
 
 __all__ = ["InboxClient", "InboxError"]
 
@@ -107,10 +110,14 @@ class InboxClient(CaughtMail):
     # -- HTTP --------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, params: dict[str, str] | None = None, *,
-                 timeout: float | None = None, ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
-        """(status, body) of a request; InboxError unless 2xx or in ``ok``."""
+                 timeout: float | None = None, ok: tuple[int, ...] = (), body: Any = None) -> tuple[int, bytes]:
+        """(status, body) of a request (``body``: sent as JSON); InboxError
+        unless 2xx or in ``ok``."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        request = urllib.request.Request(self.url + path + query, method=method)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path + query, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
         if self.auth is not None:
             token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode("ascii")
             request.add_header("Authorization", f"Basic {token}")
@@ -120,21 +127,29 @@ class InboxClient(CaughtMail):
                 return response.status, response.read()
         except urllib.error.HTTPError as err:
             with err:
-                body = err.read()
+                answer = err.read()
             if err.code in ok:
-                return err.code, body
-            raise InboxError(f"{what} at {self.url}: {err.code} {_error_text(body)}", err.code) from None
+                return err.code, answer
+            raise InboxError(f"{what} at {self.url}: {err.code} {_error_text(answer)}", err.code) from None
         except urllib.error.URLError as err:
             raise InboxError(f"cannot reach the inbox at {self.url} ({what}): {err.reason}") from None
         except (socket.timeout, TimeoutError, ConnectionError) as err:
             raise InboxError(f"the inbox at {self.url} did not answer {what}: {err}") from None
 
-    def _json(self, path: str, params: dict[str, str] | None = None) -> Any:
-        body = self._request("GET", path, params)[1]
+    def _json(self, path: str, params: dict[str, str] | None = None, *, method: str = "GET",
+              body: Any = None) -> Any:
+        answer = self._request(method, path, params, body=body)[1]
         try:
-            return json.loads(body)
+            return json.loads(answer)
         except ValueError:
-            raise InboxError(f"GET {path} at {self.url} answered no JSON: {body[:100]!r}") from None
+            raise InboxError(f"{method} {path} at {self.url} answered no JSON: {answer[:100]!r}") from None
+
+    @property
+    def chaos(self) -> RemoteChaos:
+        """The failures this ``mailwire serve`` injects, set over its API."""
+        from .chaos import RemoteChaos
+
+        return RemoteChaos(self)
 
     # -- reading -----------------------------------------------------------------------------
 

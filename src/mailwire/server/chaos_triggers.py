@@ -19,7 +19,7 @@ A GET reports every trigger, one a stage has none of as Mailpit reports it
 (``Probability`` 0). ``from_json`` raises ``ValueError`` (the API's 400) for
 anything it does not know or that is out of range; nothing here does I/O,
 so the web route (``web/chaos.py``) and the client of a running server
-(``chaos_client.py``) share it.
+(``_testing/chaos.py``) share it.
 """
 
 from __future__ import annotations

@@ -11,62 +11,50 @@ call::
     # leaving the block turns every failure off
 
 It speaks ``GET/PUT /api/v1/chaos`` (``server/chaos_triggers.py`` has the
-body) with the standard library's ``urllib``, so a test needs nothing
-installed for it. ``fail`` adds to what the server has (a PUT replaces the
-whole set, so it reads it first; every counter restarts); ``clear`` turns
-all off. A refusal by the API is ``ValueError`` with its message.
+body) through an ``InboxClient`` (its URL, auth and errors: a refusal by
+the API is an ``InboxError`` with its status and message), so a test needs
+nothing installed for it; ``InboxClient.chaos`` is the same for a client
+in hand. ``fail`` adds to what the server has (a PUT replaces the whole
+set, so it reads it first; every counter restarts); ``clear`` turns all
+off.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.error
-import urllib.request
 from types import TracebackType
 from typing import Any
 
-from .server.chaos import DEFAULT_TEXT, Fault
-from .server.chaos_triggers import KEYS, trigger
+from ..server.chaos import DEFAULT_TEXT, Fault
+from ..server.chaos_triggers import KEYS, trigger
+from .client import InboxClient
 
 __all__ = ["RemoteChaos"]
+
+PATH = "/api/v1/chaos"
 
 
 class RemoteChaos:
     """The chaos of the ``mailwire serve`` (or Mailpit, for its own three
-    triggers) whose web API is at ``url``; ``auth``: its ``--web-auth``."""
+    triggers) whose web API is at ``url`` (or that ``InboxClient`` asks);
+    ``auth``: its ``--web-auth``."""
 
-    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/") + "/api/v1/chaos"
-        self.timeout = timeout
-        self._headers = {"Content-Type": "application/json"}
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+    def __init__(self, url: str | InboxClient, *, auth: tuple[str, str] | None = None,
+                 timeout: float = 10.0) -> None:
+        self.client = url if isinstance(url, InboxClient) else InboxClient(url, auth=auth, timeout=timeout)
 
-    def _call(self, method: str, body: Any = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url, data=data, method=method, headers=self._headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer: dict[str, Any] = json.loads(response.read())
-                return answer
-        except urllib.error.HTTPError as err:
-            with err:
-                text = err.read().decode("utf-8", "replace")
-            try:
-                text = json.loads(text)["Error"]
-            except (ValueError, KeyError, TypeError):
-                pass
-            raise ValueError(f"{method} {self.url}: {err.code} {text}") from None
+    @property
+    def url(self) -> str:
+        return self.client.url + PATH
 
     def triggers(self) -> dict[str, Any]:
         """What the server injects now, as ``GET /api/v1/chaos`` answers."""
-        return self._call("GET")
+        answer: dict[str, Any] = self.client._json(PATH)
+        return answer
 
     def set(self, triggers: dict[str, Any]) -> dict[str, Any]:
         """Replace every trigger (``PUT /api/v1/chaos``); what the server answers."""
-        return self._call("PUT", triggers)
+        answer: dict[str, Any] = self.client._json(PATH, method="PUT", body=triggers)
+        return answer
 
     def fail(self, stage: str, code: int, *, times: int | None = None, probability: float | None = None,
              match: str | None = None, text: str = DEFAULT_TEXT, enhanced: str | None = None,
