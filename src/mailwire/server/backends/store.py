@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import errno
+import functools
 import logging
 import os
 import threading
@@ -284,14 +285,10 @@ class Store:
     """A backend that keeps each message with a blocking ``store``, which
     its sessions run in a worker thread; ``Maildir`` and ``Mbox`` are two."""
 
-    _writers: Writers | None = None
-
-    @property
+    @functools.cached_property
     def _threads(self) -> Writers:
-        """Its worker threads (made on first use; its sessions' alone)."""
-        if self._writers is None:
-            self._writers = Writers()
-        return self._writers
+        """Its worker threads (made on first use, on the event loop; its sessions' alone)."""
+        return Writers()
 
     def store(self, envelope: Envelope) -> None:
         raise NotImplementedError
