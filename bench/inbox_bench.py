@@ -189,8 +189,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="repeats per figure; the median is shown")
     parser.add_argument("--smtp", action="store_true", help="also the SMTP rate, Maildir against the catcher")
     parser.add_argument("--messages", type=int, default=2000, help="messages per SMTP run (2,000)")
-    parser.add_argument("--index-delay", default="5", help="the catcher's Inbox(index_delay=...), or none (5)")
-    parser.add_argument("--index-backlog", type=int, default=5000, help="Inbox(index_backlog=...) (5,000)")
+    # The defaults are mailwire serve's (web/serve.py: INDEX_DELAY, INDEX_BACKLOG).
+    parser.add_argument("--index-delay", default="none",
+                        help="the catcher's Inbox(index_delay=...), or none (none, as mailwire serve)")
+    parser.add_argument("--index-backlog", type=int, default=20_000,
+                        help="Inbox(index_backlog=...) (20,000, as mailwire serve)")
     args = parser.parse_args()
     if args.count:
         store_bench(args.count, args.repeat)
