@@ -274,3 +274,22 @@ def test_close_waits_for_a_query_running_in_another_thread(tmp_path: Path) -> No
     assert answers == [0]
     with pytest.raises(RuntimeError, match="closed"):
         index.last_seq()
+
+
+def test_the_view_gives_the_mime_tree_in_the_messages_order(tmp_path: Path) -> None:
+    nested = message("Tree", body="plain", html="<p>rich</p>", attachments=(("a.bin", b"x" * 300),))
+    flat = message("Flat", body="just text")
+    store(str(tmp_path), nested, when=1_700_000_000.0)
+    store(str(tmp_path), flat, when=1_700_000_001.0)
+    with Inbox(tmp_path) as inbox:
+        flat_summary, nested_summary = inbox.list().messages
+        tree = [(n.part_id, n.content_type, n.kind, n.depth, n.filename) for n in
+                inbox.message(nested_summary.id).structure]
+        assert tree == [
+            ("", "multipart/mixed", "multipart", 0, ""),
+            ("1", "multipart/alternative", "multipart", 1, ""),
+            ("1.1", "text/plain", "body", 2, ""),
+            ("1.2", "text/html", "body", 2, ""),
+            ("2", "application/octet-stream", "attachment", 1, "a.bin"),
+        ]
+        assert [(n.part_id, n.kind, n.depth) for n in inbox.message(flat_summary.id).structure] == [("1", "body", 0)]

@@ -326,6 +326,11 @@ def test_the_message_view_text_headers_raw_parts_and_read_state(site: Catching, 
     page.find_element(By.ID, "tab-parts").click()
     links = {a.text: a.get_attribute("href") for a in page.find_elements(By.CSS_SELECTOR, "#parts a")}
     assert "invoice.pdf" in links
+    tree = [line.text for line in page.find_elements(By.CSS_SELECTOR, "#structure li")]
+    assert tree[:2] == ["message multipart/mixed", "1 multipart/alternative"], tree
+    assert tree[2].startswith("1.1 text/plain \u00b7 body") and tree[3] == "1.2 multipart/related", tree
+    assert tree[4].startswith("1.2.1 text/html \u00b7 body") and tree[5].startswith("1.2.2 image/png \u00b7 inline")
+    assert tree[6].startswith('2 application/pdf "invoice.pdf" \u00b7 attachment') and len(tree) == 7, tree
     assert site.get(links["invoice.pdf"].removeprefix(site.url)).body == b"%PDF-1.4 fake"
     until(page, lambda d: d.execute_script(
         "return [...document.querySelectorAll('#inline-images img')].every(i => i.naturalWidth === 1)"

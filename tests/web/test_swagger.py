@@ -55,6 +55,7 @@ EXTRA = {
     # mailwire's additions to chaos (server/chaos_triggers.py)
     "ChaosTriggers": {"Connect", "Data", "Seed"},
     "ChaosTrigger": {"Times", "Match", "Text", "EnhancedCode", "Fired"},
+    "Message": {"Structure"},  # mailwire's: the MIME tree (shapes.message)
 }
 
 

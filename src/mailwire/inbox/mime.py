@@ -30,7 +30,7 @@ import codecs
 import email.message
 import email.policy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import Header, decode_header, make_header
 from email.parser import BytesHeaderParser
 from typing import IO, Callable, TypeVar, Union
@@ -117,6 +117,9 @@ class Structure:
     parts: list[Part]
     size: int  # octets of the file
     truncated: bool = False  # MAX_PARTS or MAX_DEPTH was reached
+    # The multiparts that hold the parts: (part ID, content type), outermost
+    # first; the message's own is "" (its children are "1", "2" ...).
+    multiparts: list[tuple[str, str]] = field(default_factory=list)
 
 
 def header_text(value: object) -> str:
@@ -259,6 +262,7 @@ class _Scanner:
         self.text_cap = text_cap
         self.block_size = block_size
         self.parts: list[Part] = []
+        self.multiparts: list[tuple[str, str]] = []
         self.truncated = False
 
     def header_block(self, boundaries: list[bytes]) -> tuple[bytes, bool]:
@@ -370,6 +374,7 @@ class _Scanner:
         boundary = safe(lambda: headers.get_boundary(), None) if ctype.startswith("multipart/") else None
         if boundary and not headless and depth < MAX_DEPTH and len(self.parts) < MAX_PARTS:
             nested = related or ctype == "multipart/related"
+            self.multiparts.append((part_id, ctype))
             return self.multipart(part_id, boundaries, boundary, depth, nested)
         if boundary or len(self.parts) >= MAX_PARTS:
             self.truncated = True  # too deep or too many: the rest is read as opaque bodies
@@ -414,7 +419,8 @@ def scan(file: IO[bytes], *, text_cap: int = TEXT_CAP, block_size: int = BLOCK_S
     start = scanner.lines.pos
     head = scanner.head([])
     scanner.entity("", [], 0, False, head)
-    return Structure(head[1], head[0], scanner.parts, scanner.lines.pos - start, scanner.truncated)
+    return Structure(head[1], head[0], scanner.parts, scanner.lines.pos - start, scanner.truncated,
+                     scanner.multiparts)
 
 
 def iter_decoded(file: IO[bytes], part: Part, chunk: int = 1 << 16) -> Iterator[bytes]:

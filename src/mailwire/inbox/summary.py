@@ -95,6 +95,20 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Node:
+    """One entity of the MIME structure, in the order of the message: a
+    multipart (``kind`` "multipart") or a part ("body", "inline" or
+    "attachment"); ``depth`` 0 is the message itself."""
+
+    part_id: str
+    content_type: str
+    kind: str
+    depth: int
+    filename: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message as its view shows it: the summary and what is in it."""
 
@@ -105,6 +119,7 @@ class Message:
     attachments: tuple[Attachment, ...]
     inline: tuple[Attachment, ...]
     truncated: bool  # a body over the cap, or a structure over the limits
+    structure: tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +323,22 @@ def read_summary(path: str) -> Digest:
     return Digest(s, "\n".join(w for w in words if w), tuple(sorted(m for m in mailboxes if m)))
 
 
+def _depth(part_id: str) -> int:
+    return part_id.count(".") + 1 if part_id else 0
+
+
+def structure_of(structure: Structure) -> tuple[Node, ...]:
+    """The MIME tree of a scanned message as nodes in the message's order
+    (multiparts before their parts: sorted by the numbers of the part IDs)."""
+    nodes = [Node(i, t, "multipart", _depth(i)) for i, t in structure.multiparts]
+    for p in structure.parts:
+        kind = "inline" if p.is_inline else "attachment" if p.is_attachment else "body"
+        # A message that is not multipart is its own part "1", at depth 0.
+        depth = 0 if not structure.multiparts else _depth(p.part_id)
+        nodes.append(Node(p.part_id, p.content_type, kind, depth, p.filename, p.size))
+    return tuple(sorted(nodes, key=lambda n: [int(x) for x in n.part_id.split(".") if x.isdigit()]))
+
+
 def _attachment(part: Part) -> Attachment:
     return Attachment(part.part_id, part.filename, part.content_type, part.content_id, part.size)
 
@@ -329,7 +360,7 @@ def read_message(file: IO[bytes], path: str, *, read: bool | None = None) -> tup
         summary=summary, headers=_header_list(got.structure.headers), text=got.text, html=got.html,
         attachments=tuple(_attachment(p) for p in parts if p.is_attachment),
         inline=tuple(_attachment(p) for p in parts if p.is_inline),
-        truncated=got.cut or got.structure.truncated,
+        truncated=got.cut or got.structure.truncated, structure=structure_of(got.structure),
     )
     return message, got.structure
 

@@ -96,4 +96,7 @@ def message(m: Message, checksums: dict[str, dict[str, str]]) -> dict[str, Any]:
         "Date": when(s.sent), "Tags": list(s.tags), "Username": s.username, "Text": m.text, "HTML": m.html,
         "Size": s.size, "Inline": [attachment(a, checksums.get(a.part_id, {})) for a in m.inline],
         "Attachments": [attachment(a, checksums.get(a.part_id, {})) for a in m.attachments],
+        # mailwire's: the MIME tree, in the message's order (Mailpit has none).
+        "Structure": [{"PartID": n.part_id, "ContentType": n.content_type, "Kind": n.kind, "Depth": n.depth,
+                       "FileName": n.filename, "Size": n.size} for n in m.structure],
     }

@@ -31,6 +31,19 @@ function part(m, p, kind) {
   ]);
 }
 
+// One line of the MIME tree, indented by its depth; a part links to its content.
+function structureNode(m, n) {
+  const label = n.Kind === "multipart" ? n.ContentType : `${n.ContentType}${n.FileName ? ` "${n.FileName}"` : ""}`;
+  const what = n.Kind === "multipart" ? el("span", { text: label })
+    : el("a", { href: `/api/v1/message/${enc(m.ID)}/part/${enc(n.PartID)}`, download: n.FileName || "", text: label });
+  const meta = n.Kind === "multipart" ? "" : ` \u00b7 ${n.Kind} \u00b7 ${size(n.Size)}`;
+  const line = el("li", {}, [
+    el("span", { class: "meta", text: `${n.PartID || "message"} ` }), what, el("span", { class: "meta", text: meta }),
+  ]);
+  line.style.paddingLeft = `${1.5 * Math.min(n.Depth, 32)}em`; // through the CSSOM: the CSP allows no style attribute
+  return line;
+}
+
 function parts(m) {
   const items = [];
   if (m.Text) items.push(el("li", {}, [el("span", { text: "Text body" }), el("span", { class: "meta", text: "text/plain" })]));
@@ -42,6 +55,7 @@ function parts(m) {
   $("inline-images").replaceChildren(...images.slice(0, 50).map((p) => el("img", {
     src: `/api/v1/message/${enc(m.ID)}/part/${enc(p.PartID)}`, alt: p.FileName || `inline image ${p.PartID}`, loading: "lazy",
   })));
+  $("structure").replaceChildren(...(m.Structure || []).map((n) => structureNode(m, n)));
   const count = (m.Inline || []).length + (m.Attachments || []).length;
   $("tab-parts").textContent = count ? `Parts (${count})` : "Parts";
 }
