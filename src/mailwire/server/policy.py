@@ -346,9 +346,10 @@ class SessionPolicy:
 
     def _mail(self, event: Mail) -> Pending:
         assert self.session is not None
-        refusal = self.injected("mail", event.address)
-        if refusal is not None:
-            return self._mail_answered(event, refusal)
+        if self.config.chaos is not None:  # (asked inline: the per-command path pays no call without chaos)
+            refusal = self.injected("mail", event.address)
+            if refusal is not None:
+                return self._mail_answered(event, refusal)
         return self.ask(self._mail_answered, event, self.session.mail, event.address, event.options)
 
     def _mail_answered(self, event: Mail, refusal: Reply | None) -> Pending:
@@ -362,9 +363,10 @@ class SessionPolicy:
 
     def _rcpt(self, event: Rcpt) -> Pending:
         assert self.session is not None
-        refusal = self.injected("rcpt", event.address)
-        if refusal is not None:
-            return self._rcpt_answered(event, refusal)
+        if self.config.chaos is not None:
+            refusal = self.injected("rcpt", event.address)
+            if refusal is not None:
+                return self._rcpt_answered(event, refusal)
         return self.ask(self._rcpt_answered, event, self.session.rcpt, event.address, event.options)
 
     def _rcpt_answered(self, event: Rcpt, refusal: Reply | None) -> Pending:
@@ -429,10 +431,11 @@ class SessionPolicy:
         session = self.session
         assert envelope is not None and session is not None
         self.envelope = None  # delivered (or refused): not an abandoned transaction
-        refusal = self.injected("data", envelope.mail_from, *envelope.rcpt_to)
-        if refusal is not None:
-            self.chunks.clear()
-            return Wait(self._drop_stream(), self._injected_refusal, (envelope, refusal))
+        if self.config.chaos is not None:
+            refusal = self.injected("data", envelope.mail_from, *envelope.rcpt_to)
+            if refusal is not None:
+                self.chunks.clear()
+                return Wait(self._drop_stream(), self._injected_refusal, (envelope, refusal))
         answer = self._delivered_lmtp if self.per_recipient else self._delivered
         if self.streaming is not None:
             streamed = self.streamed or self._stream(envelope)  # an empty message: started at its end
