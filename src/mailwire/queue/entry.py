@@ -102,7 +102,7 @@ class QueueEntry:
     sha256: str
     size: int
     mail_options: MailOptions = field(default_factory=MailOptions)
-    rcpt_options: tuple[RcptOptions, ...] = ()  # one per recipient (or none at all: defaults)
+    rcpt_options: tuple[RcptOptions, ...] = ()  # one per recipient (none given: the defaults)
     # The client: the real one behind PROXY. (host, port) or a Unix path; None if unknown.
     client: Address | None = None
     helo_name: str | None = None
@@ -117,7 +117,9 @@ class QueueEntry:
     def __post_init__(self) -> None:
         if (self.body is None) == (self.blob_key is None):
             raise ValueError("a queue entry holds its body inline or a blob key, exactly one")
-        if self.rcpt_options and len(self.rcpt_options) != len(self.rcpt_to):
+        if not self.rcpt_options:  # none given: the defaults, so a decoded entry equals this one
+            object.__setattr__(self, "rcpt_options", tuple(RcptOptions() for _ in self.rcpt_to))
+        if len(self.rcpt_options) != len(self.rcpt_to):
             raise ValueError("rcpt_options needs one entry per recipient")
 
     @classmethod
@@ -143,8 +145,7 @@ class QueueEntry:
 
     def recipients(self) -> list[tuple[str, RcptOptions]]:
         """Each recipient with its options (defaults where none were kept)."""
-        options = self.rcpt_options or tuple(RcptOptions() for _ in self.rcpt_to)
-        return list(zip(self.rcpt_to, options))
+        return list(zip(self.rcpt_to, self.rcpt_options))
 
     # -- the broker's field map ------------------------------------------------
 

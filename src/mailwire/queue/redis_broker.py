@@ -53,7 +53,7 @@ class RedisBroker:
         """A broker on a new client (no connection is made until first use)."""
         client = aioredis.Redis(
             host=host, port=port, db=db, password=password, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=False,
+            retry=Retry(NoBackoff(), 0), decode_responses=False,
         )
         return cls(client, stream, timeout=timeout)
 
