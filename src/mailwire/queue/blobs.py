@@ -14,6 +14,7 @@ a volume the workers share; an S3-compatible store is another ``BlobStore``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
@@ -58,7 +59,12 @@ class DirectoryBlobs:
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         final = self._file(key)
         tmp = os.path.join(self._tmp, f"{key}.{secrets.token_hex(6)}")
-        file = await asyncio.to_thread(open, tmp, "xb")
+        opening = asyncio.ensure_future(asyncio.to_thread(open, tmp, "xb"))
+        try:
+            file = await asyncio.shield(opening)
+        except BaseException:  # cancelled while the thread opens: it removes what it made
+            opening.add_done_callback(functools.partial(_discard_opened, tmp=tmp))
+            raise
         size = 0
         pending: asyncio.Future[Any] | None = None
         try:
@@ -82,7 +88,11 @@ class DirectoryBlobs:
         os.fsync(file.fileno())
         file.close()
         os.rename(tmp, final)
-        fsync_directory(self.path)
+        try:
+            fsync_directory(self.path)
+        except BaseException:  # not known durable: not there at all
+            os.unlink(final)
+            raise
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         file = await asyncio.to_thread(open, self._file(key), "rb")
@@ -104,9 +114,14 @@ class DirectoryBlobs:
         return True
 
 
+def _discard_opened(opening: asyncio.Future[IO[bytes]], *, tmp: str) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _discard(opening.result(), tmp)
+
+
 def _discard(file: IO[bytes], tmp: str) -> None:
     file.close()
     try:
         os.unlink(tmp)
     except FileNotFoundError:
-        pass  # renamed already is impossible here; gone is fine
+        pass  # renamed, then removed by _commit; or never made
