@@ -47,8 +47,13 @@ def _run(server: RedisServer, test: Callable[[RedisBroker], Awaitable[None]], ti
 
 def test_it_is_a_broker(redis_server: RedisServer) -> None:
     assert isinstance(RedisBroker.from_url(redis_server.url), Broker)
-    with pytest.raises(ValueError):
-        RedisBroker.from_url("redis://127.0.0.1:6379/")
+    for bad in ("redis://127.0.0.1:6379/", "http://127.0.0.1/stream", "redis:///stream"):
+        with pytest.raises(ValueError, match="redis://HOST:PORT/STREAM"):
+            RedisBroker.from_url(bad)
+    broker = RedisBroker.from_url("redis://:s%40cret@queue.example/mail%2Fin")
+    kwargs = broker.client.connection_pool.connection_kwargs
+    assert (broker.stream, kwargs["host"], kwargs["port"], kwargs["password"]) == \
+        ("mail/in", "queue.example", 6379, "s@cret")
 
 
 def test_publish_consume_ack(redis_server: RedisServer) -> None:
