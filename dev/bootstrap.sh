@@ -20,13 +20,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # Real peers for the interop tests: Postfix's smtp-sink/smtp-source and swaks;
-# and the browser the web inbox's tests drive (chromium with its chromedriver).
+# the browser the web inbox's tests drive (chromium with its chromedriver);
+# and the queue's real peers: redis-server (the broker) and haproxy (in front).
 packages=()
 if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ] || ! command -v swaks >/dev/null; then
   packages+=(postfix swaks)
 fi
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   packages+=(chromium chromium-driver)
+fi
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  packages+=(redis-server)
+fi
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  packages+=(haproxy)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""

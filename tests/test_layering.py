@@ -353,6 +353,40 @@ def test_mailwire_and_its_cli_import_without_the_web_stack() -> None:
     assert result.stdout.split()[1:] == ["ok"] and int(result.stdout.split()[0]) > 20
 
 
+# -- Redis stays an extra ------------------------------------------------------------------------
+
+
+def test_only_the_redis_broker_imports_redis() -> None:
+    """redis is the ``redis`` extra: one module (``queue/redis_broker.py``)
+    imports it, and only the CLI may import that module, so the queue's
+    entries, broker protocol and blobs load without it."""
+    broker = PACKAGE_ROOT / "queue" / "redis_broker.py"
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for name, line in _imports(path, runtime_only=False):
+            where = f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+            if name.split(".")[0] == "redis" and path != broker:
+                offences.append(f"{where}: imports {name}")
+            if name == "mailwire.queue.redis_broker" and _part(_module_name(path)) != "cli":
+                offences.append(f"{where}: imports mailwire.queue.redis_broker")
+    assert any(name.split(".")[0] == "redis" for name, _ in _imports(broker, runtime_only=False))
+    assert offences == []
+
+
+def test_the_queue_imports_without_redis() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["redis"] = None
+        import mailwire.queue, mailwire.queue.entry, mailwire.queue.broker, mailwire.queue.blobs
+        print(mailwire.queue.Broker.__name__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Broker"]
+
+
 # -- the layout: each part imports only what sits below it -------------------------------------
 #
 # Bottom to top: the values (errors, reply, limits, sasl), which every part
@@ -382,6 +416,9 @@ LAYOUT_RULES = {
     "inbox": ({"client", "web"} | _ABOVE_THE_LIBRARY, "the store knows no HTTP and no client"),
     # The web inbox (an extra): on the inbox and the server's values, below the CLI that runs it.
     "web": ({"client"} | _ABOVE_THE_LIBRARY, "the web layer builds on the inbox, below the CLI"),
+    # The durable queue: on the server's values and stores (its workers deliver
+    # through the client's pools), below the CLI; no HTTP, no catcher.
+    "queue": ({"web", "inbox"} | _ABOVE_THE_LIBRARY, "the queue knows no HTTP and no catcher, below the CLI"),
 }
 CLI_ENTRIES = {"mailwire.__main__", "mailwire.smtpd"}  # the two that may import cli/
 
@@ -450,6 +487,9 @@ def test_each_part_imports_only_what_sits_below_it() -> None:
         ("mailwire.inbox.backend", "from ..client.sync import SMTPClient"),
         ("mailwire.web.app", "from ..cli.serve_run import Plan"),
         ("mailwire.web.serve", "from .. import Inbox"),
+        ("mailwire.queue.entry", "from ..web.app import make_app"),
+        ("mailwire.queue.blobs", "from ..cli.serve import plan"),
+        ("mailwire.queue.broker", "from .. import SMTPClient"),
         ("mailwire.server.connection", "import importlib\nimportlib.import_module('mailwire.cli')"),
     ],
 )
@@ -470,6 +510,8 @@ def test_the_layout_checker_catches_offences(tmp_path: Path, module: str, source
         ("mailwire.smtpd", "from mailwire.cli.smtpd import main"),
         ("mailwire.cli.serve", "from ..server.backends import Sink\nfrom ..client.sync import TLSMode"),
         ("mailwire.inbox.backend", "from ..server.backends.maildir import Maildir\nfrom .store import Inbox"),
+        ("mailwire.queue.blobs", "from ..server.backends.store import fsync_directory\nfrom .entry import is_queue_id"),
+        ("mailwire.queue.entry", "from ..server.envelope import Envelope, SessionInfo"),
     ],
 )
 def test_the_layout_checker_lets_the_layout_be(tmp_path: Path, module: str, source: str) -> None:
