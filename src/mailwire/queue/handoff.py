@@ -49,7 +49,7 @@ from ..server.envelope import Address, Envelope, SessionInfo
 from ..server.session import BaseSession, Step
 from ..server.streaming import MessageAborted, MessageContent
 from .blobs import BlobStore
-from .broker import Broker, BrokerError, NotDurable
+from .broker import Broker, BrokerError, BrokerUnavailable, NotDurable
 from .entry import QueueEntry, new_queue_id
 
 __all__ = ["Handoff", "HandoffSession", "INLINE_MAX", "QUEUE_UNAVAILABLE", "QUEUE_NOT_DURABLE"]
@@ -151,10 +151,12 @@ class Handoff:
         while True:
             answered = await self.broker.health()
             if answered and not self.broker_up:
+                known = self.not_durable
                 try:
                     await self._check_durable()
                 except NotDurable as err:
-                    log.error("event=refused reason=not_durable %s", err)
+                    if known is None:  # once, not at every probe
+                        log.error("event=refused reason=not_durable %s", err)
                 except BrokerError:
                     answered = False
                 else:
@@ -256,7 +258,8 @@ class Handoff:
         try:
             await asyncio.wait_for(self.broker.publish(entry), self.timeout)
         except _FAILURES as err:
-            self._broker_down(type(err).__name__)
+            if isinstance(err, BrokerUnavailable) or not isinstance(err, BrokerError):  # unreachable, or slow
+                self._broker_down(type(err).__name__)
             self._failed("publish_failed", entry.queue_id, entry, err)
             raise SMTPError(451, "4.3.0", f"Queue unavailable, not queued (queue id {entry.queue_id}); "
                                           "try again later") from err
