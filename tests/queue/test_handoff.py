@@ -356,3 +356,20 @@ def test_broker_refusing_the_entry_is_451_and_the_blob_removed(front: Callable[.
         client.close()
     (entry,) = _entries(redis_server)
     assert entry.blob_key is not None and (tmp_path / "blobs" / entry.blob_key).exists()
+
+
+def test_250_only_after_publish_returned(front: Callable[..., _Front], redis_server: RedisServer) -> None:
+    end = front()
+    returned: list[str] = []
+    publish = end.handoff.broker.publish
+
+    async def slow_publish(entry: QueueEntry) -> str:
+        stream_id = await publish(entry)
+        await asyncio.sleep(0.3)  # a broker slow to acknowledge: the sender must wait for it
+        returned.append(entry.queue_id)
+        return stream_id
+
+    end.handoff.broker.publish = slow_publish  # type: ignore[method-assign]
+    with end.client() as client:
+        code, reply = _send(client, _message())
+        assert code == 250 and returned == [_queue_id(reply)]  # already returned when the 250 came
