@@ -61,6 +61,8 @@ def maildir_files(path: Path) -> dict[str, list[bytes]]:
     """Queue id (from the file name) -> the files stored under it, in new/ and cur/."""
     found: dict[str, list[bytes]] = {}
     for sub in ("new", "cur"):
+        if not (path / sub).is_dir():  # not made yet (a worker process starting)
+            continue
         for name in os.listdir(path / sub):
             found.setdefault(name.split(".")[0], []).append((path / sub / name).read_bytes())
     return found
