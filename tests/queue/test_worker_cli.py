@@ -7,9 +7,7 @@ health``; one line and exit 2 (or 1) for bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +25,7 @@ from mailwire.queue import QueueEntry
 
 from helpers.redis_server import RedisServer
 from helpers.smtp_sink import free_port
-from worker_helpers import GROUP, maildir_files, make_entry
+from worker_helpers import GROUP, maildir_files, make_entry, with_broker
 
 pytest.importorskip("redis")
 from mailwire.queue.redis_broker import RedisBroker  # noqa: E402
@@ -69,15 +67,11 @@ def _until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
 
 
 def _publish(server: RedisServer, entries: list[QueueEntry]) -> None:
-    async def main() -> None:
-        broker = RedisBroker.from_url(server.url)
-        try:
-            for entry in entries:
-                await broker.publish(entry)
-        finally:
-            await broker.close()
+    async def publish(broker: RedisBroker) -> None:
+        for entry in entries:
+            await broker.publish(entry)
 
-    asyncio.run(main())
+    with_broker(server, publish)
 
 
 def _health(port: int) -> tuple[int, dict[str, object]]:
@@ -178,14 +172,10 @@ def test_redis_down_at_start_then_restarted_mid_run(redis_server: RedisServer, t
 def test_queue_stats_and_health(redis_server: RedisServer) -> None:
     _publish(redis_server, [make_entry(n) for n in range(4)])
 
-    async def hold_two() -> None:
-        broker = RedisBroker.from_url(redis_server.url)
-        try:
-            assert len(await broker.consume(GROUP, "w1", count=2)) == 2
-        finally:
-            await broker.close()
+    async def hold_two(broker: RedisBroker) -> None:
+        assert len(await broker.consume(GROUP, "w1", count=2)) == 2
 
-    asyncio.run(hold_two())
+    with_broker(redis_server, hold_two)
     text = _mailwire("queue", "stats", "--queue", redis_server.url)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
