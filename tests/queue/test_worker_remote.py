@@ -202,3 +202,25 @@ def _relay_twice(redis_server: RedisServer, sink: Sink, entry: QueueEntry) -> st
 
     with_broker(redis_server, test)
     return sink.dumped()  # smtp-sink wrote it before its 250
+
+
+def test_lmtp_over_a_unix_socket(redis_server: RedisServer) -> None:
+    script = Scripted(lmtp=True)
+    entry = make_entry(12, rcpts=("u@example.com", "v@example.com"))
+    with tempfile.TemporaryDirectory() as where:  # short: a socket path holds ~107 octets
+        path = str(Path(where) / "lmtp.sock")
+
+        async def test(broker: RedisBroker) -> None:
+            server = SMTPServer(script, hostname="mx.test", lmtp=True)
+            await server.start_unix(path)
+            try:
+                deliverer = LMTPDeliverer.to(path, None, tls="none", timeout=5)
+                await broker.publish(entry)
+                worker = Worker(broker, deliverer, block=0.05)
+                await run_until(worker, lambda: worker.counts["delivered"] == 1)
+                await deliverer.close()
+            finally:
+                await server.stop(grace=1.0)
+
+        with_broker(redis_server, test)
+    assert sorted(r for r, _ in script.delivered) == ["u@example.com", "v@example.com"]

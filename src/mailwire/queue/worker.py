@@ -136,9 +136,10 @@ class Worker:
                     if free > 0:
                         self._start(await self.broker.consume(self.group, self.consumer, count=free,
                                                               block=self.block))
-                except BrokerError as err:
+                except Exception as err:  # BrokerError; anything else the client raises, alike: never crash
                     if self.broker_ok or backoff == 0.1:
-                        log.warning("%s", _kv(event="broker_down", consumer=self.consumer, error=err))
+                        log.warning("%s", _kv(event="broker_down", consumer=self.consumer, error=err),
+                                    exc_info=not isinstance(err, BrokerError))
                     self.broker_ok = False
                     await self._until(asyncio.sleep(backoff))
                     backoff = min(self.max_backoff, backoff * 2)
