@@ -197,8 +197,10 @@ def _addresses(headers: _Parsed, name: str) -> tuple[Address, ...]:
         return ()
     values = [header_text(v) if isinstance(v, Header) else str(v) for v in found]
     if len(values) == 1:
-        simple = _SIMPLE.fullmatch(values[0])
-        if simple is not None and (not simple.group(1) or "<" in values[0]):
+        value = values[0]
+        simple = _SIMPLE.fullmatch(value)
+        # Brackets unbalanced ("a@b>"): the classic parser's to judge.
+        if simple is not None and ("<" in value) == (">" in value) and (not simple.group(1) or "<" in value):
             return (Address(_clean(header_text(simple.group(1))), simple.group(2)),)
     no_pairs: list[tuple[str, str]] = []
     pairs = safe(lambda: email.utils.getaddresses(values), no_pairs)
