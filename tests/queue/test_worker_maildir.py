@@ -115,6 +115,48 @@ def test_entries_a_dead_worker_held_are_reclaimed(redis_server: RedisServer, tmp
     assert sorted(maildir_messages(tmp_path / "mail")) == sorted(e.queue_id for e in entries)
 
 
+def test_an_entry_no_worker_ever_settles_is_dead_lettered_not_passed_round(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    poison, healthy = make_entry(1), make_entry(2)
+
+    async def test(broker: RedisBroker) -> None:
+        await broker.publish(poison)
+        await broker.publish(healthy)
+        held = await broker.consume(GROUP, "died-1", count=1)  # the poison, read by a worker that died
+        assert [e.queue_id for _, e in held] == [poison.queue_id]  # type: ignore[union-attr]
+        for n in range(2, 4):  # ... and by the two that reclaimed it after
+            assert len(await broker.reclaim(GROUP, f"died-{n}", min_idle=0)) == 1
+        assert await broker.times_delivered(GROUP, [held[0][0]]) == {held[0][0]: 3}
+        worker = Worker(broker, MaildirDeliverer(tmp_path / "mail"), consumer="alive", reclaim_after=0.05,
+                        block=0.1, max_deliveries=3)
+        await asyncio.sleep(0.1)  # the poison idle past reclaim_after
+        await run_until(worker, lambda: worker.counts["dead_letter"] == 1 and worker.counts["delivered"] == 1)
+        dead = await broker.client.xrange(broker.dead_stream)
+        assert len(dead) == 1 and b"4 times" in dead[0][1][b"dead_reason"]
+        stats = await broker.stats(GROUP)
+        assert stats.length == 0 and stats.pending_total == 0
+
+    with_broker(redis_server, test)
+    assert list(maildir_messages(tmp_path / "mail")) == [healthy.queue_id]
+
+
+def test_under_the_limit_a_reclaimed_entry_is_delivered(redis_server: RedisServer, tmp_path: Path) -> None:
+    entry = make_entry(1)
+
+    async def test(broker: RedisBroker) -> None:
+        await broker.publish(entry)
+        await broker.consume(GROUP, "died-1", count=1)
+        await broker.reclaim(GROUP, "died-2", min_idle=0)
+        worker = Worker(broker, MaildirDeliverer(tmp_path / "mail"), consumer="alive", reclaim_after=0.05,
+                        block=0.1, max_deliveries=3)  # this worker's reclaim is the third hand-out
+        await asyncio.sleep(0.1)
+        await run_until(worker, lambda: worker.counts["delivered"] == 1)
+        assert worker.counts["dead_letter"] == 0
+
+    with_broker(redis_server, test)
+    assert list(maildir_messages(tmp_path / "mail")) == [entry.queue_id]
+
+
 def test_a_malformed_entry_is_dead_lettered(
     redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -65,6 +65,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     queue.add_argument("--reclaim-after", type=seconds, default=120.0, metavar="SECONDS",
                        help="take over entries another worker held this long unacknowledged (default 120; "
                             "longer than any delivery takes)")
+    queue.add_argument("--max-deliveries", type=_count, default=5, metavar="N",
+                       help="dead-letter an entry reclaimed after this many hand-outs that no worker "
+                            "settled: a poison message (default 5)")
     retry = parser.add_argument_group("retries")
     retry.add_argument("--retry-delay", type=seconds, default=60.0, metavar="SECONDS",
                        help="before the second attempt, doubled for each after (default 60)")
@@ -142,7 +145,8 @@ async def _main(args: argparse.Namespace, broker: RedisBroker, deliverer: Delive
                         max_attempts=args.max_attempts, max_age=args.max_age)
     blobs = DirectoryBlobs(args.queue_blobs) if args.queue_blobs else None
     worker = Worker(broker, deliverer, group=args.group, consumer=args.consumer, concurrency=args.concurrency,
-                    reclaim_after=args.reclaim_after, blobs=blobs, retry=retry)
+                    reclaim_after=args.reclaim_after, blobs=blobs, retry=retry,
+                    max_deliveries=args.max_deliveries)
     health = None
     try:
         if args.health is not None:

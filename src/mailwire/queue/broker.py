@@ -22,7 +22,7 @@ its stream id, so the worker can dead-letter and acknowledge it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..errors import MailwireError
@@ -120,6 +120,9 @@ class WorkerBroker(Broker, Protocol):
       publish to a delayed queue.
     - ``dead_letter``: acknowledge the entry and keep its fields, with
       ``reason``, where an operator looks (Redis: the stream ``<stream>:dead``).
+    - ``times_delivered``: how often entries were handed out (read or
+      reclaimed), so a worker can give up on one that kills every worker
+      that takes it (a poison message) instead of passing it round for ever.
     - ``delivered``/``mark_delivered``: recipients of a queue id delivered
       already, kept ``ttl`` seconds, for deliverers whose far side cannot
       tell a repeat (LMTP, SMTP relay).
@@ -136,6 +139,11 @@ class WorkerBroker(Broker, Protocol):
     async def dead_letter(self, group: str, stream_id: str, reason: str, entry: QueueEntry | None = None) -> None:
         """Acknowledge ``stream_id`` and keep its fields (or ``entry``'s, if given:
         part of its recipients) with ``reason`` for an operator."""
+        ...
+
+    async def times_delivered(self, group: str, ids: Sequence[str]) -> dict[str, int]:
+        """How many times each of ``ids`` (pending in ``group``) was handed out;
+        ids no longer pending are left out."""
         ...
 
     async def delivered(self, queue_id: str) -> set[str]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -231,6 +231,15 @@ class RedisBroker:
         await self._call(self._dead_letter(
             keys=[self.stream, self.dead_stream], args=[group, stream_id, reason, *fields],
         ))
+
+    async def times_delivered(self, group: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for stream_id in ids:  # XPENDING over a one-id range: its delivery counter
+            pipe.xpending_range(self.stream, group, min=stream_id, max=stream_id, count=1)
+        replies = await self._call(pipe.execute())
+        return {_text(row["message_id"]): int(row["times_delivered"]) for rows in replies for row in rows}
 
     async def delivered(self, queue_id: str) -> set[str]:
         members = await self._call(self.client.smembers(f"{self.stream}:done:{queue_id}"))

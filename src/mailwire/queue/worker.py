@@ -18,7 +18,11 @@ deliveries going at once, and settles each only once its delivery is over:
 
 Delivery is at-least-once: a worker that dies holds its entries pending, and
 every ``reclaim_after`` seconds each worker takes over entries held that long
-(XAUTOCLAIM), so ``reclaim_after`` must exceed the longest delivery. It is
+(XAUTOCLAIM), so ``reclaim_after`` must exceed the longest delivery. An
+entry handed out more than ``max_deliveries`` times without being settled
+is one that kills or hangs every worker that takes it (a poison message: a
+body that exhausts memory, a deliverer that never returns): it is
+dead-lettered when reclaimed, not passed round for ever. It is
 idempotent by queue id: the Maildir deliverer never stores a queue id twice;
 for LMTP and relay, the recipients delivered are marked in the broker
 (``mark_delivered``, kept ``delivered_ttl``) before the acknowledgement and
@@ -97,9 +101,11 @@ class Worker:
         consumer: str | None = None, concurrency: int = 4, reclaim_after: float = 120.0,
         blobs: BlobStore | None = None, retry: RetryPolicy = RetryPolicy(),
         delivered_ttl: float = 7 * 86400.0, block: float = 1.0, max_backoff: float = 5.0,
+        max_deliveries: int = 5,
     ) -> None:
-        if concurrency < 1 or reclaim_after <= 0:
-            raise ValueError("concurrency must be at least 1 and reclaim_after positive")
+        if concurrency < 1 or reclaim_after <= 0 or max_deliveries < 1:
+            raise ValueError("concurrency and max_deliveries must be at least 1 and reclaim_after positive")
+        self.max_deliveries = max_deliveries
         self.broker, self.deliverer = broker, deliverer
         self.group = group
         self.hostname = socket.gethostname()  # the "by" of Received:, the Reporting-MTA of bounces
@@ -132,7 +138,7 @@ class Worker:
                         busy = set(self._tasks.values())
                         claimed = await self.broker.reclaim(self.group, self.consumer,
                                                             min_idle=self.reclaim_after, count=free)
-                        self._start([d for d in claimed if d[0] not in busy])
+                        self._start(await self._unpoisoned([d for d in claimed if d[0] not in busy]))
                         free = self.concurrency - len(self._tasks)
                     if free > 0:
                         self._start(await self.broker.consume(self.group, self.consumer, count=free,
@@ -167,6 +173,24 @@ class Worker:
             task = asyncio.get_running_loop().create_task(self._handle(stream_id, item))
             self._tasks[task] = stream_id
             task.add_done_callback(self._done)
+
+    async def _unpoisoned(self, claimed: list[tuple[str, QueueEntry | MalformedEntry]],
+                          ) -> list[tuple[str, QueueEntry | MalformedEntry]]:
+        """``claimed`` less the entries handed out more than ``max_deliveries``
+        times, which are dead-lettered (see the module's docstring)."""
+        if not claimed:
+            return claimed
+        counts = await self.broker.times_delivered(self.group, [stream_id for stream_id, _ in claimed])
+        kept = []
+        for stream_id, item in claimed:
+            times = counts.get(stream_id, 0)
+            if times <= self.max_deliveries:
+                kept.append((stream_id, item))
+                continue
+            entry = item if isinstance(item, QueueEntry) else None
+            await self._dead(stream_id, entry, f"handed out {times} times and never settled: every worker "
+                                               "that took it died or hung (a poison message?)")
+        return kept
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
