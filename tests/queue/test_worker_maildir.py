@@ -6,6 +6,7 @@ dead-lettered; the blob read and then deleted; the stream left empty."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -79,22 +80,55 @@ def test_the_same_entry_twice_and_two_workers_racing_store_it_once(
                for r in caplog.records) == 5
 
 
-def test_a_message_moved_to_cur_is_not_stored_again(redis_server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["reclaimed", "retried"])
+def test_a_message_moved_to_cur_is_not_stored_again(how: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A worker stored the message and died before its ack; a reader read
+    it (``cur/``); then the entry comes again, reclaimed by another worker,
+    or as a retry (attempt 2): stored once."""
     entry = make_entry(2)
     deliverer = MaildirDeliverer(tmp_path / "mail")
 
     async def test(broker: RedisBroker) -> None:
-        await broker.publish(entry)
-        worker = Worker(broker, deliverer)
-        await run_until(worker, lambda: worker.counts["delivered"] == 1)
+        await broker.publish(entry if how == "reclaimed" else dataclasses.replace(entry, attempt=2))
+        held = await broker.consume(GROUP, "died", count=1)
+        assert len(held) == 1
+        assert (await deliverer.deliver(entry, b"Subject: x\r\n\r\nx\r\n", entry.rcpt_to)).duplicate is False
         name = deliverer.name_of(entry.queue_id)
         (tmp_path / "mail" / "new" / name).rename(tmp_path / "mail" / "cur" / f"{name}:2,S")  # a reader read it
-        await broker.publish(entry)
+        if how == "retried":  # the entry comes back as a new one, as retry_later puts it
+            await broker.retry_later(GROUP, held[0][0], dataclasses.replace(entry, attempt=2), 0)
+        worker = Worker(broker, deliverer, consumer="alive", reclaim_after=0.05, block=0.1)
+        await asyncio.sleep(0.1)
         await run_until(worker, lambda: worker.counts["duplicate"] == 1)
+        assert worker.counts["delivered"] == 0
 
     with_broker(redis_server, test)
     assert [len(v) for v in maildir_messages(tmp_path / "mail").values()] == [1]
     assert not list((tmp_path / "mail" / "new").iterdir()) and not list((tmp_path / "mail" / "tmp").iterdir())
+
+
+def test_the_first_hand_out_does_not_list_cur(tmp_path: Path) -> None:
+    """``repeat=False`` (the broker hands the entry out for the first time)
+    skips the listing of ``cur/``, whose cost grows with the mailbox; a
+    repeat looks."""
+    deliverer = MaildirDeliverer(tmp_path / "mail")
+    listed: list[str] = []
+    real = deliverer._in_cur
+
+    def spy(name: str) -> bool:
+        listed.append(name)
+        return real(name)
+
+    deliverer._in_cur = spy  # type: ignore[method-assign]
+
+    first, again = make_entry(1), make_entry(2)
+
+    async def main() -> None:
+        await deliverer.deliver(first, b"x\r\n", ["b@example.com"], repeat=False)
+        await deliverer.deliver(again, b"x\r\n", ["b@example.com"], repeat=True)
+
+    asyncio.run(main())
+    assert listed == [deliverer.name_of(again.queue_id)]
 
 
 def test_entries_a_dead_worker_held_are_reclaimed(redis_server: RedisServer, tmp_path: Path) -> None:

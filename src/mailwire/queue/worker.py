@@ -138,7 +138,8 @@ class Worker:
                         busy = set(self._tasks.values())
                         claimed = await self.broker.reclaim(self.group, self.consumer,
                                                             min_idle=self.reclaim_after, count=free)
-                        self._start(await self._unpoisoned([d for d in claimed if d[0] not in busy]))
+                        self._start(await self._unpoisoned([d for d in claimed if d[0] not in busy]),
+                                    reclaimed=True)
                         free = self.concurrency - len(self._tasks)
                     if free > 0:
                         self._start(await self.broker.consume(self.group, self.consumer, count=free,
@@ -168,9 +169,10 @@ class Worker:
             if not pending.done():
                 pending.cancel()
 
-    def _start(self, deliveries: list[tuple[str, QueueEntry | MalformedEntry]]) -> None:
+    def _start(self, deliveries: list[tuple[str, QueueEntry | MalformedEntry]], *,
+               reclaimed: bool = False) -> None:
         for stream_id, item in deliveries:
-            task = asyncio.get_running_loop().create_task(self._handle(stream_id, item))
+            task = asyncio.get_running_loop().create_task(self._handle(stream_id, item, reclaimed))
             self._tasks[task] = stream_id
             task.add_done_callback(self._done)
 
@@ -199,17 +201,20 @@ class Worker:
 
     # -- one entry -------------------------------------------------------------------
 
-    async def _handle(self, stream_id: str, item: QueueEntry | MalformedEntry) -> None:
+    async def _handle(self, stream_id: str, item: QueueEntry | MalformedEntry, reclaimed: bool) -> None:
         """Deliver and settle one entry; a broker failure leaves it pending, for the reclaim."""
         try:
             if isinstance(item, MalformedEntry):
                 await self._dead(stream_id, None, str(item))
                 return
-            await self._deliver(stream_id, item)
+            # A stream entry is read once (XREADGROUP ">"); a retry comes back as
+            # a new one with attempt + 1. So only a reclaimed entry or a retry may
+            # have been delivered before.
+            await self._deliver(stream_id, item, repeat=reclaimed or item.attempt > 1)
         except BrokerError as err:
             log.warning("%s", _kv(event="unsettled", stream_id=stream_id, error=err))
 
-    async def _deliver(self, stream_id: str, entry: QueueEntry) -> None:
+    async def _deliver(self, stream_id: str, entry: QueueEntry, *, repeat: bool) -> None:
         try:
             body = await self._body(entry)
         except (FileNotFoundError, ValueError) as err:  # the blob is gone, or not the message
@@ -227,7 +232,7 @@ class Worker:
             report = Report(duplicate=True)
         else:
             try:
-                report = await self.deliverer.deliver(entry, message, recipients)
+                report = await self.deliverer.deliver(entry, message, recipients, repeat=repeat)
             except Exception as err:  # anything a deliverer raises: try again later
                 report = Report({r: _local(err) for r in recipients})
         await self._settle(stream_id, entry, message, report, recipients)

@@ -52,8 +52,13 @@ class Deliverer(Protocol):
     # Maildir does); if not, the worker keeps delivered recipients in the broker.
     idempotent: bool
 
-    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str]) -> Report:
-        """Deliver ``message`` (trace lines included) to ``recipients`` of ``entry``."""
+    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str], *,
+                      repeat: bool = True) -> Report:
+        """Deliver ``message`` (trace lines included) to ``recipients`` of ``entry``.
+
+        ``repeat`` False: the broker hands this entry out for the first time,
+        so no worker can have delivered it; an idempotent deliverer may skip
+        the costlier part of its check for a repeat."""
         ...
 
     async def close(self) -> None:

@@ -11,7 +11,10 @@ link is atomic and fails if the name exists, so of two workers racing on
 one entry exactly one stores it, and a repeat after a crash between the
 store and the acknowledgement stores nothing. A reader that moved the
 message to ``cur/`` (``<name>:2,<flags>``) is looked for after the link,
-and a link made beside it is taken back. Left possible: a repeat after the
+and a link made beside it is taken back; that look lists ``cur/``, so it is
+made only for an entry that may have been delivered before (reclaimed from
+another worker, or a retry): the first hand-out of an entry, most mail,
+costs no listing however large ``cur/`` grows. Left possible: a repeat after the
 reader deleted or moved the message out of ``cur/``, and a repeat racing a
 reader that renames the new copy in the instant before it is taken back.
 A file system without hard links is refused (a rename would replace).
@@ -52,15 +55,16 @@ class MaildirDeliverer:
         """The message's name in ``new/`` (``cur/``: with ``:2,<flags>`` after it)."""
         return f"{queue_id}.mailwire"
 
-    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str]) -> Report:
+    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str], *,
+                      repeat: bool = True) -> Report:
         try:
-            stored = await asyncio.to_thread(self._store, entry, message)
+            stored = await asyncio.to_thread(self._store, entry, message, repeat)
         except OSError as err:
             full = err.errno in _FULL
             return Report({r: Failure(False, "4.3.1" if full else "4.3.0", f"x-local; {err}") for r in recipients})
         return Report(duplicate=not stored)
 
-    def _store(self, entry: QueueEntry, message: bytes) -> bool:
+    def _store(self, entry: QueueEntry, message: bytes, repeat: bool = True) -> bool:
         """Store ``message`` unless its queue id is there; whether it was stored now."""
         maildir = self.maildir
         name = self.name_of(entry.queue_id)
@@ -81,7 +85,7 @@ class MaildirDeliverer:
                 stored = False
         finally:
             remove_file(file)  # the tmp/ name: the message, if kept, is in new/
-        if stored and self._in_cur(name):  # delivered before, and read meanwhile
+        if stored and repeat and self._in_cur(name):  # delivered before, and read meanwhile
             os.unlink(new)
             stored = False
         maildir.new_synced.sync()  # a repeat too: the first may have failed before its fsync

@@ -43,7 +43,8 @@ class _PoolDeliverer:
     def __init__(self, pool: SMTPPool) -> None:
         self.pool = pool
 
-    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str]) -> Report:
+    async def deliver(self, entry: QueueEntry, message: bytes, recipients: Sequence[str], *,
+                      repeat: bool = True) -> Report:
         options = MailOptions(body=entry.mail_options.body, smtputf8=entry.mail_options.smtputf8)
         result: SendResult | None
         try:
