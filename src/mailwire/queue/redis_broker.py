@@ -80,6 +80,18 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return #found
 """
 
+# Acknowledges and deletes the entries ARGV[2...] of stream KEYS[1] for group
+# ARGV[1]; how many were pending. A script, not MULTI/EXEC: one reply to read.
+_FINISH = """
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+return acked
+"""
+
+# Due retries are looked for at most this often (seconds): a consume per
+# message would otherwise pay a script call per message for an empty set.
+PROMOTE_EVERY = 0.25
+
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError)
 
 
@@ -93,6 +105,8 @@ class RedisBroker:
         self._groups: set[str] = set()  # made (or found) already
         self._promote = client.register_script(_PROMOTE)
         self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._finish = client.register_script(_FINISH)
+        self._promoted_at = float("-inf")  # time.monotonic() of the last promote_due in consume
 
     @property
     def delayed_key(self) -> str:
@@ -162,7 +176,9 @@ class RedisBroker:
     async def consume(self, group: str, consumer: str, *, count: int = 10,
                       block: float | None = None) -> list[Delivery]:
         await self.ensure_group(group)
-        await self.promote_due()
+        if time.monotonic() - self._promoted_at >= PROMOTE_EVERY:
+            await self.promote_due()
+            self._promoted_at = time.monotonic()
         block_ms = None if block is None else max(1, int(block * 1000))
         try:
             reply = await self._call(
@@ -201,11 +217,7 @@ class RedisBroker:
     async def finish(self, group: str, *ids: str) -> int:
         if not ids:
             return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.stream, group, *ids)
-        pipe.xdel(self.stream, *ids)
-        acked, _deleted = await self._call(pipe.execute())
-        return int(acked)
+        return int(await self._call(self._finish(keys=[self.stream], args=[group, *ids])))
 
     async def retry_later(self, group: str, stream_id: str, entry: QueueEntry, delay: float) -> None:
         name = f"{entry.queue_id}:{entry.attempt}"
