@@ -81,6 +81,36 @@ def run(cmd: list[str], *args: str, cwd: Path | None = None) -> subprocess.Compl
     )
 
 
+class PortTaken(AssertionError):
+    """Another process listens on the port chosen for the server (free_port's race)."""
+
+
+def _listener_owned_by(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the socket listening on ``port``
+    (None: nothing listens there yet). A port found free may be taken by
+    another test's server before ours binds it; talking to that one would
+    compare its replies with smtpd's."""
+    inodes = set()
+    wanted = f":{port:04X}"
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):  # any address: the tests also use localhost
+        with open(name) as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(wanted) and fields[3] == "0A":  # LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -96,12 +126,14 @@ class Server:
             if self.process.poll() is not None:
                 out, err = self.process.communicate(timeout=TIMEOUT)
                 raise AssertionError(f"exited {self.process.returncode}: {out!r} {err!r}")
-            try:
+            owned = _listener_owned_by(self.process.pid, self.port)
+            if owned:
                 return smtplib.SMTP("127.0.0.1", self.port, timeout=TIMEOUT)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+            if owned is False:
+                raise PortTaken(f"port {self.port} is another process's")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {self.port} after {START_TIMEOUT} s")
+            time.sleep(0.05)
 
     def read_stdout_until(self, marker: str) -> str:
         """What the running server printed so far, read until ``marker`` (bounded)."""
@@ -166,14 +198,21 @@ Exchange = Callable[[Server], None]
 def both(args: list[str], exchange: Exchange, *, ours_args: list[str] | None = None,
          cwd: Path | None = None) -> tuple[Server, Server]:
     """The same arguments (``ours_args`` if ours needs others), the same
-    exchange, against ours and 3.11's smtpd at once; both stopped with SIGINT."""
-    with serving(OURS, *(args if ours_args is None else ours_args), cwd=cwd) as ours, \
-            serving(THEIRS, *args, cwd=cwd) as theirs:
-        for server in (ours, theirs):
-            exchange(server)
-        for server in (ours, theirs):
-            server.stop()
-    return ours, theirs
+    exchange, against ours and 3.11's smtpd at once; both stopped with SIGINT.
+    Started again on other ports if one was taken before its server bound it."""
+    for attempt in range(3):
+        try:
+            with serving(OURS, *(args if ours_args is None else ours_args), cwd=cwd) as ours, \
+                    serving(THEIRS, *args, cwd=cwd) as theirs:
+                for server in (ours, theirs):
+                    exchange(server)
+                for server in (ours, theirs):
+                    server.stop()
+            return ours, theirs
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def outcome(server: Server, action: Callable[[], Any]) -> None:

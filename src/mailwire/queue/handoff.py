@@ -97,6 +97,7 @@ class Handoff:
         self.counts = {"queued": 0, "refused": 0, "failed": 0}
         self._watcher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._closing = False  # close() was called: the watcher stops
 
     # -- life --------------------------------------------------------------------
 
@@ -134,12 +135,19 @@ class Handoff:
 
     def _start_watching(self) -> None:
         if self._watcher is None or self._watcher.done():
+            self._closing = False
             self._wake = asyncio.Event()
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
+            # Cancelled, and told by the flag too: before 3.12, asyncio.wait_for
+            # can swallow a cancellation that arrives as its wait ends (CPython
+            # gh-86296); the watcher then sees the flag and returns.
+            self._closing = True
+            if self._wake is not None:
+                self._wake.set()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         await self.broker.close()
@@ -148,7 +156,7 @@ class Handoff:
         """Ping the broker: now and then while it is up, with back-off while it is down."""
         assert self._wake is not None
         backoff = self.probe_min
-        while True:
+        while not self._closing:
             try:
                 await self._probe()
             except Exception:  # a watcher that dies would leave the flag stuck: log, go on
@@ -158,6 +166,8 @@ class Handoff:
             else:
                 delay, backoff = backoff, min(backoff * 2, self.probe_max)
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except asyncio.TimeoutError:
