@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import terminate
+
 __all__ = ["HAPROXY", "HAProxy", "ServerState", "haproxy_config", "PROXY_SOURCE"]
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -188,12 +190,6 @@ class HAProxy:
             time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
-        self.process = None
+        if self.process is not None:
+            terminate(self.process, timeout)
+            self.process = None

@@ -18,9 +18,20 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["MailwireProcess"]
+__all__ = ["MailwireProcess", "terminate"]
 
 START_TIMEOUT = 30.0  # a fresh interpreter importing mailwire on a loaded 2-core machine
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code (None if it had to be killed)."""
+    process.terminate()
+    try:
+        return process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10.0)
+        return None
 
 
 class MailwireProcess:
@@ -89,12 +100,6 @@ class MailwireProcess:
         """SIGTERM, then SIGKILL after ``grace``; the exit code (None if killed)."""
         if self.process is None:
             return None
-        self.process.terminate()
-        try:
-            rc: int | None = self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10.0)
-            rc = None
+        rc = terminate(self.process, grace)
         self.process = None
         return rc
