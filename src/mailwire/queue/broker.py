@@ -22,12 +22,15 @@ its stream id, so the worker can dead-letter and acknowledge it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from ..errors import MailwireError
 from .entry import MalformedEntry, QueueEntry
 
-__all__ = ["Broker", "BrokerStats", "BrokerError", "BrokerUnavailable", "NotDurable", "Delivery"]
+__all__ = [
+    "Broker", "WorkerBroker", "BrokerStats", "BrokerError", "BrokerUnavailable", "NotDurable", "Delivery",
+]
 
 # What consume and reclaim hand out: the broker's id for the entry, and the
 # entry (or why it could not be read).
@@ -94,4 +97,51 @@ class Broker(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class WorkerBroker(Broker, Protocol):
+    """What a worker needs beyond ``Broker``: settling an entry in one step.
+
+    Each method acknowledges the entry it is given *and* does what comes
+    with that, atomically where the broker can (Redis: one MULTI or one
+    script), so a worker that dies between the two steps cannot leave an
+    entry both acknowledged and lost, nor retried and still pending. One
+    group consumes a stream: ``finish`` removes what it acknowledged, so a
+    second group on the same stream would miss entries.
+
+    - ``finish``: acknowledge and remove delivered entries (the broker never
+      grows with mail already delivered).
+    - ``retry_later``: acknowledge an entry and hand ``entry`` (the same one
+      with ``attempt`` + 1, or fewer recipients) out again after ``delay``
+      seconds. Redis keeps it in a sorted set and moves it back to the
+      stream when due; NATS JetStream would nak with a delay, RabbitMQ
+      publish to a delayed queue.
+    - ``dead_letter``: acknowledge the entry and keep its fields, with
+      ``reason``, where an operator looks (Redis: the stream ``<stream>:dead``).
+    - ``delivered``/``mark_delivered``: recipients of a queue id delivered
+      already, kept ``ttl`` seconds, for deliverers whose far side cannot
+      tell a repeat (LMTP, SMTP relay).
+    """
+
+    async def finish(self, group: str, *ids: str) -> int:
+        """Acknowledge ``ids`` and remove them from the queue; how many were pending."""
+        ...
+
+    async def retry_later(self, group: str, stream_id: str, entry: QueueEntry, delay: float) -> None:
+        """Acknowledge ``stream_id``; hand ``entry`` out again in ``delay`` seconds."""
+        ...
+
+    async def dead_letter(self, group: str, stream_id: str, reason: str, entry: QueueEntry | None = None) -> None:
+        """Acknowledge ``stream_id`` and keep its fields (or ``entry``'s, if given:
+        part of its recipients) with ``reason`` for an operator."""
+        ...
+
+    async def delivered(self, queue_id: str) -> set[str]:
+        """The recipients of ``queue_id`` marked delivered (and not expired)."""
+        ...
+
+    async def mark_delivered(self, queue_id: str, recipients: Iterable[str], ttl: float) -> None:
+        """Remember for ``ttl`` seconds that ``recipients`` of ``queue_id`` were handled."""
         ...

@@ -113,6 +113,9 @@ class QueueEntry:
     body: bytes | None = None  # inline, or ...
     blob_key: str | None = None  # ... the key of the body in the blob store
     received_at: float = 0.0  # Unix time the front end accepted the message
+    # Which delivery attempt this is: a worker that retries later publishes the
+    # entry again with attempt + 1 (written only past the first, read if there).
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.blob_key is None):
@@ -167,6 +170,8 @@ class QueueEntry:
                 "auth_identity": self.auth_identity, "auth_mechanism": self.auth_mechanism,
             }),
         }
+        if self.attempt != 1:
+            out["attempt"] = str(self.attempt).encode()
         if self.body is not None:
             out["body"] = self.body
         else:
@@ -188,6 +193,7 @@ class QueueEntry:
             raise MalformedEntry("sha256", "not a hex SHA-256 digest")
         size = _number(got, "size", int)
         received_at = _number(got, "received_at", float)
+        attempt = _number(got, "attempt", int) if "attempt" in got else 1
         mail_from = _text(got, "from", errors="surrogateescape")
         mail_options = _mail_options(got, "from_params")
         rcpt_to, rcpt_options = _rcpts(got)
@@ -209,7 +215,7 @@ class QueueEntry:
                 helo_name=_opt_str(session, "helo"), tls_version=_opt_str(session, "tls_version"),
                 tls_cipher=_opt_str(session, "tls_cipher"), auth_identity=_opt_str(session, "auth_identity"),
                 auth_mechanism=_opt_str(session, "auth_mechanism"), body=body, blob_key=blob_key,
-                received_at=received_at,
+                received_at=received_at, attempt=attempt,
             )
         except (TypeError, ValueError) as err:
             raise MalformedEntry("session", str(err)) from None

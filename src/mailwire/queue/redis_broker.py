@@ -15,13 +15,25 @@ lost would queue the message twice, and the caller knows better whether to
 retry (the front end answers 451, the sender retries). A lost connection,
 a refused one or a timeout all become ``BrokerUnavailable``; the client
 reconnects on the next call by itself, so the broker recovers once Redis is back.
+
+For workers (``WorkerBroker``) each settling step is one MULTI or one Lua
+script, so it is atomic and, with ``appendfsync always``, durable when it
+returns: ``finish`` is XACK + XDEL (one group consumes a stream, and the
+stream keeps only what is not yet delivered); ``retry_later`` keeps the
+entry's fields in a hash ``<stream>:delayed:<queue id>:<attempt>`` named in
+the sorted set ``<stream>:delayed`` by the time it is due, and acks and
+deletes the original; ``consume`` first moves due entries back onto the
+stream (a script: XADD, then drop the hash and its name); ``dead_letter``
+copies the entry's fields, with the reason, to the stream ``<stream>:dead``.
+Delivered recipients of a queue id are a set ``<stream>:done:<queue id>``
+that expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +47,39 @@ from .entry import MalformedEntry, QueueEntry
 
 __all__ = ["RedisBroker"]
 
+# Moves the delayed entries due by ARGV[1] (ms) onto the stream, ARGV[2] at most.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, name in ipairs(due) do
+  local key = ARGV[3] .. name
+  local fields = redis.call('HGETALL', key)
+  if #fields > 0 then redis.call('XADD', KEYS[2], '*', unpack(fields)) end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], name)
+end
+return #due
+"""
+
+# Copies entry ARGV[2] of stream KEYS[1] (or the fields ARGV[4...], if given) to
+# KEYS[2] with the reason ARGV[3]; acks and deletes the entry.
+_DEAD_LETTER = """
+local found = {}
+if #ARGV > 3 then
+  found = {{ARGV[2], {unpack(ARGV, 4)}}}
+else
+  found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+end
+if #found > 0 then
+  local fields = found[1][2]
+  table.insert(fields, 'dead_reason'); table.insert(fields, ARGV[3])
+  table.insert(fields, 'dead_from'); table.insert(fields, ARGV[2])
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return #found
+"""
+
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError)
 
 
@@ -46,6 +91,18 @@ class RedisBroker:
         self.stream = stream
         self.timeout = timeout
         self._groups: set[str] = set()  # made (or found) already
+        self._promote = client.register_script(_PROMOTE)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
+
+    @property
+    def delayed_key(self) -> str:
+        """The sorted set of entries waiting for a retry (``retry_later``)."""
+        return f"{self.stream}:delayed"
+
+    @property
+    def dead_stream(self) -> str:
+        """The stream dead letters go to (``dead_letter``)."""
+        return f"{self.stream}:dead"
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = 6379, stream: str = "mailwire", *,
@@ -105,6 +162,7 @@ class RedisBroker:
     async def consume(self, group: str, consumer: str, *, count: int = 10,
                       block: float | None = None) -> list[Delivery]:
         await self.ensure_group(group)
+        await self.promote_due()
         block_ms = None if block is None else max(1, int(block * 1000))
         try:
             reply = await self._call(
@@ -137,6 +195,64 @@ class RedisBroker:
             if start == "0-0":
                 break
         return found
+
+    # -- the WorkerBroker protocol ---------------------------------------------
+
+    async def finish(self, group: str, *ids: str) -> int:
+        if not ids:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.stream, group, *ids)
+        pipe.xdel(self.stream, *ids)
+        acked, _deleted = await self._call(pipe.execute())
+        return int(acked)
+
+    async def retry_later(self, group: str, stream_id: str, entry: QueueEntry, delay: float) -> None:
+        name = f"{entry.queue_id}:{entry.attempt}"
+        due_ms = int((time.time() + max(0.0, delay)) * 1000)
+        fields: dict[Any, Any] = entry.to_fields()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(f"{self.delayed_key}:{name}")
+        pipe.hset(f"{self.delayed_key}:{name}", mapping=fields)
+        pipe.zadd(self.delayed_key, {name: due_ms})
+        pipe.xack(self.stream, group, stream_id)
+        pipe.xdel(self.stream, stream_id)
+        await self._call(pipe.execute())
+
+    async def promote_due(self, limit: int = 100) -> int:
+        """Move the delayed entries that are due back onto the stream; how many."""
+        now_ms = int(time.time() * 1000)
+        return int(await self._call(self._promote(
+            keys=[self.delayed_key, self.stream], args=[now_ms, limit, f"{self.delayed_key}:"],
+        )))
+
+    async def dead_letter(self, group: str, stream_id: str, reason: str, entry: QueueEntry | None = None) -> None:
+        fields: list[Any] = [x for k, v in (entry.to_fields() if entry else {}).items() for x in (k, v)]
+        await self._call(self._dead_letter(
+            keys=[self.stream, self.dead_stream], args=[group, stream_id, reason, *fields],
+        ))
+
+    async def delivered(self, queue_id: str) -> set[str]:
+        members = await self._call(self.client.smembers(f"{self.stream}:done:{queue_id}"))
+        return {_text(m) for m in members}
+
+    async def mark_delivered(self, queue_id: str, recipients: Iterable[str], ttl: float) -> None:
+        names = list(recipients)
+        if not names:
+            return
+        key = f"{self.stream}:done:{queue_id}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(key, *names)
+        pipe.expire(key, max(1, int(ttl)))
+        await self._call(pipe.execute())
+
+    async def delayed_count(self) -> int:
+        """Entries waiting for a retry."""
+        return int(await self._call(self.client.zcard(self.delayed_key)))
+
+    async def dead_count(self) -> int:
+        """Entries in the dead-letter stream."""
+        return int(await self._call(self.client.xlen(self.dead_stream)))
 
     async def stats(self, group: str) -> BrokerStats:
         length = int(await self._call(self.client.xlen(self.stream)))

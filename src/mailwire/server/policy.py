@@ -458,7 +458,9 @@ class SessionPolicy:
             self.streamed = None
         if not streamed.content.complete:
             raise RuntimeError("a streaming session returned before the end of the message")
-        return outcome if self.per_recipient else None
+        if self.per_recipient or isinstance(outcome, Reply):  # a Reply: its own 2xx (see _delivered)
+            return outcome
+        return None
 
     def _injected_refusal(self, refused: tuple[Envelope, Reply], outcome: object) -> Pending:
         """A message refused by an injected fault: said (once if it is a 421,
@@ -470,12 +472,16 @@ class SessionPolicy:
             self._delivered(envelope, refusal)
         return self._reset(None, None)
 
-    def _delivered(self, envelope: Envelope, refusal: Reply | None) -> Pending:
-        if refusal is None and self.config.on_delivered is not None:
-            self._notify(envelope, envelope.rcpt_to)
+    def _delivered(self, envelope: Envelope, outcome: Reply | None) -> Pending:
+        """``outcome``: None (accepted), the Reply refusing the message, or a
+        2xx Reply the session accepted it with (``250 2.0.0 queued as <id>``)."""
+        if outcome is None or (isinstance(outcome, Reply) and outcome.code < 400):
+            if self.config.on_delivered is not None:
+                self._notify(envelope, envelope.rcpt_to)
+            outcome = outcome or MESSAGE_ACCEPTED
         # LMTP (RFC 2033 4.2): one reply per accepted recipient, here all alike.
         for _ in range(len(envelope.rcpt_to) if self.core.lmtp else 1):
-            self.reply(refusal or MESSAGE_ACCEPTED)
+            self.reply(outcome)
         return None
 
     def _delivered_lmtp(self, envelope: Envelope, outcome: object) -> Pending:

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ..errors import SMTPError
+from ..reply import Reply
 from .envelope import Envelope
 
 __all__ = ["MessageContent", "MessageAborted", "StreamingSession", "LMTPStreamingSession"]
@@ -180,11 +181,12 @@ class MessageContent:
 
 @runtime_checkable
 class StreamingSession(Protocol):
-    async def data_stream(self, envelope: Envelope, content: MessageContent) -> None:
+    async def data_stream(self, envelope: Envelope, content: MessageContent) -> Reply | None:
         """The message as it arrives (see the module doc): iterate
-        ``content`` to its end and return to accept it; raise SMTPError to
-        refuse it (any other exception: ``451 4.3.0``). In LMTP, the same
-        answer for every recipient."""
+        ``content`` to its end and return to accept it (None, or the 2xx
+        ``Reply`` to accept it with: ``250 2.0.0 queued as <id>``); raise
+        SMTPError to refuse it (any other exception: ``451 4.3.0``). In
+        LMTP, the same answer for every recipient."""
 
 
 @runtime_checkable
