@@ -53,11 +53,12 @@ class MailwireProcess:
     def stderr_path(self) -> Path:
         return self.directory / f"{self.name}.err"
 
-    def output(self) -> str:
+    def output(self, tail: int = 3000) -> str:
+        """The last ``tail`` characters of its stdout and of its stderr (0: all), over every start."""
         parts = []
         for path in (self.stdout_path, self.stderr_path):
             if path.exists():
-                parts.append(path.read_text(errors="replace")[-3000:])
+                parts.append(path.read_text(errors="replace")[-tail:])
         return "\n".join(parts)
 
     @property

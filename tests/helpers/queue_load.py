@@ -66,6 +66,7 @@ class Load:
     large_size: int = 8192
     clients: Sequence[str] = CLIENTS
     timeout: float = 15.0
+    pause: float = 0.05
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,14 +125,11 @@ class Load:
                 self._send(smtp, data, outcome)
             except smtplib.SMTPResponseException as err:  # a reply, not a 250 (to the greeting or DATA)
                 outcome.status, outcome.reply = "refused", f"{err.smtp_code} {err.smtp_error!r}"
-                smtp = _close(smtp)
-                continue
             except (OSError, smtplib.SMTPException) as err:
                 outcome.status, outcome.reply = "broken", repr(err)
+            if outcome.status != "queued":  # a front end that refuses may be going away: a fresh connection
                 smtp = _close(smtp)
-                continue
-            if outcome.status != "queued":
-                smtp = _close(smtp)  # a front end that refuses may be going away: a fresh connection
+                self._stopping.wait(self.pause)
         _close(smtp)
 
     @staticmethod

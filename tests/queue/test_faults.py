@@ -85,7 +85,9 @@ def _under_load(cluster: QueueCluster, rounds: int, fault: Callable[[int], None]
     for process in [*cluster.fronts, *cluster.workers]:
         assert process.alive, f"{process.name} died on its own:\n{process.output()}"
     stored = cluster.wait_drained(expected=len(load.queued), timeout=120)
-    return load, check_exactly_once(load.outcomes, stored)
+    tally = check_exactly_once(load.outcomes, stored)
+    print(f"{rounds} faults: {tally}")  # shown with -rP / -s: how hard the faults bit
+    return load, tally
 
 
 def _kill_and_restart(processes: list[MailwireProcess]) -> Callable[[int], None]:
