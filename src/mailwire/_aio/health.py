@@ -45,12 +45,13 @@ class HealthServer:
 
     def __init__(self, check: Callable[[], Awaitable[Health]], host: str = "127.0.0.1",
                  port: int = 0, *, read_timeout: float = READ_TIMEOUT,
-                 check_timeout: float = CHECK_TIMEOUT) -> None:
+                 check_timeout: float = CHECK_TIMEOUT, reuse_port: bool = False) -> None:
         self._check = check
         self._host = host
         self._port = port
         self._read_timeout = read_timeout
         self._check_timeout = check_timeout
+        self._reuse_port = reuse_port  # several processes (serve --workers) on one port
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -63,7 +64,8 @@ class HealthServer:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port, limit=MAX_HEAD)
+        self._server = await asyncio.start_server(self._serve, self._host, self._port, limit=MAX_HEAD,
+                                                  reuse_port=self._reuse_port or None)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

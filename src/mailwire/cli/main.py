@@ -20,7 +20,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from .. import __compiled__, __version__
-from . import send, sendmail, serve
+from . import queue, send, sendmail, serve, worker
 from .loop import describe
 
 __all__ = ["main"]
@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
         "stop it cleanly.",
     )
     serve.configure_parser(serve_parser)
+    worker.configure_parser(commands.add_parser(
+        "worker", help="deliver what the durable queue holds (Maildir, LMTP or relay), until SIGTERM",
+        description="Drain a durable queue (--queue redis://HOST:PORT/STREAM) as one consumer of a group: "
+        "deliver each entry (--maildir, --lmtp, --lmtp-unix or --relay), then acknowledge it; retry "
+        "temporary failures, bounce permanent ones. SIGTERM or SIGINT: finish what is under way, exit 0.",
+    ))
+    queue.configure_parser(commands.add_parser(
+        "queue", help="the durable queue: stats (length, pending, oldest age) or health",
+        description="Look at a durable queue: 'stats' (add --json for scripts) or 'health' (exit 0 if "
+        "the broker answers, 1 if not).",
+    ))
     commands.add_parser(
         "sendmail", add_help=False, help="the sendmail command: send the message on stdin "
         "(-t, -i, -f ...; mailwire sendmail --help)",
@@ -86,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send.run(args)
     if args.command == "serve":
         return serve.run(args)
+    if args.command == "worker":
+        return worker.run(args)
+    if args.command == "queue":
+        return queue.run(args)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the choice
 
 

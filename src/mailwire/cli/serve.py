@@ -38,7 +38,7 @@ from ..server.session import Backend
 from .loop import LOOPS, use_loop
 from .options import UsageError, user_password
 from ..server.workers import usable_cores
-from . import serve_chaos, serve_relay, serve_retention, serve_web
+from . import serve_chaos, serve_queue, serve_relay, serve_retention, serve_web
 from .serve_run import (
     EXIT_RUNTIME, EXIT_USAGE, PROG, AcceptAny, Plan, Reporter, RuntimeFailure, Users, serve, serve_workers,
 )
@@ -249,6 +249,7 @@ def configure_parser(serve: argparse.ArgumentParser) -> None:
     serve_relay.add_options(serve)
     serve_chaos.add_options(serve)
     serve_retention.add_options(serve)
+    serve_queue.add_options(serve)
     out = serve.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true", help="no line per message on stdout")
     out.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -321,6 +322,7 @@ def _check_conflicts(args: argparse.Namespace) -> None:
     for conflict, message in needs:
         if conflict:
             raise UsageError(message)
+    serve_queue.check_conflicts(args)
 
 
 def _open_maildir(path: str) -> Maildir:
@@ -342,6 +344,9 @@ def _open_maildir(path: str) -> Maildir:
 
 def _delivery(args: argparse.Namespace) -> tuple[Backend, str, bool]:
     """The backend, the banner's words for it, and whether to report each message."""
+    if args.queue is not None:
+        front, storing = serve_queue.backend(args)
+        return front, storing, not args.quiet
     if args.print:
         return Printer(), "printing messages to stdout", False
     if args.sink:
@@ -407,6 +412,7 @@ def plan(args: argparse.Namespace) -> Plan:
                    lambda: _delivery(args)[0])
     serve_web.attach(args, checked)
     serve_retention.attach(args, checked)
+    serve_queue.attach(args, checked)
     return checked
 
 

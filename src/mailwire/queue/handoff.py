@@ -25,8 +25,8 @@ The caveat no front end escapes: a publish that times out may still land
 (the broker was slow, not gone: a stopped Redis resumes and executes the
 XADD it had buffered). The sender has heard 451 and will send the message
 again. What this module does: removes the blob anyway (a late entry naming it
-then finds no body, and the worker dead-letters it rather than deliver a
-copy of a message the sender is re-sending), and names the queue id in the
+then finds no body, so no worker delivers a copy of a message the sender
+is re-sending), and names the queue id in the
 451 text and in the ``event=refused`` log line, so an operator can match a
 late entry with the refusal. A late entry with an inline body is delivered,
 and the re-sent message too: the duplicate RFC 1047 describes for every MTA

@@ -68,7 +68,7 @@ class RelayDeliverer(_PoolDeliverer):
     target = "relay"
 
     @classmethod
-    def to(cls, host: str, port: int, **settings: Any) -> RelayDeliverer:
+    def to(cls, host: str, port: int | None, **settings: Any) -> RelayDeliverer:
         return cls(SMTPPool(host, port, **settings))
 
 
