@@ -52,7 +52,7 @@ def smtp_source(address: tuple[str, int], messages: int, size: int) -> subproces
 
 @pytest.mark.timeout(300)
 def test_every_message_is_delivered_exactly_once_with_its_real_client(tmp_path: Path) -> None:
-    cluster = QueueCluster(tmp_path, fronts=2, workers=2, inline_max=INLINE_MAX)
+    cluster = QueueCluster(tmp_path, fronts=2, workers=2, inline_max=INLINE_MAX, front_args=["-v"])
     try:
         cluster.start()
         load = Load(cluster.address, sessions=4, large_every=3, large_size=3 * INLINE_MAX)
