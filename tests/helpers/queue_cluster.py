@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailwire.queue.broker import BrokerError, BrokerStats
 from mailwire.queue.redis_broker import RedisBroker
@@ -141,15 +145,20 @@ class QueueCluster:
         self.haproxy.start()
         self.haproxy.wait_servers(up=len(self.fronts))
 
-    def stop(self) -> None:
-        """Everything, the clean way first (each bounded); what resists is killed."""
+    def stop(self) -> dict[str, int | None]:
+        """Everything, the clean way first (SIGTERM, each bounded); what resists
+        is killed. Each front end's and worker's exit code (None: killed, or
+        not running)."""
         self.haproxy.stop()
+        codes: dict[str, int | None] = {}
         for process in [*self.fronts, *self.workers]:
             try:
-                process.stop()
+                codes[process.name] = process.stop()
             except Exception:
                 process.kill()
+                codes[process.name] = None
         self.redis.stop()
+        return codes
 
     def restart_redis(self, *, down: float = 0.0) -> None:
         """SIGKILL redis (as a crash: no final write), then start it on the same
@@ -161,27 +170,36 @@ class QueueCluster:
         time.sleep(down)
         self.redis.start(timeout=30)
 
-    def stats(self) -> BrokerStats:
-        async def query() -> BrokerStats:
+    def stats(self) -> tuple[BrokerStats, int]:
+        """The group's stats and the entries waiting for a retry (in-process: polled often)."""
+        async def query() -> tuple[BrokerStats, int]:
             broker = RedisBroker.from_url(self.redis.url)
             try:
-                return await broker.stats(GROUP)
+                return await broker.stats(GROUP), await broker.delayed_count()
             finally:
                 await broker.close()
         return asyncio.run(query())
 
+    def queue_stats(self) -> dict[str, Any]:
+        """What ``mailwire queue stats --json`` says, as an operator would ask."""
+        done = subprocess.run([sys.executable, "-m", "mailwire", "queue", "stats", "--queue", self.redis.url,
+                               "--json"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        facts: dict[str, Any] = json.loads(done.stdout)
+        return facts
+
     def wait_drained(self, *, expected: int = 0, timeout: float = 60.0) -> list[Stored]:
         """Wait until at least ``expected`` files are delivered, the broker has
-        nothing waiting or pending, and the Maildir's count held still over
+        nothing waiting, pending or due for a retry, and the Maildir's count held still over
         two looks; what it holds then."""
         deadline = time.monotonic() + timeout
         last = -1
-        stats: BrokerStats | None = None
+        stats: tuple[BrokerStats, int] | None = None
         while True:
             count = sum(1 for sub in ("new", "cur") for _ in (self.maildir / sub).iterdir())
             try:
-                stats = self.stats()
-                idle = (stats.lag or 0) == 0 and stats.pending_total == 0
+                stats, delayed = self.stats()
+                idle = (stats.lag or 0) == 0 and stats.pending_total == 0 and delayed == 0
             except BrokerError:
                 idle = False
             if idle and count >= expected and count == last:

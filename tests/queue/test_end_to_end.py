@@ -65,9 +65,14 @@ def test_every_message_is_delivered_exactly_once_with_its_real_client(tmp_path: 
         load.join()
         stored = cluster.wait_drained(expected=SMALL + LARGE + UNIQUE, timeout=120)
         servers = cluster.haproxy.servers()
+        facts = cluster.queue_stats()
     finally:
-        cluster.stop()
+        exits = cluster.stop()
 
+    # Nothing left behind: the operator's view agrees (delivered entries are removed from the stream).
+    assert {k: facts[k] for k in ("length", "lag", "pending_total", "delayed", "dead")} == dict.fromkeys(
+        ("length", "lag", "pending_total", "delayed", "dead"), 0), facts
+    assert set(exits.values()) == {0}, exits  # SIGTERM: each ends what is under way and exits 0
     tally = check_exactly_once(load.outcomes, stored, others=SMALL + LARGE)
     assert tally.queued == tally.delivered == UNIQUE, tally
     assert len(stored) == SMALL + LARGE + UNIQUE
