@@ -19,8 +19,13 @@ time is measured beside it with the same code it runs: ``RedisBroker.publish``
 of a 1 KB entry (XADD, whose reply under ``appendfsync always`` waits for the
 fsync) and ``DirectoryBlobs.write`` of a 64 KB body (write, fsync, rename,
 fsync of the directory), each timed alone against the same redis-server and
-disk. What remains of the '.'->250 time is the front end's own work plus the
-trip through HAProxy.
+disk, one right after each '.'->250 sample of its size (so in the same
+conditions: the workers delivering the samples meanwhile). What remains of
+the '.'->250 time is the front end's own work plus the trip through HAProxy.
+
+``CPU ms per message``: what each part of the cluster spent during the
+smtp-source run and the drain (Linux ``/proc``), per message: where the two
+cores go.
 
 Cases run interleaved (each repeat runs every case once, in turn), so a change
 in the machine's load hits them alike; tables show medians, and ratios against
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -42,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +84,7 @@ class Figures:
     e2e: list[float] = field(default_factory=list)
     latency: dict[str, list[float]] = field(default_factory=dict)  # name -> seconds, every sample of every run
     parts: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # part -> CPU ms per message, each run
 
 
 def _reply(sock: socket.socket, buffer: bytearray) -> bytes:
@@ -96,8 +103,9 @@ def _reply(sock: socket.socket, buffer: bytearray) -> bytes:
         buffer += chunk
 
 
-def dot_to_250(address: tuple[str, int], size: int, count: int) -> list[float]:
-    """Seconds from the final '.' to the 250, ``count`` messages one at a time."""
+def dot_to_250(address: tuple[str, int], size: int, count: int, after: Callable[[], None]) -> list[float]:
+    """Seconds from the final '.' to the 250, ``count`` messages one at a time,
+    ``after`` called after each (a part timed alone, in the same conditions)."""
     body = b"Subject: latency\r\n\r\n" + (b"y" * 78 + b"\r\n") * (size // 80)
     times = []
     with socket.create_connection(address, timeout=30) as sock:
@@ -119,7 +127,60 @@ def dot_to_250(address: tuple[str, int], size: int, count: int) -> list[float]:
             line = _reply(sock, buffer)
             times.append(time.perf_counter() - start)
             assert line.startswith(b"250"), line
+            after()
     return times
+
+
+class Parts:
+    """The two waits of a '.'->250, each timed alone with the front end's own code:
+    ``RedisBroker.publish`` (on a stream of its own, which no worker reads) and
+    ``DirectoryBlobs.write`` (on the disk the blobs go to)."""
+
+    def __init__(self, redis: RedisServer, blob_dir: Path, figures: Figures) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.broker = RedisBroker.from_url(redis.url.rsplit("/", 1)[0] + "/bench-parts")
+        self.blobs = DirectoryBlobs(blob_dir)
+        self.figures = figures
+        self.envelope = Envelope("a@bench.test", rcpt_to=["b@bench.test"])
+
+    def _time(self, name: str, work: Awaitable[object]) -> None:
+        start = time.perf_counter()
+        self.loop.run_until_complete(work)
+        self.figures.parts.setdefault(name, []).append(time.perf_counter() - start)
+
+    def publish(self) -> None:
+        self._time("broker ack (XADD, 1 KB inline)", self.broker.publish(QueueEntry.inline(self.envelope, b"x" * SMALL)))
+
+    def blob(self) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(LARGE // 16384):
+                yield b"x" * 16384
+        key = new_queue_id()
+        self._time("blob write (64 KB)", self.blobs.write(key, chunks()))
+        self.loop.run_until_complete(self.blobs.delete(key))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.broker.close())
+        self.loop.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (Linux /proc), or NaN."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(cluster: QueueCluster) -> dict[str, float]:
+    """CPU seconds so far of each part of the cluster (summed over front ends, over workers)."""
+    parts = {"front ends": cluster.fronts, "workers": cluster.workers}
+    found = {name: sum(cpu_seconds(p.process.pid) for p in procs if p.process) for name, procs in parts.items()}
+    for name, process in (("redis", cluster.redis.process), ("haproxy", cluster.haproxy.process)):
+        found[name] = cpu_seconds(process.pid) if process else float("nan")
+    return found
 
 
 def one_run(case: Case, messages: int, samples: int, figures: Figures) -> None:
@@ -129,45 +190,31 @@ def one_run(case: Case, messages: int, samples: int, figures: Figures) -> None:
                            appendfsync=case.appendfsync, front_args=lenient)
     try:
         cluster.start()
+        cpu_before = cpu_by_part(cluster)
+        source_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start, wall = time.perf_counter(), time.time()
         subprocess.run([SMTP_SOURCE, "-d", "-s", str(SESSIONS), "-m", str(messages), "-l", str(SMALL),
                         "-M", "bench.test", "-f", "a@bench.test", "-t", "b@bench.test",
                         f"{cluster.address[0]}:{cluster.address[1]}"], check=True, capture_output=True, timeout=600)
         figures.accept.append(messages / (time.perf_counter() - start))
+        source_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         stored = cluster.wait_drained(expected=messages, timeout=600)
         # Until the last file reached the Maildir (its mtime), not until the drain was seen.
         figures.e2e.append(messages / (max(s.path.stat().st_mtime for s in stored) - wall))
-        for name, size in (("1 KB", SMALL), ("64 KB", LARGE)):
-            figures.latency.setdefault(name, []).extend(dot_to_250(cluster.address, size, samples))
-        asyncio.run(parts(cluster.redis, directory / "blobs-bench", samples, figures))
+        cpu_after = cpu_by_part(cluster)
+        for name in cpu_after:
+            figures.cpu.setdefault(name, []).append((cpu_after[name] - cpu_before[name]) * 1000 / messages)
+        source = (source_after.ru_utime + source_after.ru_stime - source_before.ru_utime - source_before.ru_stime)
+        figures.cpu.setdefault("smtp-source", []).append(source * 1000 / messages)
+        parts = Parts(cluster.redis, directory / "blobs-bench", figures)
+        try:
+            figures.latency.setdefault("1 KB", []).extend(dot_to_250(cluster.address, SMALL, samples, parts.publish))
+            figures.latency.setdefault("64 KB", []).extend(dot_to_250(cluster.address, LARGE, samples, parts.blob))
+        finally:
+            parts.close()
     finally:
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-async def parts(redis: RedisServer, blob_dir: Path, samples: int, figures: Figures) -> None:
-    """The two waits of a '.'->250, timed alone with the front end's own code."""
-    broker = RedisBroker.from_url(redis.url.rsplit("/", 1)[0] + "/bench-parts")
-    blobs = DirectoryBlobs(blob_dir)
-    envelope = Envelope("a@bench.test", rcpt_to=["b@bench.test"])
-    small = b"x" * SMALL
-    large = b"x" * LARGE
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, LARGE, 16384):
-            yield large[start:start + 16384]
-    try:
-        for _ in range(samples):
-            start = time.perf_counter()
-            await broker.publish(QueueEntry.inline(envelope, small))
-            figures.parts.setdefault("broker ack (XADD, 1 KB inline)", []).append(time.perf_counter() - start)
-            key = new_queue_id()
-            start = time.perf_counter()
-            await blobs.write(key, chunks())
-            figures.parts.setdefault("blob write (64 KB)", []).append(time.perf_counter() - start)
-            await blobs.delete(key)
-    finally:
-        await broker.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -189,6 +236,10 @@ def report(cases: list[Case], figures: dict[Case, Figures]) -> None:
         for name, values in [*((f"'.'->250 {k}", v) for k, v in got.latency.items()), *got.parts.items()]:
             print(f"{case.name + ': ' + name:<52}{percentile(values, 0.5) * 1000:>8.2f}"
                   f"{percentile(values, 0.99) * 1000:>8.2f}")
+    names = list(base.cpu)
+    print(f"\n{'CPU ms per message':<26}" + "".join(f"{name:>12}" for name in names))
+    for case in cases:
+        print(f"{case.name:<26}" + "".join(f"{statistics.median(figures[case].cpu[n]):>12.2f}" for n in names))
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ RECLAIM_AFTER = 2.0  # seconds a dead worker's entries wait before another takes
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[QueueCluster]:
     running = QueueCluster(tmp_path, fronts=2, workers=2, inline_max=2048,
-                           worker_args=["--reclaim-after", str(RECLAIM_AFTER)])
+                           worker_args=["--reclaim-after", str(RECLAIM_AFTER), "-v"])
     try:
         running.start()
         yield running
@@ -92,7 +92,10 @@ def _under_load(cluster: QueueCluster, rounds: int, fault: Callable[[int], None]
     # An entry is dead-lettered only when its publish timed out yet landed after the 451 (its blob gone:
     # handoff.py's caveat), which only a broker outage can do.
     assert dead_letters or facts["dead"] == 0, facts
-    print(f"{rounds} faults: {tally}")  # shown with -rP / -s: how hard the faults bit
+    # Shown with -s: how hard the faults bit, and how often a worker found a message it had stored
+    # already (killed between the Maildir and the acknowledgement: the idempotence by queue id at work).
+    duplicates = sum(worker.output(tail=0).count("event=duplicate") for worker in cluster.workers)
+    print(f"{rounds} faults: {tally}, duplicates suppressed: {duplicates}")
     return load, tally
 
 
