@@ -10,17 +10,29 @@ same arguments, so the same port and directories.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["MailwireProcess", "terminate"]
+__all__ = ["MailwireProcess", "terminate", "free_ports"]
 
 START_TIMEOUT = 30.0  # a fresh interpreter importing mailwire on a loaded 2-core machine
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: all bound at once, then let go
+    (probed one at a time, two could come back the same)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:

@@ -18,7 +18,9 @@ after the header section, which delivery leaves as it was sent).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import http.client
 import json
 import re
 import subprocess
@@ -35,10 +37,9 @@ from mailwire.queue.broker import BrokerError, BrokerStats
 from mailwire.queue.redis_broker import RedisBroker
 
 from .haproxy import PROXY_SOURCE, Backend, HAProxy
-from .processes import MailwireProcess
+from .processes import MailwireProcess, free_ports
 from .queue_load import Outcome
 from .redis_server import RedisServer
-from .smtp_sink import free_port
 
 __all__ = ["QueueCluster", "Stored", "Tally", "read_maildir", "body_sha256", "check_exactly_once"]
 
@@ -91,7 +92,7 @@ def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
             return bool(reply.status == 200)
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
         return False
 
 
@@ -108,10 +109,11 @@ class QueueCluster:
         for sub in ("tmp", "new", "cur"):
             (self.maildir / sub).mkdir(parents=True, exist_ok=True)
         inline = ["--queue-inline-max", str(inline_max)] if inline_max is not None else []
+        ports = free_ports(1 + 2 * fronts + workers)
         self.fronts: list[MailwireProcess] = []
         backends = []
         for number in range(1, fronts + 1):
-            port, health = free_port(), free_port()
+            port, health = ports.pop(), ports.pop()
             self.fronts.append(MailwireProcess(
                 f"front{number}",
                 ["serve", "--no-web", "-q", "--port", str(port), "--queue", self.redis.url,
@@ -121,14 +123,14 @@ class QueueCluster:
             backends.append(Backend("127.0.0.1", port, health))
         self.workers: list[MailwireProcess] = []
         for number in range(1, workers + 1):
-            health = free_port()
+            health = ports.pop()
             self.workers.append(MailwireProcess(
                 f"worker{number}",
                 ["worker", "--queue", self.redis.url, "--maildir", str(self.maildir), "--queue-blobs",
                  str(self.blobs), "--consumer", f"worker{number}", "--health", f"127.0.0.1:{health}",
                  *worker_args],
-                directory / "logs", ready=lambda port=health: _healthy(port)))
-        self.haproxy = HAProxy(directory, backends, inter=check_inter)
+                directory / "logs", ready=functools.partial(_healthy, health)))
+        self.haproxy = HAProxy(directory, backends, inter=check_inter, port=ports.pop())
 
     @property
     def address(self) -> tuple[str, int]:
@@ -194,11 +196,12 @@ class QueueCluster:
         two looks; what it holds then."""
         deadline = time.monotonic() + timeout
         last = -1
-        stats: tuple[BrokerStats, int] | None = None
+        seen: tuple[BrokerStats, int] | None = None
         while True:
             count = sum(1 for sub in ("new", "cur") for _ in (self.maildir / sub).iterdir())
             try:
-                stats, delayed = self.stats()
+                seen = self.stats()
+                stats, delayed = seen
                 idle = (stats.lag or 0) == 0 and stats.pending_total == 0 and delayed == 0
             except BrokerError:
                 idle = False
@@ -207,7 +210,7 @@ class QueueCluster:
             if time.monotonic() > deadline:
                 logs = "\n".join(p.output()[-1500:] for p in self.workers)
                 raise AssertionError(f"not drained after {timeout}s: {count} delivered of {expected}, "
-                                     f"broker {stats}\n{logs}")
+                                     f"broker {seen}\n{logs}")
             last = count
             time.sleep(0.5)
 

@@ -128,17 +128,19 @@ class Load:
             except (OSError, smtplib.SMTPException) as err:
                 outcome.status, outcome.reply = "broken", repr(err)
             if outcome.status != "queued":  # a front end that refuses may be going away: a fresh connection
-                smtp = _close(smtp)
+                _close(smtp)
+                smtp = None
                 self._stopping.wait(self.pause)
         _close(smtp)
 
     @staticmethod
     def _send(smtp: smtplib.SMTP, data: bytes, outcome: Outcome) -> None:
-        for step in (lambda: smtp.mail("load@example.org"), lambda: smtp.rcpt("sink@example.net")):
-            code, text = step()
-            if code != 250:
-                outcome.status, outcome.reply = "refused", f"{code} {text.decode(errors='replace')}"
-                return
+        code, text = smtp.mail("load@example.org")
+        if code == 250:
+            code, text = smtp.rcpt("sink@example.net")
+        if code != 250:
+            outcome.status, outcome.reply = "refused", f"{code} {text.decode(errors='replace')}"
+            return
         code, text = smtp.data(data)
         outcome.reply = f"{code} {text.decode(errors='replace')}"
         found = _QUEUED.search(text)

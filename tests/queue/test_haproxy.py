@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 
 from helpers.haproxy import HAPROXY, PROXY_SOURCE, Backend, HAProxy
-from helpers.processes import MailwireProcess
-from helpers.smtp_sink import free_port
+from helpers.processes import MailwireProcess, free_ports
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(),
                                 reason="haproxy is not installed (dev/bootstrap.sh installs it)")
@@ -42,8 +41,10 @@ class Fronts:
     def __init__(self, tmp_path: Path, store: str) -> None:
         self.processes = []
         self.maildirs = []
+        ports = free_ports(3)
+        self.proxy_port = ports.pop()
         for number in (1, 2):
-            port = free_port()
+            port = ports.pop()
             maildir = tmp_path / f"mail{number}"
             what = ["--print"] if store == "print" else ["--maildir", str(maildir)]
             self.processes.append(MailwireProcess(
@@ -61,7 +62,8 @@ class Fronts:
 
 def _cluster(tmp_path: Path, store: str) -> Iterator[tuple[Fronts, HAProxy]]:
     fronts = Fronts(tmp_path, store)
-    proxy = HAProxy(tmp_path, [Backend("127.0.0.1", port) for port in fronts.ports], inter="500ms")
+    proxy = HAProxy(tmp_path, [Backend("127.0.0.1", port) for port in fronts.ports], inter="500ms",
+                    port=fronts.proxy_port)
     try:
         for process in fronts.processes:
             process.start()
