@@ -1,7 +1,7 @@
 """A real HAProxy in front of SMTP front ends, started and stopped by a test.
 
 ``HAProxy`` writes a config from ``haproxy_config`` (the same settings as the
-documented recipe, ``contrib/haproxy/mailwire.cfg``; ``docs/haproxy.md`` says
+documented recipe, ``contrib/haproxy/haproxy.cfg``; ``docs/haproxy.md`` says
 why each is there) and runs Debian's ``/usr/sbin/haproxy -f CFG -db`` in the
 foreground. It connects to the front ends *from* ``127.0.0.2`` (``source`` on
 each server line), so the proxy's address differs from the test clients'
