@@ -533,11 +533,12 @@ def test_the_layout_checker_lets_the_layout_be(tmp_path: Path, module: str, sour
 # backend: a module implementing the Backend contract refuses with its own
 # codes (``SMTPError(550, "5.1.1", "No such user")``, design rule 4), which
 # is policy, not protocol. The sanctioned backends are the shipped ones
-# (``server/backends/``) and the smtpd drop-in's (``smtpd.py``). A server
-# driver (connection, policy, auth) or the CLI never writes a code.
+# (``server/backends/``), the smtpd drop-in's (``smtpd.py``) and the queue's
+# front end (``queue/handoff.py``). A server driver (connection, policy,
+# auth) or the CLI never writes a code.
 
 PROTOCOL_HOMES = {"protocol", "reply.py", "sasl.py", "errors.py"}
-BACKENDS = {"server/backends/", "smtpd.py"}  # a folder ends in "/"
+BACKENDS = {"server/backends/", "smtpd.py", "queue/handoff.py"}  # a folder ends in "/"
 _REPLY_MAKERS = {"Reply", "SMTPError", "RemoteProtocolError", "Reply.of", "Reply.parse", "Reply.from_lines"}
 
 

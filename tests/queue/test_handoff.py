@@ -334,3 +334,42 @@ def test_client_behind_proxy_is_the_proxy_source(front: Callable[..., _Front],
         assert _send(client, _message())[0] == 250
     (entry,) = _entries(redis_server)
     assert entry.client == ("203.0.113.9", 40_123)
+
+
+def test_broker_refusing_the_entry_is_451_and_the_blob_removed(front: Callable[..., _Front],
+                                                              redis_server: RedisServer, tmp_path: Path) -> None:
+    import redis as redis_py
+
+    end = front(inline_max=1000)
+    client = redis_py.Redis(port=redis_server.port)
+    try:
+        client.set("mailwire-test", b"not a stream")  # XADD answers WRONGTYPE
+        with end.client() as smtp:
+            code, text = _send(smtp, _message(5000))
+        assert code == 451 and text.startswith("4.3.0 Queue unavailable, not queued (queue id "), text
+        assert os.listdir(tmp_path / "blobs") == [".tmp"] and os.listdir(tmp_path / "blobs" / ".tmp") == []
+        assert end.handoff.broker_up  # it answered: a refusal, not an outage
+        client.delete("mailwire-test")
+        with end.client() as smtp:
+            assert _send(smtp, _message(5000))[0] == 250
+    finally:
+        client.close()
+    (entry,) = _entries(redis_server)
+    assert entry.blob_key is not None and (tmp_path / "blobs" / entry.blob_key).exists()
+
+
+def test_250_only_after_publish_returned(front: Callable[..., _Front], redis_server: RedisServer) -> None:
+    end = front()
+    returned: list[str] = []
+    publish = end.handoff.broker.publish
+
+    async def slow_publish(entry: QueueEntry) -> str:
+        stream_id = await publish(entry)
+        await asyncio.sleep(0.3)  # a broker slow to acknowledge: the sender must wait for it
+        returned.append(entry.queue_id)
+        return stream_id
+
+    end.handoff.broker.publish = slow_publish  # type: ignore[method-assign]
+    with end.client() as client:
+        code, reply = _send(client, _message())
+        assert code == 250 and returned == [_queue_id(reply)]  # already returned when the 250 came

@@ -16,21 +16,10 @@ from mailwire.queue.deliver import MaildirDeliverer
 from mailwire.queue.worker import Worker
 
 from helpers.redis_server import RedisServer
-from worker_helpers import GROUP, maildir_files, maildir_messages, make_entry, run_until
+from worker_helpers import with_broker, GROUP, maildir_files, maildir_messages, make_entry, run_until
 
 pytest.importorskip("redis")
 from mailwire.queue.redis_broker import RedisBroker  # noqa: E402
-
-
-def _run(server: RedisServer, test) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        broker = RedisBroker.from_url(server.url, timeout=2.0)
-        try:
-            await test(broker)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
 
 
 def test_delivered_once_with_trace_lines_and_the_stream_trimmed(
@@ -47,7 +36,7 @@ def test_delivered_once_with_trace_lines_and_the_stream_trimmed(
         stats = await broker.stats(GROUP)
         assert stats.length == 0 and stats.pending_total == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     found = maildir_messages(tmp_path / "mail")
     assert sorted(found) == sorted(e.queue_id for e in entries)
     for entry in entries:
@@ -84,7 +73,7 @@ def test_the_same_entry_twice_and_two_workers_racing_store_it_once(
         assert sum(w.counts["duplicate"] for w in workers) == 5
         assert (await broker.stats(GROUP)).length == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     assert [len(v) for v in maildir_messages(tmp_path / "mail").values()] == [1]
     assert sum(f"event=duplicate queue_id={entry.queue_id} target=maildir" in r.getMessage()
                for r in caplog.records) == 5
@@ -103,7 +92,7 @@ def test_a_message_moved_to_cur_is_not_stored_again(redis_server: RedisServer, t
         await broker.publish(entry)
         await run_until(worker, lambda: worker.counts["duplicate"] == 1)
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     assert [len(v) for v in maildir_messages(tmp_path / "mail").values()] == [1]
     assert not list((tmp_path / "mail" / "new").iterdir()) and not list((tmp_path / "mail" / "tmp").iterdir())
 
@@ -122,7 +111,7 @@ def test_entries_a_dead_worker_held_are_reclaimed(redis_server: RedisServer, tmp
         stats = await broker.stats(GROUP)
         assert stats.length == 0 and stats.pending_total == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     assert sorted(maildir_messages(tmp_path / "mail")) == sorted(e.queue_id for e in entries)
 
 
@@ -142,7 +131,7 @@ def test_a_malformed_entry_is_dead_lettered(
         assert b"field 'id'" in fields[b"dead_reason"]
         assert (await broker.stats(GROUP)).length == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     assert list(maildir_messages(tmp_path / "mail")) == [good.queue_id]
     assert any("event=dead_letter queue_id=unknown" in r.getMessage() for r in caplog.records)
 
@@ -163,22 +152,7 @@ def test_a_body_in_the_blob_store_is_delivered_then_deleted(redis_server: RedisS
         worker = Worker(broker, MaildirDeliverer(tmp_path / "mail"), blobs=blobs)
         await run_until(worker, lambda: worker.counts["delivered"] == 1)
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     [message] = maildir_messages(tmp_path / "mail")[entry.queue_id]
     assert message["Subject"] == "message 4"
     assert not (tmp_path / "blobs" / entry.queue_id).exists()
-
-
-def test_an_unwritable_maildir_is_refused_at_once(tmp_path: Path) -> None:
-    (tmp_path / "mail" / "new").mkdir(parents=True)
-    (tmp_path / "mail" / "tmp").mkdir()
-    (tmp_path / "mail" / "cur").mkdir()
-    (tmp_path / "mail" / "new").chmod(0o500)
-    try:
-        import os
-        if os.geteuid() == 0:
-            pytest.skip("root writes anywhere")
-        with pytest.raises(PermissionError):
-            MaildirDeliverer(tmp_path / "mail")
-    finally:
-        (tmp_path / "mail" / "new").chmod(0o700)

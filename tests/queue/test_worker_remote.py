@@ -7,7 +7,6 @@ bounced, NOTIFY=NEVER honoured, and no recipient delivered twice."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import logging
@@ -28,7 +27,7 @@ from mailwire.server.session import BaseSession, Session
 
 from helpers.redis_server import RedisServer
 from helpers.smtp_sink import Sink, smtp_sink
-from worker_helpers import GROUP, make_entry, run_until
+from worker_helpers import with_broker, GROUP, make_entry, run_until
 
 pytest.importorskip("redis")
 from mailwire.queue.redis_broker import RedisBroker  # noqa: E402
@@ -79,17 +78,6 @@ class _ScriptedSession(BaseSession):
         return outcomes
 
 
-def _run(server: RedisServer, test) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        broker = RedisBroker.from_url(server.url, timeout=2.0)
-        try:
-            await test(broker)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
-
-
 def _delivered_to(script: Scripted, rcpt: str) -> list[bytes]:
     return [content for r, content in script.delivered if r == rcpt]
 
@@ -120,7 +108,7 @@ def test_temporary_failures_retried_for_those_recipients_only_permanent_ones_bou
         assert worker.counts["retry"] == 2 and worker.counts["bounced"] == 1
         assert (await broker.stats(GROUP)).length == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     [dsn] = _delivered_to(script, "a@example.com")
     report = email.message_from_bytes(dsn, policy=email.policy.default)
     assert report.get_content_type() == "multipart/report"
@@ -184,7 +172,7 @@ def test_retries_exhausted_bounce_notify_never_and_the_null_sender_is_dead_lette
         [(_, dead)] = await broker.client.xrange(broker.dead_stream)
         assert dead[b"id"] == from_null.queue_id.encode() and b"null sender" in dead[b"dead_reason"]
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     assert script.seen["temp@example.com"] == 3
     assert [r for r, _ in script.delivered] == ["a@example.com"]
 
@@ -212,5 +200,27 @@ def _relay_twice(redis_server: RedisServer, sink: Sink, entry: QueueEntry) -> st
         await deliverer.close()
         assert (await broker.stats(GROUP)).length == 0
 
-    _run(redis_server, test)
+    with_broker(redis_server, test)
     return sink.dumped()  # smtp-sink wrote it before its 250
+
+
+def test_lmtp_over_a_unix_socket(redis_server: RedisServer) -> None:
+    script = Scripted(lmtp=True)
+    entry = make_entry(12, rcpts=("u@example.com", "v@example.com"))
+    with tempfile.TemporaryDirectory() as where:  # short: a socket path holds ~107 octets
+        path = str(Path(where) / "lmtp.sock")
+
+        async def test(broker: RedisBroker) -> None:
+            server = SMTPServer(script, hostname="mx.test", lmtp=True)
+            await server.start_unix(path)
+            try:
+                deliverer = LMTPDeliverer.to(path, None, tls="none", timeout=5)
+                await broker.publish(entry)
+                worker = Worker(broker, deliverer, block=0.05)
+                await run_until(worker, lambda: worker.counts["delivered"] == 1)
+                await deliverer.close()
+            finally:
+                await server.stop(grace=1.0)
+
+        with_broker(redis_server, test)
+    assert sorted(r for r, _ in script.delivered) == ["u@example.com", "v@example.com"]

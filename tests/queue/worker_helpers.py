@@ -8,6 +8,7 @@ import email
 import email.policy
 import os
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -16,7 +17,25 @@ from mailwire.queue import QueueEntry
 from mailwire.queue.worker import Worker
 from mailwire.server.envelope import Envelope, SessionInfo
 
+if TYPE_CHECKING:
+    from helpers.redis_server import RedisServer
+    from mailwire.queue.redis_broker import RedisBroker
+
 GROUP = "mailwire"
+
+
+def with_broker(server: RedisServer, test: Callable[[RedisBroker], Awaitable[None]]) -> None:
+    """Run ``test`` with a broker on ``server`` (closed after), in a new event loop."""
+    from mailwire.queue.redis_broker import RedisBroker  # redis is an extra: the tests skip without it
+
+    async def main() -> None:
+        broker = RedisBroker.from_url(server.url, timeout=2.0)
+        try:
+            await test(broker)
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
 
 
 def make_entry(n: int = 0, rcpts: tuple[str, ...] = ("b@example.com",), mail_from: str = "a@example.com",
@@ -61,6 +80,8 @@ def maildir_files(path: Path) -> dict[str, list[bytes]]:
     """Queue id (from the file name) -> the files stored under it, in new/ and cur/."""
     found: dict[str, list[bytes]] = {}
     for sub in ("new", "cur"):
+        if not (path / sub).is_dir():  # not made yet (a worker process starting)
+            continue
         for name in os.listdir(path / sub):
             found.setdefault(name.split(".")[0], []).append((path / sub / name).read_bytes())
     return found

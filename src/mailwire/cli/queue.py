@@ -16,11 +16,15 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ..queue.broker import BrokerError, NotDurable
 from .options import UsageError, seconds
 from .serve_queue import redacted
-from .worker import _broker
+from .worker import open_broker
+
+if TYPE_CHECKING:
+    from ..queue.redis_broker import RedisBroker
 
 __all__ = ["configure_parser", "run"]
 
@@ -42,7 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        broker = _broker(args)
+        broker = open_broker(args)
     except UsageError as err:
         print(f"{PROG} {args.action}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -50,10 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(job(args, broker))
 
 
-async def _stats(args: argparse.Namespace, broker: object) -> int:
-    from ..queue.redis_broker import RedisBroker
-
-    assert isinstance(broker, RedisBroker)
+async def _stats(args: argparse.Namespace, broker: RedisBroker) -> int:
     try:
         stats = await broker.stats(args.group)
         delayed, dead = await broker.delayed_count(), await broker.dead_count()
@@ -78,10 +79,7 @@ async def _stats(args: argparse.Namespace, broker: object) -> int:
     return EXIT_OK
 
 
-async def _health(args: argparse.Namespace, broker: object) -> int:
-    from ..queue.redis_broker import RedisBroker
-
-    assert isinstance(broker, RedisBroker)
+async def _health(args: argparse.Namespace, broker: RedisBroker) -> int:
     try:
         if not await broker.health():
             print(f"not ok: {redacted(args.queue)} does not answer")

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._aio.health import Health, HealthServer
 from ..server.envelope import SessionInfo
 from ..server.session import Session
-from .options import UsageError
+from .options import UsageError, seconds
 from .serve_run import PROG, Plan, RuntimeFailure
 
 if TYPE_CHECKING:  # redis is an extra: imported when --queue is given
@@ -60,16 +60,6 @@ def _octets(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
-    return value
-
-
 def add_options(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("a front end to the durable queue (needs mailwire[redis])")
     group.add_argument("--queue", metavar="redis://HOST:PORT/STREAM",
@@ -79,7 +69,7 @@ def add_options(serve: argparse.ArgumentParser) -> None:
                             "without it every body rides inline in its entry")
     group.add_argument("--queue-inline-max", type=_octets, metavar="BYTES",
                        help="largest body kept inline in the entry (default 65536)")
-    group.add_argument("--queue-timeout", type=_seconds, metavar="SECONDS",
+    group.add_argument("--queue-timeout", type=seconds, metavar="SECONDS",
                        help="the most a publish (or a ping) of the broker may take before it counts as "
                             "failed: 451 (default 5)")
     group.add_argument("--queue-allow-not-durable", action="store_true",

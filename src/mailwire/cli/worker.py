@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..queue.deliver.base import Deliverer
     from ..queue.redis_broker import RedisBroker
 
-__all__ = ["configure_parser", "run"]
+__all__ = ["configure_parser", "run", "open_broker"]
 
 PROG = "mailwire worker"
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -101,7 +101,8 @@ def _deliverer(args: argparse.Namespace) -> Deliverer:
     return kind.to(where.host, where.port, size=size, **where.settings)
 
 
-def _broker(args: argparse.Namespace) -> RedisBroker:
+def open_broker(args: argparse.Namespace) -> RedisBroker:
+    """The broker ``--queue`` names (UsageError for a bad address, or without the redis package)."""
     if importlib.util.find_spec("redis") is None:
         raise UsageError("--queue needs the redis package: pip install 'mailwire[redis]'")
     from ..queue.redis_broker import RedisBroker
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("mailwire.queue").setLevel(min(level, logging.INFO))  # its event= lines, always
     try:
-        broker = _broker(args)
+        broker = open_broker(args)
         deliverer = _deliverer(args)
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -48,7 +48,7 @@ def bounce(entry: QueueEntry, message: bytes, failed: Mapping[str, Failure], *,
            reporting_mta: str | None = None) -> QueueEntry:
     """The DSN entry telling ``entry.mail_from`` that ``failed`` recipients failed;
     ``message`` is the original, as delivery tried it."""
-    mta = reporting_mta or socket.getfqdn()
+    mta = reporting_mta or socket.gethostname()  # not getfqdn: it may wait on DNS
     options = dict(entry.recipients())
     report = EmailMessage(policy=_POLICY)
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{mta}>"

@@ -49,7 +49,7 @@ from ..server.envelope import Address, Envelope, SessionInfo
 from ..server.session import BaseSession, Step
 from ..server.streaming import MessageAborted, MessageContent
 from .blobs import BlobStore
-from .broker import Broker, BrokerError, NotDurable
+from .broker import Broker, BrokerError, BrokerUnavailable, NotDurable
 from .entry import QueueEntry, new_queue_id
 
 __all__ = ["Handoff", "HandoffSession", "INLINE_MAX", "QUEUE_UNAVAILABLE", "QUEUE_NOT_DURABLE"]
@@ -149,18 +149,10 @@ class Handoff:
         assert self._wake is not None
         backoff = self.probe_min
         while True:
-            answered = await self.broker.health()
-            if answered and not self.broker_up:
-                try:
-                    await self._check_durable()
-                except NotDurable as err:
-                    log.error("event=refused reason=not_durable %s", err)
-                except BrokerError:
-                    answered = False
-                else:
-                    log.info("event=broker_up (accepting mail again)")
-            elif not answered and self.broker_up:
-                self._broker_down("ping failed")
+            try:
+                await self._probe()
+            except Exception:  # a watcher that dies would leave the flag stuck: log, go on
+                log.exception("the queue's broker watcher failed; probing again")
             if self.broker_up:
                 backoff, delay = self.probe_min, self.watch_interval
             else:
@@ -171,12 +163,29 @@ class Handoff:
             except asyncio.TimeoutError:
                 pass
 
+    async def _probe(self) -> None:
+        """One ping: the flag goes down if it fails, up if it answers (and is durable)."""
+        answered = await self.broker.health()
+        if answered and not self.broker_up:
+            known = self.not_durable
+            try:
+                await self._check_durable()
+            except NotDurable as err:
+                if known is None:  # once, not at every probe
+                    log.error("event=refused reason=not_durable %s", err)
+            except BrokerError:
+                pass  # gone again between the ping and the check: the next probe tells
+            else:
+                log.info("event=broker_up (accepting mail again)")
+        elif not answered and self.broker_up:
+            self._broker_down("ping failed")
+
     def _broker_down(self, why: str) -> None:
         if self.broker_up:
             log.warning("event=broker_down reason=%s (refusing at MAIL until it answers)", why.replace(" ", "_"))
         self.broker_up = False
         if self._wake is not None:
-            self._wake.set()  # probe from the shortest back-off
+            self._wake.set()  # probe now, not at the end of a long wait
 
     # -- what the health endpoint shows ------------------------------------------------
 
@@ -256,7 +265,8 @@ class Handoff:
         try:
             await asyncio.wait_for(self.broker.publish(entry), self.timeout)
         except _FAILURES as err:
-            self._broker_down(type(err).__name__)
+            if isinstance(err, BrokerUnavailable) or not isinstance(err, BrokerError):  # unreachable, or slow
+                self._broker_down(type(err).__name__)
             self._failed("publish_failed", entry.queue_id, entry, err)
             raise SMTPError(451, "4.3.0", f"Queue unavailable, not queued (queue id {entry.queue_id}); "
                                           "try again later") from err

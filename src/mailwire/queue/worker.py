@@ -102,7 +102,8 @@ class Worker:
             raise ValueError("concurrency must be at least 1 and reclaim_after positive")
         self.broker, self.deliverer = broker, deliverer
         self.group = group
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.hostname = socket.gethostname()  # the "by" of Received:, the Reporting-MTA of bounces
+        self.consumer = consumer or f"{self.hostname}-{os.getpid()}"
         self.concurrency, self.reclaim_after = concurrency, reclaim_after
         self.blobs, self.retry, self.delivered_ttl = blobs, retry, delivered_ttl
         self.block, self.max_backoff = block, max_backoff
@@ -136,9 +137,10 @@ class Worker:
                     if free > 0:
                         self._start(await self.broker.consume(self.group, self.consumer, count=free,
                                                               block=self.block))
-                except BrokerError as err:
+                except Exception as err:  # BrokerError; anything else the client raises, alike: never crash
                     if self.broker_ok or backoff == 0.1:
-                        log.warning("%s", _kv(event="broker_down", consumer=self.consumer, error=err))
+                        log.warning("%s", _kv(event="broker_down", consumer=self.consumer, error=err),
+                                    exc_info=not isinstance(err, BrokerError))
                     self.broker_ok = False
                     await self._until(asyncio.sleep(backoff))
                     backoff = min(self.max_backoff, backoff * 2)
@@ -192,7 +194,7 @@ class Worker:
         except OSError as err:
             await self._settle(stream_id, entry, b"", Report({r: _local(err) for r in entry.rcpt_to}))
             return
-        message = trace_lines(entry, line_ending(body)) + body
+        message = trace_lines(entry, line_ending(body), by=self.hostname) + body
         recipients = list(entry.rcpt_to)
         if not self.deliverer.idempotent:
             done = await self.broker.delivered(entry.queue_id)
@@ -258,7 +260,7 @@ class Worker:
         the recipients whose NOTIFY asks for one."""
         options = dict(entry.recipients())
         notify = {r: f for r, f in permanent.items() if wants_bounce(entry, options[r])}
-        dsn = bounce(entry, message, notify) if notify else None
+        dsn = bounce(entry, message, notify, reporting_mta=self.hostname) if notify else None
         if dsn is not None:
             await self.broker.publish(dsn)
         self.counts["bounced"] += 1
