@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers.queue_cluster import QueueCluster  # noqa: E402
 from helpers.redis_server import RedisServer  # noqa: E402
+from maildir_bench import cpu_seconds  # noqa: E402
 
 from mailwire.queue.blobs import DirectoryBlobs  # noqa: E402
 from mailwire.queue.entry import QueueEntry, new_queue_id  # noqa: E402
@@ -162,16 +163,6 @@ class Parts:
     def close(self) -> None:
         self.loop.run_until_complete(self.broker.close())
         self.loop.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used so far (Linux /proc), or NaN."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_part(cluster: QueueCluster) -> dict[str, float]:
