@@ -32,6 +32,7 @@ from helpers.redis_server import REDIS_SERVER
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 
 pytestmark = [
+    pytest.mark.cluster,  # the whole cluster under load: dev/test.sh runs these on one Python
     pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy is not installed (dev/bootstrap.sh installs it)"),
     pytest.mark.skipif(not Path(REDIS_SERVER).exists(),
                        reason="redis-server is not installed (dev/bootstrap.sh installs it)"),
