@@ -16,6 +16,12 @@ if _TESTS not in sys.path:  # helpers/ lives next to this directory
 from helpers.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: the whole queue as processes under load (end to end, faults); minutes of both "
+        "cores, so dev/test.sh runs them on its first Python only")
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if not Path(REDIS_SERVER).exists():
