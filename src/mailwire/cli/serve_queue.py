@@ -135,7 +135,6 @@ class QueueFrontEnd:
         self.health_address: tuple[str, int] | None = args.health
         self._reuse_port = reuse_port
         self.health: HealthServer | None = None
-        self._launched: asyncio.Task[str] | None = None
 
     @property
     def where(self) -> str:
@@ -159,20 +158,10 @@ class QueueFrontEnd:
         await self.health.start()
         return f"{words}, health on http://{self.health_address[0]}:{self.health.port}/health"
 
-    def launch(self) -> None:
-        """``start`` in a task of the running loop (a worker's, which runs no companions)."""
-        self._launched = asyncio.get_running_loop().create_task(self.start())
-        self._launched.add_done_callback(_report)
-
     async def stop(self) -> None:
         if self.health is not None:
             await self.health.stop()
         await self.handoff.close()
-
-
-def _report(task: asyncio.Task[str]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        print(f"{PROG}: the queue front end did not start: {task.exception()}", file=sys.stderr)
 
 
 async def _preflight(args: argparse.Namespace) -> str | None:
@@ -215,9 +204,9 @@ def attach(args: argparse.Namespace, plan: Plan) -> None:
         plan.companions = (*plan.companions, plan.backend)
         return
 
-    def in_worker() -> QueueFrontEnd:  # called in each worker, on its loop, after the fork
+    async def in_worker() -> QueueFrontEnd:  # in each worker, on its loop, after the fork, before it listens
         front = QueueFrontEnd(args, reuse_port=True)
-        front.launch()
+        await front.start()
         return front
 
     plan.make_backend = in_worker

@@ -37,7 +37,7 @@ from ..server.config import ServerConfig
 from ..server.envelope import Envelope
 from ..server.session import Backend
 from ..server.stopping import StopSignals
-from ..server.workers import Workers, WorkersFailed
+from ..server.workers import BackendFactory, Workers, WorkersFailed
 
 __all__ = [
     "Plan", "Companion", "serve", "serve_workers", "Users", "AcceptAny", "Reporter", "RuntimeFailure",
@@ -65,7 +65,7 @@ class Plan:
     grace: float
     storing: str  # what the banner says happens to messages
     workers: int = 1  # above 1: processes, each with a backend from make_backend
-    make_backend: Callable[[], Backend] | None = None
+    make_backend: BackendFactory | None = None  # an async one is awaited before the worker listens
     companions: tuple[Companion, ...] = ()  # run beside the server on its loop: the web inbox
 
 

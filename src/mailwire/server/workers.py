@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import select
@@ -73,7 +74,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -87,7 +88,10 @@ __all__ = ["Workers", "serve_workers", "Restart", "WorkersFailed", "BackendFacto
 
 log = logging.getLogger("mailwire.server.workers")
 
-BackendFactory = Callable[[], "Backend | Handler"]
+# Called in each worker, on its loop, after the fork. An async factory is
+# awaited before the worker listens, so a backend that must first connect
+# somewhere (the queue's front end to its broker) is ready for the first client.
+BackendFactory = Callable[[], "Backend | Handler | Awaitable[Backend | Handler]"]
 STOP_MARGIN = 5.0  # seconds past the grace before stragglers are killed
 READY = b"ready\n"
 
@@ -152,7 +156,8 @@ class Workers:
     """N server processes on one address, supervised (see the module docstring).
 
     ``backend_factory`` is called in each worker to make its backend (a
-    ``Backend`` or an ``async def handle(envelope)``). ``host``/``port`` as
+    ``Backend`` or an ``async def handle(envelope)``; an async factory is
+    awaited before the worker listens). ``host``/``port`` as
     ``SMTPServer.start`` (port 0 picks one port for all; ``host`` None or
     a list: several addresses); ``unix`` also (or, with ``host=None`` and
     ``port=None``, only) listens on that Unix socket (``unix_mode``
@@ -491,7 +496,9 @@ class Workers:
         signals = StopSignals((signal.SIGTERM,))
         loop = asyncio.get_running_loop()
         loop.add_reader(self._lifeline[0], signals.trigger, "supervisor gone")
-        server = SMTPServer(self.backend_factory(), self.config)
+        made = self.backend_factory()
+        backend = await made if inspect.isawaitable(made) else made
+        server = SMTPServer(backend, self.config)
         try:
             for sock in listeners:
                 await server.start(None, None, sock=sock)
