@@ -308,6 +308,7 @@ def test_swaks_pipeline(server: ServerThread) -> None:
 # -- Postfix smtp-source ------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # 20,000 messages: over 60 s under coverage on a loaded machine
 def test_smtp_source_20000_messages_20_sessions(server_factory: Factory) -> None:
     server = server_factory()
     # The subprocess timeout only bounds a hang; speed is measured in bench/, never here.
