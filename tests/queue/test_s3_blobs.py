@@ -150,3 +150,110 @@ def test_a_missing_object_or_bucket_and_a_stopped_server(s3: str) -> None:
             assert not isinstance(raised.value, FileNotFoundError)
 
     asyncio.run(main())
+
+
+def _message(size: int, subject: str) -> bytes:
+    head = f"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: {subject}\r\n\r\n".encode()
+    return head + (b"x" * 76 + b"\r\n") * (size // 78) + b"end\r\n"
+
+
+def _queued_as(reply: bytes) -> str:
+    text = reply.decode()
+    assert text.startswith("2.0.0 queued as "), text
+    return text.rsplit(" ", 1)[1]
+
+
+def test_a_handoff_and_a_worker_share_a_bucket(s3: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    from mailwire.queue.deliver import MaildirDeliverer
+    from mailwire.queue.handoff import Handoff
+    from mailwire.queue.redis_broker import RedisBroker
+    from mailwire.queue.worker import Worker
+    from mailwire.testing import ServerThread
+
+    from worker_helpers import maildir_files, run_until
+
+    message = _message(300_000, "large")  # over the inline threshold: a blob
+    handoff = Handoff(RedisBroker.from_url(redis_server.url, timeout=5), S3Blobs(BUCKET, "b/", endpoint_url=s3),
+                      timeout=5)
+    server = ServerThread(handoff).start()
+    assert server.loop is not None
+    asyncio.run_coroutine_threadsafe(handoff.start(), server.loop).result(15)
+    try:
+        with smtplib.SMTP(*server.address, timeout=30) as client:
+            client.ehlo("client.example")
+            assert client.mail("alice@example.com")[0] == 250
+            assert client.rcpt("bob@example.org")[0] == 250
+            code, reply = client.data(message)
+        assert code == 250
+        queue_id = _queued_as(reply)
+        assert _objects(s3) == [f"b/{queue_id}"]  # the body, whole, in the bucket
+    finally:
+        asyncio.run_coroutine_threadsafe(handoff.close(), server.loop).result(15)
+        server.stop()
+
+    async def deliver() -> None:
+        broker = RedisBroker.from_url(redis_server.url, timeout=5)
+        worker = Worker(broker, MaildirDeliverer(tmp_path / "mail"), blobs=S3Blobs(BUCKET, "b/", endpoint_url=s3))
+        try:
+            await run_until(worker, lambda: bool(maildir_files(tmp_path / "mail")) and not _objects(s3))
+        finally:
+            await broker.close()
+
+    asyncio.run(deliver())
+    stored = maildir_files(tmp_path / "mail")
+    assert list(stored) == [queue_id] and len(stored[queue_id]) == 1
+    assert stored[queue_id][0].endswith(message)
+    assert _objects(s3) == []  # deleted once delivered
+
+
+def test_serve_and_worker_commands_with_s3_blobs(s3: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    from worker_helpers import maildir_files
+
+    port = free_ports(1)[0]
+    blobs = ["--queue-blobs", f"s3://{BUCKET}/front", "--queue-blobs-endpoint", s3]
+    front = MailwireProcess("front", ["serve", "--no-web", "--port", str(port), "--queue", redis_server.url,
+                                      "--queue-inline-max", "1000", *blobs], tmp_path, ready="listening on")
+    worker = MailwireProcess("worker", ["worker", "--queue", redis_server.url, "--maildir", str(tmp_path / "mail"),
+                                        *blobs], tmp_path, ready="delivering from")
+    message = _message(50_000, "via the commands")
+    try:
+        front.start()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            assert client.sendmail("alice@example.com", ["bob@example.org"], message) == {}
+        assert _objects(s3) and _objects(s3)[0].startswith("front/")
+        worker.start()
+        deadline = time.monotonic() + 30
+        while (not maildir_files(tmp_path / "mail") or _objects(s3)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        front.stop()
+    stored = maildir_files(tmp_path / "mail")
+    assert len(stored) == 1, front.output() + worker.output()
+    assert next(iter(stored.values()))[0].endswith(message)
+    assert _objects(s3) == []
+
+
+NO_BOTO3 = "import sys; sys.modules['boto3'] = None; from mailwire.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("command", [["worker", "--maildir", "m"], ["serve", "--no-web", "--port", "0"]])
+@pytest.mark.parametrize("blobs, message, without_boto3", [
+    (["--queue-blobs", "s3://"], "expected s3://BUCKET[/PREFIX], not 's3://'", False),
+    (["--queue-blobs", "s3://Bad_Bucket/x"], "expected s3://BUCKET[/PREFIX]", False),
+    (["--queue-blobs", "dir", "--queue-blobs-endpoint", "http://h"], "--queue-blobs-endpoint needs", False),
+    (["--queue-blobs", "s3://bucket"], "needs boto3: pip install 'mailwire[s3]'", True),
+], ids=["empty", "bad-bucket", "endpoint-without-s3", "no-boto3"])
+def test_bad_blob_options_are_one_line(command: list[str], blobs: list[str], message: str,
+                                       without_boto3: bool) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("redis")
+    start = ["-c", NO_BOTO3] if without_boto3 else ["-m", "mailwire"]
+    result = subprocess.run([sys.executable, *start, *command, "--queue", "redis://127.0.0.1:1/s", *blobs],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

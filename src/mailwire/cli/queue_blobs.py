@@ -36,7 +36,7 @@ def _s3(spec: str) -> tuple[str, str] | None:
     if not spec.startswith("s3://"):
         return None
     bucket, _, prefix = spec[len("s3://"):].partition("/")
-    if not bucket or not bucket.replace("-", "").replace(".", "").isalnum() or not bucket.islower():
+    if not bucket or not bucket.replace("-", "").replace(".", "").isalnum() or bucket != bucket.lower():
         raise UsageError(f"--queue-blobs: expected s3://BUCKET[/PREFIX], not {spec!r}")
     return bucket, prefix.rstrip("/") + "/" if prefix else ""
 
