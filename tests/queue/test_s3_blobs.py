@@ -244,8 +244,9 @@ NO_BOTO3 = "import sys; sys.modules['boto3'] = None; from mailwire.cli.main impo
     (["--queue-blobs", "s3://"], "expected s3://BUCKET[/PREFIX], not 's3://'", False),
     (["--queue-blobs", "s3://Bad_Bucket/x"], "expected s3://BUCKET[/PREFIX]", False),
     (["--queue-blobs", "dir", "--queue-blobs-endpoint", "http://h"], "--queue-blobs-endpoint needs", False),
+    (["--queue-blobs", "s3://b", "--queue-blobs-endpoint", "h:9000"], "expected an http:// or https://", False),
     (["--queue-blobs", "s3://bucket"], "needs boto3: pip install 'mailwire[s3]'", True),
-], ids=["empty", "bad-bucket", "endpoint-without-s3", "no-boto3"])
+], ids=["empty", "bad-bucket", "endpoint-without-s3", "endpoint-not-url", "no-boto3"])
 def test_bad_blob_options_are_one_line(command: list[str], blobs: list[str], message: str,
                                        without_boto3: bool) -> None:
     import subprocess

@@ -47,6 +47,8 @@ def check_blobs(args: argparse.Namespace) -> None:
     s3 = _s3(spec) if spec is not None else None
     if endpoint is not None and s3 is None:
         raise UsageError("--queue-blobs-endpoint needs --queue-blobs s3://BUCKET[/PREFIX]")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--queue-blobs-endpoint: expected an http:// or https:// URL, not {endpoint!r}")
     if s3 is not None and importlib.util.find_spec("boto3") is None:
         raise UsageError("--queue-blobs s3://... needs boto3: pip install 'mailwire[s3]'")
 
