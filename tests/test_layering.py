@@ -387,6 +387,39 @@ def test_the_queue_imports_without_redis() -> None:
     assert result.stdout.split() == ["Broker"]
 
 
+# -- boto3 stays an extra ------------------------------------------------------------------------
+
+
+def test_only_the_s3_blob_store_imports_boto3() -> None:
+    """boto3 is the ``s3`` extra: one module (``queue/s3_blobs.py``) imports
+    it (and botocore), and only the CLI may import that module."""
+    store = PACKAGE_ROOT / "queue" / "s3_blobs.py"
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for name, line in _imports(path, runtime_only=False):
+            where = f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+            if name.split(".")[0] in ("boto3", "botocore") and path != store:
+                offences.append(f"{where}: imports {name}")
+            if name == "mailwire.queue.s3_blobs" and _part(_module_name(path)) != "cli":
+                offences.append(f"{where}: imports mailwire.queue.s3_blobs")
+    assert any(name.split(".")[0] == "boto3" for name, _ in _imports(store, runtime_only=False))
+    assert offences == []
+
+
+def test_the_queue_and_its_cli_import_without_boto3() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["boto3"] = sys.modules["botocore"] = None
+        import mailwire.queue, mailwire.queue.blobs, mailwire.cli.queue_blobs, mailwire.cli.worker
+        print(mailwire.queue.DirectoryBlobs.__name__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["DirectoryBlobs"]
+
+
 # -- the layout: each part imports only what sits below it -------------------------------------
 #
 # Bottom to top: the values (errors, reply, limits, sasl), which every part

@@ -4,7 +4,8 @@
 (``mailwire.queue.handoff``): ``250 2.0.0 queued as <id>`` once the broker
 holds the entry, 451 otherwise, refusal at MAIL while the broker is down.
 Bodies over ``--queue-inline-max`` octets go to ``--queue-blobs DIR`` (a
-directory the workers share); without it every body rides inline.
+directory the workers share) or ``s3://BUCKET[/PREFIX]`` (``queue_blobs.py``);
+without it every body rides inline.
 
 Before anything listens, the broker's durability is checked once
 (``RedisBroker.check_durable``): a broker that may lose an acknowledged
@@ -37,6 +38,7 @@ from .._aio.health import Health, HealthServer
 from ..server.envelope import SessionInfo
 from ..server.session import Session
 from .options import UsageError, seconds
+from .queue_blobs import add_blob_options, blob_store, check_blobs
 from .serve_run import PROG, Plan, RuntimeFailure
 
 if TYPE_CHECKING:  # redis is an extra: imported when --queue is given
@@ -44,7 +46,8 @@ if TYPE_CHECKING:  # redis is an extra: imported when --queue is given
 
 __all__ = ["add_options", "check_conflicts", "backend", "attach", "QueueFrontEnd", "redacted"]
 
-_OPTIONS = ("queue_blobs", "queue_inline_max", "queue_timeout", "queue_allow_not_durable", "health")
+_OPTIONS = ("queue_blobs", "queue_blobs_endpoint", "queue_inline_max", "queue_timeout", "queue_allow_not_durable",
+            "health")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -64,9 +67,8 @@ def add_options(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("a front end to the durable queue (needs mailwire[redis])")
     group.add_argument("--queue", metavar="redis://HOST:PORT/STREAM",
                        help="hand every message to this queue: 250 only once the broker holds it durably")
-    group.add_argument("--queue-blobs", metavar="DIR",
-                       help="where bodies over --queue-inline-max go (a directory the workers share); "
-                            "without it every body rides inline in its entry")
+    add_blob_options(group, "where bodies over --queue-inline-max go (a directory the workers share, or "
+                            "a bucket); without it every body rides inline in its entry")
     group.add_argument("--queue-inline-max", type=_octets, metavar="BYTES",
                        help="largest body kept inline in the entry (default 65536)")
     group.add_argument("--queue-timeout", type=seconds, metavar="SECONDS",
@@ -102,6 +104,7 @@ def check_conflicts(args: argparse.Namespace) -> None:
     if importlib.util.find_spec("redis") is None:
         raise UsageError("--queue needs the redis package: pip install 'mailwire[redis]'")
     _broker(args)  # the address, checked now
+    check_blobs(args)
     if args.health is not None and args.health[1] == 0 and args.workers > 1:
         raise UsageError("--health with --workers above 1 needs a port (the workers share it), not 0")
 
@@ -119,11 +122,10 @@ class QueueFrontEnd:
     """The server's backend with --queue, and what runs beside it (see the module's docstring)."""
 
     def __init__(self, args: argparse.Namespace, *, reuse_port: bool = False) -> None:
-        from ..queue import DirectoryBlobs
         from ..queue.handoff import INLINE_MAX, Handoff
 
         try:
-            blobs = DirectoryBlobs(args.queue_blobs) if args.queue_blobs else None
+            blobs = blob_store(args.queue_blobs, args.queue_blobs_endpoint, timeout=args.queue_timeout or 5.0)
         except OSError as err:
             raise RuntimeFailure(f"cannot use --queue-blobs {args.queue_blobs}: {err.strerror or err}") from None
         self.queue = redacted(args.queue)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from .._aio.health import Health, HealthServer
 from .options import UsageError, add_tls_auth_options, destination, seconds, server_address
+from .queue_blobs import add_blob_options, blob_store, check_blobs
 from .serve_queue import _host_port, redacted
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--lmtp-unix", metavar="PATH", help="hand to the LMTP server on this Unix socket")
     target.add_argument("--relay", type=server_address, metavar="HOST:PORT", help="relay to this SMTP server")
     queue = parser.add_argument_group("the queue")
-    queue.add_argument("--queue-blobs", metavar="DIR", help="the blob directory the front ends write large bodies to")
+    add_blob_options(queue, "the blob store the front ends write large bodies to")
     queue.add_argument("--queue-timeout", type=seconds, default=5.0, metavar="SECONDS",
                        help="the most one broker call may take (default 5)")
     queue.add_argument("--group", default="mailwire", help="the consumer group (default mailwire; one per stream)")
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("mailwire.queue").setLevel(min(level, logging.INFO))  # its event= lines, always
     try:
         broker = open_broker(args)
+        check_blobs(args)
         deliverer = _deliverer(args)
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
@@ -138,12 +140,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, broker: RedisBroker, deliverer: Deliverer) -> int:
-    from ..queue import DirectoryBlobs
     from ..queue.worker import RetryPolicy, Worker
 
     retry = RetryPolicy(first_delay=args.retry_delay, max_delay=args.retry_max_delay,
                         max_attempts=args.max_attempts, max_age=args.max_age)
-    blobs = DirectoryBlobs(args.queue_blobs) if args.queue_blobs else None
+    blobs = blob_store(args.queue_blobs, args.queue_blobs_endpoint, timeout=args.queue_timeout)
     worker = Worker(broker, deliverer, group=args.group, consumer=args.consumer, concurrency=args.concurrency,
                     reclaim_after=args.reclaim_after, blobs=blobs, retry=retry,
                     max_deliveries=args.max_deliveries)
