@@ -48,7 +48,13 @@ def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> int | No
 
 class MailwireProcess:
     def __init__(self, name: str, args: Sequence[str], directory: Path, *,
-                 ready: str | Callable[[], bool]) -> None:
+                 ready: str | Callable[[], bool], traced: bool = True) -> None:
+        # traced False: not followed by coverage (which dev/test.sh's first run
+        # turns on in every child through COVERAGE_PROCESS_CONFIG): a cluster's
+        # front ends and workers handle thousands of messages each, and tracing
+        # them doubled the cluster tests' time; their code is covered by the
+        # tests of each part.
+        self.traced = traced
         self.name = name
         self.args = list(args)
         self.directory = directory
@@ -81,6 +87,8 @@ class MailwireProcess:
         assert not self.alive, f"{self.name} is running"
         offset = self.stdout_path.stat().st_size if self.stdout_path.exists() else 0
         env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
+        if not self.traced:
+            env = {k: v for k, v in env.items() if not k.startswith("COVERAGE_PROCESS")}
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self.process = subprocess.Popen([sys.executable, "-m", "mailwire", *self.args],
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)

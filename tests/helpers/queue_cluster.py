@@ -119,7 +119,7 @@ class QueueCluster:
                 ["serve", "--no-web", "-q", "--port", str(port), "--queue", self.redis.url,
                  "--queue-blobs", str(self.blobs), *inline, "--proxy-protocol", "--proxy-from",
                  f"{PROXY_SOURCE}/32", "--health", f"127.0.0.1:{health}", *front_args],
-                directory / "logs", ready="listening on"))
+                directory / "logs", ready="listening on", traced=False))
             backends.append(Backend("127.0.0.1", port, health))
         self.workers: list[MailwireProcess] = []
         for number in range(1, workers + 1):
@@ -129,7 +129,7 @@ class QueueCluster:
                 ["worker", "--queue", self.redis.url, "--maildir", str(self.maildir), "--queue-blobs",
                  str(self.blobs), "--consumer", f"worker{number}", "--health", f"127.0.0.1:{health}",
                  *worker_args],
-                directory / "logs", ready=functools.partial(_healthy, health)))
+                directory / "logs", ready=functools.partial(_healthy, health), traced=False))
         self.haproxy = HAProxy(directory, backends, inter=check_inter, port=ports.pop())
 
     @property
