@@ -10,10 +10,12 @@ port and directory (its append-only file kept), to test a broker outage.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -70,3 +72,20 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout)
         self.process = None
+
+
+@contextlib.contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """A started RedisServer in ``directory`` (made), stopped on the way out;
+    the test is skipped where redis-server is not installed."""
+    import pytest
+
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (dev/bootstrap.sh installs it)")
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

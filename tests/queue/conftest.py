@@ -13,7 +13,7 @@ _TESTS = str(Path(__file__).resolve().parents[1])
 if _TESTS not in sys.path:  # helpers/ lives next to this directory
     sys.path.insert(0, _TESTS)
 
-from helpers.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
+from helpers.redis_server import RedisServer, running_redis  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,12 +24,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (dev/bootstrap.sh installs it)")
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()

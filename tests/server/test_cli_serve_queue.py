@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.redis_server import REDIS_SERVER, RedisServer
+from helpers.redis_server import REDIS_SERVER, RedisServer, running_redis
 
 from .test_cli_serve import MSG, TIMEOUT, Serve, serve  # noqa: F401 - serve is a fixture
 
@@ -29,15 +29,8 @@ pytest.importorskip("redis")
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (dev/bootstrap.sh installs it)")
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _health(port: int) -> tuple[int, dict[str, object]]:
