@@ -105,10 +105,14 @@ def test_a_failed_or_cancelled_write_leaves_no_object(s3: str) -> None:
         try:
             await uploading
         except asyncio.CancelledError:
+            # The upload's thread runs on: once it (and every thread of the
+            # loop) ended, the object is gone or its removal under way.
+            await asyncio.get_running_loop().shutdown_default_executor()
             deadline = time.monotonic() + 10
             while _objects(s3) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert _objects(s3) == []
+            return
         else:  # finished before the cancel reached it: a whole object
             assert await _read(blobs, key) and _objects(s3) == [key]
             await blobs.delete(key)

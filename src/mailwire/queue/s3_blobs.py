@@ -97,10 +97,12 @@ class S3Blobs:
             await asyncio.shield(upload)
         except BaseException:
             abandoned.set()
-            if upload is not None and not upload.done():  # the thread goes on: it deletes what it made
-                upload.add_done_callback(lambda done: self._undo(done, name))
-            else:
+            if upload is None:
                 spool.close()
+            elif upload.done():  # it finished as the cancellation came: undo what it made
+                self._undo(upload, name)
+            else:  # the thread goes on: it deletes what it made, or _undo does once it is done
+                upload.add_done_callback(lambda done: self._undo(done, name))
             raise
         spool.close()
         return size
